@@ -1,0 +1,126 @@
+"""The ``curator`` command line: parse, resolve settings, make one call, print.
+
+Commands live in their own modules and are imported only when run, so
+``curator --help`` answers at once without torch, faiss or sqlalchemy.
+Errors print one line (``error: ...``) and exit with the code of their family.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from curator import __version__
+from curator.exceptions import CuratorError
+
+#: command name -> "module:attribute"; a command appears once its module exists.
+COMMANDS = {
+    "config": "curator.cli.basic:config",
+    "ingest": "curator.cli.basic:ingest",
+    "datasets": "curator.cli.basic:datasets",
+    "db": "curator.cli.basic:db",
+    "demo": "curator.cli.demo:demo",
+    "score": "curator.cli.engine:score",
+    "select": "curator.cli.engine:select",
+    "policies": "curator.cli.engine:policies_cmd",
+    "embed": "curator.cli.engine:embed",
+    "dedup": "curator.cli.dedup:dedup",
+    "labelstudio": "curator.cli.labelstudio:labelstudio",
+    "push": "curator.cli.labelstudio:push",
+    "pull": "curator.cli.labelstudio:pull",
+    "version": "curator.cli.versions:version",
+    "fiftyone": "curator.cli.fiftyone:fiftyone",
+    "loop": "curator.cli.loop:loop",
+    "report": "curator.cli.loop:report",
+}
+
+HELP = {
+    "config": "Print the effective settings (secrets masked).",
+    "ingest": "Ingest an image folder, IDX files or NumPy arrays into a dataset.",
+    "datasets": "List datasets and their sample counts.",
+    "db": "Database schema commands.",
+    "demo": "Run the demo: a few rounds of the whole loop on the bundled sample data.",
+    "score": "Score a dataset's unlabeled pool with a model.",
+    "select": "Select a batch with a policy and record it as a round.",
+    "policies": "List the registered selection policies.",
+    "embed": "Compute and store embeddings of a dataset.",
+    "dedup": "Find exact and near-duplicate groups in a dataset.",
+    "labelstudio": "Start, stop or check the local Label Studio server.",
+    "push": "Push a selection round to Label Studio as tasks.",
+    "pull": "Pull annotations from Label Studio.",
+    "version": "Create, list, show, diff, verify and export labeled-set versions.",
+    "fiftyone": "Sync curator state to FiftyOne, or import a FiftyOne dataset.",
+    "loop": "Run rounds of the continuous-improvement loop.",
+    "report": "Write the learning-curve report of a dataset.",
+}
+
+
+def _available() -> list[str]:
+    out = []
+    for name, target in COMMANDS.items():
+        module = target.split(":")[0]
+        try:
+            if importlib.util.find_spec(module) is not None:
+                out.append(name)
+        except ModuleNotFoundError:
+            pass
+    return out
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(_available())
+
+    def get_command(self, ctx, name):
+        if name not in _available():
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def format_commands(self, ctx, formatter):
+        rows = [(n, HELP.get(n, "")) for n in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="curator")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML config file.")
+@click.pass_context
+def cli(ctx, config_file):
+    """curator: choose what to label next, without copies, and keep every labeled set.
+
+    Settings come from flags, then CURATOR_* environment variables, then the
+    config file (--config, $CURATOR_CONFIG or ./curator.toml).
+    """
+    ctx.obj = {"config": config_file}
+
+
+def settings_from(ctx: click.Context, **overrides):
+    from curator.settings import load_settings
+
+    return load_settings(ctx.find_root().obj.get("config"), **overrides)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="curator", standalone_mode=False)
+    except CuratorError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; run the command again to resume", err=True)
+        sys.exit(130)
+    sys.exit(0)

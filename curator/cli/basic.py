@@ -1,0 +1,110 @@
+"""Foundation commands: config, ingest, datasets, db."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from curator.cli import settings_from
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def config(ctx, as_json):
+    """Print the effective settings, with secrets masked."""
+    values = settings_from(ctx).masked()
+    if as_json:
+        click.echo(json.dumps(values, indent=2))
+    else:
+        for key, value in values.items():
+            click.echo(f"{key:18} {value}")
+
+
+def detect_source(path: Path) -> str:
+    if path.is_dir():
+        return "folder"
+    if path.suffix in (".npy", ".npz"):
+        return "arrays"
+    return "idx"
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--dataset", "-d", required=True, help="Dataset name (created if new).")
+@click.option("--labels", type=click.Path(path_type=Path), help="IDX or NumPy labels file (ground truth).")
+@click.option("--split", help="Split of these samples, e.g. train or test.")
+@click.option("--skip-bad", is_flag=True, help="Skip corrupt images and report them instead of failing.")
+@click.option("--no-class-folders", is_flag=True, help="Do not read classes from sub-folder names.")
+@click.option("--batch-size", default=1024, show_default=True, help="Images decoded at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+@click.pass_context
+def ingest(ctx, path, dataset, labels, split, skip_bad, no_class_folders, batch_size, as_json):
+    """Ingest PATH (an image folder, an IDX file, or a .npy/.npz array) into a dataset.
+
+    Every sample is hashed; running it again adds nothing. Nothing is stored
+    unless the whole input is read (or bad images are skipped with --skip-bad).
+    """
+    from curator import ingest as ing
+    from curator.exceptions import ValidationError
+
+    settings = settings_from(ctx)
+    if not path.exists():
+        raise ValidationError(f"{path} does not exist; pass an image folder, an IDX file or a .npy/.npz file")
+    kind = detect_source(path)
+    if kind == "folder":
+        report = ing.ingest_folder(
+            path, dataset=dataset, split=split, class_folders=not no_class_folders,
+            skip_bad=skip_bad, settings=settings, batch_size=batch_size,
+        )
+    elif kind == "arrays":
+        report = ing.ingest_arrays(path, labels, dataset=dataset, split=split, settings=settings, batch_size=batch_size)
+    else:
+        report = ing.ingest_idx(path, labels, dataset=dataset, split=split, settings=settings, batch_size=batch_size)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    click.echo(
+        f"{dataset}: {report.added} added, {report.existing} already present, "
+        f"{report.duplicates} exact duplicates, {len(report.skipped)} skipped; {report.total} samples in all"
+    )
+    for item, reason in report.skipped:
+        click.echo(f"skipped {item}: {reason}", err=True)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def datasets(ctx, as_json):
+    """List datasets with their sample counts per split."""
+    from curator.store.queries import dataset_summaries
+
+    rows = dataset_summaries(settings_from(ctx))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no datasets yet; run: curator ingest PATH --dataset NAME")
+    for row in rows:
+        splits = ", ".join(f"{k}={v}" for k, v in row["splits"].items())
+        click.echo(f"{row['name']}: {row['samples']} samples ({splits}); {row['duplicates']} exact duplicates; "
+                   f"classes: {', '.join(row['classes']) or '-'}")
+
+
+@click.group()
+def db():
+    """Database schema commands."""
+
+
+@db.command()
+@click.pass_context
+def upgrade(ctx):
+    """Apply pending migrations (curator also does this on first connect)."""
+    from curator.settings import mask_url
+    from curator.store.session import get_engine, table_names
+
+    settings = settings_from(ctx)
+    engine = get_engine(settings.database_url)
+    click.echo(f"{mask_url(settings.database_url)}: schema at head, tables: {', '.join(table_names(engine))}")

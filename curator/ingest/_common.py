@@ -1,0 +1,189 @@
+"""What every source shares: records, PNG encoding, hashing and the batched writer.
+
+A source yields batches of ``Record``s; ``write_records`` stores them in one
+transaction (flushed batch by batch, so memory holds one batch of decoded
+images at most). A failure anywhere rolls the whole ingest back, so the
+database is left exactly as it was; ``--skip-bad`` instead reports and skips.
+Re-ingest is idempotent: the URI is unique per dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from curator.exceptions import ValidationError
+
+DEFAULT_BATCH = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    uri: str
+    sha256: str
+    width: int
+    height: int
+    channels: int
+    split: str | None = None
+    gt_label: str | None = None
+
+
+@dataclasses.dataclass
+class IngestReport:
+    dataset: str
+    seen: int = 0
+    added: int = 0
+    existing: int = 0
+    duplicates: int = 0
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    total: int = 0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """Deterministic PNG bytes of a uint8 (h, w) or (h, w, c) array."""
+    from PIL import Image
+
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def channels_of(mode: str) -> int:
+    """Channels of the image as curator decodes it: gray 1, colour 3, with alpha 4."""
+    if mode in ("1", "L", "I", "F", "I;16"):
+        return 1
+    return 4 if "A" in mode else 3
+
+
+def write_pngs(
+    images: np.ndarray, start: int, folder: Path, split: str | None, labels: Sequence[str | None] | None
+) -> list[Record]:
+    """Encode one batch of arrays as PNG files named by position; return their records."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i, pixels in enumerate(images):
+        data = encode_png(pixels)
+        path = folder / f"{start + i:07d}.png"
+        if not path.exists() or path.read_bytes() != data:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        h, w = pixels.shape[:2]
+        c = 1 if pixels.ndim == 2 else pixels.shape[2]
+        out.append(
+            Record(
+                uri=str(path.resolve()),
+                sha256=sha256_bytes(data),
+                width=int(w),
+                height=int(h),
+                channels=int(c),
+                split=split,
+                gt_label=None if labels is None else labels[i],
+            )
+        )
+    return out
+
+
+def label_strings(labels: np.ndarray | Sequence | None, n: int, name: str) -> list[str] | None:
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or len(labels) != n:
+        raise ValidationError(
+            f"{name}: expected {n} labels in a 1-D array, got shape {labels.shape}; "
+            "pass one label per image"
+        )
+    return [str(x) for x in labels.tolist()]
+
+
+def sort_classes(names: Iterable[str]) -> list[str]:
+    """Numeric names in numeric order ("2" before "10"), then the rest alphabetically."""
+    names = set(names)
+    numeric = sorted((n for n in names if n.lstrip("-").isdigit()), key=int)
+    return numeric + sorted(names - set(numeric))
+
+
+def write_records(
+    settings,
+    dataset: str,
+    batches: Iterable[list[Record]],
+    report: IngestReport,
+    total: int | None = None,
+) -> IngestReport:
+    """Store the records of all batches in one transaction (see module docstring)."""
+    from sqlalchemy import func, insert, select, update
+
+    from curator._progress import progress
+    from curator.store.models import Dataset, Sample
+    from curator.store.session import transaction
+
+    with transaction(settings) as s:
+        ds = s.scalar(select(Dataset).where(Dataset.name == dataset))
+        if ds is None:
+            ds = Dataset(name=dataset, classes=None)
+            s.add(ds)
+            s.flush()
+        first_of: dict[str, int] = dict(
+            s.execute(
+                select(Sample.sha256, func.min(Sample.id))
+                .where(Sample.dataset_id == ds.id)
+                .group_by(Sample.sha256)
+            ).all()
+        )
+        classes = set(ds.classes or [])
+        for batch in progress(batches, total=total, desc=f"ingest {dataset}", weight=len):
+            report.seen += len(batch)
+            uris = [r.uri for r in batch]
+            known = set(
+                s.scalars(
+                    select(Sample.uri).where(Sample.dataset_id == ds.id, Sample.uri.in_(uris))
+                )
+            )
+            new = [r for r in batch if r.uri not in known]
+            report.existing += len(batch) - len(new)
+            if not new:
+                continue
+            rows = [
+                {**dataclasses.asdict(r), "dataset_id": ds.id, "duplicate_of_id": first_of.get(r.sha256)}
+                for r in new
+            ]
+            ids = s.scalars(
+                insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows
+            ).all()
+            fixes = []
+            for row, sid in zip(rows, ids):
+                if row["duplicate_of_id"] is not None:
+                    report.duplicates += 1
+                elif row["sha256"] in first_of:  # an earlier copy in this same batch
+                    fixes.append({"id": sid, "duplicate_of_id": first_of[row["sha256"]]})
+                    report.duplicates += 1
+                else:
+                    first_of[row["sha256"]] = sid
+                if row["gt_label"] is not None:
+                    classes.add(row["gt_label"])
+            if fixes:
+                s.execute(update(Sample), fixes)
+            report.added += len(new)
+        if classes:
+            ds.classes = sort_classes(classes)
+        report.total = s.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == ds.id))
+    return report
+
+
+def batched(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

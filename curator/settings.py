@@ -1,0 +1,125 @@
+"""Settings resolved once: explicit arguments > environment > config file > defaults.
+
+Standard library only, so the CLI answers at once. Secrets (the Label Studio
+token) are kept out of ``repr`` and printed masked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+
+from curator.exceptions import ValidationError
+
+#: Environment variable -> settings field.
+ENV = {
+    "CURATOR_DB_URL": "db_url",
+    "CURATOR_WORKSPACE": "workspace",
+    "CURATOR_LABELSTUDIO_URL": "labelstudio_url",
+    "CURATOR_LABELSTUDIO_TOKEN": "labelstudio_token",
+}
+SECRET_FIELDS = frozenset({"labelstudio_token"})
+CONFIG_ENV = "CURATOR_CONFIG"
+DEFAULT_CONFIG_NAME = "curator.toml"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    workspace: Path = Path(".curator")
+    db_url: str | None = None
+    labelstudio_url: str = "http://127.0.0.1:8080"
+    labelstudio_token: str | None = dataclasses.field(default=None, repr=False)
+    config_file: Path | None = None
+
+    @property
+    def database_url(self) -> str:
+        """The database URL; a SQLite file inside the workspace when none is set."""
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{(self.workspace / 'curator.db').resolve()}"
+
+    @property
+    def media_dir(self) -> Path:
+        """Where decoded images of IDX/NumPy sources are written as PNG files."""
+        return self.workspace / "media"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.workspace / "embeddings"
+
+    def masked(self) -> dict[str, str]:
+        """Effective values for display, with secrets and URL passwords masked."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                shown = "(unset)"
+            elif f.name in SECRET_FIELDS:
+                shown = mask(str(value))
+            else:
+                shown = str(value)
+            out[f.name] = shown
+        out["database_url"] = mask_url(self.database_url)
+        return out
+
+
+def mask(secret: str) -> str:
+    return "****" if len(secret) < 12 else f"{secret[:2]}****{secret[-2:]}"
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of ``scheme://user:password@host`` URLs."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":****"
+    return f"{scheme}://{creds}@{host}"
+
+
+def _config_path(explicit: str | os.PathLike | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.is_file() else None
+
+
+def _read_config(path: Path) -> dict:
+    if not path.is_file():
+        raise ValidationError(
+            f"config file {path} does not exist; create it or unset {CONFIG_ENV}"
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValidationError(f"config file {path} is not valid TOML: {exc}") from None
+    section = data.get("curator", data)
+    known = {f.name for f in dataclasses.fields(Settings)} - {"config_file"}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ValidationError(
+            f"config file {path}: unknown key(s) {', '.join(unknown)}; "
+            f"known keys are {', '.join(sorted(known))}"
+        )
+    return section
+
+
+def load_settings(config: str | os.PathLike | None = None, **overrides) -> Settings:
+    """Resolve settings from overrides, the environment and the config file."""
+    values: dict = {}
+    path = _config_path(config)
+    if path is not None:
+        values.update(_read_config(path))
+        values["config_file"] = path
+    for env, field in ENV.items():
+        if os.environ.get(env):
+            values[field] = os.environ[env]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "workspace" in values:
+        values["workspace"] = Path(values["workspace"]).expanduser()
+    return Settings(**values)

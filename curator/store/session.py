@@ -1,0 +1,113 @@
+"""Engine, schema and the one transaction helper.
+
+The caller owns the transaction (one per step): functions that read and write
+take a ``Session`` and never commit. ``transaction()`` commits on success and
+rolls back on any exception, so a failed step leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, ArgumentError
+from sqlalchemy.orm import Session, sessionmaker
+
+from curator.exceptions import StoreError, ValidationError
+from curator.settings import Settings, load_settings, mask_url
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "db"
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def get_engine(url: str) -> Engine:
+    """An engine for ``url`` with the schema migrated to the latest revision.
+
+    SQLite files get WAL mode and enforced foreign keys; an unreachable server
+    raises ``StoreError`` naming the URL (password masked) and the fix.
+    """
+    if url in _ENGINES:
+        return _ENGINES[url]
+    try:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as exc:
+        raise ValidationError(
+            f"database URL {mask_url(url)} cannot be used ({exc}); set CURATOR_DB_URL to "
+            "sqlite:///path/to/file.db or postgresql+psycopg://user:password@host/db "
+            "(PostgreSQL needs: pip install 'curator[postgres]')"
+        ) from None
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise StoreError(
+            f"database {mask_url(url)} does not answer ({reason}); start the server or fix "
+            "CURATOR_DB_URL"
+        ) from None
+    upgrade(engine)
+    _ENGINES[url] = engine
+    return engine
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply Alembic migrations from ``db/`` up to ``revision``."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def table_names(engine: Engine) -> list[str]:
+    return sorted(inspect(engine).get_table_names())
+
+
+_SESSIONMAKERS: dict[str, sessionmaker[Session]] = {}
+
+
+def _sessionmaker(url: str) -> sessionmaker[Session]:
+    if url not in _SESSIONMAKERS:
+        _SESSIONMAKERS[url] = sessionmaker(get_engine(url), expire_on_commit=False)
+    return _SESSIONMAKERS[url]
+
+
+@contextlib.contextmanager
+def transaction(settings: Settings | str | None = None) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any exception."""
+    if settings is None:
+        settings = load_settings()
+    url = settings if isinstance(settings, str) else settings.database_url
+    with _sessionmaker(url).begin() as session:
+        yield session
+
+
+def dispose_all() -> None:
+    """Close pooled connections and forget engines (tests drop their databases)."""
+    for engine in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
+    _SESSIONMAKERS.clear()
