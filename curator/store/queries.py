@@ -49,3 +49,37 @@ def dataset_summaries(settings) -> list[dict]:
                 "classes": list(ds.classes or []),
             })
         return out
+
+
+def agreed_labels(session: Session, dataset: int) -> dict[int, tuple[str, float, int]]:
+    """Current agreed label of every annotated sample: sample_id -> (label, agreement, n).
+
+    The one definition of "the label of a sample", used by versions, the loop
+    and FiftyOne: the most frequent label among live (not deleted, not
+    skipped) annotations; ties go to the most recent annotation. ``agreement``
+    is the fraction of annotators who gave the agreed label.
+    """
+    from collections import Counter, defaultdict
+
+    from curator.store.models import Annotation
+
+    rows = session.execute(
+        select(Annotation.sample_id, Annotation.label, Annotation.id)
+        .join(Sample, Sample.id == Annotation.sample_id)
+        .where(
+            Sample.dataset_id == dataset,
+            Annotation.deleted.is_(False),
+            Annotation.skipped.is_(False),
+        )
+        .order_by(Annotation.sample_id, Annotation.id)
+    ).all()
+    by_sample: dict[int, list[str]] = defaultdict(list)
+    for sample_id, label, _ in rows:
+        by_sample[sample_id].append(label)
+    out = {}
+    for sample_id, labels in by_sample.items():
+        counts = Counter(labels)
+        top = max(counts.values())
+        winner = next(lab for lab in reversed(labels) if counts[lab] == top)
+        out[sample_id] = (winner, top / len(labels), len(labels))
+    return out
