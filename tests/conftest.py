@@ -1,0 +1,95 @@
+"""Shared fixtures: an isolated workspace per test, on SQLite and on PostgreSQL.
+
+PostgreSQL tests use ``CURATOR_TEST_PG_URL`` (a server URL whose role may
+create databases); each test gets a fresh database that is dropped afterwards.
+Without the variable they are skipped with a message saying how to enable
+them; in CI (``CI=true``) a missing server is an error, not a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from curator.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "datasets"
+MNIST = SHARED / "mnist"
+SAMPLE = ROOT / "datasets" / "mnist1989"
+PG_ENV = "CURATOR_TEST_PG_URL"
+PG_HINT = (
+    f"PostgreSQL tests skipped: set {PG_ENV}=postgresql+psycopg://user:password@127.0.0.1/postgres "
+    "(a role that may create databases), or run `make test`, which starts a local server"
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """No test reads the user's config or writes outside its temporary folder."""
+    for var in ("CURATOR_DB_URL", "CURATOR_WORKSPACE", "CURATOR_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("CURATOR_PROGRESS", "0")
+    monkeypatch.chdir(tmp_path)
+
+
+def _pg_database(base_url: str):
+    """Create a fresh database on the server of ``base_url``; return (url, drop)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"curator_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop():
+        from curator.store.session import dispose_all
+
+        dispose_all()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+    return url, drop
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    """Embedded default: a SQLite file in a temporary workspace."""
+    from curator.store.session import dispose_all
+
+    yield Settings(workspace=tmp_path / "ws")
+    dispose_all()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_settings(request, tmp_path) -> Settings:
+    """The same test on SQLite and on a fresh PostgreSQL database."""
+    from curator.store.session import dispose_all
+
+    workspace = tmp_path / "ws"
+    if request.param == "sqlite":
+        yield Settings(workspace=workspace)
+        dispose_all()
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        if os.environ.get("CI"):
+            pytest.fail(f"{PG_ENV} is not set in CI; .ci/run must start PostgreSQL")
+        pytest.skip(PG_HINT)
+    url, drop = _pg_database(base)
+    try:
+        yield Settings(workspace=workspace, db_url=url)
+    finally:
+        drop()
+
+
+def require(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} is missing; the real datasets live in ../shared/datasets (see its README)")
+    return path
