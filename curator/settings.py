@@ -28,7 +28,7 @@ DEFAULT_CONFIG_NAME = "curator.toml"
 @dataclasses.dataclass(frozen=True)
 class Settings:
     workspace: Path = Path(".curator")
-    db_url: str | None = None
+    db_url: str | None = dataclasses.field(default=None, repr=False)
     labelstudio_url: str = "http://127.0.0.1:8080"
     labelstudio_token: str | None = dataclasses.field(default=None, repr=False)
     config_file: Path | None = None
@@ -58,6 +58,8 @@ class Settings:
                 shown = "(unset)"
             elif f.name in SECRET_FIELDS:
                 shown = mask(str(value))
+            elif f.name == "db_url":
+                shown = mask_url(str(value))
             else:
                 shown = str(value)
             out[f.name] = shown

@@ -1,0 +1,206 @@
+"""Settings, CLI contract, layering, and invariants enforced by the database itself."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.exc import IntegrityError
+
+from curator.exceptions import StoreError, ValidationError
+from curator.settings import load_settings
+from curator.store.models import Dataset, Round, RoundItem, Sample, TaskLink
+from curator.store.session import get_engine, table_names, transaction
+
+from conftest import ROOT, SAMPLE
+
+CLI = [sys.executable, "-m", "curator"]
+
+
+def run_cli(*args, env=None, cwd=None):
+    full_env = {**os.environ, "CURATOR_PROGRESS": "0", **(env or {})}
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=300)
+
+
+# -- settings ---------------------------------------------------------------------------------
+
+def test_settings_precedence_env_over_file(tmp_path, monkeypatch):
+    cfg = tmp_path / "curator.toml"
+    cfg.write_text('[curator]\nworkspace = "from-file"\nlabelstudio_token = "file-token-123456"\n')
+    s = load_settings(cfg)
+    assert s.workspace == Path("from-file") and s.labelstudio_token == "file-token-123456"
+    monkeypatch.setenv("CURATOR_WORKSPACE", str(tmp_path / "env-ws"))
+    monkeypatch.setenv("CURATOR_DB_URL", "postgresql+psycopg://u:secretpw@h/db")
+    s = load_settings(cfg)
+    assert s.workspace == tmp_path / "env-ws"
+    shown = s.masked()
+    assert "secretpw" not in json.dumps(shown) and "file-token-123456" not in json.dumps(shown)
+    assert "file-token-123456" not in repr(s)
+    assert load_settings(cfg, workspace="flag").workspace == Path("flag")
+
+
+def test_settings_bad_config(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("workspace = [unclosed")
+    with pytest.raises(ValidationError, match="not valid TOML"):
+        load_settings(bad)
+    bad.write_text('wrkspace = "x"')
+    with pytest.raises(ValidationError, match="unknown key.*wrkspace"):
+        load_settings(bad)
+    with pytest.raises(ValidationError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml")
+
+
+def test_default_database_is_sqlite_in_workspace_with_wal(settings):
+    assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith("ws/curator.db")
+    engine = get_engine(settings.database_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    assert {"samples", "datasets", "rounds", "task_links", "annotations", "alembic_version"} <= set(
+        table_names(engine))
+
+
+def test_unreachable_database_names_url_not_password():
+    with pytest.raises(StoreError, match="does not answer") as info:
+        get_engine("postgresql+psycopg://someone:hunter2@127.0.0.1:1/nothing")
+    assert "hunter2" not in str(info.value) and "****" in str(info.value)
+
+
+# -- invariants held by the database ----------------------------------------------------------
+
+def _dataset_with_samples(session, n=2):
+    ds = Dataset(name="inv")
+    session.add(ds)
+    session.flush()
+    ids = session.scalars(insert(Sample).returning(Sample.id), [
+        {"dataset_id": ds.id, "uri": f"/x/{i}.png", "sha256": f"{i:064d}", "width": 2, "height": 2,
+         "channels": 1} for i in range(n)
+    ]).all()
+    return ds.id, ids
+
+
+def test_constraints_are_enforced_by_the_database(db_settings):
+    url = db_settings.database_url
+    with transaction(url) as s:
+        ds, (a, b) = _dataset_with_samples(s)
+        rnd = Round(dataset_id=ds, number=1, policy="random", budget=2, seed=0)
+        s.add(rnd)
+        s.flush()
+        round_id = rnd.id
+        s.add(TaskLink(sample_id=a, tool="labelstudio", project="1", task_id=10))
+    cases = [
+        ("same uri twice in a dataset", Sample.__table__.insert().values(
+            dataset_id=ds, uri="/x/0.png", sha256="f" * 64, width=1, height=1, channels=1)),
+        ("a sample pushed twice to one project", TaskLink.__table__.insert().values(
+            sample_id=a, tool="labelstudio", project="1", task_id=11)),
+        ("a sample of no dataset", Sample.__table__.insert().values(
+            dataset_id=999, uri="/y.png", sha256="e" * 64, width=1, height=1, channels=1)),
+        ("two items with one rank", RoundItem.__table__.insert(), ),
+        ("bad hash", Sample.__table__.insert().values(
+            dataset_id=ds, uri="/z.png", sha256="abc", width=1, height=1, channels=1)),
+        ("zero budget", Round.__table__.insert().values(dataset_id=ds, number=2, policy="p", budget=0, seed=0,
+                                                          status="pending")),
+    ]
+    for name, stmt in cases:
+        with pytest.raises(IntegrityError):
+            with transaction(url) as s:
+                if name == "two items with one rank":
+                    s.execute(stmt, [{"round_id": round_id, "sample_id": a, "rank": 0},
+                                     {"round_id": round_id, "sample_id": b, "rank": 0}])
+                else:
+                    s.execute(stmt)
+    with transaction(url) as s:
+        assert s.scalar(select(Sample.id).where(Sample.uri == "/y.png")) is None
+        assert len(s.scalars(select(TaskLink.id)).all()) == 1
+
+
+# -- CLI contract -----------------------------------------------------------------------------
+
+def test_import_and_help_load_no_heavy_dependencies():
+    code = (
+        "import sys, curator, curator.cli\n"
+        "from click.testing import CliRunner\n"
+        "names = [n for n in curator.cli._available()]\n"
+        "r = CliRunner().invoke(curator.cli.cli, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "for n in names:\n"
+        "    r = CliRunner().invoke(curator.cli.cli, [n, '--help'])\n"
+        "    assert r.exit_code == 0, (n, r.output)\n"
+        "heavy = {'torch', 'faiss', 'sqlalchemy', 'fiftyone', 'label_studio_sdk', 'alembic'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def _layer(module: str) -> int:
+    """Lower number = lower layer; imports must not point to a higher number."""
+    parts = module.split(".")
+    top = parts[1] if len(parts) > 1 else ""
+    if top in ("cli", "__main__"):
+        return 5
+    if top in ("loop", "report"):
+        return 4
+    if top == "integrations":
+        return 3
+    if top in ("ingest", "rounds", "versions", "embeddings"):
+        return 2
+    if top == "store":
+        return 1
+    return 0
+
+
+CORE_FORBIDDEN = ("sqlalchemy", "fiftyone", "label_studio_sdk", "alembic")
+
+
+def test_imports_point_downwards():
+    problems = []
+    for path in sorted((ROOT / "curator").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.startswith("curator.") and target != "curator":
+                    if _layer(target) > _layer(module):
+                        problems.append(f"{module} imports {target}")
+                if _layer(module) == 0 and target.split(".")[0] in CORE_FORBIDDEN:
+                    problems.append(f"core module {module} imports {target}")
+    assert not problems, "\n".join(problems)
+
+
+def test_cli_ingest_env_settings_and_errors(tmp_path):
+    env = {"CURATOR_WORKSPACE": str(tmp_path / "ws"), "CURATOR_DB_URL": f"sqlite:///{tmp_path / 'my.db'}"}
+    images, labels = SAMPLE / "test-images-idx3-ubyte.gz", SAMPLE / "test-labels-idx1-ubyte.gz"
+    out = run_cli("ingest", str(images), "--labels", str(labels), "--dataset", "d", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["added"] == 2007
+    assert (tmp_path / "my.db").exists() and (tmp_path / "ws" / "media" / "d").is_dir()
+    bad = run_cli("ingest", str(labels), "--dataset", "d", env=env)
+    assert bad.returncode != 0 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+    assert "magic number" in bad.stderr
+    missing = run_cli("ingest", str(tmp_path / "nope"), "--dataset", "d", env=env)
+    assert missing.returncode != 0 and "does not exist" in missing.stderr
+    listed = run_cli("datasets", "--json", env=env)
+    assert json.loads(listed.stdout)[0]["samples"] == 2007
+    shown = run_cli("config", "--json", env={**env, "CURATOR_LABELSTUDIO_TOKEN": "tok-abcdef-123456"})
+    assert "tok-abcdef-123456" not in shown.stdout and json.loads(shown.stdout)["workspace"] == str(tmp_path / "ws")
+    version = run_cli("--version")
+    assert version.returncode == 0 and "curator" in version.stdout
+
+
+def test_cli_unreachable_database_exits_nonzero(tmp_path):
+    out = run_cli("datasets", env={"CURATOR_DB_URL": "postgresql+psycopg://u:pw@127.0.0.1:1/x"})
+    assert out.returncode == 5 and "does not answer" in out.stderr and ":pw@" not in out.stderr
