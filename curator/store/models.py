@@ -24,9 +24,11 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -249,7 +251,15 @@ class Annotation(Base):
 
 
 class LabelVersion(Base):
-    """An immutable labeled set with its lineage (filled in by the versioning workflow)."""
+    """An immutable labeled set with its lineage (written by ``curator.versions``).
+
+    The labels themselves are ``LabelVersionRow``s: every version stores its
+    changes against its parent (part 0), and some also store their full set
+    (part 1, ``snapshot``), so a version that changes k labels adds O(k) rows
+    while reading one back walks at most ``chain_rows`` rows. Triggers created
+    by migration 0002 make these tables append-only: UPDATE and DELETE are
+    refused by the database, and rows cannot be added to a sealed version.
+    """
 
     __tablename__ = "label_versions"
     __table_args__ = (UniqueConstraint("dataset_id", "name"),)
@@ -265,17 +275,38 @@ class LabelVersion(Base):
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow
     )
+    # --- added by migration 0002 (versioned labeled sets) ---
+    snapshot: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    chain_rows: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    changes: Mapped[Optional[dict[str, Any]]]
+    filters: Mapped[Optional[dict[str, Any]]]
 
 
-class LabelVersionItem(Base):
-    """A (sample, label) member of a version."""
+class LabelVersionRow(Base):
+    """One stored label of a version: part 0 = change against the parent
+    (``label`` NULL: removed), part 1 = member of the version's full snapshot."""
 
-    __tablename__ = "label_version_items"
+    __tablename__ = "label_version_rows"
+    __table_args__ = (
+        CheckConstraint("part IN (0, 1)", name="part"),
+        CheckConstraint("part = 0 OR label IS NOT NULL", name="snapshot_label"),
+        {"sqlite_with_rowid": False},
+    )
     version_id: Mapped[int] = mapped_column(
         ForeignKey("label_versions.id"), primary_key=True
     )
+    part: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), primary_key=True)
-    label: Mapped[str] = mapped_column(String(200))
+    label: Mapped[Optional[str]] = mapped_column(String(200))
+
+
+class LabelVersionSeal(Base):
+    """Written last when a version is created; no row can join a sealed version."""
+
+    __tablename__ = "label_version_seals"
+    version_id: Mapped[int] = mapped_column(
+        ForeignKey("label_versions.id"), primary_key=True, autoincrement=False
+    )
 
 
 class Evaluation(Base):
