@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+
+from curator.exceptions import ValidationError
+from curator.forecast import fit_curve, forecast
+
+
+def test_fit_recovers_a_known_power_law():
+    n = np.array([20, 40, 80, 160, 320, 640], dtype=float)
+    true = 0.01 + 2.0 * n**-0.7
+    noisy = true * (1 + np.random.default_rng(0).normal(0, 0.01, len(n)))
+    curve = fit_curve(n, noisy)
+    assert abs(curve.b - 0.7) < 0.1 and abs(curve.c - 0.01) < 0.01
+    # extrapolation to 4x the largest point stays within 15% of the truth
+    assert abs(curve(2560) - (0.01 + 2.0 * 2560**-0.7)) / (0.01 + 2.0 * 2560**-0.7) < 0.15
+
+
+def test_forecast_band_brackets_the_truth_and_unreachable_targets():
+    n = np.array([20, 30, 40, 50, 60, 70, 80, 90, 100], dtype=float)
+    err = 0.02 + 3.0 * n**-0.8 + np.random.default_rng(1).normal(0, 0.003, len(n))
+    f = forecast(n, err, target=0.06)
+    truth = ((0.06 - 0.02) / 3.0) ** (-1 / 0.8)
+    assert f.low <= truth <= f.high
+    assert f.more_labels == pytest.approx(f.labels_needed - 100)
+    assert "more labels" in f.summary()
+    below_floor = forecast(n, err, target=0.001)
+    assert np.isinf(below_floor.labels_needed) and "out of reach" in below_floor.summary()
+    assert f.payoff_limit > 100
+
+
+def test_forecast_bad_input():
+    with pytest.raises(ValidationError, match="at least 3 points"):
+        fit_curve([10, 20], [0.5, 0.4])
+    with pytest.raises(ValidationError, match="target error"):
+        forecast([10, 20, 30], [0.5, 0.4, 0.3], target=5)
+    with pytest.raises(ValidationError, match="finite"):
+        fit_curve([10, 20, 30], [0.5, np.nan, 0.3])
