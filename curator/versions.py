@@ -1,0 +1,948 @@
+"""Versioned labeled sets: immutable versions with lineage, diffs and exports.
+
+A version freezes the agreed labels of a dataset (``store.queries.agreed_labels``,
+optionally filtered by split or rounds) under a name. It records its parent,
+the rounds, policies and models behind its samples, counts per class and a
+checksum over the sorted ``(sample sha256, label)`` pairs (see ``checksum_of``),
+so a model trained on it can be traced to exactly what it saw.
+
+Storage is compact: each version stores only its changes against its parent
+(added, relabeled, removed samples), and a full snapshot when reading through
+the chain of changes would cost more than twice the size of the set; so k
+changed labels add O(k) rows and a read walks at most ~2x the set. Nothing
+rewrites a version: there is no update function, and triggers of migration
+0002 make the database refuse UPDATE and DELETE on version rows and any row
+added to a version once it is sealed. Creation runs in one transaction that
+first locks the dataset row, so two processes creating versions at once get
+serial results (the second's parent is the first) or a clear error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from curator.exceptions import NotFoundError, StoreError, ValidationError
+
+#: ``parent=LATEST`` (the default) derives from the newest version with the same filters.
+LATEST = "@latest"
+MANIFEST_FORMAT = "curator-version-manifest/1"
+MAX_NAME = 200
+_IN_CHUNK = 5000  # ids per IN (...) list: well below SQLite's and psycopg's parameter limits
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionInfo:
+    """What a version is, without its labels (``read_version`` returns those)."""
+
+    id: int
+    dataset: str
+    name: str
+    message: str | None
+    parent: str | None
+    created_at: str
+    size: int
+    checksum: str
+    counts: dict[str, int]
+    lineage: dict[str, Any]
+    filters: dict[str, Any]
+    changes: dict[str, int]
+    snapshot: bool
+    chain_rows: int
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class LabeledSet:
+    """The members of a version, sorted by sample id."""
+
+    version: str
+    checksum: str
+    sample_ids: np.ndarray
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.sample_ids)
+
+    def as_dict(self) -> dict[int, str]:
+        return dict(zip(self.sample_ids.tolist(), self.labels))
+
+
+@dataclasses.dataclass(frozen=True)
+class VersionDiff:
+    """Changes from version ``a`` to version ``b`` (lists sorted by sample id)."""
+
+    a: str
+    b: str
+    added: list[tuple[int, str]]
+    removed: list[tuple[int, str]]
+    relabeled: list[tuple[int, str, str]]
+    per_class: dict[str, dict[str, int]]
+
+    @property
+    def unchanged(self) -> bool:
+        return not (self.added or self.removed or self.relabeled)
+
+    def as_dict(self, limit: int | None = None) -> dict:
+        cut = slice(None) if limit is None else slice(limit)
+        return {
+            "a": self.a,
+            "b": self.b,
+            "counts": {"added": len(self.added), "removed": len(self.removed), "relabeled": len(self.relabeled)},
+            "added": [{"sample_id": s, "label": lab} for s, lab in self.added[cut]],
+            "removed": [{"sample_id": s, "label": lab} for s, lab in self.removed[cut]],
+            "relabeled": [{"sample_id": s, "from": a, "to": b} for s, a, b in self.relabeled[cut]],
+            "per_class": self.per_class,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class VerifyReport:
+    version: str
+    ok: bool
+    stored_checksum: str
+    computed_checksum: str
+    size: int
+    problems: list[str]
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def checksum_of(pairs: Iterable[tuple[str, str]]) -> str:
+    """sha256 over the sorted lines ``"<sample sha256>\\t<label>\\n"`` of a labeled set.
+
+    Depends only on content and labels, never on ids, so the same set
+    re-imported into another database has the same checksum.
+    """
+    h = hashlib.sha256()
+    lines = sorted(f"{sha}\t{label}\n" for sha, label in pairs)
+    for start in range(0, len(lines), 65536):
+        h.update("".join(lines[start : start + 65536]).encode())
+    return h.hexdigest()
+
+
+def check_name(name: str, what: str = "name") -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError(f"version {what}: must be a non-empty string, got {name!r}")
+    name = name.strip()
+    if len(name) > MAX_NAME:
+        raise ValidationError(f"version {what}: {len(name)} characters, at most {MAX_NAME} allowed")
+    if name.startswith("@"):
+        raise ValidationError(f"version {what} {name!r}: names starting with '@' are reserved")
+    return name
+
+
+def _ordered_counts(labels: Iterable[str], classes: Sequence[str]) -> dict[str, int]:
+    from curator.ingest._common import sort_classes
+
+    counts = Counter(labels)
+    known = [c for c in classes if c in counts]
+    rest = sort_classes(set(counts) - set(known))
+    return {c: counts[c] for c in known + rest}
+
+
+# --------------------------------------------------------------------------- store access
+
+
+@dataclasses.dataclass(frozen=True)
+class _V:
+    id: int
+    name: str
+    parent_id: int | None
+    snapshot: bool
+    size: int
+    chain_rows: int
+    checksum: str
+    counts: dict
+    filters: dict
+
+
+def _resolve_dataset(s, dataset: str | None) -> tuple[int, str]:
+    from sqlalchemy import select
+
+    from curator.store.models import Dataset
+    from curator.store.queries import dataset_id
+
+    if dataset is not None:
+        return dataset_id(s, dataset), dataset
+    rows = s.execute(select(Dataset.id, Dataset.name).order_by(Dataset.name)).all()
+    if len(rows) == 1:
+        return rows[0][0], rows[0][1]
+    if not rows:
+        raise NotFoundError("no dataset exists yet; create one with: curator ingest PATH --dataset NAME")
+    raise ValidationError(
+        f"dataset: several exist ({', '.join(r[1] for r in rows)}); pass --dataset NAME"
+    )
+
+
+def _lock_dataset(s, dataset: str | None) -> tuple[int, str]:
+    """Take the dataset's write lock before reading anything (serialises creators).
+
+    A no-op UPDATE locks the row on PostgreSQL and takes the database write
+    lock on SQLite; reads that follow see every version committed before.
+    """
+    from sqlalchemy import update
+
+    from curator.store.models import Dataset
+
+    if dataset is None:
+        _, dataset = _resolve_dataset(s, None)
+    s.execute(update(Dataset).where(Dataset.name == dataset).values(name=Dataset.name))
+    return _resolve_dataset(s, dataset)  # NotFoundError naming the known datasets when absent
+
+
+def _versions(s, ds: int) -> dict[int, _V]:
+    from sqlalchemy import select
+
+    from curator.store.models import LabelVersion as LV
+
+    rows = s.execute(
+        select(LV.id, LV.name, LV.parent_id, LV.snapshot, LV.size, LV.chain_rows, LV.checksum, LV.counts, LV.filters)
+        .where(LV.dataset_id == ds)
+        .order_by(LV.id)
+    ).all()
+    return {r[0]: _V(*r[:7], r[7] or {}, r[8] or {}) for r in rows}
+
+
+def _by_name(versions: dict[int, _V], name: str, dataset: str) -> _V:
+    for v in versions.values():
+        if v.name == name:
+            return v
+    known = [v.name for v in versions.values()]
+    shown = ", ".join(known[-10:]) or "none"
+    raise NotFoundError(
+        f"version {name!r} does not exist in dataset {dataset!r} (known: {shown}); "
+        "list them with: curator version list"
+    )
+
+
+def _rows(s, vid: int, part: int, ids: Sequence[int] | None = None) -> list[tuple[int, str | None]]:
+    from sqlalchemy import select
+
+    from curator.store.models import LabelVersionRow as R
+
+    stmt = select(R.sample_id, R.label).where(R.version_id == vid, R.part == part)
+    if ids is None:
+        return s.execute(stmt).tuples().all()
+    out = []
+    for start in range(0, len(ids), _IN_CHUNK):
+        out += s.execute(stmt.where(R.sample_id.in_(ids[start : start + _IN_CHUNK]))).tuples().all()
+    return out
+
+
+def _chain(versions: dict[int, _V], vid: int) -> tuple[list[int], int]:
+    """Versions whose changes lead from the nearest snapshot to ``vid`` (newest first), and that snapshot."""
+    chain = []
+    while not versions[vid].snapshot:
+        chain.append(vid)
+        vid = versions[vid].parent_id
+    return chain, vid
+
+
+def _reconstruct(s, versions: dict[int, _V], vid: int) -> dict[int, str]:
+    chain, base = _chain(versions, vid)
+    labels = dict(_rows(s, base, 1))
+    for v in reversed(chain):
+        for sid, lab in _rows(s, v, 0):
+            if lab is None:
+                labels.pop(sid, None)
+            else:
+                labels[sid] = lab
+    return labels
+
+
+def _labels_at(s, versions, vid: int, ids: set[int], deltas: dict[int, list]) -> dict[int, str]:
+    """Labels of the samples ``ids`` in version ``vid`` (absent: not a member), by point reads."""
+    found: dict[int, str | None] = {}
+    pending = set(ids)
+    chain, base = _chain(versions, vid)
+    for v in chain:
+        if not pending:
+            break
+        if v not in deltas:
+            deltas[v] = _rows(s, v, 0)
+        for sid, lab in deltas[v]:
+            if sid in pending:
+                found[sid] = lab
+                pending.discard(sid)
+    if pending:
+        found.update(_rows(s, base, 1, sorted(pending)))
+    return {sid: lab for sid, lab in found.items() if lab is not None}
+
+
+def _delta(s, versions, vid: int, deltas: dict[int, list]) -> list[tuple[int, str | None]]:
+    if vid not in deltas:
+        deltas[vid] = _rows(s, vid, 0) if versions[vid].parent_id is not None else _rows(s, vid, 1)
+    return deltas[vid]
+
+
+def _current_labels(s, ds: int, split: Sequence[str] | None, rounds: Sequence[int] | None) -> dict[int, str]:
+    from sqlalchemy import select
+
+    from curator.store.models import Round, RoundItem, Sample
+    from curator.store.queries import agreed_labels
+
+    labels = {sid: lab for sid, (lab, _, _) in agreed_labels(s, ds).items()}
+    if split:
+        keep = set(s.scalars(select(Sample.id).where(Sample.dataset_id == ds, Sample.split.in_(list(split)))))
+        labels = {sid: lab for sid, lab in labels.items() if sid in keep}
+    if rounds:
+        numbers = set(s.scalars(select(Round.number).where(Round.dataset_id == ds, Round.number.in_(list(rounds)))))
+        missing = sorted(set(rounds) - numbers)
+        if missing:
+            raise NotFoundError(f"rounds {missing} do not exist in this dataset; check --round")
+        keep = set(
+            s.scalars(
+                select(RoundItem.sample_id)
+                .join(Round, Round.id == RoundItem.round_id)
+                .where(Round.dataset_id == ds, Round.number.in_(list(rounds)))
+            )
+        )
+        labels = {sid: lab for sid, lab in labels.items() if sid in keep}
+    return labels
+
+
+def _sample_hashes(s, ds: int) -> dict[int, str]:
+    from sqlalchemy import select
+
+    from curator.store.models import Sample
+
+    return dict(s.execute(select(Sample.id, Sample.sha256).where(Sample.dataset_id == ds)).tuples().all())
+
+
+def _lineage(s, ds: int, members: dict[int, str]) -> dict[str, Any]:
+    """Rounds, policies and models that selected the version's samples (RoundItem -> Round -> Model)."""
+    from sqlalchemy import select
+
+    from curator.store.models import Model, Round, RoundItem
+
+    per_round: Counter[int] = Counter()
+    covered: set[int] = set()
+    for rid, sid in s.execute(
+        select(RoundItem.round_id, RoundItem.sample_id)
+        .join(Round, Round.id == RoundItem.round_id)
+        .where(Round.dataset_id == ds)
+    ).tuples():
+        if sid in members:
+            per_round[rid] += 1
+            covered.add(sid)
+    rounds, policies, models = [], set(), {}
+    if per_round:
+        rows = s.execute(
+            select(Round.id, Round.number, Round.policy, Round.params, Round.seed, Model.name, Model.version, Model.checksum)
+            .outerjoin(Model, Model.id == Round.model_id)
+            .where(Round.id.in_(list(per_round)))
+            .order_by(Round.number)
+        ).all()
+        for rid, number, policy, params, seed, mname, mversion, mchecksum in rows:
+            model = None if mname is None else f"{mname}:{mversion}"
+            if model:
+                models[model] = {"name": mname, "version": mversion, "checksum": mchecksum}
+            policies.add(policy)
+            rounds.append({
+                "number": number, "policy": policy, "params": params, "seed": seed,
+                "model": model, "samples": per_round[rid],
+            })
+    return {
+        "rounds": rounds,
+        "policies": sorted(policies),
+        "models": [models[k] for k in sorted(models)],
+        "outside_rounds": len(members) - len(covered),
+    }
+
+
+def _insert_rows(s, rows: list[tuple[int, int, int, str | None]]) -> None:
+    """Bulk insert of version rows: COPY on PostgreSQL, executemany on SQLite."""
+    if not rows:
+        return
+    conn = s.connection()
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            with cur.copy("COPY label_version_rows (version_id, part, sample_id, label) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+    else:
+        conn.exec_driver_sql(
+            "INSERT INTO label_version_rows (version_id, part, sample_id, label) VALUES (?, ?, ?, ?)", rows
+        )
+
+
+def _info(s, ds_name: str, vid: int) -> VersionInfo:
+    from sqlalchemy import select
+    from sqlalchemy.orm import aliased
+
+    from curator.store.models import LabelVersion as LV
+
+    P = aliased(LV)
+    v, parent = s.execute(select(LV, P.name).outerjoin(P, P.id == LV.parent_id).where(LV.id == vid)).one()
+    return VersionInfo(
+        id=v.id, dataset=ds_name, name=v.name, message=v.message, parent=parent,
+        created_at=v.created_at.isoformat() if v.created_at else "", size=v.size, checksum=v.checksum,
+        counts=dict(v.counts or {}), lineage=dict(v.lineage or {}), filters=dict(v.filters or {}),
+        changes=dict(v.changes or {}), snapshot=bool(v.snapshot), chain_rows=v.chain_rows,
+    )
+
+
+# --------------------------------------------------------------------------- session-level API
+
+
+def create(
+    s,
+    name: str,
+    *,
+    dataset: str | None = None,
+    message: str | None = None,
+    parent: str | None = LATEST,
+    split: Sequence[str] | None = None,
+    rounds: Sequence[int] | None = None,
+    labels: dict[int, str] | None = None,
+    source: str | None = None,
+) -> VersionInfo:
+    """Freeze labels into a new version inside the caller's transaction.
+
+    ``labels`` (sample_id -> label) replaces the agreed labels; it is how a
+    manifest is re-imported. ``parent=None`` starts a new line of versions.
+    """
+    from sqlalchemy import insert
+
+    from curator.store.models import LabelVersion, LabelVersionSeal
+    from curator.store.queries import dataset_classes
+
+    name = check_name(name)
+    ds, ds_name = _lock_dataset(s, dataset)
+    versions = _versions(s, ds)
+    if any(v.name == name for v in versions.values()):
+        raise ValidationError(
+            f"version {name!r} already exists in dataset {ds_name!r}; versions are immutable, choose another name"
+        )
+    filters = {k: v for k, v in (("split", sorted(split or [])), ("rounds", sorted(rounds or []))) if v}
+    if source:
+        filters["source"] = source
+    if labels is None:
+        labels = _current_labels(s, ds, split, rounds)
+    if not labels:
+        where = f" matching {filters}" if filters else ""
+        raise ValidationError(
+            f"nothing to version: dataset {ds_name!r} has no agreed labels{where}; "
+            "pull annotations first (curator pull) or change --split/--round"
+        )
+    if parent == LATEST:
+        same = [v for v in versions.values() if v.filters == filters]
+        pv = (same or list(versions.values()) or [None])[-1]
+    elif parent is None:
+        pv = None
+    else:
+        pv = _by_name(versions, check_name(parent, "parent"), ds_name)
+    old = _reconstruct(s, versions, pv.id) if pv else {}
+    delta = sorted(
+        [(sid, lab) for sid, lab in labels.items() if old.get(sid) != lab]
+        + [(sid, None) for sid in old if sid not in labels]
+    )
+    added = sum(1 for sid, lab in delta if lab is not None and sid not in old)
+    removed = sum(1 for _, lab in delta if lab is None)
+    changes = {"added": added, "relabeled": len(delta) - added - removed, "removed": removed}
+
+    hashes = _sample_hashes(s, ds)
+    unknown = [sid for sid in labels if sid not in hashes]
+    if unknown:
+        raise ValidationError(f"labels: sample ids {unknown[:5]} are not samples of dataset {ds_name!r}")
+    checksum = checksum_of((hashes[sid], lab) for sid, lab in labels.items())
+    counts = _ordered_counts(labels.values(), dataset_classes(s, ds_name))
+    size = len(labels)
+    chain_rows = (pv.chain_rows + len(delta)) if pv else size
+    snapshot = pv is None or chain_rows > 2 * size
+    if snapshot:
+        chain_rows = size
+
+    vid = s.scalar(
+        insert(LabelVersion)
+        .values(
+            dataset_id=ds, name=name, message=message, parent_id=pv.id if pv else None, checksum=checksum,
+            size=size, counts=counts, lineage=_lineage(s, ds, labels), filters=filters, changes=changes,
+            snapshot=snapshot, chain_rows=chain_rows,
+        )
+        .returning(LabelVersion.id)
+    )
+    rows = [(vid, 0, sid, lab) for sid, lab in delta] if pv else []
+    if snapshot:
+        rows += [(vid, 1, sid, labels[sid]) for sid in sorted(labels)]
+    _insert_rows(s, rows)
+    s.execute(insert(LabelVersionSeal).values(version_id=vid))
+    return _info(s, ds_name, vid)
+
+
+def versions_of(s, dataset: str | None = None) -> list[VersionInfo]:
+    from sqlalchemy import select
+
+    from curator.store.models import LabelVersion as LV
+
+    ds, ds_name = _resolve_dataset(s, dataset)
+    return [_info(s, ds_name, vid) for vid in s.scalars(select(LV.id).where(LV.dataset_id == ds).order_by(LV.id))]
+
+
+def info(s, name: str, dataset: str | None = None) -> VersionInfo:
+    ds, ds_name = _resolve_dataset(s, dataset)
+    return _info(s, ds_name, _by_name(_versions(s, ds), name, ds_name).id)
+
+
+def read(s, name: str, dataset: str | None = None) -> LabeledSet:
+    ds, ds_name = _resolve_dataset(s, dataset)
+    versions = _versions(s, ds)
+    v = _by_name(versions, name, ds_name)
+    labels = _reconstruct(s, versions, v.id)
+    ids = np.fromiter(labels.keys(), dtype=np.int64, count=len(labels))
+    order = np.argsort(ids, kind="stable")
+    values = list(labels.values())
+    return LabeledSet(v.name, v.checksum, ids[order], [values[i] for i in order.tolist()])
+
+
+def diff(s, a: str, b: str, dataset: str | None = None) -> VersionDiff:
+    """Added, removed and relabeled samples from ``a`` to ``b``.
+
+    Reads only the changes on the path between the two versions through their
+    nearest common ancestor (O(changes)), then looks those samples up in both;
+    versions with no common ancestor are compared in full.
+    """
+    ds, ds_name = _resolve_dataset(s, dataset)
+    versions = _versions(s, ds)
+    va, vb = _by_name(versions, a, ds_name), _by_name(versions, b, ds_name)
+
+    def ancestors(vid):
+        out = []
+        while vid is not None:
+            out.append(vid)
+            vid = versions[vid].parent_id
+        return out
+
+    up_a, up_b = ancestors(va.id), ancestors(vb.id)
+    common = next((v for v in up_b if v in set(up_a)), None)
+    if common is None:
+        la, lb = _reconstruct(s, versions, va.id), _reconstruct(s, versions, vb.id)
+        touched = set(la) | set(lb)
+    else:
+        deltas: dict[int, list] = {}
+        touched = set()
+        for path in (up_a[: up_a.index(common)], up_b[: up_b.index(common)]):
+            for vid in path:
+                touched.update(sid for sid, _ in _delta(s, versions, vid, deltas))
+        la = _labels_at(s, versions, va.id, touched, deltas)
+        lb = _labels_at(s, versions, vb.id, touched, deltas)
+    added, removed, relabeled = [], [], []
+    for sid in sorted(touched):
+        old, new = la.get(sid), lb.get(sid)
+        if old == new:
+            continue
+        if old is None:
+            added.append((sid, new))
+        elif new is None:
+            removed.append((sid, old))
+        else:
+            relabeled.append((sid, old, new))
+    per_class: dict[str, dict[str, int]] = {}
+    for cls in list(va.counts) + [c for c in vb.counts if c not in va.counts]:
+        per_class[cls] = {
+            "a": va.counts.get(cls, 0), "b": vb.counts.get(cls, 0),
+            "change": vb.counts.get(cls, 0) - va.counts.get(cls, 0),
+            "added": 0, "removed": 0, "relabeled_in": 0, "relabeled_out": 0,
+        }
+    for _, lab in added:
+        per_class[lab]["added"] += 1
+    for _, lab in removed:
+        per_class[lab]["removed"] += 1
+    for _, old, new in relabeled:
+        per_class[old]["relabeled_out"] += 1
+        per_class[new]["relabeled_in"] += 1
+    return VersionDiff(va.name, vb.name, added, removed, relabeled, per_class)
+
+
+def verify(s, name: str, dataset: str | None = None, files: bool = False) -> VerifyReport:
+    """Recompute a version's checksum, size and counts from its rows (and, with
+    ``files``, re-hash the sample files) and report every difference."""
+    from sqlalchemy import select
+
+    from curator.store.models import LabelVersionSeal, Sample
+
+    ds, ds_name = _resolve_dataset(s, dataset)
+    versions = _versions(s, ds)
+    v = _by_name(versions, name, ds_name)
+    problems = []
+    sealed = set(s.scalars(select(LabelVersionSeal.version_id).where(LabelVersionSeal.version_id.in_(list(versions)))))
+    chain, base = _chain(versions, v.id)
+    for vid in chain + [base]:
+        if vid not in sealed:
+            problems.append(f"version {versions[vid].name!r} has no seal (its creation did not finish)")
+    labels = _reconstruct(s, versions, v.id)
+    hashes = _sample_hashes(s, ds)
+    missing = [sid for sid in labels if sid not in hashes]
+    if missing:
+        problems.append(f"{len(missing)} members are no longer samples of the dataset (e.g. {missing[:5]})")
+    computed = checksum_of((hashes.get(sid, ""), lab) for sid, lab in labels.items())
+    if computed != v.checksum:
+        problems.append(f"checksum differs: stored {v.checksum}, computed {computed}")
+    if len(labels) != v.size:
+        problems.append(f"size differs: stored {v.size}, computed {len(labels)}")
+    counts = Counter(labels.values())
+    if dict(counts) != {k: n for k, n in v.counts.items()}:
+        problems.append(f"counts per class differ: stored {v.counts}, computed {dict(counts)}")
+    if files:
+        uris = dict(s.execute(select(Sample.id, Sample.uri).where(Sample.dataset_id == ds)).tuples().all())
+        bad = []
+        for sid in sorted(labels):
+            try:
+                digest = hashlib.sha256(Path(uris[sid]).read_bytes()).hexdigest()
+            except OSError:
+                digest = None
+            if digest != hashes.get(sid):
+                bad.append(uris.get(sid, str(sid)))
+        if bad:
+            problems.append(f"{len(bad)} sample files are missing or changed on disk (e.g. {bad[:3]})")
+    return VerifyReport(v.name, not problems, v.checksum, computed, len(labels), problems)
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    sample_id: int
+    uri: str
+    sha256: str
+    label: str
+    height: int
+    width: int
+    channels: int
+
+
+def members(s, name: str, dataset: str | None = None) -> tuple[VersionInfo, list[Member], list[str]]:
+    """A version's members with their files, and its class list (dataset order first)."""
+    from sqlalchemy import select
+
+    from curator.store.models import Sample
+    from curator.store.queries import dataset_classes
+
+    ds, ds_name = _resolve_dataset(s, dataset)
+    versions = _versions(s, ds)
+    v = _by_name(versions, name, ds_name)
+    labels = _reconstruct(s, versions, v.id)
+    rows = s.execute(
+        select(Sample.id, Sample.uri, Sample.sha256, Sample.height, Sample.width, Sample.channels)
+        .where(Sample.dataset_id == ds)
+        .order_by(Sample.id)
+    ).tuples()
+    out = [Member(sid, uri, sha, labels[sid], h, w, c) for sid, uri, sha, h, w, c in rows if sid in labels]
+    classes = list(_ordered_counts(labels.values(), dataset_classes(s, ds_name)))
+    return _info(s, ds_name, v.id), out, classes
+
+
+# --------------------------------------------------------------------------- public API (one transaction each)
+
+
+def _tx(settings):
+    from curator.settings import load_settings
+    from curator.store.session import transaction
+
+    return transaction(settings or load_settings())
+
+
+def create_version(name: str, *, dataset: str | None = None, message: str | None = None,
+                   parent: str | None = LATEST, split: Sequence[str] | str | None = None,
+                   rounds: Sequence[int] | None = None, settings=None) -> VersionInfo:
+    """Freeze the dataset's current agreed labels as version ``name`` (one transaction)."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    if isinstance(split, str):
+        split = [split]
+    try:
+        with _tx(settings) as s:
+            return create(s, name, dataset=dataset, message=message, parent=parent, split=split, rounds=rounds)
+    except IntegrityError as exc:
+        raise StoreError(
+            f"version {name!r} was not created: the database refused it ({_first_line(exc)}); "
+            "another process may have created it at the same time, run `curator version list`"
+        ) from None
+    except OperationalError as exc:
+        raise StoreError(f"version {name!r} was not created: {_first_line(exc)}; nothing was written, retry") from None
+
+
+def _first_line(exc) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0]
+
+
+def list_versions(*, dataset: str | None = None, settings=None) -> list[VersionInfo]:
+    with _tx(settings) as s:
+        return versions_of(s, dataset)
+
+
+def show_version(name: str, *, dataset: str | None = None, settings=None) -> VersionInfo:
+    with _tx(settings) as s:
+        return info(s, name, dataset)
+
+
+def read_version(name: str, *, dataset: str | None = None, settings=None) -> LabeledSet:
+    """The full labeled set of a version, sorted by sample id."""
+    with _tx(settings) as s:
+        return read(s, name, dataset)
+
+
+def diff_versions(a: str, b: str, *, dataset: str | None = None, settings=None) -> VersionDiff:
+    with _tx(settings) as s:
+        return diff(s, a, b, dataset)
+
+
+def verify_version(name: str, *, dataset: str | None = None, files: bool = False, settings=None) -> VerifyReport:
+    with _tx(settings) as s:
+        return verify(s, name, dataset, files)
+
+
+# --------------------------------------------------------------------------- exports
+
+
+def load_image(uri: str, channels: int) -> np.ndarray:
+    """Decode a sample file to uint8 (h, w) for gray or (h, w, c) for colour."""
+    from PIL import Image
+
+    try:
+        with Image.open(uri) as img:
+            img = img.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
+            return np.array(img, dtype=np.uint8)
+    except (OSError, ValueError) as exc:
+        raise ValidationError(f"sample file {uri} cannot be read ({exc}); restore it or re-ingest") from None
+
+
+def export_manifest(name: str, path: str | Path | None = None, *, dataset: str | None = None,
+                    settings=None) -> dict:
+    """A JSON manifest (sample URI, sha256, label per member); written to ``path`` if given."""
+    with _tx(settings) as s:
+        info_, items, classes = members(s, name, dataset)
+    doc = {
+        "format": MANIFEST_FORMAT,
+        "dataset": info_.dataset,
+        "version": info_.name,
+        "message": info_.message,
+        "parent": info_.parent,
+        "checksum": info_.checksum,
+        "size": info_.size,
+        "classes": classes,
+        "counts": info_.counts,
+        "lineage": info_.lineage,
+        "items": [{"uri": m.uri, "sha256": m.sha256, "label": m.label} for m in items],
+    }
+    if path is not None:
+        _write_atomic(Path(path), json.dumps(doc, indent=1).encode())
+    return doc
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        doc = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValidationError(f"manifest {path} does not exist; check the path") from None
+    except (OSError, ValueError) as exc:
+        raise ValidationError(f"manifest {path} is not readable JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT or not isinstance(doc.get("items"), list):
+        raise ValidationError(
+            f"manifest {path} is not a curator version manifest (expected format {MANIFEST_FORMAT!r} "
+            "with an items list); write one with: curator version export NAME --format manifest"
+        )
+    for i, item in enumerate(doc["items"]):
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("uri", "sha256", "label")):
+            raise ValidationError(f"manifest {path}: item {i} needs string uri, sha256 and label; got {item!r}")
+    return doc
+
+
+def import_manifest(path: str | Path, *, dataset: str | None = None, name: str | None = None,
+                    message: str | None = None, settings=None) -> VersionInfo:
+    """Re-create a version from a manifest; its checksum must match the manifest's.
+
+    Samples are found by URI in the target dataset (default: the manifest's);
+    files not yet ingested are ingested first (hashes checked against the
+    manifest). A mismatch raises and no version is written.
+    """
+    from sqlalchemy import select
+
+    from curator.ingest._common import IngestReport, write_records
+    from curator.ingest.folder import read_record
+    from curator.settings import load_settings
+    from curator.store.models import Dataset, Sample
+
+    settings = settings or load_settings()
+    path = Path(path)
+    doc = _read_manifest(path)
+    dataset = dataset or doc.get("dataset")
+    name = check_name(name or doc.get("version") or path.stem)
+    if not doc["items"]:
+        raise ValidationError(f"manifest {path} lists no items; a version cannot be empty")
+    with _tx(settings) as s:
+        ds = s.scalar(select(Dataset.id).where(Dataset.name == dataset))
+        known = dict(s.execute(select(Sample.uri, Sample.sha256).where(Sample.dataset_id == ds)).tuples().all()) if ds else {}
+    new = [item for item in doc["items"] if item["uri"] not in known]
+    if new:
+        records = []
+        for item in new:
+            p = Path(item["uri"])
+            if not p.is_file():
+                raise ValidationError(
+                    f"manifest {path}: sample {item['uri']} is neither in dataset {dataset!r} nor on disk; "
+                    "restore the file or import into the dataset that holds it (--dataset)"
+                )
+            records.append(read_record(p, p.parent, None, class_folders=False))
+        write_records(settings, dataset, [records], IngestReport(dataset), total=len(records))
+    with _tx(settings) as s:
+        ds = s.scalar(select(Dataset.id).where(Dataset.name == dataset))
+        rows = s.execute(select(Sample.uri, Sample.id, Sample.sha256).where(Sample.dataset_id == ds)).tuples().all()
+        by_uri = {uri: (sid, sha) for uri, sid, sha in rows}
+        labels: dict[int, str] = {}
+        for item in doc["items"]:
+            sid, sha = by_uri[item["uri"]]
+            if sha != item["sha256"]:
+                raise ValidationError(
+                    f"manifest {path}: {item['uri']} has sha256 {sha[:12]}... in the dataset but "
+                    f"{item['sha256'][:12]}... in the manifest; the file changed since the export"
+                )
+            labels[sid] = item["label"]
+        created = create(s, name, dataset=dataset, message=message or doc.get("message"),
+                         labels=labels, source=f"manifest:{doc.get('version')}")
+        if doc.get("checksum") and created.checksum != doc["checksum"]:
+            raise ValidationError(
+                f"manifest {path}: imported checksum {created.checksum} differs from the manifest's "
+                f"{doc['checksum']}; the manifest was edited, nothing was imported"
+            )
+        return created
+
+
+def _class_index(items: list[Member], classes: list[str]) -> np.ndarray:
+    index = {c: i for i, c in enumerate(classes)}
+    return np.fromiter((index[m.label] for m in items), dtype=np.int64, count=len(items))
+
+
+def export_numpy(name: str, path: str | Path | None = None, *, dataset: str | None = None,
+                 settings=None) -> dict[str, Any]:
+    """Images (uint8 (n, h, w) or (n, h, w, c)), integer labels, classes and sample ids.
+
+    With ``path``, also saved as a ``.npz`` (keys images, labels, classes,
+    sample_ids, sha256, checksum) that ``curator ingest`` can read back.
+    """
+    with _tx(settings) as s:
+        info_, items, classes = members(s, name, dataset)
+    shapes = Counter((m.height, m.width, m.channels) for m in items)
+    if len(shapes) > 1:
+        raise ValidationError(
+            f"version {name!r} mixes image sizes {dict(shapes.most_common(3))}; NumPy export needs one "
+            "size: export a manifest (--format manifest) or a torch Dataset with a resizing transform"
+        )
+    (h, w, c), = shapes
+    images = np.empty((len(items), h, w) + ((c,) if c > 1 else ()), dtype=np.uint8)
+    for i, m in enumerate(items):
+        images[i] = load_image(m.uri, m.channels)
+    out = {
+        "images": images,
+        "labels": _class_index(items, classes),
+        "classes": np.array(classes),
+        "sample_ids": np.array([m.sample_id for m in items], dtype=np.int64),
+        "sha256": np.array([m.sha256 for m in items]),
+        "checksum": np.array(info_.checksum),
+    }
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **out)
+        tmp.replace(path)
+    return out
+
+
+@functools.cache
+def _torch_dataset_class():
+    import torch
+    from torch.utils.data import Dataset
+
+    class VersionDataset(Dataset):
+        """Map-style dataset over a version: (float tensor (c, h, w) in [0, 1], class index).
+
+        Images are decoded on access, so it costs nothing until iterated.
+        """
+
+        def __init__(self, info_, items, classes, transform=None):
+            self.version = info_.name
+            self.checksum = info_.checksum
+            self.classes = classes
+            self.items = items
+            self.targets = _class_index(items, classes)
+            self.transform = transform
+
+        def __len__(self):
+            return len(self.items)
+
+        def __getitem__(self, i):
+            m = self.items[i]
+            x = torch.from_numpy(load_image(m.uri, m.channels)).float().div_(255)
+            x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
+            if self.transform is not None:
+                x = self.transform(x)
+            return x, int(self.targets[i])
+
+    return VersionDataset
+
+
+def torch_dataset(name: str, *, dataset: str | None = None, transform=None, settings=None):
+    """A PyTorch ``Dataset`` of a version (torch is imported only here)."""
+    with _tx(settings) as s:
+        info_, items, classes = members(s, name, dataset)
+    return _torch_dataset_class()(info_, items, classes, transform)
+
+
+def export_torch(name: str, path: str | Path, *, dataset: str | None = None, settings=None) -> dict[str, Any]:
+    """Save a version as a ``torch.save`` file: uint8 images, int64 labels, classes, checksum."""
+    import torch
+
+    arrays = export_numpy(name, None, dataset=dataset, settings=settings)
+    doc = {
+        "images": torch.from_numpy(arrays["images"]),
+        "labels": torch.from_numpy(arrays["labels"]),
+        "classes": arrays["classes"].tolist(),
+        "sample_ids": torch.from_numpy(arrays["sample_ids"]),
+        "checksum": str(arrays["checksum"]),
+        "version": name,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(doc, tmp)
+    tmp.replace(path)
+    return doc
+
+
+def fiftyone_exporter():
+    """The FiftyOne integration's version exporter, or None when it does not provide one."""
+    import importlib.util
+
+    try:
+        if importlib.util.find_spec("curator.integrations.fiftyone") is None:
+            return None
+    except ModuleNotFoundError:
+        return None
+    from curator.integrations import fiftyone as fo_integration
+
+    return getattr(fo_integration, "export_version", None)
