@@ -1,0 +1,311 @@
+"""Exact and near-duplicate groups, without chaining distinct images together.
+
+Steps (pure arrays in, position arrays out):
+
+1. **Exact duplicates** by content hash (``hashes=``, e.g. the samples' sha256),
+   or by identical embedding rows when no hashes are given. Each exact group
+   is searched once, so zero-distance ties never reach the index.
+2. **Near duplicates** by range search (``curator.index.self_pairs``) on the
+   normalised embeddings: every pair with cosine similarity >= ``threshold``.
+3. **Grouping around centres, not transitive closure.** Union-find over all
+   edges chains A~B~C~... into one group of distinct images (on a clustered
+   300,000 pool it built a 324-sample group at pair precision 0.17). Here
+   groups are grown greedily around centres: the unassigned sample first in
+   centre order (already labeled first, then most near duplicates, then
+   highest score, then lowest position) takes every still-unassigned sample
+   within the threshold of it. Every member of a group is within the
+   threshold of its centre, so a group never spans a chain.
+4. **Representative** (first in each returned group, the one kept): an
+   already labeled member first, then the highest score, then the lowest
+   position. Pool samples within the threshold of a labeled sample join the
+   labeled sample's group (labeled samples are centres first), so they are
+   dropped as duplicates of what is already labeled.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import numpy as np
+
+from curator.exceptions import EmptyPoolError, ValidationError
+
+#: Default cosine-similarity threshold for near duplicates of the cold-start
+#: embedding (``curator.coldstart``). Chosen by ``benchmarks/dedup_scale/threshold.py``
+#: on 2,000 MNIST training digits with planted copies (JPEG re-encoding,
+#: brightness/contrast, 1-pixel shifts, small rotations); held on MNIST test
+#: digits and synthetic shapes it was not tuned on. Figures: docs/dedup.md.
+DEFAULT_THRESHOLD = 0.95
+
+#: Rows whose norm is below this are "zero rows": they have no direction.
+ZERO_NORM = 1e-12
+
+
+def check_threshold(threshold, *, caller: str = "find_duplicates") -> float:
+    """A cosine threshold in (0, 1]; ``None`` means ``DEFAULT_THRESHOLD``."""
+    if threshold is None:
+        return DEFAULT_THRESHOLD
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise ValidationError(f"{caller}: threshold must be a number in (0, 1]; got {threshold!r}")
+    t = float(threshold)
+    if not (0.0 < t <= 1.0):
+        raise ValidationError(
+            f"{caller}: threshold must be a cosine similarity in (0, 1]; got {t} "
+            f"(the default is {DEFAULT_THRESHOLD}; higher finds fewer, closer copies)"
+        )
+    return t
+
+
+def check_unit_embeddings(embeddings, *, name: str = "embeddings", caller: str = "find_duplicates",
+                          allow_empty: bool = False) -> np.ndarray:
+    """(n, d) finite float32 rows with non-zero norm, returned normalised (a new array)."""
+    if embeddings is None:
+        raise ValidationError(f"{caller}: {name} is missing; pass an (n, d) array")
+    try:
+        x = np.array(embeddings, dtype=np.float32, copy=True)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"{caller}: {name} is not a numeric array ({exc})") from None
+    if x.ndim != 2:
+        raise ValidationError(f"{caller}: {name} must be 2-D (n, d); got shape {x.shape}")
+    if len(x) == 0 and not allow_empty:
+        raise EmptyPoolError(f"{caller}: {name} has no rows; nothing to de-duplicate")
+    if x.shape[1] == 0:
+        raise ValidationError(f"{caller}: {name} has shape {x.shape}: no columns")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        rows = np.flatnonzero(~finite)[:5].tolist()
+        raise ValidationError(f"{caller}: {name} contains NaN or infinite values (rows {rows}); drop or fix those rows")
+    norms = np.linalg.norm(x, axis=1)
+    zero = norms < ZERO_NORM
+    if zero.any():
+        rows = np.flatnonzero(zero)[:5].tolist()
+        raise ValidationError(
+            f"{caller}: {name} has all-zero rows {rows} (no direction, so no cosine similarity); "
+            "drop them or recompute their embeddings"
+        )
+    x /= norms[:, None]
+    return x
+
+
+def _check_labeled(labeled, n: int) -> np.ndarray:
+    """A boolean (n,) mask from a mask or a list of positions."""
+    if labeled is None:
+        return np.zeros(n, dtype=bool)
+    arr = np.asarray(labeled)
+    if arr.dtype == bool:
+        if arr.shape != (n,):
+            raise ValidationError(f"find_duplicates: labeled mask has shape {arr.shape}; expected ({n},)")
+        return arr.copy()
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise ValidationError("find_duplicates: labeled must be a boolean mask or integer positions")
+    arr = arr.astype(np.int64).ravel()
+    if arr.size and (arr.min() < 0 or arr.max() >= n):
+        raise ValidationError(f"find_duplicates: labeled positions must be in [0, {n}); got {arr.min()}..{arr.max()}")
+    mask = np.zeros(n, dtype=bool)
+    mask[arr] = True
+    return mask
+
+
+def _check_scores(scores, n: int) -> np.ndarray | None:
+    if scores is None:
+        return None
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape != (n,):
+        raise ValidationError(f"find_duplicates: scores has shape {s.shape}; expected ({n},), one per row")
+    if not np.isfinite(s).all():
+        raise ValidationError("find_duplicates: scores contains NaN or infinite values; fix or drop them")
+    return s
+
+
+def exact_groups(x: np.ndarray, hashes: Sequence | None = None) -> np.ndarray:
+    """Exact-duplicate group id of every row: equal hashes, or identical rows.
+
+    Returns (n,) int64 ids numbered by first occurrence (group of row 0 is 0).
+    """
+    n = len(x)
+    if hashes is not None:
+        if len(hashes) != n:
+            raise ValidationError(f"find_duplicates: hashes has {len(hashes)} entries but embeddings has {n} rows")
+        _, first, inverse = np.unique(np.asarray(hashes), return_index=True, return_inverse=True)
+    else:
+        _, first, inverse = _unique_rows(x)
+    # renumber by first occurrence, for stable output
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.ravel()]
+
+
+def _unique_rows(x: np.ndarray):
+    """np.unique over rows, by a 64-bit multiplicative hash checked byte for byte."""
+    n = len(x)
+    words = np.ascontiguousarray(x).view(np.uint32).reshape(n, -1)
+    mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=words.shape[1], dtype=np.uint64) | np.uint64(1)
+    h = np.empty(n, np.uint64)
+    step = max(1, (1 << 22) // max(1, words.shape[1]))
+    for s in range(0, n, step):
+        h[s:s + step] = (words[s:s + step].astype(np.uint64) * mult).sum(axis=1)
+    keys, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    # a hash collision between different rows would merge them: verify each group
+    same = (words == words[first[inverse]]).all(axis=1) if n <= 200_000 else _verify_chunked(words, first[inverse])
+    if not same.all():  # pragma: no cover - needs a 64-bit collision
+        void = np.ascontiguousarray(words).view(np.dtype((np.void, words.shape[1] * 4))).ravel()
+        return np.unique(void, return_index=True, return_inverse=True)
+    return keys, first, inverse
+
+
+def _verify_chunked(words: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    out = np.empty(len(words), bool)
+    step = 65536
+    for s in range(0, len(words), step):
+        out[s:s + step] = (words[s:s + step] == words[ref[s:s + step]]).all(axis=1)
+    return out
+
+
+def centre_groups(
+    n: int, i: np.ndarray, j: np.ndarray, order_key: tuple[np.ndarray, ...]
+) -> np.ndarray:
+    """Greedy centre grouping of an undirected graph: group id per node (-1: alone).
+
+    ``order_key``: arrays passed to ``np.lexsort`` (last key primary) giving
+    the centre order. A centre takes every unassigned neighbour; a node with
+    no unassigned neighbour left stays alone.
+    """
+    group = np.full(n, -1, np.int64)
+    if len(i) == 0:
+        return group
+    src = np.concatenate([i, j])
+    dst = np.concatenate([j, i])
+    order = np.argsort(src, kind="stable")
+    src, dst = src[order], dst[order]
+    starts = np.searchsorted(src, np.arange(n + 1))
+    has_edges = np.flatnonzero(np.diff(starts) > 0)
+    rank = np.lexsort(tuple(k[has_edges] for k in order_key))
+    next_id = 0
+    for node in has_edges[rank].tolist():
+        if group[node] >= 0:
+            continue
+        nbrs = dst[starts[node]:starts[node + 1]]
+        free = nbrs[group[nbrs] < 0]
+        if len(free) == 0:
+            continue
+        group[node] = next_id
+        group[free] = next_id
+        next_id += 1
+    return group
+
+
+def find_duplicates(
+    embeddings,
+    threshold: float | None = None,
+    *,
+    hashes: Sequence | None = None,
+    scores=None,
+    labeled=None,
+    exact: bool | None = None,
+    seed: int = 0,
+    return_info: bool = False,
+):
+    """Groups of exact and near duplicates, as int64 position arrays, representative first.
+
+    Parameters
+    ----------
+    embeddings : (n, d) array; rows need not be normalised, but must be finite and non-zero.
+    threshold : cosine similarity in (0, 1] above which two samples are copies
+        (default ``DEFAULT_THRESHOLD``, chosen for the cold-start embedding).
+    hashes : optional (n,) content hashes (e.g. sha256 of the files); equal
+        hashes are exact duplicates whatever their embeddings.
+    scores : optional (n,) acquisition scores; the highest-scored member of a
+        group is its representative (after labeled ones).
+    labeled : optional boolean mask or positions of already labeled rows; their
+        near duplicates are grouped under them, to be dropped from the pool.
+    exact : force (True) or forbid (False) exact search; default by size
+        (``curator.index.EXACT_SEARCH_MAX_N``).
+    return_info : also return a dict (threshold, index used, counts).
+
+    Only groups of two or more are returned, ordered by representative position.
+    """
+    from curator import index
+
+    t = check_threshold(threshold)
+    x = check_unit_embeddings(embeddings)
+    n = len(x)
+    is_labeled = _check_labeled(labeled, n)
+    s = _check_scores(scores, n)
+    score_key = np.zeros(n) if s is None else s
+    positions = np.arange(n, dtype=np.int64)
+
+    # 1. exact duplicates: one unit per exact group, its best member stands for it
+    ex = exact_groups(x, hashes)
+    n_units = int(ex.max()) + 1
+    best = np.lexsort((positions, -score_key, ~is_labeled, ex))  # by unit, best first
+    unit_first = np.searchsorted(ex[best], np.arange(n_units))
+    unit_rows = best[unit_first]  # representative row of each unit
+    unit_size = np.bincount(ex, minlength=n_units)
+    unit_labeled = np.bincount(ex, weights=is_labeled, minlength=n_units) > 0
+
+    # 2. near duplicates between units
+    ui, uj, _, search_info = index.self_pairs(x[unit_rows], t, exact=exact, seed=seed)
+    del x
+
+    # 3. centre grouping of units
+    degree = np.bincount(np.concatenate([ui, uj]), minlength=n_units) + unit_size - 1
+    key = (unit_rows, -score_key[unit_rows], -degree, ~unit_labeled)
+    g = centre_groups(n_units, ui, uj, key)
+    multi = (g < 0) & (unit_size > 1)  # exact groups with no near duplicate
+    g[multi] = g.max(initial=-1) + 1 + np.arange(int(multi.sum()))
+    row_group = g[ex]
+
+    # 4. expand to rows; representative first by (labeled, score, position)
+    member = np.flatnonzero(row_group >= 0)
+    order = np.lexsort((member, -score_key[member], ~is_labeled[member], row_group[member]))
+    member = member[order]
+    cuts = np.flatnonzero(np.diff(row_group[member])) + 1
+    groups = [grp for grp in np.split(member, cuts) if len(grp) > 1]
+    groups.sort(key=lambda grp: int(grp[0]))
+    if not return_info:
+        return groups
+    info = {
+        "threshold": t,
+        "samples": n,
+        "exact_groups": int((unit_size > 1).sum()),
+        "near_pairs": int(len(ui)),
+        "groups": len(groups),
+        "duplicates": int(sum(len(grp) - 1 for grp in groups)),
+        "dropped_near_labeled": int(sum((~is_labeled[grp]).sum() for grp in groups if is_labeled[grp[0]])),
+        **{f"search_{k}" if k != "index" else "index": v for k, v in search_info.items()},
+    }
+    return groups, info
+
+
+def drop_mask(groups: Sequence[np.ndarray], n: int, labeled=None) -> np.ndarray:
+    """Boolean (n,) mask of rows to drop: every member but the representative,
+    and never a labeled row (it is already labeled, not a pool sample)."""
+    drop = np.zeros(n, dtype=bool)
+    for grp in groups:
+        drop[grp[1:]] = True
+    if labeled is not None:
+        drop &= ~_check_labeled(labeled, n)
+    return drop
+
+
+def near_labeled(embeddings, labeled_embeddings, threshold: float | None = None, *, exact: bool | None = None,
+                 seed: int = 0) -> np.ndarray:
+    """Boolean (n,) mask of pool rows within ``threshold`` of any labeled embedding."""
+    from curator import index
+
+    t = check_threshold(threshold, caller="near_labeled")
+    x = check_unit_embeddings(embeddings, caller="near_labeled", allow_empty=True)
+    out = np.zeros(len(x), dtype=bool)
+    if labeled_embeddings is None or len(labeled_embeddings) == 0 or len(x) == 0:
+        return out
+    lab = check_unit_embeddings(labeled_embeddings, name="labeled_embeddings", caller="near_labeled")
+    if lab.shape[1] != x.shape[1]:
+        raise ValidationError(
+            f"near_labeled: labeled_embeddings has dimension {lab.shape[1]} but embeddings has {x.shape[1]}; "
+            "embed both with the same model"
+        )
+    q, _, _, _ = index.range_search(lab, x, t, exact=exact, seed=seed)
+    out[q] = True
+    return out
