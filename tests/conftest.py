@@ -93,3 +93,17 @@ def require(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is missing; the real datasets live in ../shared/datasets (see its README)")
     return path
+
+
+@pytest.fixture(scope="session")
+def fiftyone_db(tmp_path_factory):
+    """One private mongod for the whole test session (FiftyOne's own service is shared
+    machine-wide); FiftyOne offline and never touching ~/.fiftyone. Yields its environment."""
+    import importlib.util
+
+    if importlib.util.find_spec("fiftyone") is None:
+        pytest.skip("fiftyone is not installed: pip install 'curator[fiftyone]'")
+    from curator.integrations.fiftyone.isolated import private_database
+
+    with private_database(tmp_path_factory.mktemp("fiftyone")) as env:
+        yield env

@@ -1,0 +1,1 @@
+"""Optional edges to other tools (Label Studio, FiftyOne); nothing below imports them."""

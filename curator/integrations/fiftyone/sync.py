@@ -1,0 +1,507 @@
+"""Sync curator's state into a FiftyOne dataset, for review in the App.
+
+One FiftyOne sample per curator sample (same file path), keyed by the
+``curator_id`` field, so running the sync again updates every field in
+place and never adds a second copy. What a reviewer sees:
+
+==========================  ===============================================
+field                       from
+==========================  ===============================================
+``curator_id``              the curator sample id (the sync key)
+``curator_split``           the split given at ingest
+``ground_truth``            benchmark ground truth (``Sample.gt_label``)
+``curator_<kind>``          latest score of each kind (entropy, margin,
+                            least_confidence, bald, novelty, ...)
+``curator_round``,          the latest round that selected the sample, its
+``curator_rank``,           rank there (0 = label first) and acquisition
+``curator_round_score``     score
+``curator_dup_group``,      near-duplicate group (id of its representative)
+``curator_is_representative``  and whether this sample is the one kept
+``prediction``              model prediction, a ``Classification`` with
+                            confidence (score kinds ``prediction`` =
+                            class index, ``confidence``)
+``human_label``             agreed human label (``confidence`` = agreement)
+``curator_annotations``     number of live annotations behind it
+``curator_version``,        the newest version holding the sample, and its
+``version_label``           label there
+==========================  ===============================================
+
+Saved views: ``next-batch`` (latest round in rank order), ``duplicate-groups``,
+``most-uncertain`` (unlabeled, by the first uncertainty score present) and
+``disagreements`` (prediction differs from the human label).
+
+Nothing is half-synced: everything is read and checked before the first
+write; a new FiftyOne dataset is built under a temporary name and renamed
+only when complete (the temporary one is deleted on failure).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from curator.exceptions import FiftyOneError, NotFoundError, ValidationError
+
+#: Score kinds whose "most uncertain" view is built, in order of preference.
+UNCERTAINTY_KINDS = ("entropy", "bald", "margin", "least_confidence", "variation_ratio")
+#: Score kinds that carry the model's prediction rather than a score.
+PREDICTION_KINDS = ("prediction", "confidence")
+INFO_KEY = "curator"
+VIEWS = ("next-batch", "duplicate-groups", "most-uncertain", "disagreements")
+SIMILARITY_KEY = "curator_similarity"
+VISUALIZATION_KEY = "curator_visualization"
+
+
+@dataclasses.dataclass
+class SyncReport:
+    fo_dataset: str
+    dataset: str
+    scope: str
+    samples: int = 0
+    added: int = 0
+    removed: int = 0
+    fields: list[str] = dataclasses.field(default_factory=list)
+    views: list[str] = dataclasses.field(default_factory=list)
+    similarity: str | None = None
+    visualization: str | None = None
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class Columns:
+    """Everything a sync writes, read from the store before any write.
+
+    ``values[field]`` is aligned with ``ids``; ``types[field]`` is one of
+    int, float, str, bool, classification.
+    """
+
+    dataset: str
+    scope: dict[str, Any]
+    ids: np.ndarray
+    uris: list[str]
+    values: dict[str, list] = dataclasses.field(default_factory=dict)
+    types: dict[str, str] = dataclasses.field(default_factory=dict)
+    classes: list[str] = dataclasses.field(default_factory=list)
+    latest_round: int | None = None
+    embeddings: np.ndarray | None = None  # aligned with ids
+    skipped: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def put(self, field: str, kind: str, by_id: dict[int, Any]) -> None:
+        self.values[field] = [by_id.get(int(i)) for i in self.ids]
+        self.types[field] = kind
+
+
+def default_name(dataset: str, round: int | None = None, version: str | None = None) -> str:
+    if round is not None:
+        return f"curator-{dataset}-round-{round}"
+    if version is not None:
+        return f"curator-{dataset}-{version}"
+    return f"curator-{dataset}"
+
+
+def field_of(kind: str) -> str:
+    """FiftyOne field of a score kind: ``least_confidence`` -> ``curator_least_confidence``."""
+    return "curator_" + re.sub(r"[^0-9a-zA-Z_]+", "_", kind).strip("_").lower()
+
+
+# --------------------------------------------------------------------- read
+
+
+def collect(settings, dataset: str, round: int | None = None, version: str | None = None) -> Columns:
+    """Read and check everything to write, in one read transaction."""
+    from curator.store.session import transaction
+
+    if round is not None and version is not None:
+        raise ValidationError("pass a round or a version to sync, not both")
+    with transaction(settings) as s:
+        return _collect(s, settings, dataset, round, version)
+
+
+def _collect(s, settings, dataset: str, round: int | None, version: str | None) -> Columns:
+    from sqlalchemy import func, select
+
+    from curator.store import queries
+    from curator.store.models import Dataset, Round, RoundItem, Sample, Score
+
+    ds_id = queries.dataset_id(s, dataset)
+    classes = list(s.scalar(select(Dataset.classes).where(Dataset.id == ds_id)) or [])
+    rows = s.execute(
+        select(Sample.id, Sample.uri, Sample.sha256, Sample.split, Sample.gt_label, Sample.duplicate_of_id)
+        .where(Sample.dataset_id == ds_id)
+        .order_by(Sample.id)
+    ).all()
+    all_rows = rows
+    if not rows:
+        raise ValidationError(f"dataset {dataset!r} holds no samples; ingest some first: curator ingest PATH --dataset {dataset}")
+    members: dict[int, str] | None = None
+    scope: dict[str, Any] = {"dataset": dataset}
+    round_numbers = list(
+        s.scalars(select(Round.number).where(Round.dataset_id == ds_id).order_by(Round.number))
+    )
+    if round is not None:
+        if round not in round_numbers:
+            raise NotFoundError(
+                f"round {round} of dataset {dataset!r} does not exist (rounds: "
+                f"{', '.join(map(str, round_numbers)) or 'none yet'}); select one first: "
+                f"curator select --dataset {dataset}"
+            )
+        in_round = set(
+            s.scalars(
+                select(RoundItem.sample_id)
+                .join(Round, Round.id == RoundItem.round_id)
+                .where(Round.dataset_id == ds_id, Round.number == round)
+            )
+        )
+        rows = [r for r in rows if r.id in in_round]
+        scope["round"] = round
+    if version is not None:
+        members = version_labels(s, dataset, version)
+        rows = [r for r in rows if r.id in members]
+        scope["version"] = version
+    if not rows:
+        raise ValidationError(f"{describe(scope)} holds no samples; nothing to sync")
+
+    ids = np.fromiter((r.id for r in rows), dtype=np.int64, count=len(rows))
+    cols = Columns(dataset=dataset, scope=scope, ids=ids, uris=[r.uri for r in rows], classes=classes)
+    missing = [r.uri for r in rows if not Path(r.uri).is_file()]
+    if missing:
+        raise ValidationError(
+            f"{len(missing)} image file(s) of {describe(scope)} are missing, e.g. {missing[0]}; "
+            "restore them (or re-ingest from the original source) before syncing"
+        )
+    cols.put("curator_id", "int", {int(i): int(i) for i in ids})
+    cols.put("curator_split", "str", {r.id: r.split for r in rows if r.split})
+    gt = {r.id: r.gt_label for r in rows if r.gt_label is not None}
+    if gt:
+        cols.put("ground_truth", "classification", {k: (v, None) for k, v in gt.items()})
+
+    # Scores: the latest row of each kind wins (rows come in id order).
+    score_rows = s.execute(
+        select(Score.sample_id, Score.kind, Score.value)
+        .join(Sample, Sample.id == Score.sample_id)
+        .where(Sample.dataset_id == ds_id)
+        .order_by(Score.id)
+    ).all()
+    by_kind: dict[str, dict[int, float]] = {}
+    for sid, kind, value in score_rows:
+        by_kind.setdefault(kind, {})[sid] = value
+    for kind in sorted(set(by_kind) - set(PREDICTION_KINDS)):
+        cols.put(field_of(kind), "float", {k: float(v) for k, v in by_kind[kind].items()})
+    _put_prediction(cols, by_kind, classes)
+
+    # Rounds: the latest round that selected a sample wins.
+    items = s.execute(
+        select(Round.number, RoundItem.sample_id, RoundItem.rank, RoundItem.score)
+        .join(Round, Round.id == RoundItem.round_id)
+        .where(Round.dataset_id == ds_id)
+        .order_by(Round.number, RoundItem.rank)
+    ).all()
+    if items:
+        rnd, rank, rscore = {}, {}, {}
+        for number, sid, r, sc in items:
+            rnd[sid], rank[sid], rscore[sid] = number, r, sc
+        cols.put("curator_round", "int", rnd)
+        cols.put("curator_rank", "int", rank)
+        cols.put("curator_round_score", "float", {k: v for k, v in rscore.items() if v is not None})
+        cols.latest_round = round if round is not None else max(round_numbers)
+    else:
+        cols.skipped["rounds"] = f"no round selected yet; run: curator select --dataset {dataset}"
+
+    agreed = queries.agreed_labels(s, ds_id)
+    if agreed:
+        cols.put("human_label", "classification", {k: (lab, agr) for k, (lab, agr, _) in agreed.items()})
+        cols.put("curator_annotations", "int", {k: n for k, (_, _, n) in agreed.items()})
+    else:
+        cols.skipped["human_label"] = "no annotations yet; pull them from Label Studio first"
+
+    _put_versions(s, cols, members, version)
+    _put_duplicates(s, settings, cols, ds_id, all_rows, set(agreed))
+    return cols
+
+
+def describe(scope: dict[str, Any]) -> str:
+    if "round" in scope:
+        return f"round {scope['round']} of dataset {scope['dataset']!r}"
+    if "version" in scope:
+        return f"version {scope['version']!r} of dataset {scope['dataset']!r}"
+    return f"dataset {scope['dataset']!r}"
+
+
+def _put_prediction(cols: Columns, by_kind: dict[str, dict[int, float]], classes: list[str]) -> None:
+    pred = by_kind.get("prediction")
+    if not pred:
+        cols.skipped["prediction"] = "no stored predictions (score kind 'prediction'); score the pool first"
+        return
+    conf = by_kind.get("confidence", {})
+    out = {}
+    for sid, value in pred.items():
+        k = int(round(value))
+        label = classes[k] if 0 <= k < len(classes) else str(k)
+        out[sid] = (label, conf.get(sid))
+    cols.put("prediction", "classification", out)
+
+
+def version_labels(s, dataset: str, version: str) -> dict[int, str]:
+    """sample_id -> label of one version (NotFoundError naming the known versions)."""
+    from curator import versions
+
+    return versions.read(s, version, dataset).as_dict()
+
+
+def _put_versions(s, cols: Columns, members: dict[int, str] | None, version: str | None) -> None:
+    from curator import versions
+
+    if members is not None:
+        cols.put("curator_version", "str", {k: version for k in members})
+        cols.put("version_label", "classification", {k: (v, None) for k, v in members.items()})
+        return
+    names = [v.name for v in versions.versions_of(s, cols.dataset)]
+    if not names:
+        cols.skipped["versions"] = f"no version created yet; run: curator version create NAME --dataset {cols.dataset}"
+        return
+    holder, label = {}, {}
+    for name in names:  # oldest first: the newest version holding a sample wins
+        for sid, lab in version_labels(s, cols.dataset, name).items():
+            holder[sid], label[sid] = name, lab
+    cols.put("curator_version", "str", holder)
+    cols.put("version_label", "classification", {k: (v, None) for k, v in label.items()})
+
+
+def _put_duplicates(s, settings, cols: Columns, ds_id: int, all_rows, labeled: set[int]) -> None:
+    """Near-duplicate groups (``curator.find_duplicates`` over the stored embeddings of the
+    whole dataset, labeled samples kept first); exact copies from ingest without embeddings."""
+    group: dict[int, int] = {}
+    found = _load_embeddings(s, settings, ds_id)
+    if found is None:
+        cols.skipped["near_duplicates"] = (
+            f"no stored embeddings; exact duplicates only (compute them: curator embed --dataset {cols.dataset})"
+        )
+    else:
+        from curator.dedup import find_duplicates
+
+        emb_ids, E = found
+        pos = {int(sid): i for i, sid in enumerate(emb_ids.tolist())}
+        take = [pos.get(int(i), -1) for i in cols.ids.tolist()]
+        if min(take) >= 0:
+            cols.embeddings = np.asarray(E[np.asarray(take)], dtype=np.float32)
+        else:
+            cols.skipped["similarity"] = "stored embeddings do not cover every sample; recompute them (curator embed)"
+        sha = {r.id: r.sha256 for r in all_rows}
+        groups = find_duplicates(
+            E,
+            hashes=[sha.get(int(i), f"missing-{i}") for i in emb_ids.tolist()],
+            labeled=np.fromiter((int(i) in labeled for i in emb_ids.tolist()), dtype=bool, count=len(emb_ids)),
+        )
+        for g in groups:
+            members = emb_ids[np.asarray(g)].tolist()
+            for sid in members:
+                group[int(sid)] = int(members[0])
+    for r in all_rows:  # exact copies recorded at ingest that no group holds (no embeddings)
+        if r.duplicate_of_id is not None and r.id not in group:
+            rep = group.setdefault(r.duplicate_of_id, r.duplicate_of_id)
+            group[r.id] = rep
+    scope = set(cols.ids.tolist())
+    group = {k: v for k, v in group.items() if k in scope}
+    cols.put("curator_dup_group", "int", group)
+    cols.put("curator_is_representative", "bool", {int(i): group.get(int(i), int(i)) == int(i) for i in cols.ids})
+
+
+def _load_embeddings(s, settings, ds_id: int):
+    """(sample_ids, embeddings) of the dataset's newest complete embedding set, or None."""
+    try:
+        from curator import embeddings
+    except ImportError:
+        return None
+    return embeddings.load_latest(s, settings, ds_id)
+
+
+# -------------------------------------------------------------------- write
+
+
+def sync(
+    settings,
+    dataset: str,
+    round: int | None = None,
+    version: str | None = None,
+    fo_name: str | None = None,
+    *,
+    similarity: bool = True,
+    visualization: str | None = "pca",
+) -> SyncReport:
+    """Create or update the FiftyOne dataset of a curator dataset, round or version.
+
+    ``similarity`` registers the stored embeddings as a Brain similarity index
+    and ``visualization`` ("pca", "tsne" or None) computes a 2-D map from
+    them; both are skipped (and reported) when no embeddings are stored.
+    """
+    from curator.integrations.fiftyone._fo import fiftyone
+
+    if visualization not in (None, "pca", "tsne"):
+        raise ValidationError(f"visualization: {visualization!r} is not one of pca, tsne, None")
+    start = time.perf_counter()
+    cols = collect(settings, dataset, round, version)
+    name = fo_name or default_name(dataset, round, version)
+    fo = fiftyone()
+    report = SyncReport(fo_dataset=name, dataset=dataset, scope=describe(cols.scope), skipped=dict(cols.skipped))
+    if fo.dataset_exists(name):
+        ds = fo.load_dataset(name)
+        check_owner(ds, name, dataset)
+        _fill(ds, cols, report)
+        _finish(ds, cols, report, settings, similarity, visualization)
+    else:
+        tmp = fo.Dataset(f"{name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            _fill(tmp, cols, report)
+            _finish(tmp, cols, report, settings, similarity, visualization)
+            if fo.dataset_exists(name):
+                raise FiftyOneError(f"FiftyOne dataset {name!r} appeared while syncing; run the sync again")
+            tmp.name = name
+            tmp.persistent = True
+        except BaseException:
+            if not tmp.deleted:
+                tmp.delete()
+            raise
+    report.seconds = round_(time.perf_counter() - start)
+    return report
+
+
+def round_(x: float) -> float:
+    return float(f"{x:.3f}")
+
+
+def check_owner(ds, name: str, dataset: str) -> None:
+    info = ds.info.get(INFO_KEY)
+    if not info:
+        raise FiftyOneError(
+            f"FiftyOne dataset {name!r} exists but was not made by curator; "
+            "choose another name (--name) or delete it in FiftyOne first"
+        )
+    if info.get("dataset") != dataset:
+        raise FiftyOneError(
+            f"FiftyOne dataset {name!r} belongs to curator dataset {info.get('dataset')!r}, not "
+            f"{dataset!r}; choose another name (--name)"
+        )
+
+
+def _field_type(fo, kind: str):
+    return {
+        "int": (fo.IntField, {}),
+        "float": (fo.FloatField, {}),
+        "str": (fo.StringField, {}),
+        "bool": (fo.BooleanField, {}),
+        "classification": (fo.EmbeddedDocumentField, {"embedded_doc_type": fo.Classification}),
+    }[kind]
+
+
+def _fill(ds, cols: Columns, report: SyncReport) -> None:
+    """Add new samples, drop those out of scope, then write every field aligned by curator_id."""
+    from curator.integrations.fiftyone._fo import fiftyone
+
+    fo = fiftyone()
+    schema = ds.get_field_schema()
+    if "curator_id" not in schema:
+        ds.add_sample_field("curator_id", fo.IntField)
+    have = ds.values("curator_id") if len(ds) else []
+    wanted = set(cols.ids.tolist())
+    stale = [c for c in have if c not in wanted]
+    if stale:
+        ds.delete_samples(ds.match(fo.ViewField("curator_id").is_in(stale)))
+        report.removed = len(stale)
+    present = set(have)
+    new = [(int(i), uri) for i, uri in zip(cols.ids.tolist(), cols.uris) if i not in present]
+    if new:
+        ds.add_samples([fo.Sample(filepath=uri, curator_id=i) for i, uri in new], progress=False)
+        report.added = len(new)
+
+    order = ds.values("curator_id")
+    pos = {int(i): k for k, i in enumerate(cols.ids.tolist())}
+    at = [pos[c] for c in order]
+    schema = ds.get_field_schema()
+    for field, values in cols.values.items():
+        if field == "curator_id":
+            continue
+        ftype, kw = _field_type(fo, cols.types[field])
+        if field in schema and not isinstance(schema[field], ftype):
+            ds.delete_sample_field(field)
+            schema.pop(field)
+        if field not in schema:
+            ds.add_sample_field(field, ftype, **kw)
+        aligned = [values[k] for k in at]
+        if cols.types[field] == "classification":
+            aligned = [
+                None if v is None else fo.Classification(label=str(v[0]), confidence=v[1]) for v in aligned
+            ]
+        ds.set_values(field, aligned, progress=False)
+    previous = set((ds.info.get(INFO_KEY) or {}).get("fields", []))
+    for gone in sorted(previous - set(cols.values)):
+        if gone in ds.get_field_schema():
+            ds.delete_sample_field(gone)
+    report.samples = len(ds)
+    report.fields = sorted(cols.values)
+
+
+def _finish(ds, cols: Columns, report: SyncReport, settings, similarity: bool, visualization: str | None) -> None:
+    from curator.integrations.fiftyone import similarity as sim
+    from curator.settings import mask_url
+
+    report.views = save_views(ds, cols)
+    if cols.embeddings is not None:
+        order = ds.values("curator_id")
+        pos = {int(i): k for k, i in enumerate(cols.ids.tolist())}
+        E = cols.embeddings[np.asarray([pos[c] for c in order])]
+        if similarity:
+            report.similarity = sim.register_similarity(ds, E, brain_key=SIMILARITY_KEY)
+        if visualization:
+            report.visualization = sim.compute_visualization(ds, E, method=visualization, brain_key=VISUALIZATION_KEY)
+    elif similarity or visualization:
+        report.skipped.setdefault("similarity", "no stored embeddings; run: curator embed")
+    ds.info[INFO_KEY] = {
+        "dataset": cols.dataset,
+        "scope": cols.scope,
+        "workspace": str(Path(settings.workspace).resolve()),
+        "database": mask_url(settings.database_url),
+        "fields": sorted(cols.values),
+        "synced_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    ds.save()
+
+
+def save_views(ds, cols: Columns) -> list[str]:
+    """(Re)save curator's views; a view whose fields are absent is removed."""
+    from curator.integrations.fiftyone._fo import fiftyone
+
+    F = fiftyone().ViewField
+    views = {}
+    if cols.latest_round is not None:
+        views["next-batch"] = ds.match(F("curator_round") == cols.latest_round).sort_by("curator_rank")
+    if "curator_dup_group" in cols.values and any(v is not None for v in cols.values["curator_dup_group"]):
+        views["duplicate-groups"] = ds.exists("curator_dup_group").sort_by(
+            [("curator_dup_group", 1), ("curator_is_representative", -1), ("curator_id", 1)]
+        )
+    kind = next((k for k in UNCERTAINTY_KINDS if field_of(k) in cols.values), None)
+    if kind is not None:
+        view = ds.exists(field_of(kind))
+        if "human_label" in cols.values:
+            view = view.exists("human_label", False)
+        views["most-uncertain"] = view.sort_by(field_of(kind), reverse=True)
+    if "prediction" in cols.values and "human_label" in cols.values:
+        views["disagreements"] = ds.exists("prediction").exists("human_label").match(
+            F("prediction.label") != F("human_label.label")
+        )
+    for name in VIEWS:
+        if name in views:
+            ds.save_view(name, views[name], description=f"curator: {name.replace('-', ' ')}", overwrite=True)
+        elif ds.has_saved_view(name):
+            ds.delete_saved_view(name)
+    return [n for n in VIEWS if n in views]
