@@ -239,10 +239,10 @@ def _rows(s, vid: int, part: int, ids: Sequence[int] | None = None) -> list[tupl
 
     stmt = select(R.sample_id, R.label).where(R.version_id == vid, R.part == part)
     if ids is None:
-        return s.execute(stmt).tuples().all()
+        return s.execute(stmt).all()
     out = []
     for start in range(0, len(ids), _IN_CHUNK):
-        out += s.execute(stmt.where(R.sample_id.in_(ids[start : start + _IN_CHUNK]))).tuples().all()
+        out += s.execute(stmt.where(R.sample_id.in_(ids[start : start + _IN_CHUNK]))).all()
     return out
 
 
@@ -323,7 +323,7 @@ def _sample_hashes(s, ds: int) -> dict[int, str]:
 
     from curator.store.models import Sample
 
-    return dict(s.execute(select(Sample.id, Sample.sha256).where(Sample.dataset_id == ds)).tuples().all())
+    return dict(s.execute(select(Sample.id, Sample.sha256).where(Sample.dataset_id == ds)).all())
 
 
 def _lineage(s, ds: int, members: dict[int, str]) -> dict[str, Any]:
@@ -338,7 +338,7 @@ def _lineage(s, ds: int, members: dict[int, str]) -> dict[str, Any]:
         select(RoundItem.round_id, RoundItem.sample_id)
         .join(Round, Round.id == RoundItem.round_id)
         .where(Round.dataset_id == ds)
-    ).tuples():
+    ):
         if sid in members:
             per_round[rid] += 1
             covered.add(sid)
@@ -602,7 +602,7 @@ def verify(s, name: str, dataset: str | None = None, files: bool = False) -> Ver
     if dict(counts) != {k: n for k, n in v.counts.items()}:
         problems.append(f"counts per class differ: stored {v.counts}, computed {dict(counts)}")
     if files:
-        uris = dict(s.execute(select(Sample.id, Sample.uri).where(Sample.dataset_id == ds)).tuples().all())
+        uris = dict(s.execute(select(Sample.id, Sample.uri).where(Sample.dataset_id == ds)).all())
         bad = []
         for sid in sorted(labels):
             try:
@@ -642,7 +642,7 @@ def members(s, name: str, dataset: str | None = None) -> tuple[VersionInfo, list
         select(Sample.id, Sample.uri, Sample.sha256, Sample.height, Sample.width, Sample.channels)
         .where(Sample.dataset_id == ds)
         .order_by(Sample.id)
-    ).tuples()
+    )
     out = [Member(sid, uri, sha, labels[sid], h, w, c) for sid, uri, sha, h, w, c in rows if sid in labels]
     classes = list(_ordered_counts(labels.values(), dataset_classes(s, ds_name)))
     return _info(s, ds_name, v.id), out, classes
@@ -796,7 +796,7 @@ def import_manifest(path: str | Path, *, dataset: str | None = None, name: str |
         raise ValidationError(f"manifest {path} lists no items; a version cannot be empty")
     with _tx(settings) as s:
         ds = s.scalar(select(Dataset.id).where(Dataset.name == dataset))
-        known = dict(s.execute(select(Sample.uri, Sample.sha256).where(Sample.dataset_id == ds)).tuples().all()) if ds else {}
+        known = dict(s.execute(select(Sample.uri, Sample.sha256).where(Sample.dataset_id == ds)).all()) if ds else {}
     new = [item for item in doc["items"] if item["uri"] not in known]
     if new:
         records = []
@@ -811,7 +811,7 @@ def import_manifest(path: str | Path, *, dataset: str | None = None, name: str |
         write_records(settings, dataset, [records], IngestReport(dataset), total=len(records))
     with _tx(settings) as s:
         ds = s.scalar(select(Dataset.id).where(Dataset.name == dataset))
-        rows = s.execute(select(Sample.uri, Sample.id, Sample.sha256).where(Sample.dataset_id == ds)).tuples().all()
+        rows = s.execute(select(Sample.uri, Sample.id, Sample.sha256).where(Sample.dataset_id == ds)).all()
         by_uri = {uri: (sid, sha) for uri, sid, sha in rows}
         labels: dict[int, str] = {}
         for item in doc["items"]:
