@@ -108,7 +108,7 @@ class Policy:
         for name in self._param_names():
             value = getattr(self, name, None)
             if isinstance(value, Policy):
-                value = {"policy": value.label, **value.get_params()}
+                value = {"policy": value.name or type(value).__name__, **value.get_params()}
             elif isinstance(value, dict):
                 value = {(k.label if isinstance(k, Policy) else k): v for k, v in value.items()}
             out[name] = value

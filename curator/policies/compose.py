@@ -178,18 +178,20 @@ class _NeedsProbs:
 
 
 class Diverse(_Wrapper):
-    """Batch diversity: cluster the top ``factor x budget`` candidates into
-    ``budget`` groups (k-means on L2-normalised embeddings) and take the best
-    candidate of each group (Zhdanov 2019), so a batch is not ten copies of the
-    same confusing digit."""
+    """Batch diversity: take the inner policy's best ``factor x budget``
+    candidates, cluster them into ``budget`` groups (k-means on L2-normalised
+    embeddings) and keep the best candidate of each group (Zhdanov 2019), so a
+    batch is not ten copies of the same confusing digit.
+
+    The inner policy may be score-based or set-based (e.g. a duplicate filter):
+    it is asked for the candidates with their scores.
+    """
 
     def __init__(self, policy, factor: int = 10, iterations: int = 20):
         self.policy = policy
         self.factor = factor
         self.iterations = iterations
         self._inner = resolve(policy)
-        if not self._inner.is_score_based:
-            raise ValidationError(f"Diverse: policy {self._inner.label} has no per-sample score")
         if not isinstance(factor, int) or factor < 1:
             raise ValidationError(f"Diverse: factor must be a positive integer; got {factor!r}")
 
@@ -200,29 +202,27 @@ class Diverse(_Wrapper):
     def check_pool(self, pool):
         Policy.check_pool(self, pool)
 
-    def score(self, pool):
-        return self._inner.score(pool)
-
     def _select(self, pool, budget, rng):
-        scores = self._inner.score(pool)
-        cand = top_k(scores, min(len(pool), self.factor * budget), rng)
+        want = min(len(pool), self.factor * budget)
+        cand, cand_scores = self._inner.select_scored(pool, want, _child_rng(rng))
         if len(cand) == budget:
-            return cand, scores[cand]
+            return cand, cand_scores
+        if not np.isfinite(cand_scores).all():  # a set-based inner policy without scores: its order
+            cand_scores = np.linspace(1.0, 0.0, len(cand))
         X = np.asarray(pool.unit_embeddings)[cand].astype(np.float64)
-        labels = kmeans(X, budget, rng, weights=S.normalize(scores[cand], "minmax") + 1e-3,
+        labels = kmeans(X, budget, rng, weights=S.normalize(cand_scores, "minmax") + 1e-3,
                         iterations=self.iterations)
         picked = []
         for c in range(budget):
             members = np.flatnonzero(labels == c)
             if len(members):
-                picked.append(members[np.argmax(scores[cand[members]])])  # cand is best-first
-        chosen = list(cand[picked])
-        if len(chosen) < budget:  # empty clusters: fill with the best remaining candidates
-            left = [i for i in cand if i not in set(chosen)]
-            chosen.extend(left[: budget - len(chosen)])
-        pos = np.array(chosen, np.int64)
-        pos = pos[np.argsort(-scores[pos], kind="stable")]
-        return pos, scores[pos]
+                picked.append(int(members[np.argmax(cand_scores[members])]))
+        if len(picked) < budget:  # empty clusters: fill with the best remaining candidates
+            rest = [j for j in np.argsort(-cand_scores, kind="stable") if j not in set(picked)]
+            picked.extend(int(j) for j in rest[: budget - len(picked)])
+        picked = np.array(picked, np.int64)
+        picked = picked[np.argsort(-cand_scores[picked], kind="stable")]
+        return cand[picked], cand_scores[picked]
 
 
 class _NeedsEmbeddings:
@@ -260,9 +260,10 @@ class Curator(_Wrapper):
     """The default policy: uncertainty + novelty, diversified across the batch,
     without near-duplicates.
 
-    A composition: ``Diverse(Weighted({uncertainty: 1, novelty: novelty_weight}),
-    factor)``, wrapped in the duplicate filter of ``curator.policies.filters``
-    when that module is present. Uncertainty is BALD when the pool has
+    A composition: ``Subsample(Diverse(DropDuplicates(Weighted({uncertainty: 1,
+    novelty: novelty_weight})), factor))``: the candidates are the best
+    duplicate-free samples (``curator.policies.filters``, when present), and
+    one is kept per k-means cluster of candidates. Uncertainty is BALD when the pool has
     MC-dropout passes and margin otherwise. ``subsample`` bounds the cost on
     very large pools.
     """
@@ -280,9 +281,10 @@ class Curator(_Wrapper):
         terms = {Uncertainty(): 1.0}
         if novelty_weight:
             terms[Novelty(k=5)] = float(novelty_weight)
-        inner: Policy = Diverse(Weighted(terms), factor=factor)
+        inner: Policy = Weighted(terms)
         if drop_duplicates:
             inner = _with_duplicate_filter(inner)
+        inner = Diverse(inner, factor=factor)
         if subsample:
             inner = Subsample(inner, size=subsample)
         self._inner = inner
@@ -295,10 +297,29 @@ def _with_duplicate_filter(policy: Policy) -> Policy:
     """Wrap in ``curator.policies.filters.DropDuplicates`` when it exists.
 
     Without it, ``Diverse`` (one pick per cluster) is what keeps copies out of
-    a batch.
+    a batch. A pool with too few distinct samples for the batch falls back to
+    the unfiltered policy at select time.
     """
     try:
         from curator.policies.filters import DropDuplicates
     except ImportError:
         return policy
-    return DropDuplicates(policy)
+    return _PreferDistinct(DropDuplicates(policy), policy)
+
+
+class _PreferDistinct(_Wrapper):
+    """The filtered policy, or the unfiltered one when too few distinct samples remain."""
+
+    def __init__(self, filtered: Policy, unfiltered: Policy):
+        self._inner = filtered
+        self._fallback = unfiltered
+        self.name = filtered.name
+
+    def _select(self, pool, budget, rng):
+        try:
+            return self._inner.select_scored(pool, budget, _child_rng(rng))
+        except BudgetError:
+            return self._fallback.select_scored(pool, budget, _child_rng(rng))
+
+    def get_params(self):
+        return self._inner.get_params()
