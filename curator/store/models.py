@@ -323,3 +323,30 @@ class Evaluation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow
     )
+
+
+# -- Label Studio projects (issue 6, migration 0003) ---------------------------------------
+
+
+class LabelProject(Base):
+    """A labeling project on a tool's server, named by curator (``TaskLink.project``).
+
+    ``external_id`` is the tool's project id: when the project was deleted on
+    the server, push and pull notice (the id answers 404) instead of silently
+    creating a second project. ``label_config`` and the tag names are what
+    push generated or validated; pull reads labels through them.
+    """
+
+    __tablename__ = "label_projects"
+    __table_args__ = (UniqueConstraint("tool", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tool: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(200))
+    external_id: Mapped[int] = mapped_column(BigInteger)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    label_config: Mapped[str] = mapped_column(Text)
+    from_name: Mapped[str] = mapped_column(String(200))
+    to_name: Mapped[str] = mapped_column(String(200))
+    image_field: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    pulled_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
