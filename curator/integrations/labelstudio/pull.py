@@ -1,0 +1,170 @@
+"""Pull annotations from a Label Studio project into the Annotation table.
+
+One export of the project's tasks (with their annotations) is compared with
+what the database holds for the project, so a pull stores exactly the changes
+since the last one: new annotations are inserted, changed ones (answer,
+skip, annotator or ``updated_at``) updated, and those gone from the server
+(deleted, or their task deleted by hand) marked ``deleted``. A pull run twice
+changes nothing the second time; the whole pull is one transaction.
+
+Skipped tasks (``was_cancelled``) are stored with ``skipped=True`` and no
+label. Every annotator's answer is kept; the agreed label and the agreement
+come from ``curator.store.queries.agreed_labels``, the one definition.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+from sqlalchemy import insert, select, update
+
+from curator.exceptions import LabelStudioError, NotFoundError
+from curator.integrations.labelstudio import TOOL
+from curator.integrations.labelstudio.client import Client, NotOnServer
+
+
+@dataclasses.dataclass
+class PullReport:
+    project: str
+    tasks: int = 0  # linked tasks on the server
+    new: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    skipped: int = 0  # live skipped answers, all told
+    missing_tasks: list[int] = dataclasses.field(default_factory=list)  # sample ids whose task is gone
+    unlinked_tasks: int = 0  # tasks on the server that curator did not push (ignored)
+    labeled_samples: int = 0  # samples of the dataset with an agreed label
+    disagreements: int = 0  # of which the annotators did not all agree
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+
+
+def _naive(value: dt.datetime | None) -> dt.datetime | None:
+    """UTC without tzinfo: SQLite returns naive datetimes, PostgreSQL aware ones."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def _label(result: list[dict], from_name: str) -> str | None:
+    for item in result or []:
+        if item.get("from_name") == from_name and item.get("type") == "choices":
+            choices = (item.get("value") or {}).get("choices") or []
+            if choices:
+                return str(choices[0])
+    return None
+
+
+def _users(client: Client) -> dict[int, str]:
+    return {u.id: u.email for u in client.call("list users", client.sdk.users.list)}
+
+
+def pull(settings, project: str, *, client: Client | None = None) -> PullReport:
+    """Bring the annotations of ``project`` up to date with the server (see module docstring)."""
+    from curator.integrations.labelstudio.push import project_row
+    from curator.store.models import Annotation, LabelProject, TaskLink
+    from curator.store.queries import agreed_labels
+    from curator.store.session import transaction
+
+    with transaction(settings) as s:
+        row = project_row(s, project)
+        if row is None:
+            known = s.scalars(select(LabelProject.name).where(LabelProject.tool == TOOL)).all()
+            raise NotFoundError(
+                f"no Label Studio project {project!r} in the database (known: {', '.join(known) or 'none'}); "
+                "push a round to it first"
+            )
+        pid, from_name, dataset, row_id = row.external_id, row.from_name, row.dataset_id, row.id
+    client = client or Client.from_settings(settings)
+    client.check()
+    try:
+        tasks = client.export(pid, all_tasks=True)
+    except NotOnServer:
+        raise LabelStudioError(
+            f"project {project!r} (id {pid}) no longer exists on {client.url} (deleted on the server); "
+            "nothing was changed; push again with --recreate to make a new project"
+        ) from None
+    users = _users(client)
+    report = PullReport(project=project)
+    now = dt.datetime.now(dt.timezone.utc)
+
+    with transaction(settings) as s:
+        links = {
+            tid: (lid, sid)
+            for lid, sid, tid in s.execute(
+                select(TaskLink.id, TaskLink.sample_id, TaskLink.task_id)
+                .where(TaskLink.tool == TOOL, TaskLink.project == project)
+            )
+        }
+        stored = {
+            ext: (aid, label, skipped, deleted, annotator, _naive(updated))
+            for aid, ext, label, skipped, deleted, annotator, updated in s.execute(
+                select(Annotation.id, Annotation.external_id, Annotation.label, Annotation.skipped,
+                       Annotation.deleted, Annotation.annotator, Annotation.updated_at)
+                .join(TaskLink, TaskLink.id == Annotation.task_link_id)
+                .where(Annotation.tool == TOOL, TaskLink.tool == TOOL, TaskLink.project == project)
+            )
+        }
+        seen_tasks, seen = set(), set()
+        new_rows, changes = [], []
+        for task in tasks:
+            tid = int(task["id"])
+            if tid not in links:
+                report.unlinked_tasks += 1
+                continue
+            link_id, sid = links[tid]
+            seen_tasks.add(tid)
+            for ann in task.get("annotations") or []:
+                ext = str(ann["id"])
+                seen.add(ext)
+                by = ann.get("completed_by")
+                if isinstance(by, dict):
+                    annotator = by.get("email")
+                else:
+                    annotator = users.get(by, None if by is None else str(by))
+                label = _label(ann.get("result"), from_name)
+                skipped = bool(ann.get("was_cancelled")) or label is None
+                updated = _time(ann.get("updated_at"))
+                report.skipped += skipped
+                values = {"label": None if skipped else label, "skipped": skipped, "annotator": annotator,
+                          "updated_at": updated, "deleted": False}
+                old = stored.get(ext)
+                if old is None:
+                    new_rows.append({**values, "sample_id": sid, "task_link_id": link_id, "tool": TOOL,
+                                     "external_id": ext, "created_at": _time(ann.get("created_at")) or now})
+                elif (old[1], old[2], old[3], old[4], old[5]) != (
+                    values["label"], skipped, False, annotator, _naive(updated)
+                ):
+                    changes.append({"id": old[0], **values})
+                else:
+                    report.unchanged += 1
+        gone = [
+            {"id": aid, "deleted": True, "updated_at": now}
+            for ext, (aid, _, _, deleted, _, _) in stored.items()
+            if ext not in seen and not deleted
+        ]
+        report.missing_tasks = sorted(sid for tid, (_, sid) in links.items() if tid not in seen_tasks)
+        report.tasks = len(seen_tasks)
+        if new_rows:
+            s.execute(insert(Annotation), new_rows)
+        if changes:
+            s.execute(update(Annotation), changes)
+        if gone:
+            s.execute(update(Annotation), gone)
+        report.new, report.updated, report.deleted = len(new_rows), len(changes), len(gone)
+        s.execute(update(LabelProject).where(LabelProject.id == row_id).values(pulled_at=now))
+        agreed = agreed_labels(s, dataset)
+        report.labeled_samples = len(agreed)
+        report.disagreements = sum(1 for _, agreement, _ in agreed.values() if agreement < 1.0)
+    return report

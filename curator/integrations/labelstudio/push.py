@@ -1,0 +1,458 @@
+"""Push a selection round to a Label Studio project, exactly once per (project, sample).
+
+Label Studio does not de-duplicate imports, so curator does, in three steps:
+
+1. reconcile: list the project's tasks by ``data.sample_id`` and record a
+   ``TaskLink`` for every selected sample the server already has (a push
+   killed after the server imported a batch but before the database commit
+   leaves exactly these);
+2. import only the samples without a link, in batches, in rank order;
+3. commit the links of each batch in its own transaction as soon as the
+   server confirmed it. The unique (tool, project, sample_id) constraint
+   refuses a second link whatever happens.
+
+Queue order: the project uses *Sequential sampling* and tasks are imported in
+rank order, so the labelers' default queue (the next-task endpoint) serves
+rank 0 first; a saved Data Manager view "round N by rank" orders by
+``data.rank`` for "Label All Tasks" from the view (it also covers samples
+imported late by a resumed push). Uncertainty sampling was not used: it orders
+by the prediction score only, which matches uncertainty policies but not
+curator's diversity-aware ranking, and faking the score would show labelers a
+wrong confidence.
+
+Images: files under the workspace's media folder are served by Label Studio's
+local-file storage (a storage connection per top folder, never synced, which
+only authorises serving); images ingested from elsewhere are embedded as
+base64 data URIs when small (``EMBED_MAX``, MNIST-like), so the server needs
+no access outside the media folder; larger ones are symlinked into
+``media/_linked/<sha256>`` (one link per pushed file, nothing else exposed).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import mimetypes
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from curator.exceptions import LabelStudioError, NotFoundError, ValidationError
+from curator.integrations.labelstudio import TOOL
+from curator.integrations.labelstudio.client import Client, NotOnServer
+from curator.integrations.labelstudio.labelconfig import LabelConfig, image_classification, validate
+
+EMBED_MAX = 256 * 1024
+LINK_DIR = "_linked"
+DEFAULT_BATCH = 2000
+
+
+@dataclasses.dataclass
+class PushReport:
+    project: str
+    project_id: int
+    round_id: int
+    selected: int = 0
+    already_linked: int = 0
+    reconciled: int = 0  # found on the server without a link (interrupted push)
+    imported: int = 0
+    duplicates_removed: int = 0
+    created_project: bool = False
+    view_id: int | None = None
+    url: str = ""
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Item:
+    sample_id: int
+    rank: int
+    score: float | None
+    uri: str
+    sha256: str
+
+
+def default_project_name(dataset: str) -> str:
+    return f"curator-{dataset}"
+
+
+# -- database reads/writes (take a session, never commit) ------------------------------------
+def _round_items(s: Session, round_id: int):
+    from curator.store.models import Dataset, Round, RoundItem, Sample
+
+    rnd = s.get(Round, round_id)
+    if rnd is None:
+        raise NotFoundError(f"round {round_id} does not exist; list rounds or select one first")
+    ds = s.get(Dataset, rnd.dataset_id)
+    rows = s.execute(
+        select(RoundItem.sample_id, RoundItem.rank, RoundItem.score, Sample.uri, Sample.sha256)
+        .join(Sample, Sample.id == RoundItem.sample_id)
+        .where(RoundItem.round_id == round_id)
+        .order_by(RoundItem.rank)
+    ).all()
+    if not rows:
+        raise ValidationError(f"round {round_id} has no selected samples; nothing to push")
+    return rnd, ds, [_Item(*r) for r in rows]
+
+
+def _stored_predictions(s: Session, rnd, classes: list[str]) -> dict[int, tuple[str, float, str]]:
+    """Predictions stored as Score rows of the round's model: kind "prediction" (class
+    index) and "confidence". Empty when the round recorded none."""
+    from curator.store.models import Model, RoundItem, Score
+
+    if rnd.model_id is None:
+        return {}
+    model = s.get(Model, rnd.model_id)
+    version = f"{model.name}:{model.version}"
+    rows = s.execute(
+        select(Score.sample_id, Score.kind, Score.value)
+        .join(RoundItem, (RoundItem.sample_id == Score.sample_id) & (RoundItem.round_id == rnd.id))
+        .where(Score.model_id == rnd.model_id, Score.kind.in_(("prediction", "confidence")))
+    ).all()
+    pred: dict[int, int] = {}
+    conf: dict[int, float] = {}
+    for sid, kind, value in rows:
+        (pred if kind == "prediction" else conf)[sid] = value
+    return {
+        sid: (classes[int(k)], float(conf.get(sid, 0.0)), version)
+        for sid, k in pred.items()
+        if 0 <= int(k) < len(classes)
+    }
+
+
+def project_row(s: Session, name: str):
+    from curator.store.models import LabelProject
+
+    return s.scalar(select(LabelProject).where(LabelProject.tool == TOOL, LabelProject.name == name))
+
+
+def _links(s: Session, name: str) -> dict[int, int]:
+    from curator.store.models import TaskLink
+
+    return dict(
+        s.execute(
+            select(TaskLink.sample_id, TaskLink.task_id).where(TaskLink.tool == TOOL, TaskLink.project == name)
+        ).all()
+    )
+
+
+def _add_links(s: Session, name: str, round_id: int, pairs: list[tuple[int, int]]) -> None:
+    from sqlalchemy import insert
+
+    from curator.store.models import TaskLink
+
+    if pairs:
+        s.execute(
+            insert(TaskLink),
+            [{"sample_id": sid, "task_id": tid, "round_id": round_id, "tool": TOOL, "project": name}
+             for sid, tid in pairs],
+        )
+
+
+def drop_links(s: Session, name: str, sample_ids: list[int] | None = None) -> int:
+    """Forget task links (the server lost the tasks); annotations stay, detached."""
+    from curator.store.models import Annotation, TaskLink
+
+    q = select(TaskLink.id).where(TaskLink.tool == TOOL, TaskLink.project == name)
+    if sample_ids is not None:
+        q = q.where(TaskLink.sample_id.in_(sample_ids))
+    ids = list(s.scalars(q))
+    for start in range(0, len(ids), 5000):
+        chunk = ids[start : start + 5000]
+        s.execute(update(Annotation).where(Annotation.task_link_id.in_(chunk)).values(task_link_id=None))
+        s.execute(delete(TaskLink).where(TaskLink.id.in_(chunk)))
+    return len(ids)
+
+
+def _commit_links(settings, name: str, round_id: int, pairs: list[tuple[int, int]]) -> None:
+    """One transaction per confirmed batch (a seam the interruption tests cut)."""
+    from curator.store.session import transaction
+
+    with transaction(settings) as s:
+        _add_links(s, name, round_id, pairs)
+
+
+# -- images ---------------------------------------------------------------------------------
+def image_url(uri: str, sha256: str, media_root: Path) -> tuple[str, str | None]:
+    """(URL for the task, top folder of the media root that must be a storage, or None)."""
+    path = Path(uri)
+    try:
+        rel = path.resolve().relative_to(media_root)
+    except ValueError:
+        rel = None
+    if rel is not None and len(rel.parts) > 1:
+        return "/data/local-files/?d=" + quote(rel.as_posix()), rel.parts[0]
+    size = path.stat().st_size
+    if size <= EMBED_MAX:
+        mime = mimetypes.guess_type(path.name)[0] or "image/png"
+        return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode("ascii"), None
+    link = media_root / LINK_DIR / f"{sha256}{path.suffix.lower()}"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if not link.is_symlink():
+        os.symlink(path.resolve(), link)
+    return "/data/local-files/?d=" + quote(f"{LINK_DIR}/{link.name}"), LINK_DIR
+
+
+def _check_images(items: list[_Item]) -> None:
+    missing = [it for it in items if not Path(it.uri).is_file()]
+    if missing:
+        shown = ", ".join(f"sample {it.sample_id} ({it.uri})" for it in missing[:3])
+        raise ValidationError(
+            f"{len(missing)} selected image(s) are missing on disk: {shown}"
+            f"{' ...' if len(missing) > 3 else ''}; restore the files (or ingest them again) "
+            "and push again; nothing was pushed"
+        )
+
+
+# -- server side ----------------------------------------------------------------------------
+def _ensure_storages(client: Client, project_id: int, media_root: Path, folders: set[str]) -> None:
+    if not folders:
+        return
+    existing = {
+        st.path
+        for st in client.call("list storages", client.sdk.import_storage.local.list, project=project_id)
+    }
+    for folder in sorted(folders):
+        path = str(media_root / folder)
+        if path not in existing:
+            client.call(
+                f"connect local storage {path}",
+                client.sdk.import_storage.local.create,
+                project=project_id, path=path, title=f"curator media {folder}", use_blob_urls=False,
+            )
+
+
+def _ensure_view(client: Client, project_id: int, round_number: int) -> int:
+    title = f"round {round_number} by rank"
+    views = client.call("list views", client.sdk.views.list, project=project_id)
+    for v in views:
+        if (v.data or {}).get("title") == title:
+            return v.id
+    view = client.call(
+        "create view",
+        client.sdk.views.create,
+        project=project_id,
+        data={
+            "title": title,
+            "ordering": ["tasks:data.rank"],
+            "filters": {
+                "conjunction": "and",
+                "items": [{"filter": "filter:tasks:data.round", "operator": "equal",
+                           "type": "Number", "value": round_number}],
+            },
+        },
+    )
+    return view.id
+
+
+def _task(cfg: LabelConfig, item: _Item, url: str, round_number: int, dataset: str, pred) -> dict:
+    data = {
+        cfg.image_field: url,
+        "sample_id": item.sample_id,
+        "round": round_number,
+        "rank": item.rank,
+        "score": item.score,
+        "dataset": dataset,
+    }
+    task = {"data": data}
+    if pred is not None:
+        label, score, version = pred
+        task["predictions"] = [{
+            "model_version": str(version),
+            "score": float(score),
+            "result": [{"from_name": cfg.from_name, "to_name": cfg.to_name, "type": "choices",
+                        "value": {"choices": [str(label)]}}],
+        }]
+    return task
+
+
+def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_version):
+    """The server project of ``name``: recorded, found by title, or created. Returns its row values."""
+    from curator.store.models import LabelProject
+    from curator.store.session import transaction
+
+    with transaction(settings) as s:
+        row = project_row(s, name)
+        known = None if row is None else (row.external_id, row.label_config)
+    if known is not None:
+        pid, stored_xml = known
+        try:
+            client.project(pid)
+            if stored_xml != cfg.xml:
+                raise ValidationError(
+                    f"project {name!r} already exists with another labeling configuration; "
+                    "push to a new project (--project NAME) to use this one"
+                )
+            return pid
+        except NotOnServer:
+            if not recreate:
+                raise LabelStudioError(
+                    f"project {name!r} (id {pid}) no longer exists on {client.url} (deleted on the "
+                    "server); push again with --recreate to create it anew and push its samples "
+                    "again, or use another --project"
+                ) from None
+            with transaction(settings) as s:
+                drop_links(s, name)
+                s.delete(project_row(s, name))
+    found = client.find_projects(name)
+    if found:  # created by a push that died before recording it
+        pid = min(p["id"] for p in found)
+    else:
+        kwargs = dict(
+            title=name,
+            label_config=cfg.xml,
+            description=f"curator dataset {ds.name}: selected samples, queue in rank order",
+            sampling="Sequential sampling",
+            show_collab_predictions=True,
+            maximum_annotations=1,
+        )
+        if model_version:
+            kwargs["model_version"] = model_version
+        pid = client.call(f"create project {name!r}", client.sdk.projects.create, **kwargs).id
+        report.created_project = True
+    with transaction(settings) as s:
+        s.add(LabelProject(tool=TOOL, name=name, external_id=pid, dataset_id=ds.id, label_config=cfg.xml,
+                           from_name=cfg.from_name, to_name=cfg.to_name, image_field=cfg.image_field))
+    return pid
+
+
+def push(
+    settings,
+    round_id: int,
+    *,
+    project: str | None = None,
+    label_config: str | None = None,
+    predictions: dict[int, tuple[str, float, str]] | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    recreate: bool = False,
+    replace_deleted: bool = False,
+    client: Client | None = None,
+) -> PushReport:
+    """Send round ``round_id`` to the Label Studio project ``project`` (see module docstring).
+
+    ``predictions``: sample_id -> (label, score, model_version), shown as
+    pre-annotations; when omitted, "prediction"/"confidence" Score rows of the
+    round's model are used if present. ``label_config``: a user XML
+    configuration, validated against the dataset's classes. ``recreate``: the
+    project was deleted on the server, make a new one. ``replace_deleted``:
+    push again samples whose task was deleted by hand.
+    """
+    from curator.store.session import transaction
+
+    if batch_size < 1:
+        raise ValidationError(f"batch_size must be >= 1, got {batch_size}")
+    with transaction(settings) as s:
+        rnd, ds, items = _round_items(s, round_id)
+        rnd_number, ds_name, classes = rnd.number, ds.name, list(ds.classes or [])
+        if predictions is None:
+            predictions = _stored_predictions(s, rnd, classes)
+        row = project_row(s, project or default_project_name(ds_name))
+        if row is not None and row.dataset_id != ds.id:
+            raise ValidationError(
+                f"project {row.name!r} belongs to another dataset; pass another --project"
+            )
+    name = project or default_project_name(ds_name)
+    cfg = validate(label_config, classes, source="the labeling configuration") if label_config \
+        else image_classification(classes)
+    unknown = sorted({p[0] for p in predictions.values()} - set(cfg.choices))
+    if unknown:
+        raise ValidationError(f"predictions use labels {unknown[:5]} that are not choices of the labeling configuration")
+    client = client or Client.from_settings(settings)
+    client.check()
+    versions = sorted({str(p[2]) for p in predictions.values()})
+    report = PushReport(project=name, project_id=0, round_id=round_id, selected=len(items), url=client.url)
+    pid = _resolve_project(client, settings, name, ds, cfg, recreate, report, versions[-1] if versions else None)
+    report.project_id = pid
+
+    # 1. reconcile with the server by sample id
+    on_server = client.task_index(pid)
+    with transaction(settings) as s:
+        links = _links(s, name)
+    selected = {it.sample_id for it in items}
+    gone = sorted(sid for sid, tid in links.items() if sid in selected and tid not in on_server.get(sid, []))
+    if gone:
+        if not replace_deleted:
+            raise LabelStudioError(
+                f"{len(gone)} task(s) of project {name!r} were deleted on the server (samples "
+                f"{gone[:5]}{' ...' if len(gone) > 5 else ''}); push again with --replace-deleted to "
+                "send them again, or leave them out"
+            )
+        with transaction(settings) as s:
+            drop_links(s, name, gone)
+        links = {k: v for k, v in links.items() if k not in set(gone)}
+    found = []
+    for it in items:
+        ids = on_server.get(it.sample_id, [])
+        if len(ids) > 1:
+            report.duplicates_removed += _remove_duplicates(client, it.sample_id, ids, links.get(it.sample_id))
+        if it.sample_id in links:
+            report.already_linked += 1
+        elif ids:
+            found.append((it.sample_id, ids[0]))
+    if found:
+        _commit_links(settings, name, round_id, found)
+        report.reconciled = len(found)
+    todo = [it for it in items if it.sample_id not in links and not on_server.get(it.sample_id)]
+
+    # 2. import the rest, rank order, batch by batch
+    media_root = Path(settings.media_dir).resolve()
+    _check_images(todo)
+    urls, folders = {}, set()
+    for it in todo:
+        urls[it.sample_id], folder = image_url(it.uri, it.sha256, media_root)
+        if folder:
+            folders.add(folder)
+    _ensure_storages(client, pid, media_root, folders)
+    from curator._progress import progress
+
+    batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+    for batch in progress(batches, total=len(todo), desc=f"push to {name}", weight=len):
+        tasks = [_task(cfg, it, urls[it.sample_id], rnd_number, ds_name, predictions.get(it.sample_id))
+                 for it in batch]
+        resp = client.http("POST", f"api/projects/{pid}/import", f"import {len(tasks)} tasks into {name!r}",
+                           json=tasks, params={"return_task_ids": "true"})
+        ids = (resp or {}).get("task_ids") or []
+        if len(ids) != len(batch):
+            raise LabelStudioError(
+                f"Label Studio at {client.url} imported {len(ids)} of {len(batch)} tasks into {name!r}; "
+                "push again: curator reconciles by sample id"
+            )
+        _commit_links(settings, name, round_id, [(it.sample_id, int(t)) for it, t in zip(batch, ids)])
+        report.imported += len(batch)
+
+    # 3. queue order and round status
+    report.view_id = _ensure_view(client, pid, rnd_number)
+    if versions:
+        client.call("set model version", client.sdk.projects.update, id=pid, model_version=versions[-1])
+    with transaction(settings) as s:
+        from curator.store.models import Round
+
+        r = s.get(Round, round_id)
+        if r.status in ("pending", "selected"):
+            r.status = "pushed"
+    return report
+
+
+def _remove_duplicates(client: Client, sample_id: int, ids: list[int], linked: int | None) -> int:
+    """Several tasks carry one sample (imported outside curator): keep the linked (or first)
+    one, delete the copies that nobody annotated, refuse to touch annotated ones."""
+    keep = linked if linked in ids else ids[0]
+    removed = 0
+    for tid in ids:
+        if tid == keep:
+            continue
+        task = client.http("GET", f"api/tasks/{tid}", f"read task {tid}")
+        if task.get("total_annotations") or task.get("annotations"):
+            raise LabelStudioError(
+                f"sample {sample_id} has several annotated tasks ({ids}) on {client.url}; "
+                "delete the extra ones by hand and push again"
+            )
+        client.http("DELETE", f"api/tasks/{tid}", f"delete duplicate task {tid}")
+        removed += 1
+    ids[:] = [keep]
+    return removed

@@ -1,0 +1,244 @@
+"""A local, offline Label Studio server started by curator.
+
+Label Studio pins its own versions of many packages, so it lives in its own
+virtual environment (``.venv-ls`` at the repository root, created on first
+use). The server binds 127.0.0.1 only, keeps its data in the workspace
+(``<workspace>/labelstudio``), makes no outbound calls (version check, Sentry,
+analytics off), logs in a known user whose API token comes from
+``CURATOR_LABELSTUDIO_TOKEN``, and serves local files only from the
+workspace's media folder (``settings.media_dir``).
+
+The process runs in its own session (process group); ``stop`` ends that group
+and nothing else. A pid file in the data folder lets ``status``/``stop`` find
+it from another shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from curator.exceptions import LabelStudioError, ValidationError
+
+LS_VERSION = "1.23.2"
+ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_VENV = ROOT / ".venv-ls"
+DEFAULT_USER = "curator@localhost.local"
+USER_ENV = "CURATOR_LABELSTUDIO_USER"
+PASSWORD_ENV = "CURATOR_LABELSTUDIO_PASSWORD"
+#: Variables Label Studio also reads under these plain names; never inherited.
+_SHADOWING = ("HOST", "PORT", "USERNAME", "PASSWORD", "DJANGO_DB", "DATABASE_URL")
+
+
+def venv_dir() -> Path:
+    return Path(os.environ.get("CURATOR_LABELSTUDIO_VENV", DEFAULT_VENV))
+
+
+def executable(venv: Path | None = None) -> Path:
+    return (venv or venv_dir()) / "bin" / "label-studio"
+
+
+def ensure_installed(venv: Path | None = None, echo=print) -> Path:
+    """Create ``.venv-ls`` with label-studio if it is missing; return the executable."""
+    venv = venv or venv_dir()
+    exe = executable(venv)
+    if exe.exists():
+        return exe
+    echo(f"installing label-studio=={LS_VERSION} into {venv} (about a minute, ~1 GB) ...")
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", f"label-studio=={LS_VERSION}"], check=True
+        )
+    except subprocess.CalledProcessError as exc:
+        raise LabelStudioError(
+            f"installing label-studio into {venv} failed ({exc}); check access to the package "
+            f"registry, or install it by hand: python3 -m venv {venv} && "
+            f"{venv}/bin/pip install label-studio=={LS_VERSION}"
+        ) from None
+    return exe
+
+
+def data_dir(settings) -> Path:
+    return Path(settings.workspace).resolve() / "labelstudio"
+
+
+def _pid_file(data: Path) -> Path:
+    return data / "server.json"
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost"):
+        raise ValidationError(
+            f"labelstudio_url {url!r}: the local server binds 127.0.0.1 only; "
+            "use http://127.0.0.1:PORT (set CURATOR_LABELSTUDIO_URL)"
+        )
+    return "127.0.0.1", parts.port or 80
+
+
+def health(url: str, timeout: float = 2.0) -> bool:
+    """True when ``url``/health answers 200."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of this process counts as gone
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def server_env(settings, data: Path, user: str, password: str) -> dict[str, str]:
+    """The environment of the server process: offline, known user, files from media only."""
+    media = Path(settings.media_dir).resolve()
+    media.mkdir(parents=True, exist_ok=True)
+    secret_file = data / "secret_key"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(48))
+        secret_file.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k not in _SHADOWING}
+    env.update(
+        LABEL_STUDIO_BASE_DATA_DIR=str(data),
+        LABEL_STUDIO_USERNAME=user,
+        LABEL_STUDIO_PASSWORD=password,
+        LABEL_STUDIO_USER_TOKEN=settings.labelstudio_token,
+        LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
+        LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="true",
+        LOCAL_FILES_SERVING_ENABLED="true",
+        LOCAL_FILES_DOCUMENT_ROOT=str(media),
+        SECRET_KEY=secret_file.read_text().strip(),
+        LATEST_VERSION_CHECK="false",
+        SENTRY_DSN="",
+        FRONTEND_SENTRY_DSN="",
+        COLLECT_ANALYTICS="false",
+        LABEL_STUDIO_DISABLE_TELEMETRY="true",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def _check_token(settings) -> str:
+    token = settings.labelstudio_token
+    if not token or len(token) < 6:
+        raise ValidationError(
+            "no Label Studio token: set CURATOR_LABELSTUDIO_TOKEN (6 characters or more) "
+            "or labelstudio_token in the config file"
+        )
+    return token
+
+
+def status(settings) -> dict:
+    """Where the server stands: url, pid (if started by curator), answering or not."""
+    data = data_dir(settings)
+    info = {"url": settings.labelstudio_url, "data_dir": str(data), "pid": None, "running": False}
+    pf = _pid_file(data)
+    if pf.exists():
+        saved = json.loads(pf.read_text())
+        if _alive(saved["pid"]):
+            info["pid"] = saved["pid"]
+    info["running"] = health(settings.labelstudio_url)
+    return info
+
+
+def start(settings, *, timeout: float = 240.0, echo=print, install: bool = True) -> dict:
+    """Start the server (or find it already answering) and wait for /health.
+
+    Returns ``status``. A server that dies while starting raises
+    ``LabelStudioError`` with the tail of its log (the token redacted).
+    """
+    token = _check_token(settings)
+    url = settings.labelstudio_url.rstrip("/")
+    host, port = _host_port(url)
+    if health(url):
+        echo(f"Label Studio already answers at {url}")
+        return status(settings)
+    exe = ensure_installed(echo=echo) if install else executable()
+    if not exe.exists():
+        raise LabelStudioError(f"{exe} is missing; run: curator labelstudio up (it installs it)")
+    data = data_dir(settings)
+    data.mkdir(parents=True, exist_ok=True)
+    user = os.environ.get(USER_ENV, DEFAULT_USER)
+    password = os.environ.get(PASSWORD_ENV) or token
+    log = data / "server.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [str(exe), "start", "--no-browser", "--internal-host", host, "--port", str(port)],
+            env=server_env(settings, data, user, password),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=data,
+        )
+    _pid_file(data).write_text(json.dumps({"pid": proc.pid, "url": url}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            _pid_file(data).unlink(missing_ok=True)
+            raise LabelStudioError(
+                f"Label Studio exited with code {proc.returncode} while starting on {url}; "
+                f"last lines of {log}:\n{_tail(log, token)}"
+            )
+        if health(url):
+            echo(f"Label Studio is up at {url} (user {user}; data in {data})")
+            return status(settings)
+        time.sleep(1.0)
+    _stop_pid(proc.pid)
+    _pid_file(data).unlink(missing_ok=True)
+    raise LabelStudioError(
+        f"Label Studio did not answer at {url}/health within {timeout:.0f} s; see {log}"
+    )
+
+
+def _tail(log: Path, token: str, n: int = 15) -> str:
+    lines = log.read_text(errors="replace").splitlines()[-n:]
+    return "\n".join(lines).replace(token, "****")
+
+
+def _stop_pid(pid: int, grace: float = 20.0) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            break
+        time.sleep(0.2)
+    try:  # children of the group (gunicorn workers ...) go too
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def stop(settings, echo=print) -> bool:
+    """Stop the server curator started for this workspace; False if none was running."""
+    pf = _pid_file(data_dir(settings))
+    if not pf.exists():
+        echo("no Label Studio server started by curator for this workspace")
+        return False
+    pid = json.loads(pf.read_text())["pid"]
+    _stop_pid(pid)
+    pf.unlink(missing_ok=True)
+    echo(f"Label Studio (pid {pid}) stopped")
+    return True
