@@ -89,8 +89,8 @@ def images_to_tensor(images: np.ndarray):
     elif x.ndim != 4:
         raise ValidationError(f"images must be (n, H, W), (n, H, W, C) or (n, C, H, W); got shape {x.shape}")
     if x.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
-    x = np.ascontiguousarray(x, dtype=np.float32)
+        return torch.from_numpy(np.array(x, copy=not x.flags.writeable or None, order="C")).float().div_(255.0)
+    x = np.array(x, dtype=np.float32, order="C", copy=not x.flags.writeable or None)
     if not np.isfinite(x).all():
         raise ValidationError("images contain NaN or infinite values")
     return torch.from_numpy(x)

@@ -1,0 +1,160 @@
+"""Scoring and selection commands: score, select, policies, embed."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from curator.cli import settings_from
+
+_MODEL_HELP = ("Model: a saved .pt file of the built-in CNN or a model id. Without it, the built-in CNN "
+               "is trained on the dataset's current labels.")
+
+
+def _model(settings, dataset: str, model: str | None, seed: int):
+    from curator import rounds
+
+    if model:
+        return rounds.load_model(settings, model)
+    from curator.exceptions import ValidationError
+    from curator.store.queries import agreed_labels, dataset_id
+    from curator.store.session import transaction
+
+    with transaction(settings) as s:
+        labels = agreed_labels(s, dataset_id(s, dataset))
+    if not labels:
+        raise ValidationError(
+            f"dataset {dataset!r} has no labels to train a model on; pass --model PATH or label some samples first"
+        )
+    ids = sorted(labels)
+    return rounds.train_model(settings, dataset, ids, [labels[i][0] for i in ids], seed=seed)
+
+
+def _params(items: tuple[str, ...]) -> dict:
+    from curator.exceptions import ValidationError
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValidationError(f"--param must look like NAME=VALUE; got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _pool_options(f):
+    for opt in reversed([
+        click.option("--model", "-m", help=_MODEL_HELP),
+        click.option("--split", help="Only samples of this split (e.g. train)."),
+        click.option("--subsample", type=int, help="Score a random subset of this many pool samples."),
+        click.option("--seed", default=0, show_default=True, help="Seed of every random step."),
+        click.option("--mc", "mc_samples", default=20, show_default=True,
+                     help="MC-dropout passes (0 = off; BALD needs them)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
+    ]):
+        f = opt(f)
+    return f
+
+
+@click.command()
+@click.argument("dataset")
+@_pool_options
+@click.option("--top", default=5, show_default=True, help="Samples to show per score.")
+@click.pass_context
+def score(ctx, dataset, model, split, subsample, seed, mc_samples, as_json, top):
+    """Score DATASET's unlabeled pool (entropy, margin, BALD, novelty ...) and store the scores."""
+    import numpy as np
+
+    from curator import rounds
+
+    settings = settings_from(ctx)
+    trained = _model(settings, dataset, model, seed)
+    res = rounds.score_pool(settings, dataset, trained, split=split, subsample=subsample, seed=seed,
+                            mc_samples=mc_samples)
+    summary = {
+        "dataset": dataset, "model_id": res.model_id, "pool": int(len(res.sample_ids)),
+        "scores": {
+            kind: {"mean": float(v.mean()), "max": float(v.max()),
+                   "top": [int(res.sample_ids[i]) for i in np.argsort(-v, kind="stable")[:top]]}
+            for kind, v in res.scores.items()
+        },
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"{dataset}: scored {summary['pool']} pool samples with model {res.model_id}")
+    for kind, row in summary["scores"].items():
+        click.echo(f"  {kind:17} mean {row['mean']:.4f}  max {row['max']:.4f}  top samples {row['top']}")
+
+
+@click.command()
+@click.argument("dataset")
+@click.option("--budget", "-n", type=int, required=True, help="Samples to select.")
+@click.option("--policy", "-p", default="curator", show_default=True, help="Policy name (see: curator policies).")
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+              help="Policy parameter (JSON value), repeatable, e.g. --param novelty_weight=0.5.")
+@_pool_options
+@click.pass_context
+def select(ctx, dataset, budget, policy, params, model, split, subsample, seed, mc_samples, as_json):
+    """Select a batch of DATASET's pool with a policy and record it as a new round."""
+    from curator import policies, rounds
+
+    settings = settings_from(ctx)
+    policies.get(policy, **_params(params))  # fail fast on an unknown policy, before training
+    trained = _model(settings, dataset, model, seed)
+    res = rounds.select_round(settings, dataset, trained, budget=budget, policy=policy, seed=seed,
+                              params=_params(params), split=split, subsample=subsample, mc_samples=mc_samples)
+    if as_json:
+        click.echo(json.dumps({"round": res.number, "round_id": res.round_id, "policy": res.policy,
+                               "model_id": trained.model_id, "pool": res.pool_size,
+                               "sample_ids": res.sample_ids, "scores": res.scores}))
+        return
+    click.echo(f"{dataset}: round {res.number} selected {len(res.sample_ids)} of {res.pool_size} pool samples "
+               f"with {policy} (model {trained.model_id}, seed {seed})")
+    for rank, (sid, sc) in enumerate(zip(res.sample_ids, res.scores)):
+        click.echo(f"  {rank:4d}  sample {sid}  score {'-' if sc is None else f'{sc:.4f}'}")
+
+
+@click.command("policies")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def policies_cmd(as_json):
+    """List the registered selection policies (built-ins and plugins)."""
+    from curator import policies
+
+    rows = []
+    for name in policies.available():
+        p = policies.get(name)
+        doc = (type(p).__doc__ or getattr(getattr(p, "fn", None), "__doc__", None) or "").strip().split("\n")[0]
+        rows.append({"name": name, "origin": policies.origin(name), "requires": list(p.requires), "doc": doc})
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    for r in rows:
+        needs = ", ".join(r["requires"]) or "-"
+        click.echo(f"{r['name']:17} needs {needs:32} {r['origin']}")
+
+
+@click.command()
+@click.argument("dataset")
+@click.option("--model", "-m", help=_MODEL_HELP)
+@click.option("--seed", default=0, show_default=True, help="Seed when a model is trained.")
+@click.option("--batch-size", default=1024, show_default=True, help="Images embedded at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def embed(ctx, dataset, model, seed, batch_size, as_json):
+    """Compute and store DATASET's embeddings with a model (resumes if interrupted)."""
+    from curator import embeddings
+
+    settings = settings_from(ctx)
+    trained = _model(settings, dataset, model, seed)
+    info = embeddings.compute_embeddings(settings, dataset, trained.adapter, model_id=trained.model_id,
+                                         batch_size=batch_size)
+    out = {"dataset": dataset, "model_id": info.model_id, "count": info.count, "dim": info.dim, "done": info.done}
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        click.echo(f"{dataset}: {info.done}/{info.count} embeddings of dimension {info.dim} by model {info.model_id}")

@@ -1,0 +1,328 @@
+"""Rounds: train a model on the labels, score the unlabeled pool, select and record a batch.
+
+The heavy work (loading images, inference, the policy) happens before the
+database is touched; what a step records is written in one transaction, so a
+round that fails (bad input, unknown policy, budget larger than the pool)
+leaves nothing behind. Positions into the pool are turned into sample ids
+here, once.
+
+The pool of a dataset: its samples (of ``split`` if given) that are not exact
+copies of another sample, have no agreed label, and are not waiting for a
+label in an earlier round that is not finished.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from curator.exceptions import NotFoundError, ValidationError
+from curator.settings import Settings
+from curator.store.models import Dataset, Model, Round, RoundItem, Sample, Score
+from curator.store.queries import agreed_labels, dataset_id
+from curator.store.session import transaction
+
+__all__ = [
+    "TrainedModel", "ScoredPool", "RoundResult", "train_model", "load_model", "test_error",
+    "pool_ids", "score_pool", "select_round", "round_items",
+]
+
+#: Rounds whose selected samples are still waiting for labels.
+OPEN_STATUSES = ("pending", "selected", "pushed")
+
+
+@dataclasses.dataclass
+class TrainedModel:
+    model_id: int
+    adapter: object  # a curator.models.CNNAdapter (or any ModelAdapter)
+    classes: list[str]
+    path: str | None = None
+
+
+@dataclasses.dataclass
+class ScoredPool:
+    sample_ids: np.ndarray  # (n,) sample id of each pool position
+    pool: object  # curator.Pool
+    scores: dict[str, np.ndarray]  # kind -> (n,)
+    model_id: int
+
+
+@dataclasses.dataclass
+class RoundResult:
+    round_id: int
+    number: int
+    policy: str
+    sample_ids: list[int]  # ranked: rank 0 first
+    scores: list[float | None]
+    pool_size: int
+
+
+# -- models ----------------------------------------------------------------------------------
+
+def _models_dir(settings: Settings) -> Path:
+    return Path(settings.workspace) / "models"
+
+
+def _classes(session: Session, ds: int, labels) -> list[str]:
+    stored = session.scalar(select(Dataset.classes).where(Dataset.id == ds)) or []
+    names = [str(c) for c in stored]
+    extra = sorted({str(x) for x in labels} - set(names))
+    return names + extra
+
+
+def _uris(session: Session, ids) -> list[str]:
+    ids = [int(i) for i in ids]
+    rows: dict[int, str] = {}
+    for s0 in range(0, len(ids), 10_000):
+        chunk = ids[s0: s0 + 10_000]
+        rows.update(session.execute(select(Sample.id, Sample.uri).where(Sample.id.in_(chunk))).all())
+    missing = [i for i in ids if i not in rows]
+    if missing:
+        raise NotFoundError(f"sample ids {missing[:5]} do not exist")
+    return [rows[i] for i in ids]
+
+
+def _images(settings: Settings, ids) -> np.ndarray:
+    from curator.images import load_images
+
+    with transaction(settings) as s:
+        uris = _uris(s, ids)
+    return load_images(uris)
+
+
+def train_model(settings: Settings, dataset: str, sample_ids, labels, *, seed: int = 0,
+                epochs: int | None = None, steps: int | None = None, device=None,
+                init: TrainedModel | None = None) -> TrainedModel:
+    """Train the built-in CNN on ``sample_ids`` with ``labels`` (class names), save and register it.
+
+    The weights go to ``<workspace>/models/<checksum>.pt``; the ``Model`` row
+    (name ``smallcnn``, version = checksum) is created once per weights.
+    """
+    from curator.embeddings import register_model
+    from curator.models import train_classifier
+
+    sample_ids = [int(i) for i in sample_ids]
+    labels = [str(x) for x in labels]
+    if len(sample_ids) != len(labels):
+        raise ValidationError(f"sample_ids has {len(sample_ids)} entries but labels has {len(labels)}")
+    if not sample_ids:
+        raise ValidationError("no labeled samples to train on; label some first")
+    with transaction(settings) as s:
+        ds = dataset_id(s, dataset)
+        classes = init.classes if init is not None else _classes(s, ds, labels)
+    unknown = sorted(set(labels) - set(classes))
+    if unknown:
+        raise ValidationError(f"labels {unknown[:5]} are not classes of the model ({classes})")
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[x] for x in labels], dtype=np.int64)
+    X = _images(settings, sample_ids)
+    adapter = train_classifier(X, y, num_classes=len(classes), seed=seed, epochs=epochs, steps=steps,
+                               device=device, classes=classes, init=init.adapter if init else None)
+    path = adapter.save(_models_dir(settings) / f"{adapter.version}.pt")
+    params = {"seed": seed, "epochs": epochs, "steps": steps, "n_labels": len(y), "dataset": dataset}
+    with transaction(settings) as s:
+        model_id = register_model(s, adapter, path=str(path), params=params)
+    return TrainedModel(model_id=model_id, adapter=adapter, classes=classes, path=str(path))
+
+
+def load_model(settings: Settings, model: int | str | Path | TrainedModel) -> TrainedModel:
+    """A TrainedModel from a model id, a saved ``.pt`` file, or a TrainedModel (returned as is)."""
+    from curator.embeddings import register_model
+    from curator.models import load_classifier
+
+    if isinstance(model, TrainedModel):
+        return model
+    if isinstance(model, int) or (isinstance(model, str) and model.isdigit()):
+        with transaction(settings) as s:
+            row = s.get(Model, int(model))
+            if row is None:
+                known = s.scalars(select(Model.id).order_by(Model.id)).all()
+                raise NotFoundError(f"model {model} does not exist (known ids: {list(known) or 'none'})")
+            if not row.path:
+                raise NotFoundError(f"model {model} has no weights file recorded; pass the .pt file instead")
+            path = row.path
+    else:
+        path = str(model)
+    adapter = load_classifier(path)
+    with transaction(settings) as s:
+        model_id = register_model(s, adapter, path=path)
+    return TrainedModel(model_id=model_id, adapter=adapter, classes=[str(c) for c in adapter.classes], path=path)
+
+
+def test_error(settings: Settings, dataset: str, model, *, split: str | None = "test") -> float:
+    """Error rate of ``model`` on the samples of ``split`` that have ground truth."""
+    model = load_model(settings, model)
+    with transaction(settings) as s:
+        ds = dataset_id(s, dataset)
+        q = select(Sample.id, Sample.gt_label).where(Sample.dataset_id == ds, Sample.gt_label.is_not(None))
+        if split:
+            q = q.where(Sample.split == split)
+        rows = s.execute(q.order_by(Sample.id)).all()
+    if not rows:
+        raise ValidationError(f"dataset {dataset!r} has no samples with ground truth in split {split!r}")
+    index = {c: i for i, c in enumerate(model.classes)}
+    y = np.array([index.get(str(g), -1) for _, g in rows])
+    P = model.adapter.predict_proba(_images(settings, [i for i, _ in rows]))
+    return float((P.argmax(1) != y).mean())
+
+
+# -- the pool --------------------------------------------------------------------------------
+
+def pool_ids(session: Session, ds: int, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(unlabeled pool ids, labeled-or-pending ids) of dataset ``ds``, in id order."""
+    q = select(Sample.id).where(Sample.dataset_id == ds, Sample.duplicate_of_id.is_(None))
+    if split:
+        q = q.where(Sample.split == split)
+    candidates = np.array(session.scalars(q.order_by(Sample.id)).all(), dtype=np.int64)
+    labeled = set(agreed_labels(session, ds))
+    pending = set(session.scalars(
+        select(RoundItem.sample_id).join(Round, Round.id == RoundItem.round_id)
+        .where(Round.dataset_id == ds, Round.status.in_(OPEN_STATUSES))
+    ))
+    taken = labeled | pending
+    mask = np.array([int(i) not in taken for i in candidates], dtype=bool)
+    return candidates[mask], np.array(sorted(taken), dtype=np.int64)
+
+
+def _labeled_embeddings(settings: Settings, ds: int, model: TrainedModel, ids: np.ndarray) -> np.ndarray:
+    """Embeddings of labeled/pending samples: from the store when computed, else by inference."""
+    if len(ids) == 0:
+        return np.zeros((0, 1), np.float32)
+    from curator import embeddings
+
+    with transaction(settings) as s:
+        try:
+            all_ids, E = embeddings.load(s, settings, ds, model.model_id)
+        except (NotFoundError, ValidationError):
+            all_ids = None
+    if all_ids is not None:
+        where = np.searchsorted(all_ids, ids)
+        if (where < len(all_ids)).all() and np.array_equal(all_ids[np.minimum(where, len(all_ids) - 1)], ids):
+            return np.asarray(E[where])
+    return model.adapter.embed(_images(settings, ids))
+
+
+def _build_pool(settings, dataset, model, split, subsample, seed, mc_samples):
+    from curator import Pool
+
+    model = load_model(settings, model)
+    with transaction(settings) as s:
+        ds = dataset_id(s, dataset)
+        ids, taken = pool_ids(s, ds, split)
+    if len(ids) == 0:
+        from curator.exceptions import EmptyPoolError
+
+        raise EmptyPoolError(
+            f"dataset {dataset!r} has no unlabeled samples{f' in split {split!r}' if split else ''}; "
+            "ingest more or label fewer"
+        )
+    if subsample is not None and len(ids) > subsample:
+        rng = np.random.default_rng([seed, len(taken)])
+        ids = np.sort(rng.choice(ids, size=subsample, replace=False))
+    pred = model.adapter.predict(_images(settings, ids), mc_samples=mc_samples, seed=seed)
+    L = _labeled_embeddings(settings, ds, model, taken) if len(taken) else None
+    pool = Pool(embeddings=pred.embeddings, probs=pred.probs, mc_probs=pred.mc_probs,
+                labeled_embeddings=L, ids=ids)
+    return ds, model, ids, pool
+
+
+def _scores(pool) -> dict[str, np.ndarray]:
+    from curator import scores as S
+    from curator.novelty import novelty
+
+    out = {
+        "entropy": S.entropy(pool.mean_probs),
+        "margin": S.margin(pool.mean_probs),
+        "least_confidence": S.least_confidence(pool.mean_probs),
+        "variation_ratio": S.variation_ratio(pool.mean_probs),
+    }
+    if pool.mc_probs is not None:
+        out["bald"] = S.bald(pool.mc_probs)
+    if pool.labeled_embeddings is not None and len(pool.labeled_embeddings):
+        out["novelty"] = novelty(pool.embeddings, pool.labeled_embeddings, k=1)
+    return out
+
+
+def score_pool(settings: Settings, dataset: str, model, *, split: str | None = None,
+               subsample: int | None = None, seed: int = 0, mc_samples: int = 20,
+               record: bool = True) -> ScoredPool:
+    """Score the unlabeled pool with ``model`` and (``record``) store one ``Score`` row per (sample, kind).
+
+    Scores of the same (sample, kind, model) are replaced, so scoring twice
+    stores nothing twice.
+    """
+    ds, model, ids, pool = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples)
+    scores = _scores(pool)
+    if record:
+        with transaction(settings) as s:
+            for kind, values in scores.items():
+                for s0 in range(0, len(ids), 5000):
+                    chunk = ids[s0: s0 + 5000].tolist()
+                    s.execute(delete(Score).where(Score.kind == kind, Score.model_id == model.model_id,
+                                                  Score.sample_id.in_(chunk)))
+                s.add_all([Score(sample_id=int(i), kind=kind, value=float(v), model_id=model.model_id)
+                           for i, v in zip(ids, values)])
+    return ScoredPool(sample_ids=ids, pool=pool, scores=scores, model_id=model.model_id)
+
+
+def select_round(settings: Settings, dataset: str, model, *, budget: int, policy: str = "curator",
+                 seed: int = 0, params: dict | None = None, split: str | None = None,
+                 subsample: int | None = None, mc_samples: int = 20) -> RoundResult:
+    """Select ``budget`` samples of the pool with ``policy`` and record them as a new round.
+
+    The round (policy, parameters, seed, model) and its ranked samples with
+    their scores are written in one transaction, after the policy succeeded.
+    """
+    from curator import policies
+
+    pol = policies.get(policy, **(params or {}))  # unknown policy or bad params: fail before any work
+    from curator._validation import check_budget
+
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        check_budget(budget, 1, caller="select_round")
+    ds, model, ids, pool = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples)
+    positions, values = pol.select_scored(pool, budget=budget, seed=seed)
+    chosen = ids[positions]
+    recorded = {**pol.get_params(), **({"subsample": subsample} if subsample else {}),
+                "split": split, "mc_samples": mc_samples, "pool_size": int(len(ids))}
+    with transaction(settings) as s:
+        number = (s.scalar(select(func.max(Round.number)).where(Round.dataset_id == ds)) or 0) + 1
+        rnd = Round(dataset_id=ds, number=number, policy=policy, params=_jsonable(recorded), budget=budget,
+                    seed=seed, model_id=model.model_id, status="selected")
+        s.add(rnd)
+        s.flush()
+        s.add_all([RoundItem(round_id=rnd.id, sample_id=int(sid), rank=r,
+                             score=None if not np.isfinite(v) else float(v))
+                   for r, (sid, v) in enumerate(zip(chosen, values))])
+        round_id = rnd.id
+    return RoundResult(round_id=round_id, number=number, policy=policy, sample_ids=[int(i) for i in chosen],
+                       scores=[None if not np.isfinite(v) else float(v) for v in values], pool_size=len(ids))
+
+
+def round_items(session: Session, dataset: str, number: int) -> list[tuple[int, int, float | None]]:
+    """(rank, sample_id, score) of round ``number`` of ``dataset``, best first."""
+    ds = dataset_id(session, dataset)
+    rnd = session.scalar(select(Round).where(Round.dataset_id == ds, Round.number == number))
+    if rnd is None:
+        raise NotFoundError(f"dataset {dataset!r} has no round {number}")
+    rows = session.execute(select(RoundItem.rank, RoundItem.sample_id, RoundItem.score)
+                           .where(RoundItem.round_id == rnd.id).order_by(RoundItem.rank)).all()
+    return [tuple(r) for r in rows]
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
