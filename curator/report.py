@@ -1,0 +1,146 @@
+"""The loop's report: a Markdown page with plots, rewritten after every round.
+
+Plots people would rather see than read: test error against labels (with the
+learning-curve forecast and an optional random baseline), class balance of
+each batch, duplicates removed, and the scores of the selected samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import select
+
+from curator.forecast import forecast
+from curator.store.models import Evaluation, Round, RoundItem, Sample
+from curator.store.queries import dataset_id
+from curator.store.session import transaction
+
+
+@dataclasses.dataclass
+class RoundFacts:
+    number: int
+    policy: str
+    status: str
+    budget: int
+    selected: int
+    duplicates_removed: int
+    classes: dict[str, int]
+    scores: list[float]
+
+
+def collect(settings, dataset: str) -> tuple[list[dict], list[RoundFacts]]:
+    """Evaluations (learning-curve points) and per-round facts of ``dataset``, as plain data."""
+    with transaction(settings) as s:
+        ds = dataset_id(s, dataset)
+        evals = [
+            {"n_labels": n, "metric": m, "value": v, "round": r}
+            for n, m, v, r in s.execute(
+                select(Evaluation.n_labels, Evaluation.metric, Evaluation.value, Round.number)
+                .outerjoin(Round, Round.id == Evaluation.round_id)
+                .where(Evaluation.dataset_id == ds)
+                .order_by(Evaluation.n_labels, Evaluation.id)
+            ).all()
+        ]
+        facts = []
+        for rnd in s.scalars(select(Round).where(Round.dataset_id == ds).order_by(Round.number)):
+            items = s.execute(
+                select(RoundItem.score, Sample.gt_label)
+                .join(Sample, Sample.id == RoundItem.sample_id)
+                .where(RoundItem.round_id == rnd.id)
+                .order_by(RoundItem.rank)
+            ).all()
+            params = rnd.params or {}
+            facts.append(RoundFacts(
+                number=rnd.number,
+                policy=rnd.policy,
+                status=rnd.status,
+                budget=rnd.budget,
+                selected=len(items),
+                duplicates_removed=int(params.get("duplicates_removed", 0)),
+                classes=dict(Counter(label or "?" for _, label in items)),
+                scores=[float(x) for x, _ in items if x is not None],
+            ))
+    return evals, facts
+
+
+def _plot_curve(ax, evals, baseline, target):
+    errs = [e for e in evals if e["metric"] == "test_error"]
+    if errs:
+        n = np.array([e["n_labels"] for e in errs], float)
+        y = np.array([e["value"] for e in errs], float)
+        ax.plot(n, y, "o-", label="curator loop")
+        if len(n) >= 3 and target:
+            f = forecast(n, y, target)
+            grid = np.linspace(n.min(), max(n.max() * 2, min(f.labels_needed, n.max() * 4)
+                                            if np.isfinite(f.labels_needed) else n.max() * 2), 100)
+            ax.plot(grid, f.curve(grid), "--", color="gray", label="power-law fit")
+            ax.axhline(target, color="red", lw=0.8, ls=":", label=f"target {target:.2f}")
+    if baseline:
+        ax.plot(baseline["n_labels"], baseline["error"], "s-", alpha=0.7, label="random baseline")
+    ax.set_xlabel("labels")
+    ax.set_ylabel("test error")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
+def write_report(settings, dataset: str, out_dir: Path | None = None, *, target: float | None = 0.05,
+                 baseline: dict | None = None) -> Path:
+    """Write ``report.md`` and its plots for ``dataset``; return the Markdown path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir or settings.workspace / "reports" / dataset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evals, facts = collect(settings, dataset)
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+    _plot_curve(axes[0, 0], evals, baseline, target)
+    axes[0, 0].set_title("test error vs labels")
+    classes = sorted({c for f in facts for c in f.classes}, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
+    bottom = np.zeros(len(facts))
+    for c in classes:
+        counts = np.array([f.classes.get(c, 0) for f in facts], float)
+        axes[0, 1].bar([f.number for f in facts], counts, bottom=bottom, label=c)
+        bottom += counts
+    axes[0, 1].set_title("class balance of each batch (ground truth)")
+    axes[0, 1].set_xlabel("round")
+    if classes:
+        axes[0, 1].legend(ncol=2, fontsize=7)
+    axes[1, 0].bar([f.number for f in facts], [f.duplicates_removed for f in facts], color="tab:orange")
+    axes[1, 0].set_title("near duplicates removed before selection")
+    axes[1, 0].set_xlabel("round")
+    data = [f.scores for f in facts if f.scores]
+    if data:
+        axes[1, 1].boxplot(data, tick_labels=[f.number for f in facts if f.scores])
+    axes[1, 1].set_title("scores of the selected samples")
+    axes[1, 1].set_xlabel("round")
+    fig.tight_layout()
+    fig.savefig(out_dir / "report.png", dpi=90)
+    plt.close(fig)
+
+    lines = [f"# curator report: {dataset}", "", "![plots](report.png)", ""]
+    errs = [e for e in evals if e["metric"] == "test_error"]
+    if errs:
+        lines += ["| round | labels | test error |", "|---|---|---|"]
+        lines += [f"| {e['round'] if e['round'] is not None else '-'} | {e['n_labels']} | {e['value']:.4f} |" for e in errs]
+        lines.append("")
+    if len(errs) >= 3 and target:
+        f = forecast([e["n_labels"] for e in errs], [e["value"] for e in errs], target)
+        lines += ["## Forecast", "", f"Fit: error = {f.curve.c:.4f} + {f.curve.a:.3f} * n^-{f.curve.b:.2f}.",
+                  "", f"{f.summary()}.", ""]
+    if facts:
+        lines += ["## Rounds", "", "| round | policy | status | selected | duplicates removed | classes |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {f.number} | {f.policy} | {f.status} | {f.selected}/{f.budget} | {f.duplicates_removed} | "
+                  f"{json.dumps(f.classes, sort_keys=True)} |" for f in facts]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
