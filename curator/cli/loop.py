@@ -1,0 +1,79 @@
+"""`curator loop` and `curator report`."""
+
+from __future__ import annotations
+
+import click
+
+from curator.cli import settings_from
+
+
+def loop_options(f):
+    options = [
+        click.option("--rounds", default=3, show_default=True, help="Rounds after the seed round."),
+        click.option("--budget", default=10, show_default=True, help="Samples selected per round."),
+        click.option("--initial", default=20, show_default=True, help="Size of the seed round (balanced)."),
+        click.option("--policy", default="curator", show_default=True, help="Selection policy (curator policies)."),
+        click.option("--seed", default=0, show_default=True),
+        click.option("--labeler", type=click.Choice(["oracle", "labelstudio-oracle", "labelstudio"]),
+                     default="oracle", show_default=True,
+                     help="oracle: ground truth, no server; labelstudio-oracle: the oracle answers in Label "
+                          "Studio; labelstudio: wait for people."),
+        click.option("--pool-split", default="train", show_default=True),
+        click.option("--test-split", default="test", show_default=True),
+        click.option("--target-error", default=0.05, show_default=True, type=float,
+                     help="Error the forecast aims at."),
+        click.option("--subsample", default=2000, show_default=True, type=int,
+                     help="Pool samples scored per round (0: all)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def config_from(dataset, **kw):
+    from curator.loop import LoopConfig
+
+    kw["subsample"] = kw.get("subsample") or None
+    return LoopConfig(dataset=dataset, **kw)
+
+
+def print_result(settings, result, dataset):
+    from curator.forecast import forecast
+
+    for n, err in result.errors:
+        click.echo(f"  {n:6d} labels: test error {err:.4f}")
+    if result.waiting:
+        click.echo(f"waiting: {result.waiting}")
+    if len(result.errors) >= 3:
+        n, e = zip(*result.errors)
+        click.echo("forecast: " + forecast(n, e, target=0.05).summary())
+    click.echo(f"report: {settings.workspace / 'reports' / dataset / 'report.md'}")
+
+
+@click.command()
+@click.option("--dataset", "-d", required=True)
+@loop_options
+@click.pass_context
+def loop(ctx, dataset, **kw):
+    """Run (or resume) rounds of the loop: train, score, de-duplicate, select, label, pull, version, evaluate.
+
+    Every step is recorded in the database; after an interruption, run the same
+    command again and it continues where it stopped.
+    """
+    from curator.loop import run_loop
+
+    settings = settings_from(ctx)
+    result = run_loop(settings, config_from(dataset, **kw))
+    print_result(settings, result, dataset)
+
+
+@click.command()
+@click.option("--dataset", "-d", required=True)
+@click.option("--target-error", default=0.05, show_default=True, type=float)
+@click.pass_context
+def report(ctx, dataset, target_error):
+    """Write the learning-curve report (Markdown + plots) of a dataset."""
+    from curator.report import write_report
+
+    path = write_report(settings_from(ctx), dataset, target=target_error)
+    click.echo(str(path))
