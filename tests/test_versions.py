@@ -19,7 +19,7 @@ from curator import versions as V
 from curator.exceptions import NotFoundError, StoreError, ValidationError
 from curator.ingest.idx import iter_images, read_labels
 from curator.settings import Settings
-from curator.store.models import Annotation, LabelVersionRow, Model, Round, RoundItem, Sample
+from curator.store.models import Annotation, LabelVersionBlob, Model, Round, RoundItem, Sample
 from curator.store.session import get_engine, transaction
 
 from conftest import SAMPLE
@@ -69,7 +69,8 @@ def stored_rows(settings, name) -> Counter:
     with transaction(settings) as s:
         vid = s.scalar(text("SELECT id FROM label_versions WHERE name = :n"), {"n": name})
         return Counter(dict(s.execute(
-            select(LabelVersionRow.part, func.count()).where(LabelVersionRow.version_id == vid).group_by(LabelVersionRow.part)
+            select(LabelVersionBlob.kind, func.sum(LabelVersionBlob.count))
+            .where(LabelVersionBlob.version_id == vid).group_by(LabelVersionBlob.kind)
         ).all()))
 
 
@@ -104,8 +105,8 @@ def test_a_version_stores_only_its_changes_and_diffs_report_them(pool):
     retract(settings, ids[38:40])                           # remove 2
     v2 = V.create_version("next", settings=settings)
     assert v2.changes == {"added": 5, "relabeled": 3, "removed": 2}
-    assert stored_rows(settings, "base") == Counter({1: 40})
-    assert stored_rows(settings, "next") == Counter({0: 10})   # O(k) rows, no copy of the set
+    assert stored_rows(settings, "base") == Counter({"snapshot": 40})
+    assert stored_rows(settings, "next") == Counter({"delta": 10})   # O(k) entries, no copy of the set
 
     d = V.diff_versions("base", "next", settings=settings)
     assert d.added == [(sid, lab) for sid, lab in zip(ids[40:45], gt[40:45])]
@@ -187,14 +188,17 @@ def test_the_database_refuses_to_change_a_version(pool):
         "UPDATE label_versions SET checksum = 'x', size = 1",
         "UPDATE label_versions SET name = 'renamed' WHERE name = 'frozen'",
         "DELETE FROM label_versions WHERE name = 'child'",
-        "UPDATE label_version_rows SET label = '0'",
-        "DELETE FROM label_version_rows",
+        "UPDATE label_version_blobs SET vocabulary = '[\"0\"]'",
+        "UPDATE label_version_blobs SET labels = sample_ids WHERE kind = 'delta'",
+        "DELETE FROM label_version_blobs",
         "DELETE FROM label_version_seals",
-        f"INSERT INTO label_version_rows (version_id, part, sample_id, label) VALUES ({v.id}, 1, {ids[20]}, '1')",
+        "INSERT INTO label_version_blobs (version_id, kind, chunk, count, sample_ids, labels, vocabulary) "
+        f"SELECT version_id, kind, chunk + 1, count, sample_ids, labels, vocabulary FROM label_version_blobs "
+        f"WHERE version_id = {v.id}",
     ):
         _refused(settings, sql)
     if settings.database_url.startswith("postgresql"):
-        _refused(settings, "TRUNCATE label_version_rows")
+        _refused(settings, "TRUNCATE label_version_blobs")
     report = V.verify_version("frozen", settings=settings)
     assert report.ok and report.computed_checksum == v.checksum
 
@@ -205,10 +209,11 @@ def test_verify_reports_tampering_behind_the_triggers(pool):
     v = V.create_version("v", settings=settings)
     with transaction(settings) as s:  # an administrator bypassing the triggers
         if settings.database_url.startswith("postgresql"):
-            s.execute(text("ALTER TABLE label_version_rows DISABLE TRIGGER USER"))
+            s.execute(text("ALTER TABLE label_version_blobs DISABLE TRIGGER USER"))
         else:
-            s.execute(text("DROP TRIGGER label_version_rows_no_update"))
-        s.execute(text(f"UPDATE label_version_rows SET label = 'X' WHERE sample_id = {ids[0]}"))
+            s.execute(text("DROP TRIGGER label_version_blobs_no_update"))
+        vocab = s.scalar(select(LabelVersionBlob.vocabulary))
+        s.execute(update(LabelVersionBlob).values(vocabulary=vocab[::-1]))  # swap the labels around
     report = V.verify_version("v", settings=settings)
     assert not report.ok and report.stored_checksum == v.checksum != report.computed_checksum
     assert any("checksum differs" in p for p in report.problems)
@@ -248,7 +253,7 @@ def test_bad_input_gives_clear_errors_and_writes_nothing(pool):
         V.create_version("v3", dataset="other", settings=settings)
     assert [v.name for v in V.list_versions(settings=settings)] == ["v1"]
     with transaction(settings) as s:
-        assert s.scalar(select(func.count()).select_from(LabelVersionRow)) == 5
+        assert s.scalar(select(func.sum(LabelVersionBlob.count))) == 5
 
 
 def test_concurrent_creators_get_serial_results(pool):
@@ -388,3 +393,72 @@ def test_cli_commands_and_errors(pool, tmp_path, capsys, monkeypatch):
     assert code == ValidationError.exit_code and "already exists" in err
     code, _, err = run("export", "a", "--format", "numpy")
     assert code == ValidationError.exit_code and "--out" in err
+
+
+@pytest.mark.fiftyone
+def test_cli_exports_a_version_to_fiftyone(settings, fiftyone_db, capsys, monkeypatch):
+    import fiftyone
+
+    from curator.cli import main
+
+    images, labels = digits(20)
+    ingest_arrays(images, labels, dataset="digits", split="test", name="d", settings=settings)
+    with transaction(settings) as s:
+        ids = s.scalars(select(Sample.id).order_by(Sample.id)).all()
+    annotate(settings, [(sid, str(lab)) for sid, lab in zip(ids[:8], labels[:8])])
+    V.create_version("v1", settings=settings)
+    monkeypatch.setenv("CURATOR_WORKSPACE", str(settings.workspace))
+    try:
+        with pytest.raises(SystemExit) as ex:
+            main(["version", "export", "v1", "--format", "fiftyone", "--out", "digits-v1", "--json"])
+        assert ex.value.code == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["out"] == "digits-v1"
+        ds = fiftyone.load_dataset("digits-v1")
+        members = {smp.curator_id: smp.version_label.label for smp in ds if smp.version_label is not None}
+        assert members == V.read_version("v1", settings=settings).as_dict()
+    finally:
+        fiftyone.delete_datasets("*")
+
+
+def test_array_checksum_equals_the_reference_definition():
+    rng = np.random.default_rng(0)
+    shas = [hashlib.sha256(bytes([i % 7])).hexdigest() for i in range(300)]  # many equal hashes
+    vocab = ("7", "10", "a", "a\x01", "ab", "é", "")  # prefixes, control and non-ASCII characters
+    codes = rng.integers(0, len(vocab), 300)
+    assert V._checksum(shas, codes, vocab) == V.checksum_of((s, vocab[c]) for s, c in zip(shas, codes.tolist()))
+
+
+def test_delta_arithmetic_round_trips():
+    rng = np.random.default_rng(1)
+    old = {int(i): str(rng.integers(0, 5)) for i in rng.choice(1000, 400, replace=False)}
+    new = {k: v for k, v in old.items() if rng.random() > 0.1}
+    new.update({int(i): str(rng.integers(0, 6)) for i in rng.choice(1000, 100)})
+    a, b = V._Labels.from_dict(old), V._Labels.from_dict(new)
+    delta, changes = V._delta_of(a, b)
+    assert V._apply(a, delta).to_dict() == new
+    assert V._decode([c[2:] for c in V._encode(delta)]).to_dict() == delta.to_dict()
+    assert changes["removed"] == len(set(old) - set(new))
+    assert changes["added"] == len(set(new) - set(old))
+    assert changes["relabeled"] == sum(1 for k in set(old) & set(new) if old[k] != new[k])
+
+
+def test_agreed_labels_majority_ties_skips_and_deletions(settings):
+    """The fast path of store.queries.agreed_labels keeps its documented rule."""
+    from curator.store.queries import agreed_labels
+
+    images, labels = digits(6)
+    ingest_arrays(images, labels, dataset="digits", name="d", settings=settings)
+    with transaction(settings) as s:
+        ids = s.scalars(select(Sample.id).order_by(Sample.id)).all()
+    annotate(settings, [(ids[0], "1")])                                   # single answer
+    annotate(settings, [(ids[1], "1"), (ids[1], "2"), (ids[1], "1")])    # majority 1
+    annotate(settings, [(ids[2], "1"), (ids[2], "2")])                    # tie: the newest wins
+    annotate(settings, [(ids[3], "4"), (ids[3], "5")])
+    retract(settings, [ids[4]])
+    with transaction(settings) as s:
+        s.execute(insert(Annotation), [
+            {"sample_id": ids[3], "tool": "test", "external_id": "del", "label": "9", "deleted": True},
+            {"sample_id": ids[5], "tool": "test", "external_id": "skip", "label": None, "skipped": True},
+        ])
+        got = agreed_labels(s, 1)
+    assert got == {ids[0]: ("1", 1.0, 1), ids[1]: ("1", 2 / 3, 3), ids[2]: ("2", 0.5, 2), ids[3]: ("5", 0.5, 2)}

@@ -12,14 +12,21 @@ from curator.cli import settings_from
 FORMATS = ("numpy", "torch", "manifest")
 
 
-def _formats() -> list[str]:
-    """Export formats; ``fiftyone`` only when the FiftyOne integration provides an exporter."""
-    from curator.versions import fiftyone_exporter
+def fiftyone_exporter():
+    """The FiftyOne integration's ``sync`` (which builds the FiftyOne dataset of a
+    version), or None when that integration is absent or does not provide it."""
+    import importlib
 
     try:
-        return list(FORMATS) + (["fiftyone"] if fiftyone_exporter() is not None else [])
+        module = importlib.import_module("curator.integrations.fiftyone")
     except ImportError:
-        return list(FORMATS)
+        return None
+    return getattr(module, "sync", None)
+
+
+def _formats() -> list[str]:
+    """Export formats; ``fiftyone`` only when the FiftyOne integration can build one."""
+    return list(FORMATS) + (["fiftyone"] if fiftyone_exporter() is not None else [])
 
 
 class _LazyFormats(click.Choice):
@@ -178,7 +185,7 @@ def verify(ctx, name, dataset, files, as_json):
 @version.command()
 @click.argument("name")
 @click.option("--format", "fmt", type=_LazyFormats(), required=True, help="numpy (.npz), torch (.pt), manifest (.json), fiftyone.")
-@click.option("--out", "out", type=click.Path(path_type=Path), help="Output file (fiftyone: the dataset name).")
+@click.option("--out", "out", type=click.Path(path_type=Path), help="Output file (fiftyone: the FiftyOne dataset name, default curator-DATASET-NAME).")
 @click.option("--dataset", "-d", help="Dataset (default: the only one).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -198,8 +205,10 @@ def export(ctx, name, fmt, out, dataset, as_json):
     elif fmt == "torch":
         n = len(V.export_torch(name, out, dataset=dataset, settings=settings)["labels"])
     else:
-        result = V.fiftyone_exporter()(name, dataset=dataset, target=str(out) if out else None, settings=settings)
-        out, n = result if isinstance(result, tuple) else (result, None)
+        ds_name = V.show_version(name, dataset=dataset, settings=settings).dataset  # validates the name first
+        report = fiftyone_exporter()(settings, ds_name, version=name, fo_name=str(out) if out else None,
+                                     similarity=False, visualization=None)
+        out, n = report.fo_dataset, report.samples
     if as_json:
         _echo_json({"version": name, "format": fmt, "out": str(out), "samples": n})
     else:

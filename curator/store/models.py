@@ -23,6 +23,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -253,12 +254,12 @@ class Annotation(Base):
 class LabelVersion(Base):
     """An immutable labeled set with its lineage (written by ``curator.versions``).
 
-    The labels themselves are ``LabelVersionRow``s: every version stores its
-    changes against its parent (part 0), and some also store their full set
-    (part 1, ``snapshot``), so a version that changes k labels adds O(k) rows
-    while reading one back walks at most ``chain_rows`` rows. Triggers created
-    by migration 0002 make these tables append-only: UPDATE and DELETE are
-    refused by the database, and rows cannot be added to a sealed version.
+    The labels themselves are ``LabelVersionBlob``s: every version stores its
+    changes against its parent, and some also store their full set
+    (``snapshot``), so a version that changes k labels adds O(k) storage
+    while reading one back walks at most ``chain_rows`` entries. Triggers
+    (migrations 0002, 0004) make these tables append-only: UPDATE and DELETE
+    are refused by the database, and nothing can be added to a sealed version.
     """
 
     __tablename__ = "label_versions"
@@ -282,22 +283,29 @@ class LabelVersion(Base):
     filters: Mapped[Optional[dict[str, Any]]]
 
 
-class LabelVersionRow(Base):
-    """One stored label of a version: part 0 = change against the parent
-    (``label`` NULL: removed), part 1 = member of the version's full snapshot."""
+class LabelVersionBlob(Base):
+    """Labels of a version as compressed arrays (migration 0004).
 
-    __tablename__ = "label_version_rows"
+    ``kind`` 'delta': the changes against the parent (a vocabulary entry of
+    None marks a removed sample); 'snapshot': the full set. ``sample_ids`` is
+    zlib(int64 gaps between sorted ids), ``labels`` zlib(uint32 codes into
+    ``vocabulary``); at most 2^20 entries per chunk.
+    """
+
+    __tablename__ = "label_version_blobs"
     __table_args__ = (
-        CheckConstraint("part IN (0, 1)", name="part"),
-        CheckConstraint("part = 0 OR label IS NOT NULL", name="snapshot_label"),
-        {"sqlite_with_rowid": False},
+        CheckConstraint("kind IN ('delta', 'snapshot')", name="kind"),
+        CheckConstraint("chunk >= 0 AND count >= 0", name="chunk_count"),
     )
     version_id: Mapped[int] = mapped_column(
         ForeignKey("label_versions.id"), primary_key=True
     )
-    part: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
-    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), primary_key=True)
-    label: Mapped[Optional[str]] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(10), primary_key=True)
+    chunk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    count: Mapped[int]
+    sample_ids: Mapped[bytes] = mapped_column(LargeBinary)
+    labels: Mapped[bytes] = mapped_column(LargeBinary)
+    vocabulary: Mapped[list[Any]]
 
 
 class LabelVersionSeal(Base):
