@@ -57,6 +57,15 @@ def find_mongod() -> Path:
     )
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the parent dies, so a killed test run leaves no mongod."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -102,6 +111,7 @@ def private_database(folder: str | os.PathLike, timeout: float = 60.0) -> Iterat
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
     )
     env = offline_env(folder) | {"FIFTYONE_DATABASE_URI": f"mongodb://127.0.0.1:{port}"}
     saved = {k: os.environ.get(k) for k in [*env, "FIFTYONE_PRIVATE_DATABASE_PORT"]}

@@ -405,50 +405,90 @@ def _field_type(fo, kind: str):
 
 
 def _fill(ds, cols: Columns, report: SyncReport) -> None:
-    """Add new samples, drop those out of scope, then write every field aligned by curator_id."""
+    """Declare the fields, drop samples out of scope, write only changed values of the
+    others (one column at a time), then insert new samples with all their fields."""
     from curator.integrations.fiftyone._fo import fiftyone
 
     fo = fiftyone()
-    schema = ds.get_field_schema()
-    if "curator_id" not in schema:
-        ds.add_sample_field("curator_id", fo.IntField)
+    _declare_fields(fo, ds, cols)
     have = ds.values("curator_id") if len(ds) else []
     wanted = set(cols.ids.tolist())
     stale = [c for c in have if c not in wanted]
     if stale:
         ds.delete_samples(ds.match(fo.ViewField("curator_id").is_in(stale)))
         report.removed = len(stale)
+    ids = cols.ids.tolist()
+    pos = {i: k for k, i in enumerate(ids)}
+    if len(ds):
+        fo_ids, order = ds.values(["id", "curator_id"])
+        at = [pos[c] for c in order]
+        for field, values in cols.values.items():
+            if field == "curator_id":
+                continue
+            kind = cols.types[field]
+            want = [_normal(kind, values[k]) for k in at]
+            if kind == "classification":
+                have_values = [
+                    None if lab is None else (lab, conf)
+                    for lab, conf in zip(ds.values(f"{field}.label"), ds.values(f"{field}.confidence"))
+                ]
+            else:
+                have_values = ds.values(field)
+            changed = {fo_ids[j]: _value(fo, kind, w) for j, w in enumerate(want) if w != have_values[j]}
+            if changed:
+                ds.set_values(field, changed, key_field="id", progress=False)
     present = set(have)
-    new = [(int(i), uri) for i, uri in zip(cols.ids.tolist(), cols.uris) if i not in present]
+    new = [k for k, i in enumerate(ids) if i not in present]
     if new:
-        ds.add_samples([fo.Sample(filepath=uri, curator_id=i) for i, uri in new], progress=False)
+        fields = [(f, cols.types[f], v) for f, v in cols.values.items() if f != "curator_id"]
+        ds.add_samples(
+            (
+                fo.Sample(
+                    filepath=cols.uris[k],
+                    curator_id=ids[k],
+                    **{f: _value(fo, kind, _normal(kind, v[k])) for f, kind, v in fields if v[k] is not None},
+                )
+                for k in new
+            ),
+            num_samples=len(new),
+            progress=False,
+        )
         report.added = len(new)
+    report.samples = len(ds)
+    report.fields = sorted(cols.values)
 
-    order = ds.values("curator_id")
-    pos = {int(i): k for k, i in enumerate(cols.ids.tolist())}
-    at = [pos[c] for c in order]
+
+def _declare_fields(fo, ds, cols: Columns) -> None:
+    """Give every field its type before writing (an all-None column has no type to infer);
+    remove fields an earlier sync wrote that this one no longer has."""
     schema = ds.get_field_schema()
-    for field, values in cols.values.items():
-        if field == "curator_id":
-            continue
-        ftype, kw = _field_type(fo, cols.types[field])
+    for field, kind in [("curator_id", "int"), *cols.types.items()]:
+        ftype, kw = _field_type(fo, kind)
         if field in schema and not isinstance(schema[field], ftype):
             ds.delete_sample_field(field)
             schema.pop(field)
         if field not in schema:
             ds.add_sample_field(field, ftype, **kw)
-        aligned = [values[k] for k in at]
-        if cols.types[field] == "classification":
-            aligned = [
-                None if v is None else fo.Classification(label=str(v[0]), confidence=v[1]) for v in aligned
-            ]
-        ds.set_values(field, aligned, progress=False)
     previous = set((ds.info.get(INFO_KEY) or {}).get("fields", []))
     for gone in sorted(previous - set(cols.values)):
-        if gone in ds.get_field_schema():
+        if gone in schema:
             ds.delete_sample_field(gone)
-    report.samples = len(ds)
-    report.fields = sorted(cols.values)
+
+
+def _normal(kind: str, value):
+    """The value as FiftyOne gives it back, so unchanged values are recognised."""
+    if value is None:
+        return None
+    if kind == "classification":
+        label, conf = value
+        return (str(label), None if conf is None else float(conf))
+    return {"int": int, "float": float, "str": str, "bool": bool}[kind](value)
+
+
+def _value(fo, kind: str, value):
+    if value is None or kind != "classification":
+        return value
+    return fo.Classification(label=value[0], confidence=value[1])
 
 
 def _finish(ds, cols: Columns, report: SyncReport, settings, similarity: bool, visualization: str | None) -> None:
