@@ -806,16 +806,14 @@ def verify_version(name: str, *, dataset: str | None = None, files: bool = False
 # --------------------------------------------------------------------------- exports
 
 
-def load_image(uri: str, channels: int) -> np.ndarray:
-    """Decode a sample file to uint8 (h, w) for gray or (h, w, c) for colour."""
-    from PIL import Image
+_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
 
-    try:
-        with Image.open(uri) as img:
-            img = img.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
-            return np.array(img, dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise ValidationError(f"sample file {uri} cannot be read ({exc}); restore it or re-ingest") from None
+
+def _pixels(m: Member) -> np.ndarray:
+    """A member's image as uint8 (h, w) or (h, w, c), decoded by ``curator.images``."""
+    from curator.images import load_image
+
+    return load_image(m.uri, _MODES[m.channels])
 
 
 def export_manifest(name: str, path: str | Path | None = None, *, dataset: str | None = None,
@@ -947,9 +945,9 @@ def export_numpy(name: str, path: str | Path | None = None, *, dataset: str | No
             "size: export a manifest (--format manifest) or a torch Dataset with a resizing transform"
         )
     (h, w, c), = shapes
-    images = np.empty((len(items), h, w) + ((c,) if c > 1 else ()), dtype=np.uint8)
-    for i, m in enumerate(items):
-        images[i] = load_image(m.uri, m.channels)
+    from curator.images import load_images
+
+    images = load_images([m.uri for m in items], mode=_MODES[c]) if items else np.zeros((0, h, w), np.uint8)
     out = {
         "images": images,
         "labels": _class_index(items, classes),
@@ -991,7 +989,7 @@ def _torch_dataset_class():
 
         def __getitem__(self, i):
             m = self.items[i]
-            x = torch.from_numpy(load_image(m.uri, m.channels)).float().div_(255)
+            x = torch.from_numpy(np.array(_pixels(m))).float().div_(255)
             x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
             if self.transform is not None:
                 x = self.transform(x)

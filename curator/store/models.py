@@ -25,7 +25,6 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    SmallInteger,
     String,
     Text,
     UniqueConstraint,
