@@ -16,7 +16,7 @@ from xml.sax.saxutils import quoteattr
 from curator.exceptions import ValidationError
 
 #: Task data fields push sends; a configuration may refer to any of them.
-TASK_FIELDS = ("image", "sample_id", "round", "rank", "score", "dataset", "gt_hint")
+TASK_FIELDS = ("image", "sample_id", "round", "rank", "score", "dataset")
 _VAR = re.compile(r"^\$([A-Za-z_][A-Za-z0-9_]*)$")
 
 

@@ -351,17 +351,21 @@ def push(
         rnd_number, ds_name, classes = rnd.number, ds.name, list(ds.classes or [])
         if predictions is None:
             predictions = _stored_predictions(s, rnd, classes)
-        row = project_row(s, project or default_project_name(ds_name))
+        name = project or default_project_name(ds_name)
+        row = project_row(s, name)
         if row is not None and row.dataset_id != ds.id:
             raise ValidationError(
                 f"project {row.name!r} belongs to another dataset; pass another --project"
             )
-    name = project or default_project_name(ds_name)
+        linked = _links(s, name)
+        if label_config is None and row is not None:  # the project keeps the configuration it was made with
+            label_config = row.label_config
     cfg = validate(label_config, classes, source="the labeling configuration") if label_config \
         else image_classification(classes)
     unknown = sorted({p[0] for p in predictions.values()} - set(cfg.choices))
     if unknown:
         raise ValidationError(f"predictions use labels {unknown[:5]} that are not choices of the labeling configuration")
+    _check_images([it for it in items if it.sample_id not in linked])  # before touching the server
     client = client or Client.from_settings(settings)
     client.check()
     versions = sorted({str(p[2]) for p in predictions.values()})
@@ -401,7 +405,7 @@ def push(
 
     # 2. import the rest, rank order, batch by batch
     media_root = Path(settings.media_dir).resolve()
-    _check_images(todo)
+    _check_images(todo)  # a task deleted by hand may bring back a sample not checked above
     urls, folders = {}, set()
     for it in todo:
         urls[it.sample_id], folder = image_url(it.uri, it.sha256, media_root)

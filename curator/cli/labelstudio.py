@@ -1,0 +1,164 @@
+"""Label Studio commands: the local server (labelstudio up/down/status), push and pull."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from curator.cli import settings_from
+
+
+@click.group()
+def labelstudio():
+    """Start, stop or check the local Label Studio server.
+
+    It runs from its own virtual environment (.venv-ls, installed on first
+    use), binds 127.0.0.1, keeps its data in <workspace>/labelstudio, makes no
+    outbound calls and serves local files only from <workspace>/media. The
+    API token is CURATOR_LABELSTUDIO_TOKEN; the user is curator@localhost.local
+    (CURATOR_LABELSTUDIO_USER) with password CURATOR_LABELSTUDIO_PASSWORD
+    (default: the token).
+    """
+
+
+@labelstudio.command()
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for /health.")
+@click.pass_context
+def up(ctx, timeout):
+    """Install (if needed) and start the server; wait until it answers; print the URL."""
+    from curator.integrations.labelstudio import server
+
+    info = server.start(settings_from(ctx), timeout=timeout, echo=lambda m: click.echo(m, err=True))
+    click.echo(info["url"])
+
+
+@labelstudio.command()
+@click.pass_context
+def down(ctx):
+    """Stop the server started by `curator labelstudio up` for this workspace."""
+    from curator.integrations.labelstudio import server
+
+    server.stop(settings_from(ctx), echo=click.echo)
+
+
+@labelstudio.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def status(ctx, as_json):
+    """Say whether the server answers, and where its data lives."""
+    from curator.integrations.labelstudio import server
+
+    info = server.status(settings_from(ctx))
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        state = "running" if info["running"] else "not answering"
+        click.echo(f"{info['url']}: {state}" + (f" (pid {info['pid']})" if info["pid"] else "")
+                   + f"; data in {info['data_dir']}")
+    if not info["running"]:
+        ctx.exit(1)
+
+
+def _read_predictions(path: Path | None) -> dict | None:
+    """JSON object {sample_id: [label, score, model_version]}."""
+    if path is None:
+        return None
+    from curator.exceptions import ValidationError
+
+    try:
+        raw = json.loads(path.read_text())
+        return {int(k): (str(v[0]), float(v[1]), str(v[2])) for k, v in raw.items()}
+    except (OSError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise ValidationError(
+            f"--predictions {path}: expected a JSON object {{sample_id: [label, score, model_version]}} ({exc})"
+        ) from None
+
+
+@click.command()
+@click.option("--round", "round_id", type=int, required=True, help="Id of the selection round to push.")
+@click.option("--project", help="Label Studio project title (default: curator-<dataset>).")
+@click.option("--label-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Labeling configuration XML (default: image classification over the dataset's classes).")
+@click.option("--predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="JSON {sample_id: [label, score, model_version]} shown as pre-annotations.")
+@click.option("--batch-size", default=2000, show_default=True, help="Tasks per import request.")
+@click.option("--recreate", is_flag=True, help="The project was deleted on the server: create it anew.")
+@click.option("--replace-deleted", is_flag=True, help="Push again samples whose task was deleted by hand.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def push(ctx, round_id, project, label_config, predictions, batch_size, recreate, replace_deleted, as_json):
+    """Push a selection round to Label Studio; each sample reaches a project exactly once.
+
+    Safe to run again after an interruption: samples already on the server are
+    recognised by their sample id and not imported twice.
+    """
+    from curator.integrations.labelstudio.push import push as do_push
+
+    report = do_push(
+        settings_from(ctx), round_id, project=project,
+        label_config=label_config.read_text() if label_config else None,
+        predictions=_read_predictions(predictions), batch_size=batch_size,
+        recreate=recreate, replace_deleted=replace_deleted,
+    )
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    click.echo(
+        f"round {round_id} -> project {report.project!r} (id {report.project_id}): {report.imported} imported, "
+        f"{report.already_linked} already there, {report.reconciled} recovered from an interrupted push; "
+        f"{report.url}/projects/{report.project_id}/data?tab={report.view_id}"
+    )
+
+
+@click.command()
+@click.option("--project", help="Project title (default: the only project, or curator-<dataset>).")
+@click.option("--dataset", "-d", help="Dataset whose default project to pull.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def pull(ctx, project, dataset, as_json):
+    """Pull new, updated and deleted annotations from Label Studio into the database."""
+    from curator.integrations.labelstudio.pull import pull as do_pull
+
+    settings = settings_from(ctx)
+    report = do_pull(settings, _project_name(settings, project, dataset))
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        click.echo(
+            f"{report.project}: {report.new} new, {report.updated} updated, {report.deleted} deleted, "
+            f"{report.unchanged} unchanged annotations ({report.skipped} skipped); "
+            f"{report.labeled_samples} samples labeled, {report.disagreements} with disagreement"
+        )
+    if report.missing_tasks:
+        from curator.exceptions import LabelStudioError
+
+        click.echo(
+            f"error: {len(report.missing_tasks)} task(s) of {report.project!r} were deleted on the server "
+            f"(samples {report.missing_tasks[:5]}); their annotations are now marked deleted; to label them "
+            "again: curator push --replace-deleted", err=True,
+        )
+        ctx.exit(LabelStudioError.exit_code)
+
+
+def _project_name(settings, project, dataset) -> str:
+    from sqlalchemy import select
+
+    from curator.exceptions import ValidationError
+    from curator.integrations.labelstudio import TOOL
+    from curator.integrations.labelstudio.push import default_project_name
+    from curator.store.models import LabelProject
+    from curator.store.session import transaction
+
+    if project:
+        return project
+    if dataset:
+        return default_project_name(dataset)
+    with transaction(settings) as s:
+        names = s.scalars(select(LabelProject.name).where(LabelProject.tool == TOOL)).all()
+    if len(names) != 1:
+        raise ValidationError(
+            f"pass --project (known projects: {', '.join(names) or 'none; push a round first'})"
+        )
+    return names[0]

@@ -1,0 +1,251 @@
+"""Push, pull and the oracle against a real Label Studio server (one per session, see ls_fixtures)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import pytest
+from sqlalchemy import func, select
+
+from curator.exceptions import LabelStudioError, ValidationError
+from curator.integrations.labelstudio import oracle
+from curator.integrations.labelstudio import push as push_mod
+from curator.integrations.labelstudio.client import Client
+from curator.integrations.labelstudio.pull import pull
+from curator.integrations.labelstudio.push import push
+from curator.store.models import Annotation, LabelProject, Sample, TaskLink
+from curator.store.queries import agreed_labels
+from curator.store.session import transaction
+from ls_fixtures import make_round, with_database
+
+pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
+
+
+def _truth(settings, ids):
+    with transaction(settings) as s:
+        return dict(s.execute(select(Sample.id, Sample.gt_label).where(Sample.id.in_(ids))).all())
+
+
+def _links(settings, project):
+    with transaction(settings) as s:
+        return dict(s.execute(select(TaskLink.sample_id, TaskLink.task_id).where(TaskLink.project == project)).all())
+
+
+def _annotations(settings):
+    with transaction(settings) as s:
+        rows = s.execute(select(Annotation.sample_id, Annotation.label, Annotation.skipped, Annotation.deleted,
+                                Annotation.annotator, Annotation.external_id)).all()
+        return [tuple(r) for r in rows]
+
+
+def _dataset_id(settings):
+    from curator.store.queries import dataset_id
+
+    with transaction(settings) as s:
+        return dataset_id(s, "mnist89")
+
+
+def test_push_queue_oracle_pull_update(ls_server, db_settings, small_idx, tmp_path):
+    """The whole loop on SQLite and PostgreSQL: push, re-push, queue order, answers, pull, edits."""
+    settings = with_database(ls_server, db_settings.db_url, tmp_path)
+    round_id, ranked, project = make_round(settings, small_idx)
+    truth = _truth(settings, ranked)
+    outside = tmp_path / "elsewhere.png"  # an image ingested from outside the media folder
+    with transaction(settings) as s:
+        sample = s.get(Sample, ranked[5])
+        shutil.copy(sample.uri, outside)
+        sample.uri = str(outside)
+    wrong = {sid: str((int(truth[sid]) + 1) % 10) for sid in ranked}
+    predictions = {sid: (wrong[sid] if i % 2 else truth[sid], 0.5 + i / 100, "cnn-v1")
+                   for i, sid in enumerate(ranked)}
+
+    report = push(settings, round_id, project=project, predictions=predictions, batch_size=5)
+    assert (report.imported, report.already_linked, report.created_project) == (12, 0, True)
+    client = Client.from_settings(settings)
+    index = client.task_index(report.project_id)
+    assert sorted(index) == sorted(ranked) and all(len(v) == 1 for v in index.values())
+    assert _links(settings, project) == {sid: ids[0] for sid, ids in index.items()}
+
+    task = client.http("GET", f"api/tasks/{index[ranked[1]][0]}", "read task")
+    assert task["data"]["rank"] == 1 and task["data"]["round"] == 1
+    assert task["data"]["image"].startswith("/data/local-files/?d=")
+    (pred,) = task["predictions"]
+    assert pred["model_version"] == "cnn-v1" and pred["score"] == pytest.approx(0.51)
+    assert pred["result"][0]["value"]["choices"] == [wrong[ranked[1]]]
+    served = client.sdk._client_wrapper.httpx_client.request(task["data"]["image"].lstrip("/"), method="GET")
+    assert served.status_code == 200 and served.content[:4] == b"\x89PNG"
+    embedded = client.http("GET", f"api/tasks/{index[ranked[5]][0]}", "read task")["data"]["image"]
+    assert embedded.startswith("data:image/png;base64,")
+
+    again = push(settings, round_id, project=project, predictions=predictions)
+    assert (again.imported, again.already_linked) == (0, 12)
+    assert sum(len(v) for v in client.task_index(report.project_id).values()) == 12
+
+    # The queue serves rank order (sequential sampling over rank-ordered imports).
+    done = oracle.annotate(settings, project, limit=5, skip={ranked[3]})
+    assert done.order == ranked[:5] and (done.annotated, done.skipped) == (4, 1)
+
+    first = pull(settings, project)
+    assert (first.new, first.updated, first.deleted, first.skipped) == (5, 0, 0, 1)
+    agreed = agreed_labels_of(settings)
+    assert {sid: lab for sid, (lab, _, _) in agreed.items()} == {sid: truth[sid] for sid in ranked[:5] if sid != ranked[3]}
+    assert (pull(settings, project).new, pull(settings, project).updated) == (0, 0)
+
+    # A second annotator disagrees on rank 0; both answers are kept.
+    other = oracle.annotate(settings, project, sample_ids=[ranked[0]], labels={ranked[0]: wrong[ranked[0]]},
+                            annotator="second@example.org")
+    second = pull(settings, project)
+    assert second.new == 1 and second.disagreements == 1
+    rows = [r for r in _annotations(settings) if r[0] == ranked[0]]
+    assert sorted(r[4] for r in rows)[1] == "second@example.org" and len(rows) == 2
+    assert agreed_labels_of(settings)[ranked[0]][1:] == (0.5, 2)
+
+    # The second annotator corrects the answer; the pull updates it and agreement is back.
+    oracle.update_label(settings, other.annotation_ids[ranked[0]], truth[ranked[0]], project)
+    third = pull(settings, project)
+    assert (third.new, third.updated, third.deleted) == (0, 1, 0)
+    assert agreed_labels_of(settings)[ranked[0]] == (truth[ranked[0]], 1.0, 2)
+
+    # An annotation deleted on the server is marked deleted, not removed.
+    client.http("DELETE", f"api/annotations/{done.annotation_ids[ranked[1]]}", "delete annotation")
+    fourth = pull(settings, project)
+    assert (fourth.new, fourth.updated, fourth.deleted) == (0, 0, 1)
+    assert ranked[1] not in agreed_labels_of(settings)
+    assert [r[3] for r in _annotations(settings) if r[0] == ranked[1]] == [True]
+    assert pull(settings, project).deleted == 0
+
+
+def agreed_labels_of(settings):
+    with transaction(settings) as s:
+        return agreed_labels(s, _dataset_id(settings))
+
+
+def test_interrupted_push_then_rerun_keeps_each_sample_once(ls_round, monkeypatch):
+    settings, round_id, ranked, project = ls_round
+    real = push_mod._commit_links
+    calls = {"n": 0}
+
+    def dies_on_second_batch(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the server imported batch 2; the process dies before the commit
+            raise KeyboardInterrupt
+        real(*args)
+
+    monkeypatch.setattr(push_mod, "_commit_links", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        push(settings, round_id, project=project, batch_size=4)
+    monkeypatch.setattr(push_mod, "_commit_links", real)
+    assert len(_links(settings, project)) == 4
+    client = Client.from_settings(settings)
+    with transaction(settings) as s:
+        pid = s.scalar(select(LabelProject.external_id).where(LabelProject.name == project))
+    assert sum(len(v) for v in client.task_index(pid).values()) == 8
+
+    # A copy of one task imported by hand (Label Studio does not de-duplicate) is removed too.
+    copy = client.http("GET", f"api/tasks/{client.task_index(pid)[ranked[0]][0]}", "read task")["data"]
+    client.http("POST", f"api/projects/{pid}/import", "import copy", json=[{"data": copy}])
+
+    report = push(settings, round_id, project=project, batch_size=4)
+    assert (report.already_linked, report.reconciled, report.imported, report.duplicates_removed) == (4, 4, 4, 1)
+    index = client.task_index(pid)
+    assert sorted(index) == sorted(ranked) and all(len(v) == 1 for v in index.values())
+    assert _links(settings, project) == {sid: v[0] for sid, v in index.items()}
+
+
+def test_server_down_and_wrong_token(ls_round, tmp_path):
+    settings, round_id, _, project = ls_round
+    from ls_fixtures import _free_port
+
+    down = dataclasses.replace(settings, labelstudio_url=f"http://127.0.0.1:{_free_port()}")
+    with pytest.raises(LabelStudioError, match="does not answer.*curator labelstudio up") as err:
+        push(down, round_id, project=project)
+    assert down.labelstudio_url in str(err.value)
+    bad_token = "wrong-" + settings.labelstudio_token[::-1]
+    with pytest.raises(LabelStudioError, match="refused the API token") as err:
+        push(dataclasses.replace(settings, labelstudio_token=bad_token), round_id, project=project)
+    assert bad_token not in str(err.value) and settings.labelstudio_token not in str(err.value)
+    with transaction(settings) as s:
+        assert s.scalar(select(func.count()).select_from(TaskLink)) == 0
+        assert s.scalar(select(func.count()).select_from(LabelProject)) == 0
+
+
+def test_project_deleted_on_server(ls_round):
+    settings, round_id, ranked, project = ls_round
+    first = push(settings, round_id, project=project)
+    client = Client.from_settings(settings)
+    client.http("DELETE", f"api/projects/{first.project_id}", "delete project")
+    with pytest.raises(LabelStudioError, match="no longer exists.*--recreate"):
+        push(settings, round_id, project=project)
+    with pytest.raises(LabelStudioError, match="no longer exists"):
+        pull(settings, project)
+    assert len(_links(settings, project)) == 12  # nothing changed
+    again = push(settings, round_id, project=project, recreate=True)
+    assert again.project_id != first.project_id and again.imported == 12
+    assert sorted(client.task_index(again.project_id)) == sorted(ranked)
+
+
+def test_task_deleted_by_hand(ls_round):
+    settings, round_id, ranked, project = ls_round
+    first = push(settings, round_id, project=project)
+    oracle.annotate(settings, project, limit=1)
+    assert pull(settings, project).new == 1
+    client = Client.from_settings(settings)
+    task_id = _links(settings, project)[ranked[0]]
+    client.http("DELETE", f"api/tasks/{task_id}", "delete task")
+    report = pull(settings, project)
+    assert report.missing_tasks == [ranked[0]] and report.deleted == 1
+    with pytest.raises(LabelStudioError, match="deleted on the server.*--replace-deleted"):
+        push(settings, round_id, project=project)
+    again = push(settings, round_id, project=project, replace_deleted=True)
+    assert again.imported == 1
+    index = client.task_index(first.project_id)
+    assert sorted(index) == sorted(ranked) and all(len(v) == 1 for v in index.values())
+
+
+def test_missing_image_and_bad_config_reach_nothing(ls_round, tmp_path):
+    settings, round_id, ranked, project = ls_round
+    with transaction(settings) as s:
+        s.get(Sample, ranked[2]).uri = str(tmp_path / "gone.png")
+    with pytest.raises(ValidationError, match=f"missing on disk: sample {ranked[2]}"):
+        push(settings, round_id, project=project)
+    bad = ('<View><Image name="img" value="$image"/><Choices name="c" toName="img">'
+           '<Choice value="0"/><Choice value="1"/></Choices></View>')
+    with pytest.raises(ValidationError, match="lacks the dataset's classes"):
+        push(settings, round_id, project=project + "b", label_config=bad)
+    client = Client.from_settings(settings)
+    assert client.find_projects(project) == [] and client.find_projects(project + "b") == []
+
+
+def test_user_config_and_cli(ls_round, monkeypatch, capsys):
+    settings, round_id, ranked, project = ls_round
+    from curator.cli import main
+
+    config = settings.workspace / f"{project}.xml"
+    choices = "".join(f'<Choice value="{c}"/>' for c in range(10))
+    config.write_text(f'<View><Text name="t" value="$dataset"/><Image name="pic" value="$image"/>'
+                      f'<Choices name="digit" toName="pic">{choices}<Choice value="unsure"/></Choices></View>')
+    monkeypatch.setenv("CURATOR_DB_URL", settings.db_url)
+    monkeypatch.setenv("CURATOR_WORKSPACE", str(settings.workspace))
+    monkeypatch.setenv("CURATOR_LABELSTUDIO_URL", settings.labelstudio_url)
+    monkeypatch.setenv("CURATOR_LABELSTUDIO_TOKEN", settings.labelstudio_token)
+
+    def run(*args):
+        with pytest.raises(SystemExit) as exit_:
+            main(list(args))
+        out = capsys.readouterr()
+        return exit_.value.code, out.out, out.err
+
+    code, out, _ = run("push", "--round", str(round_id), "--project", project, "--label-config", str(config), "--json")
+    assert code == 0 and json.loads(out)["imported"] == 12
+    oracle.annotate(settings, project, limit=2)
+    code, out, _ = run("pull", "--project", project, "--json")
+    assert code == 0 and json.loads(out)["new"] == 2
+    assert {r[1] for r in _annotations(settings)} <= {str(c) for c in range(10)}
+    code, out, _ = run("labelstudio", "status")
+    assert code == 0 and "running" in out
+    monkeypatch.setenv("CURATOR_LABELSTUDIO_TOKEN", "not-the-token-123")
+    code, out, err = run("pull", "--project", project)
+    assert code == LabelStudioError.exit_code and "refused the API token" in err
+    assert "not-the-token-123" not in err + out
