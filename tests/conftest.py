@@ -107,3 +107,7 @@ def fiftyone_db(tmp_path_factory):
 
     with private_database(tmp_path_factory.mktemp("fiftyone")) as env:
         yield env
+
+
+# Label Studio (issue 6): one real server per test session; see tests/ls_fixtures.py.
+from ls_fixtures import ls_round, ls_server, ls_settings, small_idx  # noqa: E402,F401
