@@ -377,8 +377,8 @@ def _by_name(versions: dict[int, _V], name: str, dataset: str) -> _V:
 def _fetch(s, stmt) -> list[tuple]:
     """All rows of a large read as plain tuples from the driver (no per-row SQLAlchemy objects).
 
-    Only for statements whose parameters are ids and names chosen by curator:
-    they are rendered inline by SQLAlchemy's literal quoting.
+    Parameters (ids, split names) are rendered inline with SQLAlchemy's
+    literal quoting, which escapes strings, so the driver gets one plain query.
     """
     conn = s.connection()
     sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
@@ -638,8 +638,8 @@ def diff(s, a: str, b: str, dataset: str | None = None) -> VersionDiff:
     va, vb = _by_name(versions, a, ds_name), _by_name(versions, b, ds_name)
     la, lb = _reconstruct(s, versions, va.id), _reconstruct(s, versions, vb.id)
     added, removed, relabeled, vocab, ca, cb = _compare(la, lb)
-    label_a = dict(zip(la.ids[np.isin(la.ids, np.concatenate([removed, relabeled]))].tolist(),
-                       (vocab[c] for c in ca[np.isin(la.ids, np.concatenate([removed, relabeled]))].tolist())))
+    changed_a = np.isin(la.ids, np.concatenate([removed, relabeled]))
+    label_a = dict(zip(la.ids[changed_a].tolist(), (vocab[c] for c in ca[changed_a].tolist())))
     changed_b = np.isin(lb.ids, np.concatenate([added, relabeled]))
     label_b = dict(zip(lb.ids[changed_b].tolist(), (vocab[c] for c in cb[changed_b].tolist())))
     added_l = [(sid, label_b[sid]) for sid in added.tolist()]
