@@ -114,3 +114,32 @@ def test_refresh_picks_up_new_state(settings, synced, fo):
     run("refresh_curator", ds)
     ds.reload()
     assert ds.match(fo.ViewField("curator_id") == sid).first().human_label.label == "7"
+
+
+@pytest.mark.slow
+def test_score_then_select_from_the_app(settings, synced, fo):
+    """score_pool scores with the dataset's newest model and stores scores and
+    predictions; select_batch records round 2; the App's dataset shows both."""
+    from curator import rounds
+    from curator.store.queries import dataset_id
+    from curator.store.session import transaction
+
+    data, ds = synced
+    with transaction(settings) as s:
+        pool = rounds.pool_ids(s, dataset_id(s, "digits"))[0].tolist()
+    labeled = sorted(data["human"])
+    model = rounds.train_model(settings, "digits", labeled, [data["human"][i] for i in labeled], steps=20)
+    result = run("score_pool", ds, model="", mc_samples=2, subsample=0)
+    assert result.result["summary"].startswith(f"scored {len(pool)} pool samples with model {model.model_id}:")
+    ds.reload()
+    scored = ds.match(fo.ViewField("curator_id").is_in(pool))
+    assert None not in scored.values("curator_bald") and None not in scored.values("curator_novelty")
+    confidences = scored.values("prediction.confidence")
+    assert all(0.0 < c <= 1.0 for c in confidences) and len(set(confidences)) > 1  # the model's own
+
+    result = run("select_batch", ds, policy="entropy", budget=4, seed=0, model="")
+    assert result.result["summary"].startswith("round 2: 4 samples selected by entropy")
+    ds.reload()
+    batch = ds.load_saved_view("next-batch")
+    assert batch.values("curator_round") == [2] * 4 and batch.values("curator_rank") == [0, 1, 2, 3]
+    assert set(batch.values("curator_id")) <= set(pool)

@@ -118,13 +118,11 @@ class SelectBatch(CuratorOperator):
         if problem:
             _invalid(budget, problem)
         inputs.int("seed", default=0, label="Seed", description="Same pool, policy and seed: same batch.")
+        inputs.str("model", default="", label="Model", description=actions.MODEL_HELP)
 
     def run(self, ctx, link):
-        problem = actions.check_budget(ctx.params.get("budget"), actions.pool_size(link))
-        if problem:
-            raise ValueError(problem)
-        return {"summary": actions.select(link, ctx.params["policy"], int(ctx.params["budget"]),
-                                          int(ctx.params.get("seed") or 0))}
+        return {"summary": actions.select(link, ctx.params["policy"], ctx.params["budget"],
+                                          int(ctx.params.get("seed") or 0), ctx.params.get("model") or None)}
 
 
 class PushToLabelStudio(CuratorOperator):
@@ -140,7 +138,7 @@ class PushToLabelStudio(CuratorOperator):
             return
         labels = [str(r) for r in rounds]
         inputs.enum("round", labels, default=labels[-1], required=True, label="Round")
-        inputs.str("project", label="Label Studio project", description="Default: one project per dataset.")
+        inputs.str("project", default=actions.default_project(link), label="Label Studio project")
 
     def run(self, ctx, link):
         return {"summary": actions.push(link, int(ctx.params["round"]), ctx.params.get("project") or None)}
@@ -153,7 +151,7 @@ class PullAnnotations(CuratorOperator):
 
     def form(self, ctx, inputs, link):
         super().form(ctx, inputs, link)
-        inputs.str("project", label="Label Studio project", description="Default: the dataset's project.")
+        inputs.str("project", default=actions.default_project(link), label="Label Studio project")
 
     def run(self, ctx, link):
         return {"summary": actions.pull(link, ctx.params.get("project") or None)}
@@ -180,15 +178,16 @@ class CreateVersion(CuratorOperator):
 
 
 def _add_field(inputs, key, spec, value):
-    kind, default, label, choices = spec["type"], spec.get("default"), spec.get("label", key), spec.get("choices")
+    kind, default, choices = spec["type"], spec.get("default"), spec.get("choices")
+    kw = {"label": spec.get("label", key), "description": spec.get("description")}
     if choices:
-        inputs.enum(key, choices, default=default, label=label, view=types.Dropdown(label=label))
+        inputs.enum(key, choices, default=default, view=types.Dropdown(label=kw["label"]), **kw)
     elif kind == "int":
-        inputs.int(key, default=default, label=label)
+        inputs.int(key, default=default, min=0, **kw)
     elif kind == "bool":
-        inputs.bool(key, default=bool(default), label=label)
+        inputs.bool(key, default=bool(default), **kw)
     else:
-        inputs.str(key, default=default, label=label)
+        inputs.str(key, default=default, **kw)
 
 
 def _params(ctx, options):

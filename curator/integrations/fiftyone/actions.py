@@ -136,40 +136,158 @@ def create_version(link: Link, name: str, message: str | None = None) -> str:
     return f"version {info.name}: {info.size} labeled samples, checksum {info.checksum[:12]}"
 
 
-# ----------------------------------------------------- engine, Label Studio
-
-
-def _require(module: str, what: str):
-    """Import a workflow module, or say clearly which part of curator is missing."""
-    import importlib
-
-    from curator.exceptions import MissingExtraError
-
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            raise ValidationError(f"{what} is not available: this curator has no {module}") from None
-        raise MissingExtraError(exc.name or module, "all") from None
+# ------------------------------------------------------------ score, select
 
 
 def pool_size(link: Link) -> int:
-    """Samples a policy may select: not labeled, not selected in a round, not an exact copy."""
-    from sqlalchemy import func, select
+    """Samples a policy may select now (``curator.rounds.pool_ids``)."""
+    from curator import rounds
+    from curator.store.queries import dataset_id
+    from curator.store.session import transaction
 
-    from curator.store.models import Annotation, Round, RoundItem, Sample
+    with transaction(link.settings) as s:
+        return len(rounds.pool_ids(s, dataset_id(s, link.dataset))[0])
+
+
+MODEL_HELP = "Model id or saved .pt file; empty: the dataset's newest model, or train one on the current labels."
+
+
+def model_for(link: Link, model: str | None = None):
+    """The model to score or select with (see MODEL_HELP)."""
+    from sqlalchemy import select
+
+    from curator import rounds
+    from curator.store.models import Model
+    from curator.store.queries import agreed_labels, dataset_id
+    from curator.store.session import transaction
+
+    if model:
+        return rounds.load_model(link.settings, model)
+    with transaction(link.settings) as s:
+        rows = s.execute(select(Model.id, Model.params).where(Model.path.is_not(None)).order_by(Model.id.desc()))
+        newest = next((mid for mid, params in rows if (params or {}).get("dataset") == link.dataset), None)
+        labels = {} if newest is not None else agreed_labels(s, dataset_id(s, link.dataset))
+    if newest is not None:
+        return rounds.load_model(link.settings, newest)
+    if not labels:
+        raise ValidationError(
+            f"dataset {link.dataset!r} has no model and no labels to train one on; pull annotations first "
+            "or give a model id or .pt file"
+        )
+    ids = sorted(labels)
+    return rounds.train_model(link.settings, link.dataset, ids, [labels[i][0] for i in ids])
+
+
+def score_options(link: Link) -> dict[str, dict]:
+    """The score form's fields: name -> {type, default, label}."""
+    return {
+        "model": {"type": "str", "default": "", "label": "Model", "description": MODEL_HELP},
+        "mc_samples": {"type": "int", "default": 20, "label": "MC-dropout passes (0: off; BALD needs them)"},
+        "subsample": {"type": "int", "default": 0, "label": "Score a random subset of this size (0: all)"},
+    }
+
+
+def score(link: Link, model: str | None = None, mc_samples: int = 20, subsample: int = 0) -> str:
+    """Score the pool (``curator.rounds.score_pool``) and store the model's predictions beside the scores."""
+    from curator import rounds
+
+    trained = model_for(link, model or None)
+    scored = rounds.score_pool(
+        link.settings, link.dataset, trained, mc_samples=int(mc_samples), subsample=int(subsample) or None
+    )
+    record_predictions(link.settings, link.dataset, scored.sample_ids, scored.pool.mean_probs, trained)
+    kinds = ", ".join(sorted(scored.scores))
+    return f"scored {len(scored.sample_ids)} pool samples with model {scored.model_id}: {kinds}"
+
+
+def record_predictions(settings, dataset: str, sample_ids, probs, model) -> int:
+    """Store each sample's predicted class and its probability as Score rows of kind
+    ``prediction`` (index into the dataset's classes) and ``confidence``: what the
+    sync shows as the ``prediction`` field and Label Studio as pre-annotations."""
+    import numpy as np
+    from sqlalchemy import delete
+
+    from curator.store.models import Score
+    from curator.store.queries import dataset_classes
+    from curator.store.session import transaction
+
+    probs = np.asarray(probs)
+    top = probs.argmax(1)
+    with transaction(settings) as s:
+        index = {c: i for i, c in enumerate(dataset_classes(s, dataset))}
+        rows = []
+        for sid, k, p in zip(np.asarray(sample_ids).tolist(), top.tolist(), probs.max(1).tolist()):
+            label = str(model.classes[k])
+            if label in index:
+                rows += [
+                    {"sample_id": sid, "kind": "prediction", "value": float(index[label]), "model_id": model.model_id},
+                    {"sample_id": sid, "kind": "confidence", "value": float(p), "model_id": model.model_id},
+                ]
+        ids = [int(i) for i in np.asarray(sample_ids).tolist()]
+        for start in range(0, len(ids), 5000):
+            s.execute(delete(Score).where(
+                Score.model_id == model.model_id, Score.kind.in_(("prediction", "confidence")),
+                Score.sample_id.in_(ids[start:start + 5000]),
+            ))
+        if rows:
+            s.execute(Score.__table__.insert(), rows)
+    return len(rows) // 2
+
+
+def select(link: Link, policy: str, budget: int, seed: int = 0, model: str | None = None) -> str:
+    """Select and record the next round (``curator.rounds.select_round``)."""
+    from curator import rounds
+
+    problem = check_budget(budget, pool_size(link))
+    if problem:
+        raise ValidationError(problem)
+    trained = model_for(link, model or None)
+    result = rounds.select_round(link.settings, link.dataset, trained, budget=int(budget), policy=policy,
+                                 seed=int(seed))
+    return f"round {result.number}: {len(result.sample_ids)} samples selected by {policy} from a pool of {result.pool_size}"
+
+
+# ------------------------------------------------------------ Label Studio
+
+
+def _round_id(link: Link, number: int) -> int:
+    from sqlalchemy import select
+
+    from curator.store.models import Round
     from curator.store.queries import dataset_id
     from curator.store.session import transaction
 
     with transaction(link.settings) as s:
         ds = dataset_id(s, link.dataset)
-        selected = select(RoundItem.sample_id).join(Round, Round.id == RoundItem.round_id).where(Round.dataset_id == ds)
-        labeled = select(Annotation.sample_id).where(Annotation.deleted.is_(False), Annotation.skipped.is_(False))
-        return s.scalar(
-            select(func.count()).select_from(Sample).where(
-                Sample.dataset_id == ds,
-                Sample.duplicate_of_id.is_(None),
-                Sample.id.not_in(selected),
-                Sample.id.not_in(labeled),
-            )
-        )
+        rid = s.scalar(select(Round.id).where(Round.dataset_id == ds, Round.number == int(number)))
+        if rid is None:
+            raise NotFoundError(f"round {number} of dataset {link.dataset!r} does not exist")
+        return rid
+
+
+def default_project(link: Link) -> str:
+    from curator.integrations.labelstudio.push import default_project_name
+
+    return default_project_name(link.dataset)
+
+
+def push(link: Link, round_number: int, project: str | None = None) -> str:
+    """Push a round to Label Studio (``curator.integrations.labelstudio.push``)."""
+    from curator.integrations.labelstudio.push import push as ls_push
+
+    report = ls_push(link.settings, _round_id(link, round_number), project=project)
+    return (
+        f"round {round_number} -> Label Studio project {report.project!r}: {report.imported} tasks imported, "
+        f"{report.already_linked} already there; {report.url}"
+    )
+
+
+def pull(link: Link, project: str | None = None) -> str:
+    """Pull annotations from Label Studio (``curator.integrations.labelstudio.pull``)."""
+    from curator.integrations.labelstudio.pull import pull as ls_pull
+
+    report = ls_pull(link.settings, project or default_project(link))
+    return (
+        f"{report.new} new, {report.updated} updated, {report.deleted} deleted annotations; "
+        f"{report.labeled_samples} samples labeled ({report.disagreements} with disagreement)"
+    )
