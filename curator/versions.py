@@ -149,16 +149,16 @@ def checksum_of(pairs: Iterable[tuple[str, str]]) -> str:
 
 
 def _checksum(shas: Sequence[str], codes: np.ndarray, vocab: Sequence[str]) -> str:
-    """``checksum_of`` for arrays: the sort runs in NumPy (a million pairs in about a second)."""
-    suffix = [f"\t{v}\n" for v in vocab]
+    """``checksum_of`` for arrays: the sort runs in NumPy over 64-byte keys (a million pairs in about a second)."""
+    suffix = [f"\t{v}\n".encode() for v in vocab]
     rank = np.empty(len(vocab), dtype=np.int64)
     rank[sorted(range(len(vocab)), key=lambda i: suffix[i])] = np.arange(len(vocab))
-    sha = np.asarray(shas)
+    sha = np.array(shas, dtype="S64")  # hex digests: ASCII, so bytes order = str order
     order = np.lexsort((rank[codes], sha)) if len(sha) else np.zeros(0, dtype=np.int64)
     h = hashlib.sha256()
     for start in range(0, len(order), 1 << 18):
         part = order[start : start + (1 << 18)]
-        h.update("".join(map(str.__add__, sha[part].tolist(), [suffix[c] for c in codes[part].tolist()])).encode())
+        h.update(b"".join(map(bytes.__add__, sha[part].tolist(), map(suffix.__getitem__, codes[part].tolist()))))
     return h.hexdigest()
 
 
@@ -199,11 +199,12 @@ class _Labels:
 
     @classmethod
     def from_dict(cls, labels: dict[int, str | None]) -> "_Labels":
-        index: dict = {}
+        vocab = tuple(dict.fromkeys(labels.values()))
+        index = {v: i for i, v in enumerate(vocab)}
         ids = np.fromiter(labels.keys(), dtype=np.int64, count=len(labels))
-        codes = np.fromiter((index.setdefault(v, len(index)) for v in labels.values()), dtype=np.int64, count=len(labels))
+        codes = np.fromiter(map(index.__getitem__, labels.values()), dtype=np.int64, count=len(labels))
         order = np.argsort(ids, kind="stable")
-        return cls(ids[order], codes[order], tuple(index))
+        return cls(ids[order], codes[order], vocab)
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -95,6 +95,7 @@ def version_storage(url: str) -> int:
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             return int(sum(conn.execute(text(f"SELECT pg_total_relation_size('{t}')")).scalar() for t in tables))
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # dbstat reads the file, not the WAL
         names = ", ".join(f"'{t}'" for t in tables)
         # dbstat: every page of these tables and of their indexes (sqlite_autoindex_*).
         return int(conn.execute(text(
