@@ -33,6 +33,9 @@ class Settings:
     labelstudio_token: str | None = dataclasses.field(default=None, repr=False)
     config_file: Path | None = None
 
+    def __post_init__(self):
+        object.__setattr__(self, "workspace", Path(self.workspace).expanduser())
+
     @property
     def database_url(self) -> str:
         """The database URL; a SQLite file inside the workspace when none is set."""

@@ -1,0 +1,131 @@
+"""The loop end to end: oracle labels, resume after a kill, and the real Label Studio server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from curator.ingest import ingest_arrays
+from curator.ingest.idx import iter_images, read_labels
+from curator.loop import LoopConfig, run_loop
+from curator.store.models import Annotation, Evaluation, LabelVersion, Round, RoundItem
+from curator.store.session import transaction
+
+from conftest import SAMPLE
+
+N_TRAIN, N_TEST = 400, 300
+
+
+def small_dataset(settings, name="loopdata"):
+    """Real 16x16 MNIST digits: a 400-image pool and a 300-image test split."""
+    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
+        _, images = next(iter_images(SAMPLE / f"{split}-images-idx3-ubyte.gz", batch_size=n))
+        labels = read_labels(SAMPLE / f"{split}-labels-idx1-ubyte.gz")[:n]
+        ingest_arrays(images, labels, dataset=name, split=split, name=split, settings=settings)
+    return name
+
+
+def config(name, **kw):
+    return LoopConfig(dataset=name, rounds=2, budget=8, initial=20, subsample=None, **kw)
+
+
+def counts(settings):
+    with transaction(settings) as s:
+        return {
+            "rounds": s.scalar(select(func.count()).select_from(Round)),
+            "items": s.scalar(select(func.count()).select_from(RoundItem)),
+            "annotations": s.scalar(select(func.count()).select_from(Annotation)),
+            "versions": s.scalars(select(LabelVersion.name).order_by(LabelVersion.id)).all(),
+            "evaluations": s.execute(select(Evaluation.n_labels, Evaluation.value).order_by(Evaluation.n_labels)).all(),
+            "status": s.scalars(select(Round.status).order_by(Round.number)).all(),
+        }
+
+
+@pytest.mark.slow
+def test_oracle_loop_runs_rounds_records_everything_and_reports(settings):
+    name = small_dataset(settings)
+    result = run_loop(settings, config(name))
+    assert result.rounds_done == 2 and result.n_labels == 20 + 2 * 8 and result.waiting is None
+    c = counts(settings)
+    assert c["status"] == ["done"] * 3 and c["items"] == 36 and c["annotations"] == 36
+    assert c["versions"] == ["round-0", "round-1", "round-2"]
+    assert [n for n, _ in c["evaluations"]] == [20, 28, 36]
+    assert all(0 <= e < 0.9 for _, e in c["evaluations"])
+    with transaction(settings) as s:  # every selected sample is distinct across rounds
+        sids = s.scalars(select(RoundItem.sample_id)).all()
+        assert len(set(sids)) == len(sids)
+        policies = s.scalars(select(Round.policy).order_by(Round.number)).all()
+        assert policies == ["seed-balanced", "curator", "curator"]
+    report = settings.workspace / "reports" / name / "report.md"
+    assert report.exists() and (report.parent / "report.png").stat().st_size > 10_000
+    text = report.read_text()
+    assert "| 2 | 36 |" in text and "Forecast" in text
+    # running it again does nothing new
+    again = run_loop(settings, config(name))
+    assert again.rounds_done == 2 and counts(settings) == c
+
+
+KILL = """
+import os, sys
+import curator.loop as loop
+from curator.settings import Settings
+from curator.loop import LoopConfig
+settings = Settings(workspace=sys.argv[1])
+real = loop.version
+def version(settings, cfg, number):
+    if number == 1:
+        os._exit(9)  # killed between pull and version, no clean-up
+    return real(settings, cfg, number)
+loop.version = version
+loop.run_loop(settings, LoopConfig(**__import__("json").loads(sys.argv[2])))
+"""
+
+
+@pytest.mark.slow
+def test_loop_killed_between_pull_and_version_resumes(settings):
+    name = small_dataset(settings)
+    cfg = config(name)
+    args = json.dumps(dataclasses.asdict(cfg))
+    proc = subprocess.run([sys.executable, "-c", KILL, str(settings.workspace), args], capture_output=True,
+                          text=True, timeout=600, env={"CURATOR_PROGRESS": "0", "PATH": ""})
+    assert proc.returncode == 9, proc.stderr
+    before = counts(settings)
+    assert before["status"] == ["done", "labeled"]  # round 1 labeled and pulled, not versioned
+    assert before["versions"] == ["round-0"] and before["annotations"] == 28
+    result = run_loop(settings, cfg)
+    after = counts(settings)
+    assert result.rounds_done == 2 and after["status"] == ["done"] * 3
+    assert after["versions"] == ["round-0", "round-1", "round-2"]
+    assert after["annotations"] == 36  # round 1's labels were kept, not asked again
+    assert after["evaluations"][:1] == before["evaluations"][:1]  # finished work not redone
+    with transaction(settings) as s:
+        r1 = s.scalar(select(Round).where(Round.number == 1))
+        assert len(s.scalars(select(RoundItem.sample_id).where(RoundItem.round_id == r1.id)).all()) == 8
+
+
+@pytest.mark.slow
+@pytest.mark.labelstudio
+def test_two_rounds_against_real_label_studio_with_oracle(ls_server, tmp_path):
+    from curator.integrations.labelstudio import TOOL
+    from curator.store.models import TaskLink
+
+    settings = dataclasses.replace(ls_server, db_url=f"sqlite:///{tmp_path / 'loop.db'}")
+    name = small_dataset(settings, name=f"loop{tmp_path.name[-6:].replace('-', '')}")
+    cfg = config(name, labeler="labelstudio-oracle", project=f"loop-{tmp_path.name[-8:]}")
+    result = run_loop(settings, cfg)
+    assert result.rounds_done == 2 and result.waiting is None
+    c = counts(settings)
+    assert c["status"] == ["done"] * 3 and c["annotations"] == 36
+    with transaction(settings) as s:
+        links = s.scalar(select(func.count()).select_from(TaskLink).where(TaskLink.tool == TOOL))
+        tools = set(s.scalars(select(Annotation.tool)))
+    assert links == 36 and tools == {TOOL}
+    # a re-run pushes nothing twice and stores nothing twice
+    run_loop(settings, cfg)
+    assert counts(settings)["annotations"] == 36
