@@ -11,12 +11,12 @@ import numpy as np
 
 from conftest import SAMPLE
 
-N = 60  # digits ingested; the last one is a planted exact copy of digit 0
+N = 61  # digits ingested; the last two are planted copies: exact of digit 0, shifted of digit 1
 ROUND_SIZE = 5
 WRONG = (1, 2, 3)  # annotated samples whose human label disagrees with the prediction
 
 
-def sample_images(n: int = N - 1) -> tuple[np.ndarray, np.ndarray]:
+def sample_images(n: int = N - 2) -> tuple[np.ndarray, np.ndarray]:
     from curator.ingest.idx import iter_images, read_labels
 
     _, images = next(iter_images(SAMPLE / "train-images-idx3-ubyte.gz", n))
@@ -33,8 +33,9 @@ def make_workspace(settings, dataset: str = "digits") -> dict:
     from curator.store.session import transaction
 
     images, labels = sample_images()
-    images = np.concatenate([images, images[:1]])  # planted exact duplicate of the first digit
-    labels = np.concatenate([labels, labels[:1]])
+    shifted = np.roll(images[1], 1, axis=1)  # a near duplicate: digit 1 moved one pixel right
+    images = np.concatenate([images, images[:1], shifted[None]])  # + an exact copy of digit 0
+    labels = np.concatenate([labels, labels[:2]])
     ingest_arrays(images, labels, dataset=dataset, name="digits", split="train", settings=settings)
     with transaction(settings) as s:
         ds_id = s.scalar(select(Dataset.id).where(Dataset.name == dataset))
@@ -64,5 +65,5 @@ def make_workspace(settings, dataset: str = "digits") -> dict:
         human[ids[0]] = bob
     return {
         "dataset": dataset, "ids": ids, "gt": gt, "entropy": entropy, "pred": pred,
-        "round": by_entropy, "human": human, "duplicate": (ids[0], ids[-1]),
+        "round": by_entropy, "human": human, "duplicate": (ids[0], ids[-2]), "near": (ids[1], ids[-1]),
     }

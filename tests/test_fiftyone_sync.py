@@ -65,16 +65,20 @@ def test_sync_writes_one_sample_per_curator_sample_with_its_state(db_settings, f
     assert by_id[first].curator_annotations == 2
     assert sum(s.human_label is not None for s in ds) == len(data["human"])
 
-    # the planted exact copy forms a group whose representative is the first copy
+    # planted copies: an exact one (first copy kept) and a shifted one (the labeled original kept)
     a, b = data["duplicate"]
+    c, d = data["near"]
     assert by_id[a].curator_dup_group == by_id[b].curator_dup_group == a
     assert by_id[a].curator_is_representative and not by_id[b].curator_is_representative
+    assert by_id[c].curator_dup_group == by_id[d].curator_dup_group == c
+    assert by_id[c].curator_is_representative and not by_id[d].curator_is_representative
     assert by_id[data["ids"][5]].curator_dup_group is None
     assert by_id[data["ids"][5]].curator_is_representative
 
     assert set(report.views) == {"next-batch", "duplicate-groups", "most-uncertain", "disagreements"}
     assert ds.load_saved_view("next-batch").values("curator_id") == data["round"]
-    assert ds.load_saved_view("duplicate-groups").values("curator_id") == [a, b]
+    assert ds.load_saved_view("duplicate-groups").values("curator_id") == [a, b, c, d]
+    assert (report.embeddings, report.similarity) == ("coldstart", "curator_similarity")
     uncertain = ds.load_saved_view("most-uncertain")
     values = uncertain.values("curator_entropy")
     assert values == sorted(values, reverse=True) and len(values) == len(data["ids"]) - len(data["human"])
@@ -162,33 +166,29 @@ def test_bad_input_names_the_problem_and_writes_nothing(settings, ws, fo):
     assert fo.list_datasets() == ["taken"]  # no half-built dataset left behind
 
 
-def test_similarity_index_and_visualization_from_given_embeddings(settings, ws, fo):
-    """Pixel embeddings of the digits: the planted copy is the nearest neighbour of its original."""
-    from curator.integrations.fiftyone import compute_visualization, register_similarity, sync
+def test_similarity_and_map_from_the_stored_embeddings(settings, ws, fo):
+    """The newest stored embeddings (a CNN's) feed Brain: the exact copy is its original's
+    nearest neighbour, and a 2-D map covers every sample."""
+    from curator import embeddings, rounds
     from curator.exceptions import ValidationError
+    from curator.integrations.fiftyone import register_similarity, sync
 
-    sync(settings, "digits")
+    labeled = sorted(ws["human"])
+    model = rounds.train_model(settings, "digits", labeled, [ws["human"][i] for i in labeled], steps=20)
+    embeddings.compute_embeddings(settings, "digits", model.adapter, model_id=model.model_id)
+    report = sync(settings, "digits")
+    assert report.embeddings.split(":")[0] == model.adapter.name
     ds = fo.load_dataset("curator-digits")
-    E = np.stack([np.asarray(_pixels(p), dtype=np.float32).ravel() for p in ds.values("filepath")])
-    assert register_similarity(ds, E) == "curator_similarity"
     a, b = ws["duplicate"]
     query = ds.match(fo.ViewField("curator_id") == a).first().id
     nearest = ds.sort_by_similarity(query, k=2, brain_key="curator_similarity").values("curator_id")
     assert set(nearest) == {a, b}
-    assert compute_visualization(ds, E, method="pca") == "curator_visualization"
     points = ds.load_brain_results("curator_visualization").points
     assert points.shape == (len(ds), 2) and np.isfinite(points).all()
-    register_similarity(ds, E)  # running again replaces the index
+    sync(settings, "digits")  # runs again: the brain runs are replaced, not added
     assert ds.list_brain_runs() == ["curator_similarity", "curator_visualization"]
     with pytest.raises(ValidationError, match="one row per sample"):
-        register_similarity(ds, E[:3])
-
-
-def _pixels(path):
-    from PIL import Image
-
-    with Image.open(path) as img:
-        return np.asarray(img)
+        register_similarity(ds, np.ones((3, 4)))
 
 
 def test_import_fiftyone_dataset_as_a_pool(settings, fo, tmp_path):
@@ -242,8 +242,12 @@ def test_cli_sync_and_import(settings, ws, fo, monkeypatch, capsys):
 
     code, out, err = run("fiftyone", "sync", "digits", "--json")
     assert code == 0, err
+    report = json.loads(out)  # stdout holds the JSON document only
+    assert report["samples"] == len(ws["ids"]) and report["views"][0] == "next-batch"
+    assert (report["similarity"], report["visualization"]) == ("curator_similarity", "curator_visualization")
+    code, out, err = run("fiftyone", "sync", "digits", "--no-duplicates", "--visualization", "none", "--json")
     report = json.loads(out)
-    assert report["samples"] == len(ws["ids"]) and "near_duplicates" in report["skipped"]
+    assert code == 0 and "near_duplicates" in report["skipped"] and report["visualization"] is None
     code, out, err = run("fiftyone", "sync", "digits", "--round", "1")
     assert code == 0 and out.startswith(f"curator-digits-round-1: {ROUND_SIZE} samples from round 1")
     code, out, err = run("fiftyone", "sync", "nope")

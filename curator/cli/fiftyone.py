@@ -27,9 +27,11 @@ def fiftyone():
               help="Register stored embeddings as a Brain similarity index.")
 @click.option("--visualization", type=click.Choice(["pca", "tsne", "none"]), default="pca", show_default=True,
               help="2-D embedding map computed from the stored embeddings.")
+@click.option("--duplicates/--no-duplicates", default=True, show_default=True,
+              help="Near-duplicate groups as `curator dedup` finds them (cold-start embedding).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.pass_context
-def sync(ctx, dataset, round_, version, fo_name, similarity, visualization, as_json):
+def sync(ctx, dataset, round_, version, fo_name, similarity, visualization, duplicates, as_json):
     """Create or update the FiftyOne dataset of DATASET (or of one round or version).
 
     One FiftyOne sample per curator sample; running it again updates the
@@ -40,6 +42,7 @@ def sync(ctx, dataset, round_, version, fo_name, similarity, visualization, as_j
     report = run(
         settings_from(ctx), dataset, round=round_, version=version, fo_name=fo_name,
         similarity=similarity, visualization=None if visualization == "none" else visualization,
+        duplicates=duplicates,
     )
     if as_json:
         click.echo(json.dumps(report.as_dict()))

@@ -7,6 +7,9 @@ under the same brain key is replaced, so a re-sync refreshes it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+
 import numpy as np
 
 from curator.exceptions import ValidationError
@@ -26,6 +29,18 @@ def _check(ds, embeddings: np.ndarray, caller: str) -> np.ndarray:
     return E
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Brain logs progress on stdout, which must stay clean for ``--json``."""
+    logger = logging.getLogger("fiftyone.brain")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def register_similarity(ds, embeddings: np.ndarray, brain_key: str = "curator_similarity") -> str:
     """Index ``embeddings`` with the sklearn backend so the App can sort by similarity."""
     from curator.integrations.fiftyone._fo import brain
@@ -33,9 +48,10 @@ def register_similarity(ds, embeddings: np.ndarray, brain_key: str = "curator_si
     E = _check(ds, embeddings, "register_similarity")
     if ds.has_brain_run(brain_key):
         ds.delete_brain_run(brain_key)
-    brain().compute_similarity(
-        ds, embeddings=E, brain_key=brain_key, backend="sklearn", metric="cosine", progress=False
-    )
+    with _quiet():
+        brain().compute_similarity(
+            ds, embeddings=E, brain_key=brain_key, backend="sklearn", metric="cosine", progress=False
+        )
     return brain_key
 
 
@@ -50,7 +66,8 @@ def compute_visualization(
     E = _check(ds, embeddings, "compute_visualization")
     if ds.has_brain_run(brain_key):
         ds.delete_brain_run(brain_key)
-    brain().compute_visualization(
-        ds, embeddings=E, method=method, num_dims=2, brain_key=brain_key, seed=seed, progress=False
-    )
+    with _quiet():
+        brain().compute_visualization(
+            ds, embeddings=E, method=method, num_dims=2, brain_key=brain_key, seed=seed, progress=False
+        )
     return brain_key

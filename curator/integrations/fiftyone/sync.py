@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from curator.exceptions import FiftyOneError, NotFoundError, ValidationError
+from curator.exceptions import CuratorError, FiftyOneError, NotFoundError, ValidationError
 
 #: Score kinds whose "most uncertain" view is built, in order of preference.
 UNCERTAINTY_KINDS = ("entropy", "bald", "margin", "least_confidence", "variation_ratio")
@@ -71,6 +71,7 @@ class SyncReport:
     views: list[str] = dataclasses.field(default_factory=list)
     similarity: str | None = None
     visualization: str | None = None
+    embeddings: str | None = None
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
 
@@ -95,6 +96,7 @@ class Columns:
     classes: list[str] = dataclasses.field(default_factory=list)
     latest_round: int | None = None
     embeddings: np.ndarray | None = None  # aligned with ids
+    embedding_source: str | None = None  # the model that made them
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def put(self, field: str, kind: str, by_id: dict[int, Any]) -> None:
@@ -118,17 +120,19 @@ def field_of(kind: str) -> str:
 # --------------------------------------------------------------------- read
 
 
-def collect(settings, dataset: str, round: int | None = None, version: str | None = None) -> Columns:
+def collect(
+    settings, dataset: str, round: int | None = None, version: str | None = None, *, duplicates: bool = True
+) -> Columns:
     """Read and check everything to write, in one read transaction."""
     from curator.store.session import transaction
 
     if round is not None and version is not None:
         raise ValidationError("pass a round or a version to sync, not both")
     with transaction(settings) as s:
-        return _collect(s, settings, dataset, round, version)
+        return _collect(s, settings, dataset, round, version, duplicates)
 
 
-def _collect(s, settings, dataset: str, round: int | None, version: str | None) -> Columns:
+def _collect(s, settings, dataset: str, round: int | None, version: str | None, duplicates: bool) -> Columns:
     from sqlalchemy import func, select
 
     from curator.store import queries
@@ -226,7 +230,7 @@ def _collect(s, settings, dataset: str, round: int | None, version: str | None) 
         cols.skipped["human_label"] = "no annotations yet; pull them from Label Studio first"
 
     _put_versions(s, cols, members, version)
-    _put_duplicates(s, settings, cols, ds_id, all_rows, set(agreed))
+    _put_duplicates(s, settings, cols, ds_id, all_rows, set(agreed), duplicates)
     return cols
 
 
@@ -278,36 +282,33 @@ def _put_versions(s, cols: Columns, members: dict[int, str] | None, version: str
     cols.put("version_label", "classification", {k: (v, None) for k, v in label.items()})
 
 
-def _put_duplicates(s, settings, cols: Columns, ds_id: int, all_rows, labeled: set[int]) -> None:
-    """Near-duplicate groups (``curator.find_duplicates`` over the stored embeddings of the
-    whole dataset, labeled samples kept first); exact copies from ingest without embeddings."""
+def _put_duplicates(s, settings, cols: Columns, ds_id: int, all_rows, labeled: set[int], duplicates: bool) -> None:
+    """Near-duplicate groups exactly as ``curator dedup`` finds them by default:
+    ``curator.find_duplicates`` over the cold-start embedding of the whole dataset
+    (the one its threshold was chosen for), with content hashes and labeled samples
+    kept first. Also picks the embeddings for Brain: the newest stored set, else
+    the cold-start ones."""
+    from curator import embeddings
+
+    ids = np.fromiter((r.id for r in all_rows), dtype=np.int64, count=len(all_rows))
     group: dict[int, int] = {}
-    found = _load_embeddings(s, settings, ds_id)
-    if found is None:
-        cols.skipped["near_duplicates"] = (
-            f"no stored embeddings; exact duplicates only (compute them: curator embed --dataset {cols.dataset})"
-        )
-    else:
+    cold = None
+    if duplicates:
         from curator.dedup import find_duplicates
 
-        emb_ids, E = found
-        pos = {int(sid): i for i, sid in enumerate(emb_ids.tolist())}
-        take = [pos.get(int(i), -1) for i in cols.ids.tolist()]
-        if min(take) >= 0:
-            cols.embeddings = np.asarray(E[np.asarray(take)], dtype=np.float32)
-        else:
-            cols.skipped["similarity"] = "stored embeddings do not cover every sample; recompute them (curator embed)"
-        sha = {r.id: r.sha256 for r in all_rows}
+        cold = _coldstart(s, settings, ds_id, ids, [r.uri for r in all_rows])
         groups = find_duplicates(
-            E,
-            hashes=[sha.get(int(i), f"missing-{i}") for i in emb_ids.tolist()],
-            labeled=np.fromiter((int(i) in labeled for i in emb_ids.tolist()), dtype=bool, count=len(emb_ids)),
+            cold,
+            hashes=[r.sha256 for r in all_rows],
+            labeled=np.fromiter((int(i) in labeled for i in ids.tolist()), dtype=bool, count=len(ids)),
         )
         for g in groups:
-            members = emb_ids[np.asarray(g)].tolist()
+            members = ids[np.asarray(g)].tolist()
             for sid in members:
                 group[int(sid)] = int(members[0])
-    for r in all_rows:  # exact copies recorded at ingest that no group holds (no embeddings)
+    else:
+        cols.skipped["near_duplicates"] = "not computed (duplicates=False); exact copies from ingest only"
+    for r in all_rows:  # exact copies recorded at ingest, when near duplicates were not computed
         if r.duplicate_of_id is not None and r.id not in group:
             rep = group.setdefault(r.duplicate_of_id, r.duplicate_of_id)
             group[r.id] = rep
@@ -316,14 +317,57 @@ def _put_duplicates(s, settings, cols: Columns, ds_id: int, all_rows, labeled: s
     cols.put("curator_dup_group", "int", group)
     cols.put("curator_is_representative", "bool", {int(i): group.get(int(i), int(i)) == int(i) for i in cols.ids})
 
+    found = embeddings.load_latest(s, settings, ds_id)
+    if found is not None:
+        cols.embedding_source = _newest_embedding_model(s, ds_id)
+    elif cold is not None:
+        found = (ids, cold)
+        cols.embedding_source = "coldstart"
+    if found is None:
+        cols.skipped["similarity"] = f"no embeddings; compute them: curator embed --dataset {cols.dataset}"
+        return
+    emb_ids, E = found
+    pos = {int(sid): i for i, sid in enumerate(np.asarray(emb_ids).tolist())}
+    take = [pos.get(int(i), -1) for i in cols.ids.tolist()]
+    if min(take) < 0:
+        cols.skipped["similarity"] = "the newest embeddings miss samples added since; run: curator embed"
+        return
+    cols.embeddings = np.asarray(E[np.asarray(take)], dtype=np.float32)
 
-def _load_embeddings(s, settings, ds_id: int):
-    """(sample_ids, embeddings) of the dataset's newest complete embedding set, or None."""
-    try:
-        from curator import embeddings
-    except ImportError:
-        return None
-    return embeddings.load_latest(s, settings, ds_id)
+
+def _newest_embedding_model(s, ds_id: int) -> str:
+    from sqlalchemy import select
+
+    from curator.store.models import EmbeddingSet, Model
+
+    row = s.execute(
+        select(Model.name, Model.version).join(EmbeddingSet, EmbeddingSet.model_id == Model.id)
+        .where(EmbeddingSet.dataset_id == ds_id, EmbeddingSet.done == EmbeddingSet.count)
+        .order_by(EmbeddingSet.id.desc())
+    ).first()
+    return f"{row[0]}:{row[1][:12]}" if row else "stored"
+
+
+def _coldstart(s, settings, ds_id: int, ids: np.ndarray, uris: list[str]) -> np.ndarray:
+    """Cold-start embeddings of ``ids``: the stored set when complete and current, else computed."""
+    from sqlalchemy import select
+
+    from curator import coldstart, embeddings
+    from curator.store.models import EmbeddingSet, Model
+
+    model_id = s.scalar(
+        select(Model.id).join(EmbeddingSet, EmbeddingSet.model_id == Model.id)
+        .where(EmbeddingSet.dataset_id == ds_id, Model.name == coldstart.MODEL_NAME)
+        .order_by(EmbeddingSet.id.desc())
+    )
+    if model_id is not None:
+        try:
+            stored_ids, E = embeddings.load(s, settings, ds_id, model_id)
+        except CuratorError:
+            stored_ids = None
+        if stored_ids is not None and np.array_equal(stored_ids, ids):
+            return np.asarray(E, dtype=np.float32)
+    return coldstart.embed_paths(uris)
 
 
 # -------------------------------------------------------------------- write
@@ -338,19 +382,22 @@ def sync(
     *,
     similarity: bool = True,
     visualization: str | None = "pca",
+    duplicates: bool = True,
 ) -> SyncReport:
     """Create or update the FiftyOne dataset of a curator dataset, round or version.
 
     ``similarity`` registers the stored embeddings as a Brain similarity index
     and ``visualization`` ("pca", "tsne" or None) computes a 2-D map from
-    them; both are skipped (and reported) when no embeddings are stored.
+    them (the newest stored embeddings, else the cold-start ones). ``duplicates``
+    computes near-duplicate groups (cold-start embedding, as ``curator dedup``);
+    without it only exact copies found at ingest are grouped.
     """
     from curator.integrations.fiftyone._fo import fiftyone
 
     if visualization not in (None, "pca", "tsne"):
         raise ValidationError(f"visualization: {visualization!r} is not one of pca, tsne, None")
     start = time.perf_counter()
-    cols = collect(settings, dataset, round, version)
+    cols = collect(settings, dataset, round, version, duplicates=duplicates)
     name = fo_name or default_name(dataset, round, version)
     fo = fiftyone()
     report = SyncReport(fo_dataset=name, dataset=dataset, scope=describe(cols.scope), skipped=dict(cols.skipped))
@@ -500,12 +547,13 @@ def _finish(ds, cols: Columns, report: SyncReport, settings, similarity: bool, v
         order = ds.values("curator_id")
         pos = {int(i): k for k, i in enumerate(cols.ids.tolist())}
         E = cols.embeddings[np.asarray([pos[c] for c in order])]
+        report.embeddings = cols.embedding_source
         if similarity:
             report.similarity = sim.register_similarity(ds, E, brain_key=SIMILARITY_KEY)
         if visualization:
             report.visualization = sim.compute_visualization(ds, E, method=visualization, brain_key=VISUALIZATION_KEY)
     elif similarity or visualization:
-        report.skipped.setdefault("similarity", "no stored embeddings; run: curator embed")
+        report.skipped.setdefault("similarity", "no embeddings; compute them: curator embed")
     ds.info[INFO_KEY] = {
         "dataset": cols.dataset,
         "scope": cols.scope,
