@@ -30,8 +30,11 @@ PG_DB = "curator_bench_versions"
 CLASSES = [str(i) for i in range(10)]
 
 
+RUN = {"run": None}
+
+
 def log(out: Path, backend: str, step: str, **fields) -> None:
-    row = {"backend": backend, "step": step, "load1": round(os.getloadavg()[0], 2), **fields}
+    row = {"run": RUN["run"], "backend": backend, "step": step, "load1": round(os.getloadavg()[0], 2), **fields}
     with open(out, "a") as fh:
         fh.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
@@ -91,7 +94,7 @@ def version_storage(url: str) -> int:
     from curator.store.session import get_engine
 
     engine = get_engine(url)
-    tables = ("label_versions", "label_version_rows", "label_version_seals")
+    tables = ("label_versions", "label_version_blobs", "label_version_seals")
     with engine.connect() as conn:
         if engine.dialect.name == "postgresql":
             return int(sum(conn.execute(text(f"SELECT pg_total_relation_size('{t}')")).scalar() for t in tables))
@@ -208,7 +211,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("benchmarks/versions/results.jsonl"))
     p.add_argument("--workdir", type=Path, default=Path("/tmp/curator-bench-versions"))
+    p.add_argument("--run", help="A tag written on every result line (e.g. the commit measured).")
     args = p.parse_args()
+    RUN["run"] = args.run
     args.workdir.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("CURATOR_PROGRESS", "0")
     run(args.backend, args.n, args.versions, args.frac, args.out, args.workdir, args.seed)
