@@ -10,7 +10,8 @@ Pool: ``n`` unit vectors of dimension 128 in ``n/1000`` Gaussian clusters of
 varying spread (pairwise cosine inside a cluster about 0.6-0.9), shuffled;
 2 % of rows are exact copies and 5 % near copies (1-3 per original, cosine to
 the original 0.993-0.9995) of other rows. Truth: rows with the same origin.
-Labeled set: 1,000 other draws from the same clusters. The round times
+Labeled set: 1,000 other draws from the same clusters; n/2,000 pool rows are
+near copies of labeled samples (cosine about 0.9988) and must never be chosen. The round times
 ``find_duplicates`` (default threshold), novelty (``curator.novelty.novelty``,
 distance to the nearest labeled sample, through ``curator.index``), and a
 duplicate-free top-1,000 by novelty (``duplicate_free_order`` of
@@ -38,7 +39,7 @@ LABELED = 1000
 
 
 def make_pool(n: int, seed: int = 0):
-    """(embeddings float32 (n, 128), origin (n,), labeled embeddings (1000, 128))."""
+    """(embeddings (n, 128), origin (n,), labeled embeddings (1000, 128), rows copying a labeled one)."""
     rng = np.random.default_rng(seed)
     k = max(10, n // 1000)
     centres = rng.standard_normal((k, DIM)).astype(np.float32)
@@ -46,6 +47,8 @@ def make_pool(n: int, seed: int = 0):
     spread = rng.uniform(0.35, 0.8, k).astype(np.float32)
     n_exact, n_near = int(0.02 * n), int(0.05 * n)
     n_orig = n - n_exact - n_near
+    n_lab_copies = max(1, n // 2000)
+    n_src = n_orig - n_lab_copies  # originals that may be copied (the rest become copies of labeled ones)
 
     def draw(count):
         lab = rng.integers(0, k, count)
@@ -55,11 +58,11 @@ def make_pool(n: int, seed: int = 0):
     X = np.empty((n, DIM), np.float32)
     X[:n_orig] = draw(n_orig)
     origin = np.arange(n, dtype=np.int64)
-    src = rng.choice(n_orig, n_exact)
+    src = rng.choice(n_src, n_exact)
     X[n_orig:n_orig + n_exact] = X[src]
     origin[n_orig:n_orig + n_exact] = src
     # near copies: 1-3 per original
-    near_src = rng.choice(rng.choice(n_orig, max(1, n_near // 2), replace=False), n_near)
+    near_src = rng.choice(rng.choice(n_src, max(1, n_near // 2), replace=False), n_near)
     delta = rng.uniform(0.03, 0.12, n_near).astype(np.float32)  # cos ~ 1 - delta^2 / 2
     noise = rng.standard_normal((n_near, DIM), dtype=np.float32)
     noise -= (noise * X[near_src]).sum(1, keepdims=True) * X[near_src]  # orthogonal to the original
@@ -67,11 +70,18 @@ def make_pool(n: int, seed: int = 0):
     near = X[near_src] + noise * delta[:, None]
     X[n_orig + n_exact:] = near / np.linalg.norm(near, axis=1, keepdims=True)
     origin[n_orig + n_exact:] = near_src
+    L = draw(LABELED)
+    # copies of labeled samples hidden in the pool, in rows no planted copy points to
+    lab_src = rng.choice(LABELED, n_lab_copies)
+    near = L[lab_src] + rng.standard_normal((n_lab_copies, DIM), dtype=np.float32) * (0.05 / np.sqrt(DIM))
+    X[n_src:n_orig] = near / np.linalg.norm(near, axis=1, keepdims=True)
     perm = rng.permutation(n)
     inv = np.empty(n, np.int64)
     inv[perm] = np.arange(n)
-    X, origin = X[perm], inv[origin[perm]]
-    return np.ascontiguousarray(X), origin, draw(LABELED)
+    labeled_copy = np.zeros(n, bool)
+    labeled_copy[n_src:n_orig] = True
+    X, origin, labeled_copy = X[perm], inv[origin[perm]], labeled_copy[perm]
+    return np.ascontiguousarray(X), origin, L, labeled_copy
 
 
 def pair_scores(groups, origin):
@@ -92,7 +102,7 @@ def run_curator(n: int) -> dict:
     from curator.novelty import novelty
     from curator.policies.filters import duplicate_free_order
 
-    X, origin, L = make_pool(n)
+    X, origin, L, labeled_copy = make_pool(n)
     c0 = _cpu()
     t0 = time.perf_counter()
     groups, info = find_duplicates(X, return_info=True)
@@ -114,6 +124,9 @@ def run_curator(n: int) -> dict:
     assert len({int(group_of[c]) for c in chosen if group_of[c] >= 0}) == int((group_of[chosen] >= 0).sum())
     return {"dedup_s": t1 - t0, "novelty_s": t2 - t1, "select_s": t3 - t2, "total_s": t3 - t0,
             "round_cpu_s": cpu, "blocked_near_labeled": int(blocked.sum()),
+            "planted_labeled_copies": int(labeled_copy.sum()),
+            "planted_labeled_copies_blocked": int((blocked & labeled_copy).sum()),
+            "chosen_labeled_copies": int(labeled_copy[chosen].sum()),
             "threshold": DEFAULT_THRESHOLD, "novelty_via": "curator.novelty.novelty (curator.index kNN)",
             "chosen_same_origin_pairs": int(len(chosen) - len(np.unique(origin[chosen]))),
             **pair_scores(groups, origin), "info": info}
@@ -132,7 +145,7 @@ def run_fiftyone(n: int) -> dict:
 
     from curator.dedup import DEFAULT_THRESHOLD
 
-    X, origin, _ = make_pool(n)
+    X, origin, _, _ = make_pool(n)
     ds = fo.Dataset()
     ds.add_samples([fo.Sample(filepath=f"/nonexistent/{i}.png") for i in range(n)])
     ids = ds.values("id")
@@ -156,7 +169,7 @@ def crossover() -> list[dict]:
 
     out = []
     for n in (5_000, 10_000, 20_000, 40_000):
-        X, _, _ = make_pool(n)
+        X = make_pool(n)[0]
         row = {"n": n}
         for exact in (True, False):
             t = time.perf_counter()
