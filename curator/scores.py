@@ -69,6 +69,10 @@ def normalize(scores: np.ndarray, method: str = "rank") -> np.ndarray:
     ``rank`` (default) is robust to outliers and to each score's scale;
     ``minmax`` keeps relative gaps.
     """
+    if method not in ("rank", "minmax"):
+        from curator.exceptions import ValidationError
+
+        raise ValidationError(f"normalize: method must be 'rank' or 'minmax'; got {method!r}")
     s = np.asarray(scores, dtype=np.float64)
     if len(s) <= 1:
         return np.ones_like(s)
@@ -81,9 +85,5 @@ def normalize(scores: np.ndarray, method: str = "rank") -> np.ndarray:
         ranks = np.empty(len(s), dtype=np.float64)
         ranks[order] = ((starts + ends - 1) / 2.0)[np.cumsum(first) - 1]  # ties share their mean rank
         return ranks / (len(s) - 1)
-    if method == "minmax":
-        lo, hi = s.min(), s.max()
-        return np.zeros_like(s) if hi - lo <= 0 else (s - lo) / (hi - lo)
-    from curator.exceptions import ValidationError
-
-    raise ValidationError(f"normalize: method must be 'rank' or 'minmax'; got {method!r}")
+    lo, hi = s.min(), s.max()
+    return np.zeros_like(s) if hi - lo <= 0 else (s - lo) / (hi - lo)

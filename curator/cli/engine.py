@@ -12,7 +12,7 @@ _MODEL_HELP = ("Model: a saved .pt file of the built-in CNN or a model id. Witho
                "is trained on the dataset's current labels.")
 
 
-def _model(settings, dataset: str, model: str | None, seed: int):
+def _model(settings, dataset: str, model: str | None, seed: int, steps: int | None = None):
     from curator import rounds
 
     if model:
@@ -28,7 +28,7 @@ def _model(settings, dataset: str, model: str | None, seed: int):
             f"dataset {dataset!r} has no labels to train a model on; pass --model PATH or label some samples first"
         )
     ids = sorted(labels)
-    return rounds.train_model(settings, dataset, ids, [labels[i][0] for i in ids], seed=seed)
+    return rounds.train_model(settings, dataset, ids, [labels[i][0] for i in ids], seed=seed, steps=steps)
 
 
 def _params(items: tuple[str, ...]) -> dict:
@@ -49,6 +49,7 @@ def _params(items: tuple[str, ...]) -> dict:
 def _pool_options(f):
     for opt in reversed([
         click.option("--model", "-m", help=_MODEL_HELP),
+        click.option("--steps", type=int, help="Training steps when no --model is given (default: 50 epochs, 200-2000)."),
         click.option("--split", help="Only samples of this split (e.g. train)."),
         click.option("--subsample", type=int, help="Score a random subset of this many pool samples."),
         click.option("--seed", default=0, show_default=True, help="Seed of every random step."),
@@ -65,14 +66,14 @@ def _pool_options(f):
 @_pool_options
 @click.option("--top", default=5, show_default=True, help="Samples to show per score.")
 @click.pass_context
-def score(ctx, dataset, model, split, subsample, seed, mc_samples, as_json, top):
+def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_json, top):
     """Score DATASET's unlabeled pool (entropy, margin, BALD, novelty ...) and store the scores."""
     import numpy as np
 
     from curator import rounds
 
     settings = settings_from(ctx)
-    trained = _model(settings, dataset, model, seed)
+    trained = _model(settings, dataset, model, seed, steps)
     res = rounds.score_pool(settings, dataset, trained, split=split, subsample=subsample, seed=seed,
                             mc_samples=mc_samples)
     summary = {
@@ -99,13 +100,13 @@ def score(ctx, dataset, model, split, subsample, seed, mc_samples, as_json, top)
               help="Policy parameter (JSON value), repeatable, e.g. --param novelty_weight=0.5.")
 @_pool_options
 @click.pass_context
-def select(ctx, dataset, budget, policy, params, model, split, subsample, seed, mc_samples, as_json):
+def select(ctx, dataset, budget, policy, params, model, steps, split, subsample, seed, mc_samples, as_json):
     """Select a batch of DATASET's pool with a policy and record it as a new round."""
     from curator import policies, rounds
 
     settings = settings_from(ctx)
     policies.get(policy, **_params(params))  # fail fast on an unknown policy, before training
-    trained = _model(settings, dataset, model, seed)
+    trained = _model(settings, dataset, model, seed, steps)
     res = rounds.select_round(settings, dataset, trained, budget=budget, policy=policy, seed=seed,
                               params=_params(params), split=split, subsample=subsample, mc_samples=mc_samples)
     if as_json:

@@ -31,7 +31,7 @@ def SmallCNN(in_channels: int = 1, num_classes: int = 10, channels=(16, 32), hid
              dropout=(0.25, 0.5)):
     """Two 5x5 conv + max-pool blocks, then dropout-dense-dropout-dense.
 
-    Any image size of at least 12x12 works: an adaptive pool brings the
+    Any image size of at least 14x14 works: an adaptive pool brings the
     feature map to 4x4. The embedding is the ``hidden``-wide dense layer
     (submodule ``"act"``).
     """
@@ -48,7 +48,7 @@ def SmallCNN(in_channels: int = 1, num_classes: int = 10, channels=(16, 32), hid
             self.register_buffer("std", torch.ones(in_channels))
             self.trunk = nn.Sequential(
                 nn.Conv2d(in_channels, c1, 5), nn.ReLU(), nn.MaxPool2d(2),
-                nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
                 nn.AdaptiveAvgPool2d(4), nn.Flatten(),
             )
             self.drop1 = nn.Dropout(dropout[0])

@@ -1,0 +1,135 @@
+"""Summarise results.jsonl: labels to reach 10% and 5% test error per policy, and the plot.
+
+For each (policy, seed) the newest finished run is used (or the newest
+partial one when none finished). A run that never reached a threshold counts
+as "more than its last number of labels" and the table says so.
+
+    python benchmarks/label_efficiency/analyze.py   # writes summary.json and learning_curves.png
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+PAPER = {"bald": (145, 335), "variation_ratio": (120, 295), "random": (255, 835)}  # Gal et al. 2017, Table 1
+ORDER = ["curator", "bald", "variation_ratio", "entropy", "margin", "kcenter", "badge", "random"]
+
+
+def load(path: Path):
+    runs = defaultdict(list)  # run id -> lines
+    done, key_of = {}, {}
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "run" not in rec:
+            continue
+        key_of[rec["run"]] = (rec["policy"], rec["seed"])
+        if rec.get("done"):
+            done[rec["run"]] = True
+        else:
+            runs[rec["run"]].append(rec)
+    best = {}
+    for run, lines in runs.items():  # file order: a later run replaces an earlier one unless that one finished
+        key = key_of[run]
+        if key in best and done.get(best[key][0]) and not done.get(run):
+            continue
+        best[key] = (run, lines)
+    return {k: (sorted(v[1], key=lambda r: r["labels"]), bool(done.get(v[0]))) for k, v in best.items()}
+
+
+def reach(curve, threshold):
+    for r in curve:
+        if r["test_error"] <= threshold:
+            return r["labels"], False
+    return (curve[-1]["labels"] if curve else 0), True  # censored: more than this
+
+
+def fmt(values):
+    vals = [v for v, _ in values]
+    cens = sum(c for _, c in values)
+    if not vals:
+        return "-"
+    if cens:
+        return f"> {int(np.mean(vals))} ({cens}/{len(vals)} seeds not reached; reached: {sorted(v for v, c in values if not c) or '-'})"
+    return f"{np.mean(vals):.0f} ± {np.std(vals):.0f} (min {min(vals)}, max {max(vals)})"
+
+
+def main():
+    data = load(HERE / "results.jsonl")
+    policies = [p for p in ORDER if any(k[0] == p for k in data)] + sorted(
+        {k[0] for k in data} - set(ORDER))
+    summary = {}
+    for p in policies:
+        seeds = sorted(s for (q, s) in data if q == p)
+        r10 = [reach(data[(p, s)][0], 0.10) for s in seeds]
+        r5 = [reach(data[(p, s)][0], 0.05) for s in seeds]
+        summary[p] = {
+            "seeds": seeds,
+            "finished": [data[(p, s)][1] for s in seeds],
+            "labels_to_10": r10,
+            "labels_to_5": r5,
+            "table_10": fmt(r10),
+            "table_5": fmt(r5),
+            "paper": PAPER.get(p),
+        }
+    (HERE / "summary.json").write_text(json.dumps(summary, indent=2))
+    print("| policy | seeds | labels to 10% error | labels to 5% error | paper (10% / 5%) |")
+    print("|---|---|---|---|---|")
+    for p, s in summary.items():
+        paper = f"{s['paper'][0]} / {s['paper'][1]}" if s["paper"] else "-"
+        print(f"| {p} | {len(s['seeds'])} | {s['table_10']} | {s['table_5']} | {paper} |")
+    # paired comparison on the seeds both ran: curator vs random at 5%
+    if "curator" in summary and "random" in summary:
+        for s in sorted(set(summary["curator"]["seeds"]) & set(summary["random"]["seeds"])):
+            c = reach(data[("curator", s)][0], 0.05)
+            r = reach(data[("random", s)][0], 0.05)
+            print(f"seed {s}: curator {c[0]}{'+' if c[1] else ''} vs random {'>' if r[1] else ''}{r[0]} labels to 5%")
+    plot(data, policies)
+
+
+def plot(data, policies):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for p in policies:
+        curves = [data[k][0] for k in data if k[0] == p]
+        grid = sorted({r["labels"] for c in curves for r in c})
+        mean, lo, hi, xs = [], [], [], []
+        for n in grid:
+            vals = [r["test_error"] for c in curves for r in c if r["labels"] == n]
+            if len(vals) < max(1, len(curves) // 2 + (len(curves) > 1)):
+                continue  # only where most seeds have a value
+            xs.append(n)
+            mean.append(np.mean(vals))
+            lo.append(min(vals))
+            hi.append(max(vals))
+        style = dict(lw=2.5, color="black", ls="--") if p == "random" else dict(lw=1.8)
+        line, = ax.plot(xs, mean, label=f"{p} ({len(curves)} seeds)", **style)
+        ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15)
+    for t in (0.10, 0.05):
+        ax.axhline(t, color="grey", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_yticks([0.03, 0.05, 0.1, 0.2, 0.4])
+    ax.set_yticklabels(["3%", "5%", "10%", "20%", "40%"])
+    ax.set_xlabel("labeled images")
+    ax.set_ylabel("test error (10,000 MNIST test images)")
+    ax.set_title("Label efficiency on MNIST (Gal et al. 2017 protocol): mean, min-max band over seeds")
+    ax.title.set_fontsize(10)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(HERE / "learning_curves.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main()
