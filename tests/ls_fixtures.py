@@ -113,3 +113,41 @@ def make_round(settings: Settings, small_idx, n: int = 12):
 def ls_round(ls_settings, small_idx):
     """(settings, round_id, ranked sample ids, project name) on SQLite."""
     return (ls_settings, *make_round(ls_settings, small_idx))
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def screenshot_task(settings: Settings, project_id: int, view_id: int, task_id: int, out: Path,
+                    expect_text: str) -> Path:
+    """Log in as the server's user in headless Chromium, open a task from the queue's view, save a PNG.
+
+    Waits for ``expect_text`` (drawn by the labeling interface) so the picture
+    shows the loaded task, not a spinner.
+    """
+    from playwright.sync_api import sync_playwright
+
+    from curator.integrations.labelstudio import server
+
+    user = os.environ.get(server.USER_ENV, server.DEFAULT_USER)
+    password = os.environ.get(server.PASSWORD_ENV) or settings.labelstudio_token
+    url = settings.labelstudio_url.rstrip("/")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"{url}/user/login/")
+            page.fill("input[name=email]", user)
+            page.fill("input[name=password]", password)
+            page.click("button[type=submit]")
+            page.wait_for_load_state("networkidle")
+            page.goto(f"{url}/projects/{project_id}/data?tab={view_id}&task={task_id}")
+            page.get_by_text(expect_text).first.wait_for(timeout=60_000)
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(1500)  # let the image and the pre-annotation paint
+            page.screenshot(path=str(out))
+        finally:
+            browser.close()
+    return out

@@ -249,3 +249,26 @@ def test_user_config_and_cli(ls_round, monkeypatch, capsys):
     code, out, err = run("pull", "--project", project)
     assert code == LabelStudioError.exit_code and "refused the API token" in err
     assert "not-the-token-123" not in err + out
+
+
+@pytest.mark.browser
+def test_screenshot_of_the_queue_shows_the_task_and_its_preannotation(ls_round, tmp_path):
+    """A pushed task, opened from the round's view in headless Chromium, with the model's guess."""
+    import os
+
+    from ls_fixtures import screenshot_task
+
+    settings, round_id, ranked, project = ls_round
+    truth = _truth(settings, ranked)
+    predictions = {sid: (truth[sid], 0.42, "cnn-v1") for sid in ranked}
+    report = push(settings, round_id, project=project, predictions=predictions)
+    task_id = _links(settings, project)[ranked[0]]
+    out = screenshot_task(settings, report.project_id, report.view_id, task_id, tmp_path / "queue.png",
+                          expect_text=f"Sample {ranked[0]}, rank 0")
+    assert out.stat().st_size > 20_000
+    from PIL import Image
+
+    with Image.open(out) as img:
+        assert img.size == (1400, 900) and len(img.convert("L").getcolors(256) or []) > 50  # not a blank page
+    if os.environ.get("CURATOR_LS_SCREENSHOT"):
+        shutil.copy(out, os.environ["CURATOR_LS_SCREENSHOT"])

@@ -101,7 +101,7 @@ class Client:
     def task_index(self, project_id: int) -> dict[int, list[int]]:
         """sample_id -> ids of the project's tasks carrying it (several = duplicates)."""
         out: dict[int, list[int]] = {}
-        for task in self.export(project_id, all_tasks=True):
+        for task in self.tasks(project_id, "id,data"):
             sid = task.get("data", {}).get("sample_id")
             if sid is not None:
                 out.setdefault(int(sid), []).append(int(task["id"]))
@@ -109,9 +109,28 @@ class Client:
             ids.sort()
         return out
 
-    def export(self, project_id: int, *, all_tasks: bool) -> list[dict]:
-        """Every task (or every annotated one) with its annotations, as JSON."""
+    def tasks(self, project_id: int, include: str, page_size: int = 5000, fields: str = "task_only") -> list[dict]:
+        """All tasks of a project from the Data Manager list, only the ``include`` fields.
+
+        Much cheaper than an export (no annotation columns are computed), so
+        reconciling 10,000 tasks takes seconds, not minutes.
+        """
+        out: list[dict] = []
+        page = 1
+        while True:
+            body = self.http("GET", "api/tasks/", f"list tasks of project {project_id}",
+                             params={"project": project_id, "include": include, "page": page,
+                                     "page_size": page_size, "fields": fields})
+            out.extend(body["tasks"])
+            if not body["tasks"] or len(out) >= body.get("total", 0):
+                return out
+            page += 1
+
+    def export(self, project_id: int, *, all_tasks: bool, ids: list[int] | None = None) -> list[dict]:
+        """Every task (or every annotated one; or those of ``ids``) with its annotations, as JSON."""
         params = {"exportType": "JSON", "download_all_tasks": "true" if all_tasks else "false"}
+        if ids:
+            params["ids[]"] = [str(i) for i in ids]
         what = f"export project {project_id}"
 
         def fetch():

@@ -39,7 +39,7 @@ def image_classification(classes: list[str] | tuple[str, ...]) -> LabelConfig:
     options = "\n".join(f"    <Choice value={quoteattr(str(c))}/>" for c in classes)
     xml = (
         "<View>\n"
-        '  <Image name="image" value="$image" zoom="true" zoomControl="true"/>\n'
+        '  <Image name="image" value="$image" maxWidth="360px" zoom="true" zoomControl="true"/>\n'
         '  <Header value="Sample $sample_id, rank $rank"/>\n'
         '  <Choices name="label" toName="image" choice="single" showInLine="true" required="true">\n'
         f"{options}\n"

@@ -1,0 +1,161 @@
+"""Push 10,000 tasks and pull 10,000 annotations against a local Label Studio server.
+
+Data: the 10,000 MNIST test images (../shared/datasets/mnist, read in place),
+ingested into a fresh workspace, selected as one round with random ranks and a
+prediction per sample. Steps, each timed and appended to results.jsonl:
+
+  push        10,000 tasks with pre-annotations into a new project (batches of 2,000)
+  re-push     the same round again: reconcile by sample id, nothing imported
+  reconcile   10,000 tasks that are on the server but not in the database
+              (the state a push killed before its commit leaves), recorded as links
+  pull        10,000 annotations (imported with the tasks of a second project, since
+              posting them one by one through the API runs at a few per second)
+  re-pull     nothing changed on the server
+  oracle      N annotations through the API the way a person submits them, then pull
+
+Usage: .venv/bin/python benchmarks/labelstudio/bench.py [--n 10000] [--oracle 200]
+Uses the server at CURATOR_LABELSTUDIO_URL/TOKEN when it answers, else starts one
+in the benchmark's workspace and stops it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+MNIST = HERE.parents[2] / "shared" / "datasets" / "mnist"
+
+
+def log(record: dict, out: Path) -> None:
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
+    print(json.dumps(record), flush=True)
+    with open(out, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--oracle", type=int, default=200)
+    ap.add_argument("--workspace", type=Path)
+    ap.add_argument("--out", type=Path, default=HERE / "results.jsonl")
+    args = ap.parse_args()
+    os.environ.setdefault("CURATOR_PROGRESS", "0")
+
+    from sqlalchemy import select
+
+    from curator.ingest.idx import ingest_idx
+    from curator.integrations.labelstudio import oracle, server
+    from curator.integrations.labelstudio.client import Client
+    from curator.integrations.labelstudio.pull import pull
+    from curator.integrations.labelstudio.push import push
+    from curator.settings import load_settings
+    from curator.store.models import Dataset, Round, RoundItem, Sample
+    from curator.store.session import transaction
+
+    workspace = args.workspace or Path(tempfile.mkdtemp(prefix="curator-ls-bench-"))
+    base = load_settings(workspace=str(workspace))
+    started = False
+    if not (base.labelstudio_token and server.health(base.labelstudio_url)):
+        import dataclasses
+
+        base = dataclasses.replace(base, labelstudio_url="http://127.0.0.1:8191",
+                                   labelstudio_token=secrets.token_hex(16))
+        t0 = time.perf_counter()
+        server.start(base, timeout=600)
+        started = True
+        log({"step": "server start", "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+    settings = base
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "n": args.n}
+    try:
+        t0 = time.perf_counter()
+        ingest_idx(MNIST / "t10k-images-idx3-ubyte.gz", MNIST / "t10k-labels-idx1-ubyte.gz",
+                   dataset="mnist-t10k", split="test", settings=settings)
+        log({"step": "ingest", "seconds": round(time.perf_counter() - t0, 2), **machine}, args.out)
+        rng = np.random.default_rng(0)
+        with transaction(settings) as s:
+            ds = s.scalar(select(Dataset).where(Dataset.name == "mnist-t10k"))
+            rows = s.execute(select(Sample.id, Sample.gt_label).where(Sample.dataset_id == ds.id)
+                             .order_by(Sample.id).limit(args.n)).all()
+            number = (s.scalar(select(Round.number).where(Round.dataset_id == ds.id)
+                               .order_by(Round.number.desc())) or 0) + 1
+            rnd = Round(dataset_id=ds.id, number=number, policy="bench", budget=len(rows), seed=0, status="selected")
+            s.add(rnd)
+            s.flush()
+            order = rng.permutation(len(rows))
+            s.add_all(RoundItem(round_id=rnd.id, sample_id=rows[i][0], rank=r, score=float(rng.random()))
+                      for r, i in enumerate(order))
+            round_id = rnd.id
+        predictions = {sid: (lab if rng.random() < 0.9 else str((int(lab) + 1) % 10), float(rng.random()), "bench-cnn")
+                       for sid, lab in rows}
+        tag = secrets.token_hex(3)
+
+        t0 = time.perf_counter()
+        rep = push(settings, round_id, project=f"bench-push-{tag}", predictions=predictions)
+        log({"step": "push", "tasks": rep.imported, "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+        t0 = time.perf_counter()
+        again = push(settings, round_id, project=f"bench-push-{tag}", predictions=predictions)
+        log({"step": "re-push", "imported": again.imported, "already": again.already_linked,
+             "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+
+        # A project whose tasks carry their annotations; curator has no links for them yet.
+        client = Client.from_settings(settings)
+        name = f"bench-pull-{tag}"
+        from curator.integrations.labelstudio.labelconfig import image_classification
+
+        cfg = image_classification([str(c) for c in range(10)])
+        pid = client.call("create", client.sdk.projects.create, title=name, label_config=cfg.xml).id
+        t0 = time.perf_counter()
+        tasks = [{"data": {"image": "data:image/png;base64,", "sample_id": sid, "round": number, "rank": r,
+                           "score": None, "dataset": "mnist-t10k"},
+                  "annotations": [{"result": [{"from_name": "label", "to_name": "image", "type": "choices",
+                                               "value": {"choices": [lab]}}]}]}
+                 for r, (sid, lab) in enumerate(rows)]
+        for start in range(0, len(tasks), 2000):
+            client.http("POST", f"api/projects/{pid}/import", "import", json=tasks[start:start + 2000])
+        log({"step": "setup: import tasks with annotations", "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+        with transaction(settings) as s:  # adopt the project the way an interrupted push left it
+            from curator.integrations.labelstudio import TOOL
+            from curator.store.models import LabelProject
+
+            s.add(LabelProject(tool=TOOL, name=name, external_id=pid, dataset_id=ds.id, label_config=cfg.xml,
+                               from_name=cfg.from_name, to_name=cfg.to_name, image_field=cfg.image_field))
+        t0 = time.perf_counter()
+        rec = push(settings, round_id, project=name)
+        log({"step": "reconcile (push finds all on the server)", "reconciled": rec.reconciled,
+             "imported": rec.imported, "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+        t0 = time.perf_counter()
+        got = pull(settings, name)
+        log({"step": "pull", "new": got.new, "labeled_samples": got.labeled_samples,
+             "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+        t0 = time.perf_counter()
+        got = pull(settings, name)
+        log({"step": "re-pull", "new": got.new, "unchanged": got.unchanged,
+             "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+
+        if args.oracle:
+            t0 = time.perf_counter()
+            done = oracle.annotate(settings, f"bench-push-{tag}", limit=args.oracle)
+            secs = time.perf_counter() - t0
+            log({"step": "oracle via API (next task + submit)", "annotations": done.annotated,
+                 "seconds": round(secs, 2), "per_second": round(done.annotated / secs, 1)}, args.out)
+            t0 = time.perf_counter()
+            got = pull(settings, f"bench-push-{tag}")
+            log({"step": "pull after oracle (10,000 tasks)", "new": got.new,
+                 "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+    finally:
+        if started:
+            server.stop(settings)
+
+
+if __name__ == "__main__":
+    main()
