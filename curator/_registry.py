@@ -63,16 +63,23 @@ class Registry:
         self._scanned = True
         from importlib.metadata import entry_points
 
+        conflicts = []
         for ep in entry_points(group=self.group):
             origin = f"entry point {ep.name} = {ep.value!r} ({self.group})"
             if ep.name in self._entries and self._origin.get(ep.name) == origin:
                 continue
             if ep.name in self._builtins:
-                raise ValidationError(
+                conflicts.append(
                     f"{self.kind} plugin {origin} cannot replace the built-in {self.kind} {ep.name!r} "
                     f"({self._builtins[ep.name]}); rename the entry point"
                 )
-            self.add(ep.name, _EntryPoint(ep), origin=origin)
+                continue
+            try:
+                self.add(ep.name, _EntryPoint(ep), origin=origin)
+            except ValidationError as exc:
+                conflicts.append(str(exc))
+        if conflicts:  # the other plugins stay registered; the conflict is reported, never silent
+            raise ValidationError("; ".join(conflicts))
 
     # -- lookup ----------------------------------------------------------
     def names(self) -> list[str]:
