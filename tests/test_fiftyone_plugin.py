@@ -143,3 +143,54 @@ def test_score_then_select_from_the_app(settings, synced, fo):
     batch = ds.load_saved_view("next-batch")
     assert batch.values("curator_round") == [2] * 4 and batch.values("curator_rank") == [0, 1, 2, 3]
     assert set(batch.values("curator_id")) <= set(pool)
+
+
+def test_install_plugin_links_or_copies_and_never_clobbers(tmp_path, capsys):
+    from curator.cli import main
+    from curator.integrations.fiftyone.app import PLUGIN_SOURCE
+
+    def install(*extra):
+        with pytest.raises(SystemExit) as exit_:
+            main(["fiftyone", "install-plugin", "--plugins-dir", str(tmp_path / "plugins"), *extra])
+        return exit_.value.code, capsys.readouterr()
+
+    code, out = install()
+    target = tmp_path / "plugins" / "curator"
+    assert code == 0 and target.is_symlink() and target.resolve() == PLUGIN_SOURCE
+    code, out = install("--copy")  # replaces its own earlier install
+    assert code == 0 and not target.is_symlink() and (target / "fiftyone.yml").read_text() == (
+        PLUGIN_SOURCE / "fiftyone.yml").read_text()
+    assert not (target / "screenshots").exists()
+    (target / "fiftyone.yml").write_text('name: "@someone/else"\n')
+    code, out = install()
+    assert code == 6 and "is not curator's plugin; move it away first" in out.err
+    assert (target / "fiftyone.yml").read_text() == 'name: "@someone/else"\n'
+
+
+@pytest.mark.labelstudio
+@pytest.mark.slow
+def test_push_and_pull_from_the_app_with_a_real_label_studio(ls_round, fo, monkeypatch):
+    """The App process gets its settings as the plugin's secrets (environment variables)."""
+    from curator.integrations.fiftyone import sync
+    from curator.integrations.labelstudio import oracle
+
+    settings, round_id, ranked, project = ls_round
+    for env, value in {"CURATOR_WORKSPACE": str(settings.workspace), "CURATOR_DB_URL": settings.db_url,
+                       "CURATOR_LABELSTUDIO_URL": settings.labelstudio_url,
+                       "CURATOR_LABELSTUDIO_TOKEN": settings.labelstudio_token}.items():
+        monkeypatch.setenv(env, value)
+    sync(settings, "mnist89", fo_name="ls-review")
+    ds = fo.load_dataset("ls-review")
+    schema = form("push_to_label_studio", ds)["type"]["properties"]
+    assert schema["round"]["type"]["values"] == ["1"]
+
+    result = run("push_to_label_studio", ds, round="1", project=project)
+    assert f"round 1 -> Label Studio project {project!r}: {len(ranked)} tasks imported" in result.result["summary"]
+    oracle.annotate(settings, project, sample_ids=ranked[:5])
+    result = run("pull_annotations", ds, project=project)
+    assert result.result["summary"].startswith("5 new, 0 updated, 0 deleted annotations")
+    ds.reload()
+    labeled = ds.exists("human_label")
+    assert sorted(labeled.values("curator_id")) == sorted(ranked[:5])
+    assert labeled.values("human_label.label") == labeled.values("ground_truth.label")  # the oracle is right
+    assert "token" not in str(ds.info).lower() and settings.labelstudio_token not in str(ds.info)

@@ -498,6 +498,8 @@ def _fill(ds, cols: Columns, report: SyncReport) -> None:
                 for k in new
             ),
             num_samples=len(new),
+            expand_schema=False,  # every field was declared with its type above
+            validate=False,  # values are normalised to those types (_normal)
             progress=False,
         )
         report.added = len(new)
