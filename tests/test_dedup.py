@@ -233,6 +233,22 @@ def test_cli_dedup_on_ingested_folder(tmp_path):
     for ids in out["sample_ids"]:
         assert ids[0] == min(ids)  # nothing labeled, no scores: the lowest sample id represents
 
+    # the same through stored embeddings of a "model" (curator.embeddings), read with --model NAME
+    from curator import coldstart, embeddings
+    from curator.settings import Settings
+
+    class Thumbs:
+        name, version = "thumbs", "1"
+
+        def embed(self, images):
+            return coldstart.embed_images(images)
+
+    embeddings.compute_embeddings(Settings(workspace=tmp_path / ".curator"), "digits", Thumbs())
+    r = run_cli("dedup", "--dataset", "digits", "--model", "thumbs", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    stored = json.loads(r.stdout)
+    assert stored["embedding"] == "model thumbs" and stored["groups"] == out["groups"]
+
     bad = run_cli("dedup", "--dataset", "digits", "--threshold", "1.5", cwd=tmp_path)
     assert bad.returncode != 0 and "threshold" in bad.stderr and "(0, 1]" in bad.stderr
     missing = run_cli("dedup", "--dataset", "digits", "--model", "cnn", cwd=tmp_path)

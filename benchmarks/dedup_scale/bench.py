@@ -75,12 +75,16 @@ def make_pool(n: int, seed: int = 0):
     lab_src = rng.choice(LABELED, n_lab_copies)
     near = L[lab_src] + rng.standard_normal((n_lab_copies, DIM), dtype=np.float32) * (0.05 / np.sqrt(DIM))
     X[n_src:n_orig] = near / np.linalg.norm(near, axis=1, keepdims=True)
+    origin[n_src:n_orig] = n + lab_src  # copies of one labeled sample are copies of each other
     perm = rng.permutation(n)
     inv = np.empty(n, np.int64)
     inv[perm] = np.arange(n)
     labeled_copy = np.zeros(n, bool)
     labeled_copy[n_src:n_orig] = True
-    X, origin, labeled_copy = X[perm], inv[origin[perm]], labeled_copy[perm]
+    origin = origin[perm]
+    pooled = origin < n
+    origin[pooled] = inv[origin[pooled]]
+    X, labeled_copy = X[perm], labeled_copy[perm]
     return np.ascontiguousarray(X), origin, L, labeled_copy
 
 
@@ -180,6 +184,25 @@ def crossover() -> list[dict]:
     return out
 
 
+def report(path: Path) -> None:
+    """Markdown table of a results file."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    print("| method | n | total wall s | dedup s | novelty s | select s | round CPU s | peak RSS GiB | "
+          "pair precision | pair recall | largest group | labeled copies blocked | load before -> after |")
+    print("|" + "---|" * 13)
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['method']} | {r['n']:,} | error: {' '.join(r['error'])} |")
+            continue
+        blocked = (f"{r['planted_labeled_copies_blocked']}/{r['planted_labeled_copies']}"
+                   if "planted_labeled_copies" in r else "-")
+        print(f"| {r['method']} | {r['n']:,} | {r['total_s']:.1f} | {r['dedup_s']:.1f} | "
+              f"{r.get('novelty_s', float('nan')):.1f} | {r.get('select_s', float('nan')):.2f} | "
+              f"{r.get('round_cpu_s', float('nan')):.1f} | {r['peak_rss_gib']:.2f} | {r['precision']:.4f} | "
+              f"{r['recall']:.4f} | {r['largest_group']} | {blocked} | "
+              f"{r['loadavg_before'][0]} -> {r['loadavg_after'][0]} |")
+
+
 def child(n: int, method: str) -> None:
     t = time.perf_counter()
     result = run_curator(n) if method == "curator" else run_fiftyone(n)
@@ -197,7 +220,11 @@ def main():
     ap.add_argument("--out", type=Path, default=HERE / "results.jsonl")
     ap.add_argument("--child", nargs=2, metavar=("N", "METHOD"))
     ap.add_argument("--crossover", action="store_true")
+    ap.add_argument("--report", action="store_true", help="print a Markdown table of --out")
     args = ap.parse_args()
+    if args.report:
+        report(args.out)
+        return
     if args.child:
         child(int(args.child[0]), args.child[1])
         return

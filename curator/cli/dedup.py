@@ -9,20 +9,35 @@ import click
 from curator.cli import settings_from
 
 
+def _model_id(session, model: str) -> int | None:
+    """A Model row id from an id, a model name or a recorded weights path."""
+    from sqlalchemy import or_, select
+
+    from curator.store.models import Model
+
+    if model.isdigit():
+        return session.scalar(select(Model.id).where(Model.id == int(model)))
+    return session.scalar(
+        select(Model.id).where(or_(Model.name == model, Model.path == model)).order_by(Model.id.desc())
+    )
+
+
 def load_dataset_embeddings(settings, dataset: str, model: str | None):
     """(sample ids, uris, sha256, labeled mask, embeddings, embedding name) of a dataset.
 
     Without ``model`` the cold-start embedding is computed from the images;
-    with it, the stored embedding set of that model is read (it must be complete).
+    with it, the stored embedding set of that model is read (``curator.embeddings``).
     """
     import numpy as np
     from sqlalchemy import select
 
     from curator.exceptions import EmptyPoolError, NotFoundError
-    from curator.store.models import EmbeddingSet, Model, Sample
+    from curator.store.models import Sample
     from curator.store.queries import agreed_labels, dataset_id
     from curator.store.session import transaction
 
+    run_first = (f"run first: curator embed --dataset {dataset} --model {model} "
+                 "(or omit --model to use the cold-start embedding)")
     with transaction(settings) as s:
         ds = dataset_id(s, dataset)
         rows = s.execute(
@@ -30,58 +45,43 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None):
         ).all()
         labeled_ids = set(agreed_labels(s, ds))
         stored = None
-        if model is not None:
-            stored = s.execute(
-                select(EmbeddingSet.path, EmbeddingSet.sample_ids_path, EmbeddingSet.count,
-                       EmbeddingSet.done, EmbeddingSet.dim)
-                .join(Model, Model.id == EmbeddingSet.model_id)
-                .where(EmbeddingSet.dataset_id == ds, Model.name == model)
-                .order_by(EmbeddingSet.id.desc())
-            ).first()
+        if model is not None and rows:
+            from curator import embeddings
+
+            model_id = _model_id(s, model)
+            if model_id is None:
+                raise NotFoundError(f"model {model!r} is not known; {run_first}")
+            try:
+                e_ids, E = embeddings.load(s, settings, ds, model_id)
+            except NotFoundError:
+                raise NotFoundError(f"embeddings of dataset {dataset!r} by model {model!r} were never computed; "
+                                    f"{run_first}") from None
+            stored = (np.asarray(e_ids), E)
     if not rows:
         raise EmptyPoolError(f"dataset {dataset!r} has no samples; add some with: curator ingest PATH --dataset {dataset}")
     ids = np.array([r[0] for r in rows], dtype=np.int64)
     uris = [r[1] for r in rows]
     hashes = [r[2] for r in rows]
     labeled = np.array([i in labeled_ids for i in ids.tolist()], dtype=bool)
-    if model is None:
+    if stored is None:
         from curator import coldstart
 
         return ids, uris, hashes, labeled, coldstart.embed_paths(uris), coldstart.MODEL_NAME
-    if stored is None or stored.done < stored.count:
-        state = "were never computed" if stored is None else f"are incomplete ({stored.done}/{stored.count} rows)"
-        raise NotFoundError(
-            f"embeddings of dataset {dataset!r} by model {model!r} {state}; run first: "
-            f"curator embed --dataset {dataset} --model {model} (or omit --model to use the cold-start embedding)"
-        )
-    E = _read_array(stored.path, np.float32, (stored.count, stored.dim))
-    E_ids = _read_array(stored.sample_ids_path, np.int64, (stored.count,))
-    where = {int(sid): row for row, sid in enumerate(E_ids.tolist())}
+    e_ids, E = stored
+    where = {int(sid): row for row, sid in enumerate(e_ids.tolist())}
     missing = [int(i) for i in ids.tolist() if int(i) not in where]
     if missing:
         raise NotFoundError(
             f"embeddings of dataset {dataset!r} by model {model!r} lack {len(missing)} samples "
-            f"(e.g. id {missing[0]}), added after they were computed; run: curator embed --dataset {dataset} --model {model}"
+            f"(e.g. id {missing[0]}) added after they were computed; {run_first}"
         )
-    return ids, uris, hashes, labeled, np.asarray(E[[where[int(i)] for i in ids.tolist()]]), model
-
-
-def _read_array(path, dtype, shape):
-    import numpy as np
-
-    from curator.exceptions import NotFoundError
-
-    try:
-        if str(path).endswith(".npy"):
-            return np.load(path, mmap_mode="r")
-        return np.memmap(path, dtype=dtype, mode="r", shape=shape)
-    except FileNotFoundError:
-        raise NotFoundError(f"embedding file {path} is missing; recompute it with: curator embed") from None
+    return ids, uris, hashes, labeled, np.asarray(E[[where[int(i)] for i in ids.tolist()]]), f"model {model}"
 
 
 @click.command()
 @click.option("--dataset", "-d", required=True, help="Dataset name.")
-@click.option("--model", "-m", help="Use this model's stored embeddings (default: the cold-start thumbnail embedding).")
+@click.option("--model", "-m", help="Use the stored embeddings of this model (id, name or .pt path; see curator embed). "
+              "Default: the cold-start thumbnail embedding, computed from the images.")
 @click.option("--threshold", "-t", type=float, help="Cosine similarity in (0, 1] above which two samples are copies.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
