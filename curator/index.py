@@ -25,10 +25,10 @@ import math
 
 import numpy as np
 
-#: Largest base searched exactly. A flat self-join costs n^2 d: on the 2-core
-#: benchmark VM it took 4.9 s at 30,000 x 128 where partitioned search took
-#: 0.5 s (same pairs); at 10,000 both take well under a second. Chosen by
-#: ``benchmarks/dedup_scale/bench.py --crossover`` (see its README).
+#: Largest base searched exactly. A flat self-join costs n^2 d: on the shared
+#: 2-core benchmark VM it took 3.2 s at 10,000 x 128 (partitioned 5.4 s) but
+#: 10.6 s at 20,000 (partitioned 6.5 s) and 45 s at 40,000 (partitioned 6.6 s).
+#: Chosen by ``benchmarks/dedup_scale/bench.py --crossover`` (crossover.jsonl).
 EXACT_SEARCH_MAX_N = 10_000
 
 #: Partitioned range search: cells = CELLS_PER_SQRT_N * sqrt(n). Balances the
