@@ -148,7 +148,7 @@ def checksum_of(pairs: Iterable[tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
-def _checksum(shas: Sequence[str], codes: np.ndarray, vocab: Sequence[str]) -> str:
+def _checksum(shas: Sequence[str] | np.ndarray, codes: np.ndarray, vocab: Sequence[str]) -> str:
     """``checksum_of`` for arrays: the sort runs in NumPy over 64-byte keys (a million pairs in about a second)."""
     suffix = [f"\t{v}\n".encode() for v in vocab]
     rank = np.empty(len(vocab), dtype=np.int64)
@@ -376,19 +376,9 @@ def _by_name(versions: dict[int, _V], name: str, dataset: str) -> _V:
 
 
 def _fetch(s, stmt) -> list[tuple]:
-    """All rows of a large read as plain tuples from the driver (no per-row SQLAlchemy objects).
+    from curator.store.queries import fetch_all
 
-    Parameters (ids, split names) are rendered inline with SQLAlchemy's
-    literal quoting, which escapes strings, so the driver gets one plain query.
-    """
-    conn = s.connection()
-    sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-    cur = conn.connection.cursor()
-    try:
-        cur.execute(sql)
-        return cur.fetchall()
-    finally:
-        cur.close()
+    return fetch_all(s, stmt)
 
 
 def _load(s, vid: int, kind: str) -> _Labels:
@@ -445,18 +435,21 @@ def _current_labels(s, ds: int, split: Sequence[str] | None, rounds: Sequence[in
     return labels
 
 
-def _hashes_of(s, ds: int, ids: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """sha256 of each sample in ``ids`` (sorted), and the ids that are not samples of the dataset."""
+def _hashes_of(s, ds: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sha256 (hex, as bytes) of each sample in ``ids`` (sorted), and the ids that are not samples of the dataset."""
     from sqlalchemy import select
 
     from curator.store.models import Sample
 
-    rows = _fetch(s, select(Sample.id, Sample.sha256).where(Sample.dataset_id == ds).order_by(Sample.id))
+    rows = _fetch(s, select(Sample.id, Sample.sha256).where(Sample.dataset_id == ds))  # sorted below, in NumPy
     known = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    shas = np.array([r[1] for r in rows] + [""], dtype="S64")  # the last entry stands for "missing"
+    order = np.argsort(known, kind="stable")
+    known, shas = known[order], np.append(shas[order], shas[-1:])
     pos = np.searchsorted(known, ids)
     clipped = np.minimum(pos, max(len(known) - 1, 0))
     ok = (pos < len(known)) & (known[clipped] == ids) if len(known) else np.zeros(len(ids), bool)
-    return [rows[i][1] if good else "" for i, good in zip(clipped.tolist(), ok.tolist())], ids[~ok]
+    return shas[np.where(ok, clipped, len(known))], ids[~ok]
 
 
 def _lineage(s, ds: int, members: _Labels) -> dict[str, Any]:
@@ -703,7 +696,7 @@ def verify(s, name: str, dataset: str | None = None, files: bool = False) -> Ver
                 digest = hashlib.sha256(Path(uris[sid]).read_bytes()).hexdigest()
             except (OSError, KeyError):
                 digest = None
-            if digest != sha:
+            if digest != sha.decode():
                 bad.append(uris.get(sid, str(sid)))
         if bad:
             problems.append(f"{len(bad)} sample files are missing or changed on disk (e.g. {bad[:3]})")
