@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from fiftyone_data import make_workspace
 
 pytestmark = [pytest.mark.fiftyone, pytest.mark.browser, pytest.mark.slow]
@@ -88,18 +89,24 @@ def test_app_shows_the_synced_grid_and_curator_operators(app, tmp_path):
     from playwright.sync_api import sync_playwright
 
     url, data = app
-    out = Path(os.environ.get("CURATOR_SCREENSHOTS") or tmp_path)
+    out = ROOT / os.environ["CURATOR_SCREENSHOTS"] if os.environ.get("CURATOR_SCREENSHOTS") else tmp_path
     out.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         # playwright gives the browser a fresh temporary profile
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
+        media = []  # the grid fetches each thumbnail from the server's /media route
+        page.on("requestfinished", lambda req: media.append(req.url) if "/media" in req.url else None)
         page.goto(url)
         page.get_by_text(f"{len(data['ids'])} samples").wait_for(timeout=90_000)
+        deadline = time.monotonic() + 90
+        while len(media) < 24 and time.monotonic() < deadline:
+            page.wait_for_timeout(250)
+        assert len(media) >= 24, f"the grid loaded {len(media)} images"
         dismiss = page.get_by_text("Dismiss")  # the App's promotional pop-up, when shown
         if dismiss.count():
             dismiss.first.click()
-        page.wait_for_timeout(1500)  # let the grid's images paint
+        page.wait_for_timeout(2000)  # let the grid paint them
         body = page.inner_text("body")
         for field in ("curator_entropy", "curator_rank", "curator_dup_group", "prediction", "human_label"):
             assert field in body
