@@ -397,13 +397,14 @@ def sync(
     if visualization not in (None, "pca", "tsne"):
         raise ValidationError(f"visualization: {visualization!r} is not one of pca, tsne, None")
     start = time.perf_counter()
-    cols = collect(settings, dataset, round, version, duplicates=duplicates)
+    fo = fiftyone()  # a missing extra fails before any work
     name = fo_name or default_name(dataset, round, version)
-    fo = fiftyone()
-    report = SyncReport(fo_dataset=name, dataset=dataset, scope=describe(cols.scope), skipped=dict(cols.skipped))
-    if fo.dataset_exists(name):
-        ds = fo.load_dataset(name)
+    ds = fo.load_dataset(name) if fo.dataset_exists(name) else None
+    if ds is not None:
         check_owner(ds, name, dataset)
+    cols = collect(settings, dataset, round, version, duplicates=duplicates)
+    report = SyncReport(fo_dataset=name, dataset=dataset, scope=describe(cols.scope), skipped=dict(cols.skipped))
+    if ds is not None:
         _fill(ds, cols, report)
         _finish(ds, cols, report, settings, similarity, visualization)
     else:
