@@ -256,8 +256,10 @@ def test_screenshot_of_the_queue_shows_the_task_and_its_preannotation(ls_round, 
     """A pushed task, opened from the round's view in headless Chromium, with the model's guess."""
     import os
 
-    from ls_fixtures import screenshot_task
+    from ls_fixtures import CHROMIUM, screenshot_task
 
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (see STACK.md)")
     settings, round_id, ranked, project = ls_round
     truth = _truth(settings, ranked)
     predictions = {sid: (truth[sid], 0.42, "cnn-v1") for sid in ranked}
