@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from curator.exceptions import CuratorError, FiftyOneError, NotFoundError, ValidationError
+from curator.exceptions import FiftyOneError, NotFoundError, ValidationError
 
 #: Score kinds whose "most uncertain" view is built, in order of preference.
 UNCERTAINTY_KINDS = ("entropy", "bald", "margin", "least_confidence", "variation_ratio")
@@ -123,16 +123,22 @@ def field_of(kind: str) -> str:
 def collect(
     settings, dataset: str, round: int | None = None, version: str | None = None, *, duplicates: bool = True
 ) -> Columns:
-    """Read and check everything to write, in one read transaction."""
+    """Read and check everything to write: the store's state in one read transaction,
+    then near-duplicate groups and the embeddings for Brain."""
     from curator.store.session import transaction
 
     if round is not None and version is not None:
         raise ValidationError("pass a round or a version to sync, not both")
     with transaction(settings) as s:
-        return _collect(s, settings, dataset, round, version, duplicates)
+        cols, all_rows, labeled = _collect(s, settings, dataset, round, version)
+    cold = _coldstart(settings, dataset, all_rows) if duplicates else None
+    _put_duplicates(cols, all_rows, labeled, cold)
+    with transaction(settings) as s:
+        _put_embeddings(s, settings, cols, all_rows, cold)
+    return cols
 
 
-def _collect(s, settings, dataset: str, round: int | None, version: str | None, duplicates: bool) -> Columns:
+def _collect(s, settings, dataset: str, round: int | None, version: str | None):
     from sqlalchemy import func, select
 
     from curator.store import queries
@@ -141,7 +147,8 @@ def _collect(s, settings, dataset: str, round: int | None, version: str | None, 
     ds_id = queries.dataset_id(s, dataset)
     classes = list(s.scalar(select(Dataset.classes).where(Dataset.id == ds_id)) or [])
     rows = s.execute(
-        select(Sample.id, Sample.uri, Sample.sha256, Sample.split, Sample.gt_label, Sample.duplicate_of_id)
+        select(Sample.id, Sample.dataset_id, Sample.uri, Sample.sha256, Sample.split, Sample.gt_label,
+               Sample.duplicate_of_id)
         .where(Sample.dataset_id == ds_id)
         .order_by(Sample.id)
     ).all()
@@ -230,8 +237,7 @@ def _collect(s, settings, dataset: str, round: int | None, version: str | None, 
         cols.skipped["human_label"] = "no annotations yet; pull them from Label Studio first"
 
     _put_versions(s, cols, members, version)
-    _put_duplicates(s, settings, cols, ds_id, all_rows, set(agreed), duplicates)
-    return cols
+    return cols, all_rows, set(agreed)
 
 
 def describe(scope: dict[str, Any]) -> str:
@@ -282,21 +288,16 @@ def _put_versions(s, cols: Columns, members: dict[int, str] | None, version: str
     cols.put("version_label", "classification", {k: (v, None) for k, v in label.items()})
 
 
-def _put_duplicates(s, settings, cols: Columns, ds_id: int, all_rows, labeled: set[int], duplicates: bool) -> None:
+def _put_duplicates(cols: Columns, all_rows, labeled: set[int], cold: np.ndarray | None) -> None:
     """Near-duplicate groups exactly as ``curator dedup`` finds them by default:
     ``curator.find_duplicates`` over the cold-start embedding of the whole dataset
-    (the one its threshold was chosen for), with content hashes and labeled samples
-    kept first. Also picks the embeddings for Brain: the newest stored set, else
-    the cold-start ones."""
-    from curator import embeddings
-
+    (the one its threshold was chosen for), with content hashes, labeled samples kept
+    first. Without it (``duplicates=False``), the exact copies found at ingest."""
     ids = np.fromiter((r.id for r in all_rows), dtype=np.int64, count=len(all_rows))
     group: dict[int, int] = {}
-    cold = None
-    if duplicates:
+    if cold is not None:
         from curator.dedup import find_duplicates
 
-        cold = _coldstart(s, settings, ds_id, ids, [r.uri for r in all_rows])
         groups = find_duplicates(
             cold,
             hashes=[r.sha256 for r in all_rows],
@@ -308,66 +309,78 @@ def _put_duplicates(s, settings, cols: Columns, ds_id: int, all_rows, labeled: s
                 group[int(sid)] = int(members[0])
     else:
         cols.skipped["near_duplicates"] = "not computed (duplicates=False); exact copies from ingest only"
-    for r in all_rows:  # exact copies recorded at ingest, when near duplicates were not computed
-        if r.duplicate_of_id is not None and r.id not in group:
-            rep = group.setdefault(r.duplicate_of_id, r.duplicate_of_id)
-            group[r.id] = rep
+        for r in all_rows:
+            if r.duplicate_of_id is not None:
+                group[r.id] = group.setdefault(r.duplicate_of_id, r.duplicate_of_id)
     scope = set(cols.ids.tolist())
     group = {k: v for k, v in group.items() if k in scope}
     cols.put("curator_dup_group", "int", group)
     cols.put("curator_is_representative", "bool", {int(i): group.get(int(i), int(i)) == int(i) for i in cols.ids})
 
-    found = embeddings.load_latest(s, settings, ds_id)
-    if found is not None:
-        cols.embedding_source = _newest_embedding_model(s, ds_id)
-    elif cold is not None:
-        found = (ids, cold)
-        cols.embedding_source = "coldstart"
-    if found is None:
-        cols.skipped["similarity"] = f"no embeddings; compute them: curator embed --dataset {cols.dataset}"
-        return
-    emb_ids, E = found
-    pos = {int(sid): i for i, sid in enumerate(np.asarray(emb_ids).tolist())}
-    take = [pos.get(int(i), -1) for i in cols.ids.tolist()]
-    if min(take) < 0:
-        cols.skipped["similarity"] = "the newest embeddings miss samples added since; run: curator embed"
-        return
-    cols.embeddings = np.asarray(E[np.asarray(take)], dtype=np.float32)
+
+class ColdStartEmbedder:
+    """``curator.coldstart`` as a model adapter, so its vectors go to the embedding
+    store once per dataset (and are reused by every later sync)."""
+
+    def __init__(self):
+        from curator import coldstart
+
+        self.name = coldstart.MODEL_NAME
+        self.version = f"thumb{coldstart.THUMB_SIDE}"
+
+    def embed(self, images) -> np.ndarray:
+        from curator import coldstart
+
+        return coldstart.embed_images(images)
 
 
-def _newest_embedding_model(s, ds_id: int) -> str:
-    from sqlalchemy import select
+def _coldstart(settings, dataset: str, all_rows) -> np.ndarray:
+    """Cold-start embeddings of every sample, in ``all_rows`` order (computed once, stored)."""
+    from curator import embeddings
+    from curator.store.session import transaction
 
-    from curator.store.models import EmbeddingSet, Model
+    adapter = ColdStartEmbedder()
+    info = embeddings.compute_embeddings(settings, dataset, adapter)
+    with transaction(settings) as s:
+        ids, E = embeddings.load(s, settings, info.dataset_id, info.model_id)
+    want = np.fromiter((r.id for r in all_rows), dtype=np.int64, count=len(all_rows))
+    if not np.array_equal(ids, want):  # samples added meanwhile: use what was read
+        pos = {int(i): k for k, i in enumerate(ids.tolist())}
+        return np.asarray(E[[pos[int(i)] for i in want.tolist()]], dtype=np.float32)
+    return np.asarray(E, dtype=np.float32)
 
-    row = s.execute(
-        select(Model.name, Model.version).join(EmbeddingSet, EmbeddingSet.model_id == Model.id)
-        .where(EmbeddingSet.dataset_id == ds_id, EmbeddingSet.done == EmbeddingSet.count)
-        .order_by(EmbeddingSet.id.desc())
-    ).first()
-    return f"{row[0]}:{row[1][:12]}" if row else "stored"
 
-
-def _coldstart(s, settings, ds_id: int, ids: np.ndarray, uris: list[str]) -> np.ndarray:
-    """Cold-start embeddings of ``ids``: the stored set when complete and current, else computed."""
+def _put_embeddings(s, settings, cols: Columns, all_rows, cold: np.ndarray | None) -> None:
+    """Embeddings for Brain: the newest complete stored set of a trained model, else cold-start."""
     from sqlalchemy import select
 
     from curator import coldstart, embeddings
     from curator.store.models import EmbeddingSet, Model
 
-    model_id = s.scalar(
-        select(Model.id).join(EmbeddingSet, EmbeddingSet.model_id == Model.id)
-        .where(EmbeddingSet.dataset_id == ds_id, Model.name == coldstart.MODEL_NAME)
+    ds_id = all_rows[0].dataset_id
+    row = s.execute(
+        select(EmbeddingSet.model_id, Model.name, Model.version)
+        .join(Model, Model.id == EmbeddingSet.model_id)
+        .where(EmbeddingSet.dataset_id == ds_id, EmbeddingSet.done == EmbeddingSet.count,
+               Model.name != coldstart.MODEL_NAME)
         .order_by(EmbeddingSet.id.desc())
-    )
-    if model_id is not None:
-        try:
-            stored_ids, E = embeddings.load(s, settings, ds_id, model_id)
-        except CuratorError:
-            stored_ids = None
-        if stored_ids is not None and np.array_equal(stored_ids, ids):
-            return np.asarray(E, dtype=np.float32)
-    return coldstart.embed_paths(uris)
+    ).first()
+    if row is not None:
+        emb_ids, E = embeddings.load(s, settings, ds_id, row.model_id)
+        cols.embedding_source = f"{row.name}:{row.version[:12]}"
+    elif cold is not None:
+        emb_ids, E = np.fromiter((r.id for r in all_rows), dtype=np.int64, count=len(all_rows)), cold
+        cols.embedding_source = "coldstart"
+    else:
+        cols.skipped["similarity"] = f"no embeddings; compute them: curator embed --dataset {cols.dataset}"
+        return
+    pos = {int(sid): i for i, sid in enumerate(np.asarray(emb_ids).tolist())}
+    take = [pos.get(int(i), -1) for i in cols.ids.tolist()]
+    if min(take) < 0:
+        cols.skipped["similarity"] = "the newest embeddings miss samples added since; run: curator embed"
+        cols.embedding_source = None
+        return
+    cols.embeddings = np.asarray(E[np.asarray(take)], dtype=np.float32)
 
 
 # -------------------------------------------------------------------- write
