@@ -186,7 +186,21 @@ def test_project_deleted_on_server(ls_round):
     assert sorted(client.task_index(again.project_id)) == sorted(ranked)
 
 
-def test_task_deleted_by_hand(ls_round):
+def _cli(settings, monkeypatch, capsys, *args):
+    """Run the curator CLI against ``settings``; return (exit code, stdout, stderr)."""
+    from curator.cli import main
+
+    monkeypatch.setenv("CURATOR_DB_URL", settings.db_url)
+    monkeypatch.setenv("CURATOR_WORKSPACE", str(settings.workspace))
+    monkeypatch.setenv("CURATOR_LABELSTUDIO_URL", settings.labelstudio_url)
+    monkeypatch.setenv("CURATOR_LABELSTUDIO_TOKEN", settings.labelstudio_token)
+    with pytest.raises(SystemExit) as exit_:
+        main(list(args))
+    out = capsys.readouterr()
+    return exit_.value.code, out.out, out.err
+
+
+def test_task_deleted_by_hand(ls_round, monkeypatch, capsys):
     settings, round_id, ranked, project = ls_round
     first = push(settings, round_id, project=project)
     oracle.annotate(settings, project, limit=1)
@@ -194,8 +208,11 @@ def test_task_deleted_by_hand(ls_round):
     client = Client.from_settings(settings)
     task_id = _links(settings, project)[ranked[0]]
     client.http("DELETE", f"api/tasks/{task_id}", "delete task")
+    code, _, err = _cli(settings, monkeypatch, capsys, "pull", "--project", project)
+    assert code == LabelStudioError.exit_code and "were deleted on the server" in err
+    assert [r[3] for r in _annotations(settings) if r[0] == ranked[0]] == [True]  # the deletion is stored
     report = pull(settings, project)
-    assert report.missing_tasks == [ranked[0]] and report.deleted == 1
+    assert report.missing_tasks == [ranked[0]] and report.deleted == 0
     with pytest.raises(LabelStudioError, match="deleted on the server.*--replace-deleted"):
         push(settings, round_id, project=project)
     again = push(settings, round_id, project=project, replace_deleted=True)
@@ -220,22 +237,13 @@ def test_missing_image_and_bad_config_reach_nothing(ls_round, tmp_path):
 
 def test_user_config_and_cli(ls_round, monkeypatch, capsys):
     settings, round_id, ranked, project = ls_round
-    from curator.cli import main
-
     config = settings.workspace / f"{project}.xml"
     choices = "".join(f'<Choice value="{c}"/>' for c in range(10))
     config.write_text(f'<View><Text name="t" value="$dataset"/><Image name="pic" value="$image"/>'
                       f'<Choices name="digit" toName="pic">{choices}<Choice value="unsure"/></Choices></View>')
-    monkeypatch.setenv("CURATOR_DB_URL", settings.db_url)
-    monkeypatch.setenv("CURATOR_WORKSPACE", str(settings.workspace))
-    monkeypatch.setenv("CURATOR_LABELSTUDIO_URL", settings.labelstudio_url)
-    monkeypatch.setenv("CURATOR_LABELSTUDIO_TOKEN", settings.labelstudio_token)
 
     def run(*args):
-        with pytest.raises(SystemExit) as exit_:
-            main(list(args))
-        out = capsys.readouterr()
-        return exit_.value.code, out.out, out.err
+        return _cli(settings, monkeypatch, capsys, *args)
 
     code, out, _ = run("push", "--round", str(round_id), "--project", project, "--label-config", str(config), "--json")
     assert code == 0 and json.loads(out)["imported"] == 12
@@ -245,7 +253,7 @@ def test_user_config_and_cli(ls_round, monkeypatch, capsys):
     assert {r[1] for r in _annotations(settings)} <= {str(c) for c in range(10)}
     code, out, _ = run("labelstudio", "status")
     assert code == 0 and "running" in out
-    monkeypatch.setenv("CURATOR_LABELSTUDIO_TOKEN", "not-the-token-123")
+    settings = dataclasses.replace(settings, labelstudio_token="not-the-token-123")
     code, out, err = run("pull", "--project", project)
     assert code == LabelStudioError.exit_code and "refused the API token" in err
     assert "not-the-token-123" not in err + out

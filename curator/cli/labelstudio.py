@@ -58,7 +58,9 @@ def status(ctx, as_json):
         click.echo(f"{info['url']}: {state}" + (f" (pid {info['pid']})" if info["pid"] else "")
                    + f"; data in {info['data_dir']}")
     if not info["running"]:
-        ctx.exit(1)
+        from curator.exceptions import LabelStudioError
+
+        raise LabelStudioError(f"Label Studio at {info['url']} does not answer; start it with: curator labelstudio up")
 
 
 def _read_predictions(path: Path | None) -> dict | None:
@@ -134,12 +136,11 @@ def pull(ctx, project, dataset, as_json):
     if report.missing_tasks:
         from curator.exceptions import LabelStudioError
 
-        click.echo(
-            f"error: {len(report.missing_tasks)} task(s) of {report.project!r} were deleted on the server "
+        raise LabelStudioError(
+            f"{len(report.missing_tasks)} task(s) of {report.project!r} were deleted on the server "
             f"(samples {report.missing_tasks[:5]}); their annotations are now marked deleted; to label them "
-            "again: curator push --replace-deleted", err=True,
+            "again: curator push --replace-deleted"
         )
-        ctx.exit(LabelStudioError.exit_code)
 
 
 def _project_name(settings, project, dataset) -> str:
