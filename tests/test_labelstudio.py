@@ -282,3 +282,22 @@ def test_screenshot_of_the_queue_shows_the_task_and_its_preannotation(ls_round, 
         assert img.size == (1400, 900) and len(img.convert("L").getcolors(256) or []) > 50  # not a blank page
     if os.environ.get("CURATOR_LS_SCREENSHOT"):
         shutil.copy(out, os.environ["CURATOR_LS_SCREENSHOT"])
+
+
+def test_predictions_from_the_rounds_stored_scores(ls_round):
+    """Without explicit predictions, push shows the round model's "prediction"/"confidence" scores."""
+    from curator.store.models import Model, Round, Score
+
+    settings, round_id, ranked, project = ls_round
+    with transaction(settings) as s:
+        model = Model(name="cnn", version="r1", checksum="0" * 64)
+        s.add(model)
+        s.flush()
+        s.get(Round, round_id).model_id = model.id
+        s.add_all([Score(sample_id=sid, kind="prediction", value=float(i % 10), model_id=model.id) for i, sid in enumerate(ranked)]
+                  + [Score(sample_id=sid, kind="confidence", value=0.3, model_id=model.id) for sid in ranked])
+    report = push(settings, round_id, project=project)
+    task = Client.from_settings(settings).http("GET", f"api/tasks/{_links(settings, project)[ranked[3]]}", "read task")
+    (pred,) = task["predictions"]
+    assert (pred["model_version"], pred["score"]) == ("cnn:r1", pytest.approx(0.3))
+    assert pred["result"][0]["value"]["choices"] == ["3"] and report.imported == 12
