@@ -115,13 +115,15 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
     if classes:
         axes[0, 1].legend(ncol=2, fontsize=7)
     axes[1, 0].bar([f.number for f in facts], [f.duplicates_removed for f in facts], color="tab:orange")
-    axes[1, 0].set_title("near duplicates removed before selection")
+    axes[1, 0].set_title("duplicates in the scored pool (cold-start embedding)")
     axes[1, 0].set_xlabel("round")
     data = [f.scores for f in facts if f.scores]
     if data:
         axes[1, 1].boxplot(data, tick_labels=[f.number for f in facts if f.scores])
     axes[1, 1].set_title("scores of the selected samples")
     axes[1, 1].set_xlabel("round")
+    for ax in (axes[0, 1], axes[1, 0]):
+        ax.set_xticks([f.number for f in facts])
     fig.tight_layout()
     fig.savefig(out_dir / "report.png", dpi=90)
     plt.close(fig)
