@@ -105,29 +105,25 @@ def main() -> None:
     with private_database(args.scratch):
         import fiftyone as fo
 
-        from curator.integrations.fiftyone import compute_visualization, register_similarity, sync
+        from curator.integrations.fiftyone import sync
 
-        if fo.dataset_exists(f"curator-{args.dataset}"):
-            fo.delete_dataset(f"curator-{args.dataset}")
-        for step, dup in (("create", False), ("update", False), ("update with near-duplicate groups", True)):
+        name = f"curator-{args.dataset}"
+        steps = (
+            # first sync as `curator fiftyone sync mnist` runs it: cold-start vectors computed and
+            # stored, near-duplicate groups, Brain similarity index and PCA map
+            ("first sync, defaults", {}, True),
+            ("re-sync, nothing changed, defaults", {}, False),
+            ("first sync, --no-duplicates --no-similarity --visualization none",
+             {"duplicates": False, "similarity": False, "visualization": None}, True),
+        )
+        for step, options, fresh in steps:
+            if fresh and fo.dataset_exists(name):
+                fo.delete_dataset(name)
             t, c = time.perf_counter(), cpu_seconds()
-            report = sync(settings, args.dataset, similarity=False, visualization=None, duplicates=dup)
-            log(step=f"sync ({step})", samples=report.samples, added=report.added,
+            report = sync(settings, args.dataset, **options)
+            log(step=step, samples=report.samples, added=report.added,
                 seconds=round(time.perf_counter() - t, 1), cpu_seconds=round(cpu_seconds() - c, 1),
-                fields=len(report.fields), views=report.views)
-        ds = fo.load_dataset(f"curator-{args.dataset}")
-        from curator.ingest.idx import iter_images
-
-        pixels = np.concatenate([b for _, b in iter_images(MNIST / "train-images-idx3-ubyte.gz", 10000)])
-        proj = np.random.default_rng(0).standard_normal((784, 64)).astype(np.float32)
-        E = pixels.reshape(len(pixels), -1).astype(np.float32) @ proj
-        E = E[np.asarray(ds.values("curator_id")) - min(ds.values("curator_id"))]
-        for name, fn in (("similarity index (sklearn)", lambda: register_similarity(ds, E)),
-                         ("visualization (pca)", lambda: compute_visualization(ds, E, method="pca"))):
-            t, c = time.perf_counter(), cpu_seconds()
-            fn()
-            log(step=name, samples=n, dim=E.shape[1], seconds=round(time.perf_counter() - t, 1),
-                cpu_seconds=round(cpu_seconds() - c, 1))
+                fields=len(report.fields), views=report.views, embeddings=report.embeddings)
 
 
 if __name__ == "__main__":
