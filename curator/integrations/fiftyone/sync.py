@@ -139,7 +139,7 @@ def collect(
 
 
 def _collect(s, settings, dataset: str, round: int | None, version: str | None):
-    from sqlalchemy import func, select
+    from sqlalchemy import select
 
     from curator.store import queries
     from curator.store.models import Dataset, Round, RoundItem, Sample, Score
