@@ -32,6 +32,19 @@ FLAGS = [
 ]
 
 
+LOCAL = ("http://127.0.0.1:", "data:", "blob:")
+FONTS = ("https://fonts.googleapis.com/", "https://fonts.gstatic.com/")
+
+
+def _local_only(route, blocked: list) -> None:
+    url = route.request.url
+    if url.startswith(LOCAL):
+        route.continue_()
+    else:
+        blocked.append(url)
+        route.abort()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -96,6 +109,8 @@ def test_app_shows_the_synced_grid_and_curator_operators(app, tmp_path):
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         media = []  # the grid fetches each thumbnail from the server's /media route
+        blocked = []  # nothing may leave this machine: every other address is refused
+        page.route("**/*", lambda route: _local_only(route, blocked))
         page.on("requestfinished", lambda req: media.append(req.url) if "/media" in req.url else None)
         page.goto(url)
         page.get_by_text(f"{len(data['ids'])} samples").wait_for(timeout=90_000)
@@ -129,5 +144,8 @@ def test_app_shows_the_synced_grid_and_curator_operators(app, tmp_path):
         assert page.get_by_role("button", name="Execute").is_disabled()
         page.screenshot(path=str(out / "select-batch-budget-error.png"))
         browser.close()
+    # The App's own page links two Google Fonts stylesheets (refused, it falls back to local
+    # fonts); anything else it, or curator's plugin, asks from outside fails the test.
+    assert all(u.startswith(FONTS) for u in blocked), f"asked outside this machine: {blocked[:5]}"
     for name in ("grid.png", "operators.png", "select-batch-budget-error.png"):
         assert (out / name).stat().st_size > 10_000
