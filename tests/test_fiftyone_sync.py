@@ -185,8 +185,13 @@ def test_similarity_and_map_from_the_stored_embeddings(settings, ws, fo):
     assert set(nearest) == {a, b}
     points = ds.load_brain_results("curator_visualization").points
     assert points.shape == (len(ds), 2) and np.isfinite(points).all()
-    sync(settings, "digits")  # runs again: the brain runs are replaced, not added
-    assert ds.list_brain_runs() == ["curator_similarity", "curator_visualization"]
+    before = ds.get_brain_info("curator_similarity").timestamp
+    sync(settings, "digits")  # nothing changed: the brain runs are kept as they are
+    assert ds.get_brain_info("curator_similarity").timestamp == before
+    embeddings.compute_embeddings(settings, "digits", _Shuffled(model.adapter))  # newer embeddings
+    report = sync(settings, "digits")
+    assert report.embeddings.startswith("shuffled") and ds.get_brain_info("curator_similarity").timestamp > before
+    assert ds.list_brain_runs() == ["curator_similarity", "curator_visualization"]  # replaced, not added
     with pytest.raises(ValidationError, match="one row per sample"):
         register_similarity(ds, np.ones((3, 4)))
 
@@ -258,3 +263,15 @@ def test_cli_sync_and_import(settings, ws, fo, monkeypatch, capsys):
     assert code == 0 and json.loads(out)["added"] == len(ws["ids"])
     code, out, err = run("fiftyone", "app", "not-there", "--port", "5999")
     assert code == 4 and "FiftyOne dataset 'not-there' does not exist" in err
+
+
+class _Shuffled:
+    """Another model: the CNN's embedding with its dimensions reversed."""
+
+    name, version = "shuffled", "1"
+
+    def __init__(self, adapter):
+        self.adapter = adapter
+
+    def embed(self, images):
+        return self.adapter.embed(images)[:, ::-1]

@@ -555,19 +555,32 @@ def _value(fo, kind: str, value):
 
 
 def _finish(ds, cols: Columns, report: SyncReport, settings, similarity: bool, visualization: str | None) -> None:
+    """Saved views, Brain runs (recomputed only when the embeddings or the sample order
+    changed: a digest of both is kept in the dataset's info) and the link back to curator."""
+    import hashlib
+
     from curator.integrations.fiftyone import similarity as sim
     from curator.settings import mask_url
 
     report.views = save_views(ds, cols)
+    previous = (ds.info.get(INFO_KEY) or {}).get("brain", {})
+    brain = {}
     if cols.embeddings is not None:
         order = ds.values("curator_id")
         pos = {int(i): k for k, i in enumerate(cols.ids.tolist())}
-        E = cols.embeddings[np.asarray([pos[c] for c in order])]
+        E = np.ascontiguousarray(cols.embeddings[np.asarray([pos[c] for c in order])])
+        digest = hashlib.sha256(np.asarray(order, dtype=np.int64).tobytes() + E.tobytes()).hexdigest()[:32]
         report.embeddings = cols.embedding_source
         if similarity:
-            report.similarity = sim.register_similarity(ds, E, brain_key=SIMILARITY_KEY)
+            brain[SIMILARITY_KEY] = digest
+            if previous.get(SIMILARITY_KEY) != digest or not ds.has_brain_run(SIMILARITY_KEY):
+                sim.register_similarity(ds, E, brain_key=SIMILARITY_KEY)
+            report.similarity = SIMILARITY_KEY
         if visualization:
-            report.visualization = sim.compute_visualization(ds, E, method=visualization, brain_key=VISUALIZATION_KEY)
+            brain[VISUALIZATION_KEY] = f"{visualization}:{digest}"
+            if previous.get(VISUALIZATION_KEY) != brain[VISUALIZATION_KEY] or not ds.has_brain_run(VISUALIZATION_KEY):
+                sim.compute_visualization(ds, E, method=visualization, brain_key=VISUALIZATION_KEY)
+            report.visualization = VISUALIZATION_KEY
     elif similarity or visualization:
         report.skipped.setdefault("similarity", "no embeddings; compute them: curator embed")
     ds.info[INFO_KEY] = {
@@ -576,6 +589,7 @@ def _finish(ds, cols: Columns, report: SyncReport, settings, similarity: bool, v
         "workspace": str(Path(settings.workspace).resolve()),
         "database": mask_url(settings.database_url),
         "fields": sorted(cols.values),
+        "brain": brain,
         "synced_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
     ds.save()
