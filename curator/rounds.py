@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from curator.exceptions import NotFoundError, ValidationError
 from curator.settings import Settings
 from curator.store.models import Dataset, Model, Round, RoundItem, Sample, Score
-from curator.store.queries import agreed_labels, dataset_id
+from curator.store.queries import dataset_classes, agreed_labels, dataset_id
 from curator.store.session import transaction
 
 __all__ = [
@@ -247,6 +247,18 @@ def _scores(pool) -> dict[str, np.ndarray]:
     return out
 
 
+def _predictions(session: Session, dataset: str, model: TrainedModel, probs: np.ndarray) -> dict[str, np.ndarray]:
+    """The model's answer as two stored kinds: ``prediction`` (index into the dataset's
+    classes; NaN when the model's class is not one of them) and ``confidence``.
+
+    Label Studio shows them as pre-annotations and FiftyOne as a Classification.
+    """
+    index = {c: i for i, c in enumerate(dataset_classes(session, dataset))}
+    top = probs.argmax(1)
+    prediction = np.array([index.get(str(model.classes[k]), np.nan) for k in top], dtype=float)
+    return {"prediction": prediction, "confidence": probs.max(1).astype(float)}
+
+
 def score_pool(settings: Settings, dataset: str, model, *, split: str | None = None,
                subsample: int | None = None, seed: int = 0, mc_samples: int = 20,
                record: bool = True) -> ScoredPool:
@@ -259,13 +271,14 @@ def score_pool(settings: Settings, dataset: str, model, *, split: str | None = N
     scores = _scores(pool)
     if record:
         with transaction(settings) as s:
-            for kind, values in scores.items():
+            stored = {**scores, **_predictions(s, dataset, model, pool.mean_probs)}
+            for kind, values in stored.items():
                 for s0 in range(0, len(ids), 5000):
                     chunk = ids[s0: s0 + 5000].tolist()
                     s.execute(delete(Score).where(Score.kind == kind, Score.model_id == model.model_id,
                                                   Score.sample_id.in_(chunk)))
                 s.add_all([Score(sample_id=int(i), kind=kind, value=float(v), model_id=model.model_id)
-                           for i, v in zip(ids, values)])
+                           for i, v in zip(ids, values) if np.isfinite(v)])
     return ScoredPool(sample_ids=ids, pool=pool, scores=scores, model_id=model.model_id)
 
 

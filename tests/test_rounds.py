@@ -61,7 +61,16 @@ def test_train_score_select_record(db_settings, arrays):
     assert len(scored.sample_ids) == 240 - 30 and not set(scored.sample_ids) & set(ids)
     assert {"entropy", "margin", "bald", "novelty", "variation_ratio"} <= set(scored.scores)
     n_scores = _counts(db_settings)[2]
-    assert n_scores == len(scored.sample_ids) * len(scored.scores)
+    assert n_scores == len(scored.sample_ids) * (len(scored.scores) + 2)  # + prediction, confidence
+    from sqlalchemy import select as _select
+
+    from curator.store.models import Score
+    with transaction(db_settings) as s:
+        stored = dict(s.execute(_select(Score.sample_id, Score.value).where(Score.kind == "prediction")).all())
+        conf = dict(s.execute(_select(Score.sample_id, Score.value).where(Score.kind == "confidence")).all())
+    probs = scored.pool.mean_probs
+    assert [stored[int(i)] for i in scored.sample_ids] == [float(k) for k in probs.argmax(1)]
+    assert np.allclose([conf[int(i)] for i in scored.sample_ids], probs.max(1))
     rounds.score_pool(db_settings, DS, model, split="train", mc_samples=4, seed=0)
     assert _counts(db_settings)[2] == n_scores  # scoring again replaces, never duplicates
 

@@ -188,50 +188,15 @@ def score_options(link: Link) -> dict[str, dict]:
 
 
 def score(link: Link, model: str | None = None, mc_samples: int = 20, subsample: int = 0) -> str:
-    """Score the pool (``curator.rounds.score_pool``) and store the model's predictions beside the scores."""
+    """Score the pool (``curator.rounds.score_pool``, which also stores the model's predictions)."""
     from curator import rounds
 
     trained = model_for(link, model or None)
     scored = rounds.score_pool(
         link.settings, link.dataset, trained, mc_samples=int(mc_samples), subsample=int(subsample) or None
     )
-    record_predictions(link.settings, link.dataset, scored.sample_ids, scored.pool.mean_probs, trained)
     kinds = ", ".join(sorted(scored.scores))
     return f"scored {len(scored.sample_ids)} pool samples with model {scored.model_id}: {kinds}"
-
-
-def record_predictions(settings, dataset: str, sample_ids, probs, model) -> int:
-    """Store each sample's predicted class and its probability as Score rows of kind
-    ``prediction`` (index into the dataset's classes) and ``confidence``: what the
-    sync shows as the ``prediction`` field and Label Studio as pre-annotations."""
-    import numpy as np
-    from sqlalchemy import delete
-
-    from curator.store.models import Score
-    from curator.store.queries import dataset_classes
-    from curator.store.session import transaction
-
-    probs = np.asarray(probs)
-    top = probs.argmax(1)
-    with transaction(settings) as s:
-        index = {c: i for i, c in enumerate(dataset_classes(s, dataset))}
-        rows = []
-        for sid, k, p in zip(np.asarray(sample_ids).tolist(), top.tolist(), probs.max(1).tolist()):
-            label = str(model.classes[k])
-            if label in index:
-                rows += [
-                    {"sample_id": sid, "kind": "prediction", "value": float(index[label]), "model_id": model.model_id},
-                    {"sample_id": sid, "kind": "confidence", "value": float(p), "model_id": model.model_id},
-                ]
-        ids = [int(i) for i in np.asarray(sample_ids).tolist()]
-        for start in range(0, len(ids), 5000):
-            s.execute(delete(Score).where(
-                Score.model_id == model.model_id, Score.kind.in_(("prediction", "confidence")),
-                Score.sample_id.in_(ids[start:start + 5000]),
-            ))
-        if rows:
-            s.execute(Score.__table__.insert(), rows)
-    return len(rows) // 2
 
 
 def select(link: Link, policy: str, budget: int, seed: int = 0, model: str | None = None) -> str:
