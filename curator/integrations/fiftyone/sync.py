@@ -256,6 +256,8 @@ def _put_prediction(cols: Columns, by_kind: dict[str, dict[int, float]], classes
     conf = by_kind.get("confidence", {})
     out = {}
     for sid, value in pred.items():
+        if value is None or not np.isfinite(value):
+            continue  # the model's class is not one of the dataset's
         k = int(round(value))
         label = classes[k] if 0 <= k < len(classes) else str(k)
         out[sid] = (label, conf.get(sid))
