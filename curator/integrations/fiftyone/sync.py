@@ -15,8 +15,10 @@ field                       from
 ``curator_round``,          the latest round that selected the sample, its
 ``curator_rank``,           rank there (0 = label first) and acquisition
 ``curator_round_score``     score
-``curator_dup_group``,      near-duplicate group (id of its representative)
-``curator_is_representative``  and whether this sample is the one kept
+``curator_dup_group``,      near-duplicate group (id of its representative),
+``curator_is_representative``  as ``curator dedup`` finds them (cold-start
+                            embedding, stored once in the embedding store),
+                            and whether this sample is the one kept
 ``prediction``              model prediction, a ``Classification`` with
                             confidence (score kinds ``prediction`` =
                             class index, ``confidence``)
@@ -30,9 +32,14 @@ Saved views: ``next-batch`` (latest round in rank order), ``duplicate-groups``,
 ``most-uncertain`` (unlabeled, by the first uncertainty score present) and
 ``disagreements`` (prediction differs from the human label).
 
+Brain runs ``curator_similarity`` (sort by similarity) and
+``curator_visualization`` (2-D map) use the newest stored embeddings of a
+trained model, else the cold-start ones; they are recomputed only when the
+embeddings or the samples changed.
+
 Nothing is half-synced: everything is read and checked before the first
-write; a new FiftyOne dataset is built under a temporary name and renamed
-only when complete (the temporary one is deleted on failure).
+write to FiftyOne; a new FiftyOne dataset is built under a temporary name and
+renamed only when complete (the temporary one is deleted on failure).
 """
 
 from __future__ import annotations
