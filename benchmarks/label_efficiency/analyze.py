@@ -1,7 +1,7 @@
 """Summarise results.jsonl: labels to reach 10% and 5% test error per policy, and the plot.
 
-For each (policy, seed) the newest finished run is used (or the newest
-partial one when none finished). A run that never reached a threshold counts
+For each (policy, seed) a finished run is used (or the longest partial one
+when none finished; runs are deterministic given the seed, so repeats agree). A run that never reached a threshold counts
 as "more than its last number of labels" and the table says so.
 
     python benchmarks/label_efficiency/analyze.py   # writes summary.json and learning_curves.png
@@ -36,11 +36,11 @@ def load(path: Path):
         else:
             runs[rec["run"]].append(rec)
     best = {}
-    for run, lines in runs.items():  # file order: a later run replaces an earlier one unless that one finished
+    for run, lines in runs.items():  # a finished run first, else the longest partial one
         key = key_of[run]
-        if key in best and done.get(best[key][0]) and not done.get(run):
-            continue
-        best[key] = (run, lines)
+        rank = (bool(done.get(run)), len(lines))
+        if key not in best or rank > (bool(done.get(best[key][0])), len(best[key][1])):
+            best[key] = (run, lines)
     return {k: (sorted(v[1], key=lambda r: r["labels"]), bool(done.get(v[0]))) for k, v in best.items()}
 
 
@@ -121,6 +121,7 @@ def plot(data, policies):
     ax.set_yscale("log")
     ax.set_yticks([0.03, 0.05, 0.1, 0.2, 0.4])
     ax.set_yticklabels(["3%", "5%", "10%", "20%", "40%"])
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("labeled images")
     ax.set_ylabel("test error (10,000 MNIST test images)")
     ax.set_title("Label efficiency on MNIST (Gal et al. 2017 protocol): mean, min-max band over seeds")
