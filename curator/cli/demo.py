@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -55,6 +57,8 @@ def demo(ctx, dataset, start_labelstudio, **kw):
     print_result(settings, result, dataset)
     click.echo("")
     click.echo("next:")
+    if sys.prefix != sys.base_prefix and os.environ.get("VIRTUAL_ENV") != sys.prefix:
+        click.echo(f"  (in this shell first: source {os.path.relpath(sys.prefix)}/bin/activate)")
     click.echo(f"  review in FiftyOne:  curator fiftyone sync {dataset} && curator fiftyone app --dataset {dataset}")
     if kw["labeler"] == "oracle":
         click.echo("  label in a browser:  export CURATOR_LABELSTUDIO_TOKEN=<a token>; curator labelstudio up; "
