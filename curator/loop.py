@@ -189,36 +189,15 @@ def train(settings, cfg: LoopConfig, ids, labels):
     return rounds.train_model(settings, cfg.dataset, ids, labels, seed=cfg.seed, epochs=cfg.epochs)
 
 
-def duplicates_in_pool(settings, ds: int, split: str | None, pool_sample_ids) -> int:
-    """Near duplicates among the scored candidates and of labeled samples, on the cold-start
-    embedding (content, not model features: what the default threshold was chosen for)."""
-    from curator import coldstart, dedup, rounds
-
-    with transaction(settings) as s:
-        _, taken = rounds.pool_ids(s, ds, split)
-        uris = dict(s.execute(select(Sample.id, Sample.uri).where(
-            Sample.id.in_([int(i) for i in pool_sample_ids] + [int(i) for i in taken]))).all())
-    E = coldstart.embed_paths([uris[int(i)] for i in pool_sample_ids])
-    removed = sum(len(g) - 1 for g in dedup.find_duplicates(E))
-    if len(taken):
-        L = coldstart.embed_paths([uris[int(i)] for i in taken])
-        removed += int(dedup.near_labeled(E, L).sum())
-    return removed
-
-
 def select_next(settings, cfg: LoopConfig, ds: int, model) -> int:
-    """Score the pool, count its duplicates, select a batch; return the new round's number."""
+    """Score the pool, select a batch without near duplicates; return the new round's number."""
     from curator import rounds
 
     scored = rounds.score_pool(settings, cfg.dataset, model, split=cfg.pool_split,
                                subsample=cfg.subsample, seed=cfg.seed)
-    removed = duplicates_in_pool(settings, ds, cfg.pool_split, scored.sample_ids)
     budget = min(cfg.budget, len(scored.sample_ids))
     result = rounds.select_round(settings, cfg.dataset, model, budget=budget, policy=cfg.policy, seed=cfg.seed,
-                                 split=cfg.pool_split, subsample=cfg.subsample)
-    with transaction(settings) as s:
-        rnd = s.get(Round, result.round_id)
-        rnd.params = {**(rnd.params or {}), "duplicates_removed": removed}
+                                 split=cfg.pool_split, subsample=cfg.subsample, at_most=True)
     return result.number
 
 

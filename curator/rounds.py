@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from curator.exceptions import NotFoundError, ValidationError
+from curator.exceptions import BudgetError, NotFoundError, ValidationError
 from curator.settings import Settings
 from curator.store.models import Dataset, Model, Round, RoundItem, Sample, Score
 from curator.store.queries import dataset_classes, agreed_labels, dataset_id
@@ -59,6 +59,7 @@ class RoundResult:
     sample_ids: list[int]  # ranked: rank 0 first
     scores: list[float | None]
     pool_size: int
+    duplicates_removed: int = 0  # candidates dropped as near copies of each other or of labeled samples
 
 
 # -- models ----------------------------------------------------------------------------------
@@ -206,7 +207,31 @@ def _labeled_embeddings(settings: Settings, ds: int, model: TrainedModel, ids: n
     return model.adapter.embed(_images(settings, ids))
 
 
-def _build_pool(settings, dataset, model, split, subsample, seed, mc_samples):
+def drop_duplicates(settings, ds: int, ids: np.ndarray, taken: np.ndarray) -> tuple[np.ndarray, int]:
+    """``ids`` without near copies: one sample per duplicate group (the lowest id) and none
+    that copies a labeled or pending sample (``taken``).
+
+    Compared on the cold-start embedding (content, not model features: what the
+    default threshold was chosen for, see docs/dedup.md), so the groups are those
+    ``curator dedup`` reports. Returns (kept ids, number dropped).
+    """
+    from curator import coldstart, dedup
+
+    if len(ids) < 2 and not len(taken):
+        return ids, 0
+    with transaction(settings) as s:
+        uri = dict(s.execute(select(Sample.id, Sample.uri).where(Sample.dataset_id == ds)).all())
+    both = [int(i) for i in ids] + [int(i) for i in taken]
+    E = coldstart.embed_paths([uri[i] for i in both])
+    groups = dedup.find_duplicates(E, labeled=np.arange(len(ids), len(both)))
+    drop = np.zeros(len(ids), bool)
+    for g in groups:  # representative first: a labeled one where the group has one
+        members = g[1:][g[1:] < len(ids)]
+        drop[members] = True
+    return ids[~drop], int(drop.sum())
+
+
+def _build_pool(settings, dataset, model, split, subsample, seed, mc_samples, dedup=False):
     from curator import Pool
 
     model = load_model(settings, model)
@@ -223,11 +248,14 @@ def _build_pool(settings, dataset, model, split, subsample, seed, mc_samples):
     if subsample is not None and len(ids) > subsample:
         rng = np.random.default_rng([seed, len(taken)])
         ids = np.sort(rng.choice(ids, size=subsample, replace=False))
+    removed = 0
+    if dedup:
+        ids, removed = drop_duplicates(settings, ds, ids, taken)
     pred = model.adapter.predict(_images(settings, ids), mc_samples=mc_samples, seed=seed)
     L = _labeled_embeddings(settings, ds, model, taken) if len(taken) else None
     pool = Pool(embeddings=pred.embeddings, probs=pred.probs, mc_probs=pred.mc_probs,
                 labeled_embeddings=L, ids=ids)
-    return ds, model, ids, pool
+    return ds, model, ids, pool, removed
 
 
 def _scores(pool) -> dict[str, np.ndarray]:
@@ -267,7 +295,7 @@ def score_pool(settings: Settings, dataset: str, model, *, split: str | None = N
     Scores of the same (sample, kind, model) are replaced, so scoring twice
     stores nothing twice.
     """
-    ds, model, ids, pool = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples)
+    ds, model, ids, pool, _ = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples)
     scores = _scores(pool)
     if record:
         with transaction(settings) as s:
@@ -284,8 +312,15 @@ def score_pool(settings: Settings, dataset: str, model, *, split: str | None = N
 
 def select_round(settings: Settings, dataset: str, model, *, budget: int, policy: str = "curator",
                  seed: int = 0, params: dict | None = None, split: str | None = None,
-                 subsample: int | None = None, mc_samples: int = 20) -> RoundResult:
+                 subsample: int | None = None, mc_samples: int = 20, dedup: bool = True,
+                 at_most: bool = False) -> RoundResult:
     """Select ``budget`` samples of the pool with ``policy`` and record them as a new round.
+
+    With ``dedup`` (the default) near copies are removed from the candidates first
+    (``drop_duplicates``), so a round never holds two members of one duplicate
+    group nor a copy of a labeled sample; how many is recorded in the round's
+    parameters as ``duplicates_removed``. A budget larger than what is left is an
+    error, or with ``at_most`` selects all of it (the loop, near the pool's end).
 
     The round (policy, parameters, seed, model) and its ranked samples with
     their scores are written in one transaction, after the policy succeeded.
@@ -297,11 +332,20 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
 
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
         check_budget(budget, 1, caller="select_round")
-    ds, model, ids, pool = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples)
+    ds, model, ids, pool, removed = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples,
+                                                dedup=dedup)
+    if budget > len(ids) and (at_most or removed):
+        if not at_most:
+            raise BudgetError(
+                f"select_round: budget {budget} is larger than the pool ({len(ids)} samples left after removing "
+                f"{removed} near duplicates); lower the budget (or select with dedup=False / --no-dedup)"
+            )
+        budget = len(ids)
     positions, values = pol.select_scored(pool, budget=budget, seed=seed)
     chosen = ids[positions]
     recorded = {**pol.get_params(), **({"subsample": subsample} if subsample else {}),
-                "split": split, "mc_samples": mc_samples, "pool_size": int(len(ids))}
+                "split": split, "mc_samples": mc_samples, "pool_size": int(len(ids) + removed),
+                **({"duplicates_removed": removed} if dedup else {"dedup": False})}
     with transaction(settings) as s:
         number = (s.scalar(select(func.max(Round.number)).where(Round.dataset_id == ds)) or 0) + 1
         rnd = Round(dataset_id=ds, number=number, policy=policy, params=_jsonable(recorded), budget=budget,
@@ -313,7 +357,8 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
                    for r, (sid, v) in enumerate(zip(chosen, values))])
         round_id = rnd.id
     return RoundResult(round_id=round_id, number=number, policy=policy, sample_ids=[int(i) for i in chosen],
-                       scores=[None if not np.isfinite(v) else float(v) for v in values], pool_size=len(ids))
+                       scores=[None if not np.isfinite(v) else float(v) for v in values], pool_size=len(ids) + removed,
+                       duplicates_removed=removed)
 
 
 def round_items(session: Session, dataset: str, number: int) -> list[tuple[int, int, float | None]]:

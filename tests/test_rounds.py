@@ -196,3 +196,39 @@ def test_cli_policies_score_select_embed(settings, arrays, monkeypatch):
     res = run(cli, ["embed", DS, "--model", model.path, "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["done"] == 300
+
+
+@pytest.mark.slow
+def test_round_holds_no_near_copies_of_each_other_or_of_labeled(settings, arrays):
+    """Planted copies (brightness shifts of real digits) never reach a round; the count is recorded."""
+    from curator import rounds
+    from curator.ingest import ingest_arrays
+
+    ids, labels = _setup(settings, arrays)
+    X, y, _, _ = arrays
+    shift = lambda img, d: np.clip(img.astype(np.int16) + d, 0, 255).astype(np.uint8)  # noqa: E731
+    planted = np.stack([shift(X[0], 8), shift(X[1], 8), shift(X[2], 8),  # copies of labeled samples
+                        shift(X[100], 5), shift(X[100], 10)])              # two copies of a pool sample
+    ingest_arrays(planted, list(y[[0, 1, 2, 100, 100]]), dataset=DS, split="train", name="copies",
+                  settings=settings)
+    with transaction(settings) as s:
+        copies = s.scalars(select(Sample.id).where(Sample.uri.contains("copies")).order_by(Sample.id)).all()
+        original = s.scalars(select(Sample.id).where(Sample.split == "train").order_by(Sample.id)).all()[100]
+    assert len(copies) == 5
+
+    model = rounds.train_model(settings, DS, ids, labels, seed=0, steps=5)
+    with transaction(settings) as s:
+        ds = rounds.dataset_id(s, DS)
+        pool, taken = rounds.pool_ids(s, ds, "train")
+    kept, removed = rounds.drop_duplicates(settings, ds, pool, taken)
+    kept = set(kept.tolist())
+    assert not kept & set(copies[:3])                                  # copies of labeled samples
+    assert len(kept & {original, *copies[3:]}) == 1                    # one of the group of three
+    assert removed == len(pool) - len(kept) >= 5
+
+    everything = rounds.select_round(settings, DS, model, budget=len(kept), policy="random", split="train",
+                                     mc_samples=0)
+    assert set(everything.sample_ids) == kept and everything.duplicates_removed == removed
+    with transaction(settings) as s:
+        params = s.get(Round, everything.round_id).params
+    assert params["duplicates_removed"] == removed and params["pool_size"] == len(pool)

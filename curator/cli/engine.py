@@ -98,9 +98,11 @@ def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_jso
 @click.option("--policy", "-p", default="curator", show_default=True, help="Policy name (see: curator policies).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Policy parameter (JSON value), repeatable, e.g. --param novelty_weight=0.5.")
+@click.option("--dedup/--no-dedup", default=True, show_default=True,
+              help="Remove near copies (of each other and of labeled samples) from the candidates first.")
 @_pool_options
 @click.pass_context
-def select(ctx, dataset, budget, policy, params, model, steps, split, subsample, seed, mc_samples, as_json):
+def select(ctx, dataset, budget, policy, params, dedup, model, steps, split, subsample, seed, mc_samples, as_json):
     """Select a batch of DATASET's pool with a policy and record it as a new round."""
     from curator import policies, rounds
 
@@ -108,14 +110,16 @@ def select(ctx, dataset, budget, policy, params, model, steps, split, subsample,
     policies.get(policy, **_params(params))  # fail fast on an unknown policy, before training
     trained = _model(settings, dataset, model, seed, steps)
     res = rounds.select_round(settings, dataset, trained, budget=budget, policy=policy, seed=seed,
-                              params=_params(params), split=split, subsample=subsample, mc_samples=mc_samples)
+                              params=_params(params), split=split, subsample=subsample, mc_samples=mc_samples,
+                              dedup=dedup)
     if as_json:
         click.echo(json.dumps({"round": res.number, "round_id": res.round_id, "policy": res.policy,
                                "model_id": trained.model_id, "pool": res.pool_size,
+                               "duplicates_removed": res.duplicates_removed,
                                "sample_ids": res.sample_ids, "scores": res.scores}))
         return
     click.echo(f"{dataset}: round {res.number} selected {len(res.sample_ids)} of {res.pool_size} pool samples "
-               f"with {policy} (model {trained.model_id}, seed {seed})")
+               f"with {policy} (model {trained.model_id}, seed {seed}; {res.duplicates_removed} near duplicates removed first)")
     for rank, (sid, sc) in enumerate(zip(res.sample_ids, res.scores)):
         click.echo(f"  {rank:4d}  sample {sid}  score {'-' if sc is None else f'{sc:.4f}'}")
 
