@@ -20,6 +20,8 @@ from curator.exceptions import ValidationError
 EXPONENTS = np.linspace(0.05, 2.0, 196)
 #: Marginal gain (error points per 100 extra labels) below which labels "stop paying off".
 PAYOFF_PER_100 = 0.001
+#: With fewer points the offset of the curve is barely determined: the summary says so.
+ROUGH_BELOW_POINTS = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,18 +83,21 @@ class Forecast:
     low: float  # 10th percentile
     high: float  # 90th percentile
     payoff_limit: float
+    points: int = ROUGH_BELOW_POINTS  # learning-curve points the fit used
 
     @property
     def more_labels(self) -> float:
         return max(self.labels_needed - self.labels_now, 0.0)
 
     def summary(self) -> str:
+        rough = f"rough, from {self.points} points: " if self.points < ROUGH_BELOW_POINTS else ""
         if not np.isfinite(self.labels_needed):
-            return (f"target error {self.target:.3f} looks out of reach: the curve levels off at "
-                    f"{self.curve.c:.3f}; more labels stop paying off near {self.payoff_limit:,.0f}")
+            some = f"; 10% of refits reach it by {self.low:,.0f} labels" if np.isfinite(self.low) else ""
+            return (f"{rough}target error {self.target:.3f} looks out of reach: the curve levels off at "
+                    f"{self.curve.c:.3f}{some}; more labels stop paying off near {self.payoff_limit:,.0f}")
         high = "unbounded" if not np.isfinite(self.high) else f"{self.high:,.0f}"
         return (
-            f"about {self.more_labels:,.0f} more labels to reach error {self.target:.3f} "
+            f"{rough}about {self.more_labels:,.0f} more labels to reach error {self.target:.3f} "
             f"(total {self.labels_needed:,.0f}; 80% band {self.low:,.0f} to {high}); "
             f"more labels stop paying off near {self.payoff_limit:,.0f}"
         )
@@ -121,6 +126,7 @@ def forecast(n_labels, errors, target: float, *, n_boot: int = 200, seed: int = 
         low=_percentile(needed, 10),
         high=_percentile(needed, 90),
         payoff_limit=curve.payoff_limit(),
+        points=len(n),
     )
 
 

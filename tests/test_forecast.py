@@ -22,7 +22,7 @@ def test_forecast_band_brackets_the_truth_and_unreachable_targets():
     truth = ((0.06 - 0.02) / 3.0) ** (-1 / 0.8)
     assert f.low <= truth <= f.high
     assert f.more_labels == pytest.approx(f.labels_needed - 100)
-    assert "more labels" in f.summary()
+    assert "more labels" in f.summary() and not f.summary().startswith("rough")
     below_floor = forecast(n, err, target=0.001)
     assert np.isinf(below_floor.labels_needed) and "out of reach" in below_floor.summary()
     assert f.payoff_limit > 100
@@ -35,3 +35,9 @@ def test_forecast_bad_input():
         forecast([10, 20, 30], [0.5, 0.4, 0.3], target=5)
     with pytest.raises(ValidationError, match="finite"):
         fit_curve([10, 20, 30], [0.5, np.nan, 0.3])
+
+
+def test_few_points_are_called_a_rough_guess():
+    n = np.array([20, 30, 40, 50], dtype=float)
+    f = forecast(n, 0.02 + 3.0 * n**-0.8, target=0.06)
+    assert f.points == 4 and f.summary().startswith("rough, from 4 points: ")
