@@ -54,7 +54,7 @@ def demo(ctx, dataset, start_labelstudio, **kw):
     click.echo(f"loop: {kw['rounds']} rounds of {kw['budget']} with policy {kw['policy']!r}, labeler {kw['labeler']}, "
                f"database {mask_url(settings.database_url)}")
     result = run_loop(settings, config_from(dataset, **kw))
-    print_result(settings, result, dataset)
+    print_result(settings, result, dataset, kw["target_error"])
     click.echo("")
     click.echo("next:")
     if sys.prefix != sys.base_prefix and os.environ.get("VIRTUAL_ENV") != sys.prefix:

@@ -37,7 +37,7 @@ def config_from(dataset, **kw):
     return LoopConfig(dataset=dataset, **kw)
 
 
-def print_result(settings, result, dataset):
+def print_result(settings, result, dataset, target_error: float = 0.05):
     from curator.forecast import forecast
 
     for n, err in result.errors:
@@ -46,7 +46,7 @@ def print_result(settings, result, dataset):
         click.echo(f"waiting: {result.waiting}")
     if len(result.errors) >= 3:
         n, e = zip(*result.errors)
-        click.echo("forecast: " + forecast(n, e, target=0.05).summary())
+        click.echo("forecast: " + forecast(n, e, target=target_error).summary())
     click.echo(f"report: {settings.workspace / 'reports' / dataset / 'report.md'}")
 
 
@@ -64,7 +64,7 @@ def loop(ctx, dataset, **kw):
 
     settings = settings_from(ctx)
     result = run_loop(settings, config_from(dataset, **kw))
-    print_result(settings, result, dataset)
+    print_result(settings, result, dataset, kw["target_error"])
 
 
 @click.command()
