@@ -301,3 +301,35 @@ def test_predictions_from_the_rounds_stored_scores(ls_round):
     (pred,) = task["predictions"]
     assert (pred["model_version"], pred["score"]) == ("cnn:r1", pytest.approx(0.3))
     assert pred["result"][0]["value"]["choices"] == ["3"] and report.imported == 12
+
+
+def test_restart_on_the_same_data_takes_the_new_token(tmp_path):
+    """`curator labelstudio up` with another token on an existing data folder: projects kept,
+    the new token accepted, the old one refused, neither written to the server log."""
+    import secrets
+
+    from curator.integrations.labelstudio import server
+    from curator.integrations.labelstudio.labelconfig import image_classification
+    from curator.settings import Settings
+    from ls_fixtures import _free_port
+
+    quiet = lambda _m: None  # noqa: E731
+    first = Settings(workspace=tmp_path / "ws", labelstudio_url=f"http://127.0.0.1:{_free_port()}",
+                     labelstudio_token=secrets.token_hex(20))
+    server.start(first, timeout=600, echo=quiet)
+    try:
+        client = Client.from_settings(first)
+        client.call("create", client.sdk.projects.create, title="kept-project",
+                    label_config=image_classification(["0", "1"]).xml)
+    finally:
+        server.stop(first, echo=quiet)
+    second = dataclasses.replace(first, labelstudio_token=secrets.token_hex(20))
+    server.start(second, timeout=600, echo=quiet)
+    try:
+        assert [p["title"] for p in Client.from_settings(second).find_projects("kept-project")] == ["kept-project"]
+        with pytest.raises(LabelStudioError, match="refused the API token"):
+            Client.from_settings(first).check()
+    finally:
+        server.stop(second, echo=quiet)
+    log = (server.data_dir(second) / "server.log").read_text()
+    assert first.labelstudio_token not in log and second.labelstudio_token not in log

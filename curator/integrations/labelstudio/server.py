@@ -180,6 +180,8 @@ def start(settings, *, timeout: float = 240.0, echo=print, install: bool = True)
     user = os.environ.get(USER_ENV, DEFAULT_USER)
     password = os.environ.get(PASSWORD_ENV) or token
     log = data / "server.log"
+    if (data / "label_studio.sqlite3").exists():
+        _set_credentials(exe, server_env(settings, data, user, password), data, log)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [str(exe), "start", "--no-browser", "--internal-host", host, "--port", str(port)],
@@ -208,6 +210,43 @@ def start(settings, *, timeout: float = 240.0, echo=print, install: bool = True)
     raise LabelStudioError(
         f"Label Studio did not answer at {url}/health within {timeout:.0f} s; see {log}"
     )
+
+
+#: Run by the server's own Python: Label Studio applies LABEL_STUDIO_USER_TOKEN only when it
+#: creates the user, so on an existing data folder the token (and password) of the environment
+#: are set here. Both are read from the environment, never from the command line.
+_SET_CREDENTIALS = """
+import os, sys
+import label_studio
+sys.path.insert(0, os.path.dirname(label_studio.__file__))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings.label_studio")
+import django
+django.setup()
+from rest_framework.authtoken.models import Token
+from users.models import User
+user = User.objects.filter(email=os.environ["LABEL_STUDIO_USERNAME"]).first()
+if user is not None:
+    token = os.environ["LABEL_STUDIO_USER_TOKEN"]
+    if not Token.objects.filter(user=user, key=token).exists():
+        Token.objects.filter(user=user).delete()
+        Token.objects.create(user=user, key=token)
+        print("token of", user.email, "updated")
+    if not user.check_password(os.environ["LABEL_STUDIO_PASSWORD"]):
+        user.set_password(os.environ["LABEL_STUDIO_PASSWORD"])
+        user.save()
+"""
+
+
+def _set_credentials(exe: Path, env: dict[str, str], data: Path, log: Path) -> None:
+    """Give the known user of an existing data folder the token of this start."""
+    with open(log, "ab") as out:
+        done = subprocess.run([str(exe.parent / "python"), "-c", _SET_CREDENTIALS], env=env, cwd=data,
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise LabelStudioError(
+            f"could not set the API token of the Label Studio user in {data} (exit {done.returncode}); "
+            f"see {log}, or start with a fresh data folder"
+        )
 
 
 def _tail(log: Path, token: str, n: int = 15) -> str:
