@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-PG_BASE = "postgresql+psycopg://curator:curator@127.0.0.1/postgres"
+#: A role that may create databases; `make test` (tests/services.sh) creates curator_test.
+PG_BASE = os.environ.get("CURATOR_TEST_PG_URL", "postgresql+psycopg://curator:curator@127.0.0.1/postgres")
 PG_DB = "curator_bench_versions"
 CLASSES = [str(i) for i in range(10)]
 
