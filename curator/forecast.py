@@ -3,8 +3,16 @@
 Test error against the number of labels is fitted with a power law with an
 offset, ``err(n) = c + a * n**-b`` (the usual shape of learning curves: the
 error falls as a power of the data and levels off at an irreducible ``c``).
-Fitting is a grid over the exponent ``b`` with a linear least-squares solve
-for ``a`` and ``c`` at each ``b``: numpy only, no optimiser to diverge.
+The fit minimises the error in log space (relative error: the points span a
+decade or more, and an absolute fit lets the first, largest errors decide the
+curve): a grid over the offset ``c`` with a linear solve of
+``log(err - c) = log a - b log n`` at each, numpy only, no optimiser to
+diverge. The offset is kept only where the points support it: the model with
+it must beat the pure power law (``c = 0``) by AICc, since a few noisy points
+cannot tell a floor from noise. On 26 learning curves of the label-efficiency
+benchmark (fit on the first 6 rounds, predict up to twice as many labels) this
+cut the mean absolute forecast error from 3.2 to 2.3 points of error against
+a least-squares fit in linear space (benchmarks/loop/README.md).
 The uncertainty band comes from a bootstrap over the observed points.
 """
 
@@ -16,8 +24,10 @@ import numpy as np
 
 from curator.exceptions import ValidationError
 
-#: Exponents tried by the fit; learning curves of image classifiers sit well inside.
-EXPONENTS = np.linspace(0.05, 2.0, 196)
+#: Errors below this count as this much in the fit.
+MIN_ERROR = 1e-4
+#: Offsets tried by the fit, evenly between 0 and the smallest observed error.
+OFFSET_STEPS = 50
 #: Marginal gain (error points per 100 extra labels) below which labels "stop paying off".
 PAYOFF_PER_100 = 0.001
 #: With fewer points the offset of the curve is barely determined: the summary says so.
@@ -59,19 +69,32 @@ def _check(n_labels, errors) -> tuple[np.ndarray, np.ndarray]:
     return n, e
 
 
+def _log_fit(n: np.ndarray, e: np.ndarray, c: float) -> tuple[Curve, float]:
+    """``c + a n**-b`` with ``a, b`` from a line through ``(log n, log(e - c))``; and its log-space SSE."""
+    X = np.stack([np.ones_like(n), np.log(n)], axis=1)
+    (log_a, slope), *_ = np.linalg.lstsq(X, np.log(e - c), rcond=None)
+    curve = Curve(float(np.exp(log_a)), float(max(-slope, 0.0)), float(c))
+    sse = float(((np.log(curve(n)) - np.log(e)) ** 2).sum())
+    return curve, sse
+
+
+def _aicc(sse: float, points: int, params: int) -> float:
+    if points - params - 1 <= 0:
+        return float("inf")
+    return points * np.log(max(sse, 1e-12) / points) + 2 * params + 2 * params * (params + 1) / (points - params - 1)
+
+
 def fit_curve(n_labels, errors) -> Curve:
-    """Least-squares fit of ``c + a * n**-b`` with ``a >= 0`` and ``0 <= c <= min(errors)``."""
+    """Fit ``c + a * n**-b`` in log space, with an offset ``0 <= c < min(errors)`` only where AICc
+    prefers it to the pure power law (see the module docstring)."""
     n, e = _check(n_labels, errors)
-    x = n[None, :] ** -EXPONENTS[:, None]  # (exponents, points)
-    xm, em = x.mean(axis=1), e.mean()
-    var = ((x - xm[:, None]) ** 2).sum(axis=1)
-    a = np.where(var > 0, ((x - xm[:, None]) * (e - em)).sum(axis=1) / np.maximum(var, 1e-300), 0.0)
-    c = np.clip(em - a * xm, 0.0, e.min())
-    # with c clipped, refit a alone, kept non-negative
-    a = np.maximum(((e - c[:, None]) * x).sum(axis=1) / (x * x).sum(axis=1), 0.0)
-    sse = ((c[:, None] + a[:, None] * x - e) ** 2).sum(axis=1)
-    i = int(np.argmin(sse))
-    return Curve(float(a[i]), float(EXPONENTS[i]), float(c[i]))
+    e = np.maximum(e, MIN_ERROR)  # an error of 0 (a small test split) has no log
+    plain, plain_sse = _log_fit(n, e, 0.0)
+    best, best_sse = min((_log_fit(n, e, c) for c in np.linspace(0.0, e.min(), OFFSET_STEPS, endpoint=False)[1:]),
+                         key=lambda fit: fit[1], default=(plain, plain_sse))
+    if _aicc(best_sse, len(n), 3) < _aicc(plain_sse, len(n), 2):
+        return best
+    return plain
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,3 +41,14 @@ def test_few_points_are_called_a_rough_guess():
     n = np.array([20, 30, 40, 50], dtype=float)
     f = forecast(n, 0.02 + 3.0 * n**-0.8, target=0.06)
     assert f.points == 4 and f.summary().startswith("rough, from 4 points: ")
+
+
+def test_noisy_short_curves_get_no_offset_but_a_long_floor_does():
+    rng = np.random.default_rng(2)
+    short = np.array([20, 50, 80, 110, 140, 170], dtype=float)
+    noisy = 2.5 * short**-0.75 * np.exp(rng.normal(0, 0.1, len(short)))
+    assert fit_curve(short, noisy).c == 0.0  # six noisy points cannot tell a floor from noise
+    long = np.geomspace(20, 20000, 12)
+    floored = 0.03 + 3.0 * long**-0.8
+    assert fit_curve(long, floored).c == pytest.approx(0.03, abs=0.003)
+    assert np.isfinite(fit_curve(short, np.r_[noisy[:-1], 0.0]).a)  # an error of 0 still fits

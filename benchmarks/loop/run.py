@@ -8,6 +8,7 @@ Results are appended to results.jsonl as each step finishes, so a stopped run
 keeps what it measured; running again resumes the loop where it stopped.
 
     python benchmarks/loop/run.py [--workspace DIR] [--rounds 10] [--budget 30] [--fit-rounds 6]
+    python benchmarks/loop/run.py --forecast-only    # refit on the recorded curve (after a change to the fit)
 """
 
 from __future__ import annotations
@@ -35,10 +36,15 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=30)
     ap.add_argument("--fit-rounds", type=int, default=6, help="points used to fit the forecast")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--forecast-only", action="store_true",
+                    help="refit the forecast on the learning curve already in results.jsonl")
     args = ap.parse_args()
     os.environ.setdefault("CURATOR_PROGRESS", "0")
+    if args.forecast_only:
+        loops = [r for r in map(json.loads, open(HERE / "results.jsonl")) if r["step"] == "loop"]
+        check_forecast(loops[-1]["errors"], args.fit_rounds)
+        return
 
-    from curator.forecast import forecast
     from curator.ingest import ingest_idx
     from curator.loop import LoopConfig, run_loop
     from curator.settings import Settings
@@ -56,8 +62,14 @@ def main() -> None:
     append({"step": "loop", "seconds": round(time.time() - t0, 1), "errors": result.errors,
             "loadavg": open("/proc/loadavg").read().split()[:3]})
 
-    n, e = zip(*result.errors)
-    k = args.fit_rounds
+    check_forecast(result.errors, args.fit_rounds)
+
+
+def check_forecast(errors, k: int) -> None:
+    """Fit the forecast on the first ``k`` points, compare with the later ones, plot."""
+    from curator.forecast import forecast
+
+    n, e = zip(*errors)
     fc = forecast(n[:k], e[:k], target=0.05)
     checks = [{"labels": int(ni), "actual": round(ei, 4), "predicted": round(float(fc.curve(ni)), 4),
                "abs_error": round(abs(float(fc.curve(ni)) - ei), 4)} for ni, ei in zip(n[k:], e[k:])]
