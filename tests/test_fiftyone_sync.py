@@ -275,3 +275,35 @@ class _Shuffled:
 
     def embed(self, images):
         return self.adapter.embed(images)[:, ::-1]
+
+
+def test_interrupted_resync_is_marked_and_the_next_one_repairs_it(settings, ws, fo, monkeypatch):
+    import importlib
+
+    sync_mod = importlib.import_module("curator.integrations.fiftyone.sync")  # the module, not the function
+    from curator.store.models import Score
+    from curator.store.session import transaction
+
+    first = sync_mod.sync(settings, "digits", similarity=False, visualization=None)
+    assert not first.repaired
+    ds = fo.load_dataset("curator-digits")
+    assert ds.info["curator"]["complete"] is True
+    with transaction(settings) as s:
+        s.add(Score(sample_id=ws["ids"][5], kind="entropy", value=7.0))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sync_mod, "_finish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        sync_mod.sync(settings, "digits", similarity=False, visualization=None)
+    ds.reload()
+    assert ds.info["curator"]["complete"] is False
+    monkeypatch.undo()
+
+    again = sync_mod.sync(settings, "digits", similarity=False, visualization=None)
+    ds.reload()
+    assert again.repaired and ds.info["curator"]["complete"] is True
+    assert ds.match(fo.ViewField("curator_id") == ws["ids"][5]).first().curator_entropy == 7.0
+    assert not sync_mod.sync(settings, "digits", similarity=False, visualization=None).repaired
+    assert len(ds) == len(ws["ids"])

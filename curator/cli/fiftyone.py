@@ -51,6 +51,8 @@ def sync(ctx, dataset, round_, version, fo_name, similarity, visualization, dupl
         f"{report.fo_dataset}: {report.samples} samples from {report.scope} ({report.added} added, "
         f"{report.removed} removed) in {report.seconds:.1f} s; views: {', '.join(report.views) or 'none'}"
     )
+    if report.repaired:
+        click.echo("the previous sync into it was interrupted; this one completed it", err=True)
     for what, why in report.skipped.items():
         click.echo(f"skipped {what}: {why}", err=True)
 

@@ -81,6 +81,7 @@ class SyncReport:
     embeddings: str | None = None
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0
+    repaired: bool = False  # the previous sync into this dataset was interrupted; this one completed it
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -427,6 +428,13 @@ def sync(
     cols = collect(settings, dataset, round, version, duplicates=duplicates)
     report = SyncReport(fo_dataset=name, dataset=dataset, scope=describe(cols.scope), skipped=dict(cols.skipped))
     if ds is not None:
+        # An update in place cannot be one transaction in FiftyOne: mark it as under way, so
+        # an interrupted sync is seen (in the App: info.curator.complete) and the next one,
+        # which rewrites whatever differs, says it repaired it.
+        info = dict(ds.info.get(INFO_KEY) or {})
+        report.repaired = info.get("complete") is False
+        ds.info[INFO_KEY] = {**info, "complete": False}
+        ds.save()
         _fill(ds, cols, report)
         _finish(ds, cols, report, settings, similarity, visualization)
     else:
@@ -600,6 +608,7 @@ def _finish(ds, cols: Columns, report: SyncReport, settings, similarity: bool, v
         "fields": sorted(cols.values),
         "brain": brain,
         "synced_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": True,
     }
     ds.save()
 
