@@ -39,7 +39,11 @@ embeddings or the samples changed.
 
 Nothing is half-synced: everything is read and checked before the first
 write to FiftyOne; a new FiftyOne dataset is built under a temporary name and
-renamed only when complete (the temporary one is deleted on failure).
+renamed only when complete (the temporary one is deleted on failure). An
+existing one is updated in place (FiftyOne has no transaction over a dataset),
+so it is marked ``info["curator"]["complete"] = False`` while that runs; a sync
+killed midway leaves the mark, and the next sync, which rewrites every value
+that differs, completes it and says so (``SyncReport.repaired``).
 """
 
 from __future__ import annotations
