@@ -115,7 +115,7 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
     if classes:
         axes[0, 1].legend(ncol=2, fontsize=7)
     axes[1, 0].bar([f.number for f in facts], [f.duplicates_removed for f in facts], color="tab:orange")
-    axes[1, 0].set_title("duplicates in the scored pool (cold-start embedding)")
+    axes[1, 0].set_title("near copies removed before selection (cold-start embedding)")
     axes[1, 0].set_xlabel("round")
     data = [f.scores for f in facts if f.scores]
     if data:
