@@ -50,6 +50,7 @@ class LoopConfig:
     epochs: int | None = None  # None: the built-in recipe (200 to 2,000 steps)
     project: str | None = None  # Label Studio project title; default "curator-<dataset>"
     subsample: int | None = 2000  # candidates scored per round (None: the whole pool)
+    baseline: bool = False  # also train on random picks of the same sizes: the report's baseline
 
     def check(self) -> None:
         if self.labeler not in LABELERS:
@@ -65,6 +66,7 @@ class LoopResult:
     n_labels: int
     errors: list[tuple[int, float]]
     waiting: str | None = None  # why the loop stopped early (labels still missing)
+    baseline: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # random selection, if asked
 
 
 # -- state -----------------------------------------------------------------------------------
@@ -175,12 +177,65 @@ def evaluate(settings, cfg: LoopConfig, ds: int, round_number: int | None):
     if done is not None:
         return len(ids), float(done[0]), None
     model = train(settings, cfg, ids, labels)
-    error = rounds.test_error(settings, cfg.dataset, model, split=cfg.test_split)
+    error = rounds_test_error(settings, cfg, model)
     with transaction(settings) as s:
         rnd = _round(s, ds, round_number) if round_number is not None else None
         s.add(Evaluation(dataset_id=ds, round_id=rnd.id if rnd else None, model_id=model.model_id,
                          n_labels=len(ids), metric="test_error", value=error))
     return len(ids), error, model
+
+
+#: Evaluation metric of the random-selection baseline (points at the loop's label counts).
+BASELINE_METRIC = "test_error_random"
+
+
+def random_baseline(settings, cfg: LoopConfig, ds: int) -> list[tuple[int, float]]:
+    """Random selection on the same data: at each label count of the learning curve, the model
+    trained (same recipe and seed) on round 0's samples plus pool samples taken in one random
+    order, so the sets are nested as a real random run's would be, labeled with ground truth.
+    Points already recorded are kept; returns the whole baseline curve."""
+    with transaction(settings) as s:
+        curve = sorted(set(s.scalars(select(Evaluation.n_labels).where(
+            Evaluation.dataset_id == ds, Evaluation.metric == "test_error"))))
+        have = dict(s.execute(select(Evaluation.n_labels, Evaluation.value).where(
+            Evaluation.dataset_id == ds, Evaluation.metric == BASELINE_METRIC)).all())
+        start = s.scalars(select(RoundItem.sample_id).where(RoundItem.round_id == _round(s, ds, 0).id)
+                          .order_by(RoundItem.rank)).all()
+        truth = _pool_truth(s, cfg, ds)
+    start = [int(i) for i in start]
+    rest = np.array(sorted(set(truth) - set(start)), dtype=np.int64)
+    order = np.random.default_rng([cfg.seed, 7]).permutation(rest).tolist()
+    for n in curve:
+        if n in have or n < len(start) or n - len(start) > len(order):
+            continue
+        ids = sorted(start + order[: n - len(start)])  # the order the loop trains in
+        model = train(settings, cfg, ids, [truth[i] for i in ids])
+        error = rounds_test_error(settings, cfg, model)
+        with transaction(settings) as s:
+            s.add(Evaluation(dataset_id=ds, round_id=None, model_id=model.model_id, n_labels=n,
+                             metric=BASELINE_METRIC, value=error))
+        have[n] = error
+    return sorted(have.items())
+
+
+def _pool_truth(session, cfg: LoopConfig, ds: int) -> dict[int, str]:
+    """Ground truth of every pool sample, or a clear error: the baseline's random picks need it."""
+    q = select(Sample.id, Sample.gt_label).where(Sample.dataset_id == ds, Sample.duplicate_of_id.is_(None))
+    if cfg.pool_split:
+        q = q.where(Sample.split == cfg.pool_split)
+    truth = dict(session.execute(q.order_by(Sample.id)).all())
+    if any(label is None for label in truth.values()):
+        raise ValidationError(
+            "a random baseline needs ground truth for the pool (it is a benchmark: random picks are "
+            "labeled by the oracle); run without --baseline"
+        )
+    return truth
+
+
+def rounds_test_error(settings, cfg: LoopConfig, model) -> float:
+    from curator import rounds
+
+    return rounds.test_error(settings, cfg.dataset, model, split=cfg.test_split)
 
 
 def train(settings, cfg: LoopConfig, ids, labels):
@@ -295,6 +350,8 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True) -> LoopResult:
     cfg.check()
     with transaction(settings) as s:
         ds = dataset_id(s, cfg.dataset)
+        if cfg.baseline:
+            _pool_truth(s, cfg, ds)  # fail before any work
     seed_round(settings, cfg, ds)
     number = 0
     waiting = None
@@ -304,6 +361,8 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True) -> LoopResult:
             break
         n_labels, error, model = evaluate(settings, cfg, ds, number)
         log.info("round %d: %d labels, test error %.4f", number, n_labels, error)
+        if cfg.baseline:
+            random_baseline(settings, cfg, ds)
         if report:
             _report(settings, cfg)
         if number >= cfg.rounds:
@@ -321,8 +380,11 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True) -> LoopResult:
             Evaluation.dataset_id == ds, Evaluation.metric == "test_error").order_by(Evaluation.n_labels)).all()
         done = s.scalar(select(func.count()).select_from(Round).where(
             Round.dataset_id == ds, Round.status == "done", Round.number > 0))
+        baseline = s.execute(select(Evaluation.n_labels, Evaluation.value).where(
+            Evaluation.dataset_id == ds, Evaluation.metric == BASELINE_METRIC).order_by(Evaluation.n_labels)).all()
     ids, _ = labeled_arrays(settings, ds, cfg.pool_split)
-    return LoopResult(rounds_done=done, n_labels=len(ids), errors=[tuple(e) for e in errors], waiting=waiting)
+    return LoopResult(rounds_done=done, n_labels=len(ids), errors=[tuple(e) for e in errors], waiting=waiting,
+                      baseline=[tuple(e) for e in baseline])
 
 
 def _report(settings, cfg: LoopConfig) -> None:

@@ -97,9 +97,14 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from curator.loop import BASELINE_METRIC
+
     out_dir = Path(out_dir or settings.workspace / "reports" / dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
     evals, facts = collect(settings, dataset)
+    random = {e["n_labels"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC}
+    if baseline is None and random:  # recorded by `curator loop --baseline`
+        baseline = {"n_labels": sorted(random), "error": [random[n] for n in sorted(random)]}
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     _plot_curve(axes[0, 0], evals, baseline, target)
@@ -130,7 +135,12 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
 
     lines = [f"# curator report: {dataset}", "", "![plots](report.png)", ""]
     errs = [e for e in evals if e["metric"] == "test_error"]
-    if errs:
+    if errs and random:
+        lines += ["| round | labels | test error | random selection |", "|---|---|---|---|"]
+        lines += [f"| {e['round'] if e['round'] is not None else '-'} | {e['n_labels']} | {e['value']:.4f} | "
+                  f"{'-' if e['n_labels'] not in random else format(random[e['n_labels']], '.4f')} |" for e in errs]
+        lines.append("")
+    elif errs:
         lines += ["| round | labels | test error |", "|---|---|---|"]
         lines += [f"| {e['round'] if e['round'] is not None else '-'} | {e['n_labels']} | {e['value']:.4f} |" for e in errs]
         lines.append("")

@@ -71,6 +71,34 @@ def test_oracle_loop_runs_rounds_records_everything_and_reports(settings):
     assert again.rounds_done == 2 and counts(settings) == c
 
 
+@pytest.mark.slow
+def test_random_baseline_at_every_label_count_in_the_report(settings):
+    from curator.loop import BASELINE_METRIC, random_baseline
+
+    name = small_dataset(settings, "baselined")
+    result = run_loop(settings, config(name, baseline=True))
+    loop_errors = dict(result.errors)
+    random = dict(result.baseline)
+    assert sorted(random) == sorted(loop_errors) == [20, 28, 36]
+    assert random[20] == loop_errors[20]  # the same start set, recipe and seed: the same model
+    with transaction(settings) as s:  # random picks are pool samples, never the loop's later rounds' choice
+        stored = s.execute(select(Evaluation.n_labels).where(Evaluation.metric == BASELINE_METRIC)).all()
+        ds = s.scalar(select(Round.dataset_id))
+    assert len(stored) == 3
+    assert random_baseline(settings, config(name, baseline=True), ds) == sorted(random.items())  # nothing new
+    text = (settings.workspace / "reports" / name / "report.md").read_text()
+    assert "| random selection |" in text and f"| 2 | 36 | {loop_errors[36]:.4f} | {random[36]:.4f} |" in text
+
+
+def test_random_baseline_needs_ground_truth(settings):
+    from curator.exceptions import ValidationError
+
+    _, images = next(iter_images(SAMPLE / "train-images-idx3-ubyte.gz", batch_size=40))
+    ingest_arrays(images, None, dataset="nogt", split="train", name="train", settings=settings)
+    with pytest.raises(ValidationError, match="random baseline needs ground truth"):
+        run_loop(settings, LoopConfig(dataset="nogt", rounds=0, initial=20, labeler="oracle", baseline=True))
+
+
 KILL = """
 import os, sys
 import curator.loop as loop

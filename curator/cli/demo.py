@@ -49,6 +49,8 @@ def demo(ctx, dataset, start_labelstudio, **kw):
         from curator.integrations.labelstudio.server import start
 
         start(settings, echo=click.echo)
+    if ctx.get_parameter_source("baseline").name == "DEFAULT":
+        kw["baseline"] = True  # the sample has ground truth: show what random selection would reach
     if ctx.get_parameter_source("labeler").name == "DEFAULT" and labelstudio_ready(settings):
         kw["labeler"] = "labelstudio-oracle"
     click.echo(f"loop: {kw['rounds']} rounds of {kw['budget']} with policy {kw['policy']!r}, labeler {kw['labeler']}, "

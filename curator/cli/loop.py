@@ -24,6 +24,9 @@ def loop_options(f):
                      help="Error the forecast aims at."),
         click.option("--subsample", default=2000, show_default=True, type=int,
                      help="Pool samples scored per round (0: all)."),
+        click.option("--baseline/--no-baseline", default=False, show_default=True,
+                     help="Also train on random picks of the same sizes (needs ground truth): the report's "
+                          "random-selection baseline."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -40,8 +43,9 @@ def config_from(dataset, **kw):
 def print_result(settings, result, dataset, target_error: float = 0.05):
     from curator.forecast import forecast
 
+    random = dict(result.baseline)
     for n, err in result.errors:
-        click.echo(f"  {n:6d} labels: test error {err:.4f}")
+        click.echo(f"  {n:6d} labels: test error {err:.4f}" + (f"  (random selection {random[n]:.4f})" if n in random else ""))
     if result.waiting:
         click.echo(f"waiting: {result.waiting}")
     if len(result.errors) >= 3:
