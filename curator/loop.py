@@ -252,7 +252,7 @@ def select_next(settings, cfg: LoopConfig, ds: int, model) -> int:
                                subsample=cfg.subsample, seed=cfg.seed)
     budget = min(cfg.budget, len(scored.sample_ids))
     result = rounds.select_round(settings, cfg.dataset, model, budget=budget, policy=cfg.policy, seed=cfg.seed,
-                                 split=cfg.pool_split, subsample=cfg.subsample, at_most=True)
+                                 split=cfg.pool_split, subsample=cfg.subsample, at_most=True, scored=scored)
     return result.number
 
 

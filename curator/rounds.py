@@ -231,13 +231,25 @@ def drop_duplicates(settings, ds: int, ids: np.ndarray, taken: np.ndarray) -> tu
     return ids[~drop], int(drop.sum())
 
 
-def _build_pool(settings, dataset, model, split, subsample, seed, mc_samples, dedup=False):
+def _build_pool(settings, dataset, model, split, subsample, seed, mc_samples, dedup=False, scored=None):
     from curator import Pool
 
     model = load_model(settings, model)
     with transaction(settings) as s:
         ds = dataset_id(s, dataset)
         ids, taken = pool_ids(s, ds, split)
+    if scored is not None:  # the model's outputs from score_pool: no second pass over the pool
+        if scored.model_id != model.model_id or not np.isin(scored.sample_ids, ids).all():
+            raise ValidationError(
+                "the scored pool is stale (another model, or samples labeled or selected since it was "
+                "scored); score it again with this model"
+            )
+        ids, removed = scored.sample_ids, 0
+        if dedup:
+            kept, removed = drop_duplicates(settings, ds, ids, taken)
+            pos = np.flatnonzero(np.isin(ids, kept))
+            return ds, model, ids[pos], scored.pool.subset(pos), removed
+        return ds, model, ids, scored.pool, removed
     if len(ids) == 0:
         from curator.exceptions import EmptyPoolError
 
@@ -313,7 +325,7 @@ def score_pool(settings: Settings, dataset: str, model, *, split: str | None = N
 def select_round(settings: Settings, dataset: str, model, *, budget: int, policy: str = "curator",
                  seed: int = 0, params: dict | None = None, split: str | None = None,
                  subsample: int | None = None, mc_samples: int = 20, dedup: bool = True,
-                 at_most: bool = False) -> RoundResult:
+                 at_most: bool = False, scored: ScoredPool | None = None) -> RoundResult:
     """Select ``budget`` samples of the pool with ``policy`` and record them as a new round.
 
     With ``dedup`` (the default) near copies are removed from the candidates first
@@ -321,6 +333,8 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
     group nor a copy of a labeled sample; how many is recorded in the round's
     parameters as ``duplicates_removed``. A budget larger than what is left is an
     error, or with ``at_most`` selects all of it (the loop, near the pool's end).
+    ``scored``, the result of ``score_pool`` with the same model, saves a second
+    pass of the model over the pool.
 
     The round (policy, parameters, seed, model) and its ranked samples with
     their scores are written in one transaction, after the policy succeeded.
@@ -333,7 +347,7 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
     if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
         check_budget(budget, 1, caller="select_round")
     ds, model, ids, pool, removed = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples,
-                                                dedup=dedup)
+                                                dedup=dedup, scored=scored)
     if budget > len(ids) and (at_most or removed):
         if not at_most:
             raise BudgetError(

@@ -42,6 +42,13 @@ def _setup(settings, arrays, n_labeled=30):
     return [i for i, _ in rows], [g for _, g in rows]
 
 
+def _ds(settings):
+    from curator.store.queries import dataset_id
+
+    with transaction(settings) as s:
+        return dataset_id(s, DS)
+
+
 def _counts(settings):
     with transaction(settings) as s:
         return tuple(s.scalar(select(func.count()).select_from(t)) for t in (Round, RoundItem, Score))
@@ -232,3 +239,30 @@ def test_round_holds_no_near_copies_of_each_other_or_of_labeled(settings, arrays
     with transaction(settings) as s:
         params = s.get(Round, everything.round_id).params
     assert params["duplicates_removed"] == removed and params["pool_size"] == len(pool)
+
+
+@pytest.mark.slow
+def test_select_reuses_a_scored_pool_and_refuses_a_stale_one(settings, arrays):
+    from curator import rounds
+
+    ids, labels = _setup(settings, arrays)
+    model = rounds.train_model(settings, DS, ids, labels, seed=0, steps=5)
+    scored = rounds.score_pool(settings, DS, model, split="train", mc_samples=3, seed=1, record=False)
+    def forget_rounds():  # so the pool is as it was scored
+        with transaction(settings) as s:
+            s.execute(RoundItem.__table__.delete())
+            s.execute(Round.__table__.delete())
+
+    # the same model outputs (MC dropout is seeded per batch of the same samples): the same choice
+    kw = dict(budget=6, policy="bald", seed=1, split="train", mc_samples=3, dedup=False)
+    fresh = rounds.select_round(settings, DS, model, **kw)
+    forget_rounds()
+    assert rounds.select_round(settings, DS, model, scored=scored, **kw).sample_ids == fresh.sample_ids
+    forget_rounds()
+    with transaction(settings) as s:
+        pool, taken = rounds.pool_ids(s, rounds.dataset_id(s, DS), "train")
+    kept, removed = rounds.drop_duplicates(settings, _ds(settings), pool, taken)
+    reused = rounds.select_round(settings, DS, model, scored=scored, **{**kw, "dedup": True})
+    assert set(reused.sample_ids) <= set(kept.tolist()) and reused.duplicates_removed == removed
+    with pytest.raises(ValidationError, match="scored pool is stale"):  # round 1 took samples of it
+        rounds.select_round(settings, DS, model, budget=6, policy="bald", split="train", scored=scored)
