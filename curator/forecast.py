@@ -24,6 +24,8 @@ import numpy as np
 
 from curator.exceptions import ValidationError
 
+#: Exponents at or below this are a flat curve (the error did not fall).
+FLAT = 1e-6
 #: Errors below this count as this much in the fit.
 MIN_ERROR = 1e-4
 #: Offsets tried by the fit, evenly between 0 and the smallest observed error.
@@ -45,9 +47,12 @@ class Curve:
 
     def labels_for(self, target: float) -> float:
         """Labels needed to reach ``target`` error (inf when the curve levels off above it)."""
-        if target <= self.c or self.a <= 0:
+        if self.b <= FLAT or self.a <= 0:  # a flat curve (errors that did not fall): now or never
+            return 0.0 if target >= self.c + max(self.a, 0.0) else float("inf")
+        if target <= self.c:
             return float("inf")
-        return float(((target - self.c) / self.a) ** (-1.0 / self.b))
+        log_n = -np.log((target - self.c) / self.a) / self.b
+        return float(np.exp(log_n)) if log_n < 700 else float("inf")
 
     def payoff_limit(self, per_100: float = PAYOFF_PER_100) -> float:
         """Labels beyond which 100 more labels lower the error by less than ``per_100``."""
@@ -73,7 +78,9 @@ def _log_fit(n: np.ndarray, e: np.ndarray, c: float) -> tuple[Curve, float]:
     """``c + a n**-b`` with ``a, b`` from a line through ``(log n, log(e - c))``; and its log-space SSE."""
     X = np.stack([np.ones_like(n), np.log(n)], axis=1)
     (log_a, slope), *_ = np.linalg.lstsq(X, np.log(e - c), rcond=None)
-    curve = Curve(float(np.exp(log_a)), float(max(-slope, 0.0)), float(c))
+    if slope >= 0:  # errors that do not fall: a flat curve at their (geometric) mean
+        log_a, slope = float(np.log(e - c).mean()), 0.0
+    curve = Curve(float(np.exp(log_a)), 0.0 - float(slope), float(c))
     sse = float(((np.log(curve(n)) - np.log(e)) ** 2).sum())
     return curve, sse
 
@@ -114,6 +121,9 @@ class Forecast:
 
     def summary(self) -> str:
         rough = f"rough, from {self.points} points: " if self.points < ROUGH_BELOW_POINTS else ""
+        if self.curve.b <= FLAT:
+            return (f"{rough}the error has not fallen with more labels so far (flat at "
+                    f"{self.curve.c + self.curve.a:.3f}): no forecast until it does")
         if not np.isfinite(self.labels_needed):
             some = f"; 10% of refits reach it by {self.low:,.0f} labels" if np.isfinite(self.low) else ""
             return (f"{rough}target error {self.target:.3f} looks out of reach: the curve levels off at "

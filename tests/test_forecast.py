@@ -52,3 +52,20 @@ def test_noisy_short_curves_get_no_offset_but_a_long_floor_does():
     floored = 0.03 + 3.0 * long**-0.8
     assert fit_curve(long, floored).c == pytest.approx(0.03, abs=0.003)
     assert np.isfinite(fit_curve(short, np.r_[noisy[:-1], 0.0]).a)  # an error of 0 still fits
+
+
+def test_errors_that_do_not_fall_give_an_answer_not_a_crash():
+    rising = forecast([20, 30, 40, 50], [0.10, 0.20, 0.30, 0.35], target=0.05)
+    assert "has not fallen" in rising.summary() and np.isinf(rising.labels_needed)
+    flat = fit_curve([20, 30, 40], [0.2, 0.2, 0.2])
+    assert flat.labels_for(0.3) == 0.0 and np.isinf(flat.labels_for(0.1))
+
+
+def test_any_learning_curve_gets_a_summary():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        k = int(rng.integers(3, 12))
+        n = np.cumsum(rng.integers(1, 40, k)) + 10
+        e = np.clip(rng.choice([0.3, 0.05, 0.5]) * rng.random(k) ** rng.choice([0.2, 1, 3]), 0, 1)
+        f = forecast(n, e, target=float(rng.choice([0.01, 0.05, 0.2])), n_boot=20, seed=int(rng.integers(99)))
+        assert isinstance(f.summary(), str) and f.labels_needed >= 0
