@@ -73,7 +73,13 @@ def check_forecast(errors, k: int) -> None:
     fc = forecast(n[:k], e[:k], target=0.05)
     checks = [{"labels": int(ni), "actual": round(ei, 4), "predicted": round(float(fc.curve(ni)), 4),
                "abs_error": round(abs(float(fc.curve(ni)) - ei), 4)} for ni, ei in zip(n[k:], e[k:])]
-    append({"step": "forecast", "fit_on": [int(x) for x in n[:k]],
+    targets = []
+    for t in (0.05, 0.04, 0.03):  # labels to reach t: forecast (with its band) against the first real crossing
+        ft = forecast(n[:k], e[:k], target=t)
+        actual = next((int(ni) for ni, ei in zip(n, e) if ei <= t), None)
+        targets.append({"target": t, "forecast": round(ft.labels_needed, 1), "band": [round(ft.low, 1), round(ft.high, 1)],
+                        "actual_first": actual})
+    append({"step": "forecast", "fit_on": [int(x) for x in n[:k]], "targets": targets,
             "curve": {"a": fc.curve.a, "b": fc.curve.b, "c": fc.curve.c},
             "summary": fc.summary(), "checks": checks,
             "mean_abs_error": round(sum(c["abs_error"] for c in checks) / max(len(checks), 1), 4)})
