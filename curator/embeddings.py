@@ -22,7 +22,8 @@ from curator.store.models import EmbeddingSet, Model, Sample
 from curator.store.queries import dataset_id as _dataset_id
 from curator.store.session import transaction
 
-__all__ = ["EmbeddingInfo", "register_model", "compute_embeddings", "load", "load_latest", "info"]
+__all__ = ["EmbeddingInfo", "register_model", "compute_embeddings", "load", "load_latest", "info",
+           "ColdStartEmbedder", "coldstart_vectors"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,3 +176,41 @@ def load_latest(session: Session, settings: Settings, dataset_id: int):
         if row.done == row.count:
             return load(session, settings, dataset_id, row.model_id)
     return None
+
+
+class ColdStartEmbedder:
+    """``curator.coldstart`` as a model adapter, so its vectors can go to the store once
+    per dataset (``curator fiftyone sync`` stores them; dedup and rounds then read them)."""
+
+    def __init__(self):
+        from curator import coldstart
+
+        self.name = coldstart.MODEL_NAME
+        self.version = f"thumb{coldstart.THUMB_SIDE}"
+
+    def embed(self, images) -> np.ndarray:
+        from curator import coldstart
+
+        return coldstart.embed_images(images)
+
+
+def coldstart_vectors(settings: Settings, dataset_id: int, ids) -> np.ndarray:
+    """Cold-start vectors of samples ``ids``: read from the stored set when it holds them all,
+    else computed from the images now (the same numbers: a fixed function of each file)."""
+    from curator import coldstart
+
+    ids = np.asarray(ids, dtype=np.int64)
+    cold = ColdStartEmbedder()
+    with transaction(settings) as s:
+        model_id = s.scalar(select(Model.id).where(Model.name == cold.name, Model.version == cold.version))
+        if model_id is not None and len(ids):
+            try:
+                stored_ids, E = load(s, settings, dataset_id, model_id)
+            except (NotFoundError, ValidationError):  # never computed, or unfinished
+                stored_ids = None
+            if stored_ids is not None and len(stored_ids):
+                pos = np.minimum(np.searchsorted(stored_ids, ids), len(stored_ids) - 1)  # stored in id order
+                if np.array_equal(stored_ids[pos], ids):
+                    return np.asarray(E[pos], dtype=np.float32)
+        uri = dict(s.execute(select(Sample.id, Sample.uri).where(Sample.dataset_id == dataset_id)).all())
+    return coldstart.embed_paths([uri[int(i)] for i in ids])

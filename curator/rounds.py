@@ -215,14 +215,13 @@ def drop_duplicates(settings, ds: int, ids: np.ndarray, taken: np.ndarray) -> tu
     default threshold was chosen for, see docs/dedup.md), so the groups are those
     ``curator dedup`` reports. Returns (kept ids, number dropped).
     """
-    from curator import coldstart, dedup
+    from curator import dedup
+    from curator.embeddings import coldstart_vectors
 
     if len(ids) < 2 and not len(taken):
         return ids, 0
-    with transaction(settings) as s:
-        uri = dict(s.execute(select(Sample.id, Sample.uri).where(Sample.dataset_id == ds)).all())
     both = [int(i) for i in ids] + [int(i) for i in taken]
-    E = coldstart.embed_paths([uri[i] for i in both])
+    E = coldstart_vectors(settings, ds, both)
     groups = dedup.find_duplicates(E, labeled=np.arange(len(ids), len(both)))
     drop = np.zeros(len(ids), bool)
     for g in groups:  # representative first: a labeled one where the group has one

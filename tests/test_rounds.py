@@ -266,3 +266,22 @@ def test_select_reuses_a_scored_pool_and_refuses_a_stale_one(settings, arrays):
     assert set(reused.sample_ids) <= set(kept.tolist()) and reused.duplicates_removed == removed
     with pytest.raises(ValidationError, match="scored pool is stale"):  # round 1 took samples of it
         rounds.select_round(settings, DS, model, budget=6, policy="bald", split="train", scored=scored)
+
+
+def test_coldstart_vectors_are_read_from_the_store_once_computed(settings, arrays, monkeypatch):
+    from curator import coldstart, embeddings
+
+    _setup(settings, arrays)
+    ds = _ds(settings)
+    with transaction(settings) as s:
+        some = np.array(s.scalars(select(Sample.id).order_by(Sample.id)).all()[5:25:3], dtype=np.int64)
+    direct = embeddings.coldstart_vectors(settings, ds, some)  # nothing stored: from the images
+    embeddings.compute_embeddings(settings, DS, embeddings.ColdStartEmbedder())
+
+    def no_images(paths, *a, **k):
+        raise AssertionError("the images were read again")
+
+    monkeypatch.setattr(coldstart, "embed_paths", no_images)
+    stored = embeddings.coldstart_vectors(settings, ds, some)
+    unit = direct / np.linalg.norm(direct, axis=1, keepdims=True)
+    assert stored.shape == direct.shape and np.allclose(stored, unit, atol=1e-5)

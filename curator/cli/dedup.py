@@ -65,8 +65,9 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None):
     labeled = np.array([i in labeled_ids for i in ids.tolist()], dtype=bool)
     if stored is None:
         from curator import coldstart
+        from curator.embeddings import coldstart_vectors
 
-        return ids, uris, hashes, labeled, coldstart.embed_paths(uris), coldstart.MODEL_NAME
+        return ids, uris, hashes, labeled, coldstart_vectors(settings, ds, ids), coldstart.MODEL_NAME
     e_ids, E = stored
     where = {int(sid): row for row, sid in enumerate(e_ids.tolist())}
     missing = [int(i) for i in ids.tolist() if int(i) not in where]

@@ -332,29 +332,12 @@ def _put_duplicates(cols: Columns, all_rows, labeled: set[int], cold: np.ndarray
     cols.put("curator_is_representative", "bool", {int(i): group.get(int(i), int(i)) == int(i) for i in cols.ids})
 
 
-class ColdStartEmbedder:
-    """``curator.coldstart`` as a model adapter, so its vectors go to the embedding
-    store once per dataset (and are reused by every later sync)."""
-
-    def __init__(self):
-        from curator import coldstart
-
-        self.name = coldstart.MODEL_NAME
-        self.version = f"thumb{coldstart.THUMB_SIDE}"
-
-    def embed(self, images) -> np.ndarray:
-        from curator import coldstart
-
-        return coldstart.embed_images(images)
-
-
 def _coldstart(settings, dataset: str, all_rows) -> np.ndarray:
     """Cold-start embeddings of every sample, in ``all_rows`` order (computed once, stored)."""
     from curator import embeddings
     from curator.store.session import transaction
 
-    adapter = ColdStartEmbedder()
-    info = embeddings.compute_embeddings(settings, dataset, adapter)
+    info = embeddings.compute_embeddings(settings, dataset, embeddings.ColdStartEmbedder())
     with transaction(settings) as s:
         ids, E = embeddings.load(s, settings, info.dataset_id, info.model_id)
     want = np.fromiter((r.id for r in all_rows), dtype=np.int64, count=len(all_rows))
