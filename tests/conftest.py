@@ -79,9 +79,7 @@ def db_settings(request, tmp_path) -> Settings:
         return
     base = os.environ.get(PG_ENV)
     if not base:
-        if os.environ.get("CI"):
-            pytest.fail(f"{PG_ENV} is not set in CI; .ci/run must start PostgreSQL")
-        pytest.skip(PG_HINT)
+        unavailable(PG_HINT if not os.environ.get("CI") else f"{PG_ENV} is not set; .ci/run must start PostgreSQL")
     url, drop = _pg_database(base)
     try:
         yield Settings(workspace=workspace, db_url=url)
@@ -89,9 +87,17 @@ def db_settings(request, tmp_path) -> Settings:
         drop()
 
 
+def unavailable(reason: str):
+    """Skip a test whose service or data is missing here; in CI (``CI`` set) fail instead,
+    since `.ci/run` provides everything and a skip there would hide a broken set-up."""
+    if os.environ.get("CI"):
+        pytest.fail(f"in CI: {reason}")
+    pytest.skip(reason)
+
+
 def require(path: Path) -> Path:
     if not path.exists():
-        pytest.skip(f"{path} is missing; the real datasets live in ../shared/datasets (see its README)")
+        unavailable(f"{path} is missing; the real datasets live in ../shared/datasets (see its README)")
     return path
 
 
@@ -102,7 +108,7 @@ def fiftyone_db(tmp_path_factory):
     import importlib.util
 
     if importlib.util.find_spec("fiftyone") is None:
-        pytest.skip("fiftyone is not installed: pip install 'curator[fiftyone]'")
+        unavailable("fiftyone is not installed: pip install 'curator[fiftyone]'")
     from curator.integrations.fiftyone.isolated import private_database
 
     with private_database(tmp_path_factory.mktemp("fiftyone")) as env:

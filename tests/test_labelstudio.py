@@ -264,10 +264,11 @@ def test_screenshot_of_the_queue_shows_the_task_and_its_preannotation(ls_round, 
     """A pushed task, opened from the round's view in headless Chromium, with the model's guess."""
     import os
 
+    from conftest import unavailable
     from ls_fixtures import CHROMIUM, screenshot_task
 
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y chromium (see STACK.md)")
+        unavailable(f"{CHROMIUM} is missing: apt-get install -y chromium (tests/services.sh does)")
     settings, round_id, ranked, project = ls_round
     truth = _truth(settings, ranked)
     predictions = {sid: (truth[sid], 0.42, "cnn-v1") for sid in ranked}
