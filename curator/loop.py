@@ -94,18 +94,6 @@ def labeled_arrays(settings, ds: int, split: str | None) -> tuple[np.ndarray, li
     return ids, [labels[int(i)][0] for i in ids]
 
 
-def pool_ids(settings, ds: int, split: str | None) -> np.ndarray:
-    """Unlabeled, not yet selected, non-duplicate sample ids of the pool split."""
-    with transaction(settings) as s:
-        selected = select(RoundItem.sample_id).join(Round).where(Round.dataset_id == ds)
-        q = select(Sample.id).where(
-            Sample.dataset_id == ds, Sample.duplicate_of_id.is_(None), Sample.id.not_in(selected)
-        )
-        if split:
-            q = q.where(Sample.split == split)
-        return np.array(sorted(s.scalars(q)), dtype=np.int64)
-
-
 # -- steps -----------------------------------------------------------------------------------
 
 def seed_round(settings, cfg: LoopConfig, ds: int) -> None:
@@ -177,7 +165,7 @@ def evaluate(settings, cfg: LoopConfig, ds: int, round_number: int | None):
     if done is not None:
         return len(ids), float(done[0]), None
     model = train(settings, cfg, ids, labels)
-    error = rounds_test_error(settings, cfg, model)
+    error = _test_error(settings, cfg, model)
     with transaction(settings) as s:
         rnd = _round(s, ds, round_number) if round_number is not None else None
         s.add(Evaluation(dataset_id=ds, round_id=rnd.id if rnd else None, model_id=model.model_id,
@@ -210,7 +198,7 @@ def random_baseline(settings, cfg: LoopConfig, ds: int) -> list[tuple[int, float
             continue
         ids = sorted(start + order[: n - len(start)])  # the order the loop trains in
         model = train(settings, cfg, ids, [truth[i] for i in ids])
-        error = rounds_test_error(settings, cfg, model)
+        error = _test_error(settings, cfg, model)
         with transaction(settings) as s:
             s.add(Evaluation(dataset_id=ds, round_id=None, model_id=model.model_id, n_labels=n,
                              metric=BASELINE_METRIC, value=error))
@@ -232,7 +220,8 @@ def _pool_truth(session, cfg: LoopConfig, ds: int) -> dict[int, str]:
     return truth
 
 
-def rounds_test_error(settings, cfg: LoopConfig, model) -> float:
+def _test_error(settings, cfg: LoopConfig, model) -> float:
+    """Error of ``model`` on the loop's held-out split."""
     from curator import rounds
 
     return rounds.test_error(settings, cfg.dataset, model, split=cfg.test_split)
