@@ -25,10 +25,13 @@ import math
 
 import numpy as np
 
-#: Largest base searched exactly. A flat self-join costs n^2 d: on the shared
-#: 2-core benchmark VM it took 3.2 s at 10,000 x 128 (partitioned 5.4 s) but
-#: 10.6 s at 20,000 (partitioned 6.5 s) and 45 s at 40,000 (partitioned 6.6 s).
-#: Chosen by ``benchmarks/dedup_scale/bench.py --crossover`` (crossover.jsonl).
+#: Largest base searched exactly. A flat self-join costs n^2 d: on the 2-core
+#: benchmark VM, idle, 0.20 s at 10,000 x 128 (partitioned 0.06 s), 0.62 s at
+#: 20,000 (0.13 s), 2.4 s at 40,000 (0.21 s); under heavy load 3.2 s, 10.6 s
+#: and 45 s. Up to 10,000 the exact search stays well under a second even on a
+#: loaded machine, so exactness (no probe limit, nothing can be missed) is kept
+#: there although the partitioned search is faster.
+#: Measured by ``benchmarks/dedup_scale/bench.py --crossover`` (crossover.jsonl).
 EXACT_SEARCH_MAX_N = 10_000
 
 #: Partitioned range search: cells = CELLS_PER_SQRT_N * sqrt(n). Balances the
