@@ -117,3 +117,6 @@ def fiftyone_db(tmp_path_factory):
 
 # Label Studio (issue 6): one real server per test session; see tests/ls_fixtures.py.
 from ls_fixtures import ls_round, ls_server, ls_settings, small_idx  # noqa: E402,F401
+
+# Bad-input corpus (issue 13): the `sandbox` fixture and `refused()`; see tests/badinput.py.
+from badinput import sandbox  # noqa: E402,F401
