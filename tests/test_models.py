@@ -8,7 +8,8 @@ import pytest
 from conftest import SAMPLE, require
 from curator.exceptions import ValidationError
 
-torch = pytest.importorskip("torch")
+import torch  # a core dependency: missing torch must fail, never skip
+
 nn = torch.nn
 
 

@@ -62,7 +62,9 @@ def test_train_score_select_record(db_settings, arrays):
     model = rounds.train_model(db_settings, DS, ids, labels, seed=0, steps=30)
     assert model.model_id > 0 and model.classes[:3] == ["0", "1", "2"]
     err = rounds.test_error(db_settings, DS, model, split="test")
-    assert 0.0 <= err < 0.9
+    # chance is 0.9 (10 classes); 30 labels and 30 steps gave 0.45-0.60 over seeds 0-2, and a
+    # model at chance would score >= 0.8 on these 60 test digits (binomial sd 0.04)
+    assert 0.0 <= err < 0.75
 
     scored = rounds.score_pool(db_settings, DS, model, split="train", mc_samples=4, seed=0)
     assert len(scored.sample_ids) == 240 - 30 and not set(scored.sample_ids) & set(ids)
