@@ -14,8 +14,18 @@ are stored as zlib-compressed arrays (sorted sample ids as gaps, codes into a
 small vocabulary; ``LabelVersionBlob``), not one row per label: at a million
 labels, row-by-row inserts and reads took tens of seconds on 2 cores, arrays
 take about one. Nothing rewrites a version: there is no update function, and
-triggers (migrations 0002, 0004) make the database refuse UPDATE and DELETE
-on version tables and anything added to a version once it is sealed.
+triggers (migrations 0002, 0004, 0006) make the database refuse UPDATE and
+DELETE on version tables, anything added to a version once it is sealed, an
+INSERT (or SQLite's REPLACE, or an upsert) over an existing version, seal or
+blob, and renaming or deleting a dataset that has versions.
+
+What the database cannot refuse (someone who drops the triggers), ``verify``
+detects: a version's seal (``seal_digest``, written last when it is created)
+is a sha256 over its identity (id, name, dataset id and name, parent and the
+parent's seal, message, filters, lineage, counts, size, creation time) and its
+content checksum, so a renamed version, one replaced by another, or an edited
+ancestor no longer matches its seal. The seal has no secret key: it detects
+changes made behind the database's back, not a forger who recomputes it.
 Creation runs in one transaction that first locks the dataset row, so two
 processes creating versions at once get serial results (the second's parent
 is the first) or a clear error, never a half-written version.
@@ -30,9 +40,12 @@ version=NAME)`` (``curator version export NAME --format fiftyone``).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import hashlib
 import json
+import os
+import tempfile
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -41,11 +54,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from curator.exceptions import NotFoundError, StoreError, ValidationError
+from curator.names import dataset_name, version_name
 
 #: ``parent=LATEST`` (the default) derives from the newest version with the same filters.
 LATEST = "@latest"
 MANIFEST_FORMAT = "curator-version-manifest/1"
-MAX_NAME = 200
+SEAL_FORMAT = "curator-version-seal/1"
 
 
 # --------------------------------------------------------------------------- results
@@ -163,14 +177,40 @@ def _checksum(shas: Sequence[str] | np.ndarray, codes: np.ndarray, vocab: Sequen
 
 
 def check_name(name: str, what: str = "name") -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError(f"version {what}: must be a non-empty string, got {name!r}")
-    name = name.strip()
-    if len(name) > MAX_NAME:
-        raise ValidationError(f"version {what}: {len(name)} characters, at most {MAX_NAME} allowed")
-    if name.startswith("@"):
-        raise ValidationError(f"version {what} {name!r}: names starting with '@' are reserved")
-    return name
+    """A new version name, normalised (``curator.names.version_name``: one check for all names)."""
+    return version_name(name)
+
+
+#: The columns of ``label_versions`` a seal covers (with the dataset's name and the parent's seal).
+SEALED_COLUMNS = (
+    "id", "dataset_id", "name", "message", "parent_id", "checksum", "size", "counts",
+    "lineage", "filters", "changes", "snapshot", "chain_rows", "created_at",
+)
+
+
+def _canonical(value):
+    """A value as the seal sees it, whatever the driver returned (aware or naive UTC times, 0/1 booleans)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, bool) or value is None or isinstance(value, (str, dict, list)):
+        return value
+    return int(value) if isinstance(value, (int, np.integer)) else value
+
+
+def seal_digest(row: dict, dataset: str, parent_seal: str | None) -> str:
+    """The seal of a version: sha256 over its identity and its content checksum.
+
+    ``row`` maps ``SEALED_COLUMNS`` to the stored values. The parent's seal is
+    part of it, so replacing or editing any ancestor breaks its descendants'
+    seals too.
+    """
+    fields = {k: _canonical(row[k]) for k in SEALED_COLUMNS}
+    fields["snapshot"] = bool(fields["snapshot"])
+    fields.update(format=SEAL_FORMAT, dataset=dataset, parent_seal=parent_seal)
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _ordered_counts(counts: dict[str, int], classes: Sequence[str]) -> dict[str, int]:
@@ -364,8 +404,10 @@ def _versions(s, ds: int) -> dict[int, _V]:
 
 
 def _by_name(versions: dict[int, _V], name: str, dataset: str) -> _V:
+    """The version called ``name`` (names are case-insensitive; see ``curator.names``)."""
+    wanted = name.lower() if isinstance(name, str) else name
     for v in versions.values():
-        if v.name == name:
+        if v.name.lower() == wanted:
             return v
     known = [v.name for v in versions.values()]
     shown = ", ".join(known[-10:]) or "none"
@@ -373,6 +415,69 @@ def _by_name(versions: dict[int, _V], name: str, dataset: str) -> _V:
         f"version {name!r} does not exist in dataset {dataset!r} (known: {shown}); "
         "list them with: curator version list"
     )
+
+
+def _identity_rows(s, ds: int | None = None) -> list[dict]:
+    """Every version (of dataset ``ds``, or all) as the seal sees it, with its dataset's
+    name and its stored seal digest, oldest first. ``s``: a Session or a Connection."""
+    from sqlalchemy import select
+
+    from curator.store.models import Dataset, LabelVersion as LV, LabelVersionSeal as Seal
+
+    stmt = (
+        select(*(getattr(LV, c) for c in SEALED_COLUMNS), Dataset.name.label("dataset"),
+               Seal.version_id.label("sealed"), Seal.digest.label("digest"))
+        .join(Dataset, Dataset.id == LV.dataset_id)
+        .outerjoin(Seal, Seal.version_id == LV.id)
+        .order_by(LV.id)
+    )
+    if ds is not None:
+        stmt = stmt.where(LV.dataset_id == ds)
+    return [dict(r._mapping) for r in s.execute(stmt)]
+
+
+def seal_existing(connection) -> int:
+    """Write the digest of every seal that has none (migration 0006 seals older versions
+    with their identity as it is then). Returns how many were sealed."""
+    from sqlalchemy import update
+
+    from curator.store.models import LabelVersionSeal as Seal
+
+    rows = _identity_rows(connection)
+    digests = {r["id"]: r["digest"] for r in rows}
+    done = 0
+    for r in rows:  # oldest first: a parent is sealed before its children
+        if r["sealed"] is None or r["digest"] is not None:
+            continue
+        digests[r["id"]] = seal_digest(r, r["dataset"], digests.get(r["parent_id"]))
+        connection.execute(update(Seal).where(Seal.version_id == r["id"]).values(digest=digests[r["id"]]))
+        done += 1
+    return done
+
+
+def _identity_problems(s, ds: int, vid: int) -> list[str]:
+    """What no longer matches the seals of version ``vid`` and of its ancestors."""
+    rows = {r["id"]: r for r in _identity_rows(s, ds)}
+    problems = []
+    seen = set()
+    while vid is not None and vid not in seen:
+        seen.add(vid)
+        r = rows.get(vid)
+        if r is None:
+            problems.append(f"version id {vid} (an ancestor) is missing from dataset; a version was deleted or moved")
+            break
+        parent = rows.get(r["parent_id"])
+        if r["sealed"] is not None and r["digest"] is None:
+            problems.append(f"version {r['name']!r} has a seal without a digest; its identity cannot be checked")
+        elif r["digest"] is not None:
+            expected = seal_digest(r, r["dataset"], parent["digest"] if parent else None)
+            if expected != r["digest"]:
+                problems.append(
+                    f"version {r['name']!r} (id {vid}) does not match its seal: its name, dataset, parent, "
+                    "checksum or another recorded field changed after it was created, or another row replaced it"
+                )
+        vid = r["parent_id"]
+    return problems
 
 
 def _fetch(s, stmt) -> list[tuple]:
@@ -545,13 +650,13 @@ def create(
     """
     from sqlalchemy import insert
 
-    from curator.store.models import LabelVersion, LabelVersionSeal
+    from curator.store.models import LabelVersion
     from curator.store.queries import dataset_classes
 
-    name = check_name(name)
+    name = version_name(name)
     ds, ds_name = _lock_dataset(s, dataset)
     versions = _versions(s, ds)
-    if any(v.name == name for v in versions.values()):
+    if any(v.name.lower() == name for v in versions.values()):
         raise ValidationError(
             f"version {name!r} already exists in dataset {ds_name!r}; versions are immutable, choose another name"
         )
@@ -572,7 +677,7 @@ def create(
     elif parent is None:
         pv = None
     else:
-        pv = _by_name(versions, check_name(parent, "parent"), ds_name)
+        pv = _by_name(versions, version_name(parent), ds_name)
     new = _Labels.from_dict(labels)
     old = _reconstruct(s, versions, pv.id) if pv else _Labels.empty()
     delta, changes = _delta_of(old, new)
@@ -599,8 +704,21 @@ def create(
         _store(s, vid, "delta", delta)
     if snapshot:
         _store(s, vid, "snapshot", new)
-    s.execute(insert(LabelVersionSeal).values(version_id=vid))
+    _seal(s, ds, vid)
     return _info(s, ds_name, vid)
+
+
+def _seal(s, ds: int, vid: int) -> None:
+    """Seal version ``vid`` last, over its row as stored (so verify recomputes the same digest)."""
+    from sqlalchemy import insert
+
+    from curator.store.models import LabelVersionSeal
+
+    rows = {r["id"]: r for r in _identity_rows(s, ds)}
+    row = rows[vid]
+    parent = rows.get(row["parent_id"])
+    digest = seal_digest(row, row["dataset"], parent["digest"] if parent else None)
+    s.execute(insert(LabelVersionSeal).values(version_id=vid, digest=digest))
 
 
 def versions_of(s, dataset: str | None = None) -> list[VersionInfo]:
@@ -666,15 +784,19 @@ def verify(s, name: str, dataset: str | None = None, files: bool = False) -> Ver
     ds, ds_name = _resolve_dataset(s, dataset)
     versions = _versions(s, ds)
     v = _by_name(versions, name, ds_name)
-    problems = []
+    problems = _identity_problems(s, ds, v.id)
     sealed = set(s.scalars(select(LabelVersionSeal.version_id).where(LabelVersionSeal.version_id.in_(list(versions)))))
-    chain, base = _chain(versions, v.id)
+    try:
+        chain, base = _chain(versions, v.id)
+    except KeyError:
+        problems.append(f"the chain of changes behind version {v.name!r} is broken (an ancestor is missing)")
+        return VerifyReport(v.name, False, v.checksum, "", 0, problems)
     for vid in chain + [base]:
         if vid not in sealed:
             problems.append(f"version {versions[vid].name!r} has no seal (its creation did not finish)")
     try:
         labels = _reconstruct(s, versions, v.id)
-    except (zlib.error, IndexError, ValueError, TypeError) as exc:
+    except (zlib.error, IndexError, ValueError, TypeError, KeyError) as exc:
         problems.append(f"stored labels cannot be decoded ({exc}); the version was damaged")
         return VerifyReport(v.name, False, v.checksum, "", 0, problems)
     shas, missing = _hashes_of(s, ds, labels.ids)
