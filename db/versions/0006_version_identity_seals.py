@@ -12,8 +12,8 @@ database and makes it detectable afterwards:
   a connection without ``recursive_triggers`` (curator's own connections set
   it too, see ``store.session``); on PostgreSQL an ``INSERT ... ON CONFLICT DO
   UPDATE`` is already refused by the UPDATE triggers of 0002/0004;
-- a dataset that has versions can be neither renamed nor deleted (its name
-  is part of each version's identity); the no-op ``UPDATE datasets SET name =
+- a dataset that has versions can be neither renamed, deleted nor replaced
+  (its name is part of each version's identity); the no-op ``UPDATE datasets SET name =
   name`` that ``curator.versions`` takes as a lock is still allowed;
 - ``label_version_seals.digest``: a sha256 over each version's identity and
   content checksum (``curator.versions.seal_digest``), which ``curator version
@@ -92,6 +92,12 @@ def _sqlite_triggers() -> None:
         f"CREATE TRIGGER datasets_versions_no_delete BEFORE DELETE ON datasets WHEN {HAS_VERSIONS} "
         f"BEGIN SELECT RAISE(ABORT, '{DATASET}'); END"
     )
+    # REPLACE INTO datasets from a connection without recursive_triggers deletes without the trigger above
+    op.execute(
+        "CREATE TRIGGER datasets_versions_no_replace BEFORE INSERT ON datasets WHEN EXISTS (SELECT 1 FROM datasets d "
+        "JOIN label_versions v ON v.dataset_id = d.id WHERE d.id = NEW.id OR d.name = NEW.name) "
+        f"BEGIN SELECT RAISE(ABORT, '{DATASET}'); END"
+    )
 
 
 def _postgres_triggers() -> None:
@@ -130,4 +136,5 @@ def downgrade() -> None:
             op.execute(f"DROP TRIGGER IF EXISTS {table}_no_replace")
         op.execute("DROP TRIGGER IF EXISTS datasets_versions_no_rename")
         op.execute("DROP TRIGGER IF EXISTS datasets_versions_no_delete")
+        op.execute("DROP TRIGGER IF EXISTS datasets_versions_no_replace")
     op.drop_column("label_version_seals", "digest")
