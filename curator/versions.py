@@ -14,8 +14,18 @@ are stored as zlib-compressed arrays (sorted sample ids as gaps, codes into a
 small vocabulary; ``LabelVersionBlob``), not one row per label: at a million
 labels, row-by-row inserts and reads took tens of seconds on 2 cores, arrays
 take about one. Nothing rewrites a version: there is no update function, and
-triggers (migrations 0002, 0004) make the database refuse UPDATE and DELETE
-on version tables and anything added to a version once it is sealed.
+triggers (migrations 0002, 0004, 0006) make the database refuse UPDATE and
+DELETE on version tables, anything added to a version once it is sealed, an
+INSERT (or SQLite's REPLACE, or an upsert) over an existing version, seal or
+blob, and renaming or deleting a dataset that has versions.
+
+What the database cannot refuse (someone who drops the triggers), ``verify``
+detects: a version's seal (``seal_digest``, written last when it is created)
+is a sha256 over its identity (id, name, dataset id and name, parent and the
+parent's seal, message, filters, lineage, counts, size, creation time) and its
+content checksum, so a renamed version, one replaced by another, or an edited
+ancestor no longer matches its seal. The seal has no secret key: it detects
+changes made behind the database's back, not a forger who recomputes it.
 Creation runs in one transaction that first locks the dataset row, so two
 processes creating versions at once get serial results (the second's parent
 is the first) or a clear error, never a half-written version.
@@ -29,10 +39,14 @@ version=NAME)`` (``curator version export NAME --format fiftyone``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import datetime as dt
 import functools
 import hashlib
 import json
+import os
+import tempfile
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -41,11 +55,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from curator.exceptions import NotFoundError, StoreError, ValidationError
+from curator.names import dataset_name, version_name
 
 #: ``parent=LATEST`` (the default) derives from the newest version with the same filters.
 LATEST = "@latest"
 MANIFEST_FORMAT = "curator-version-manifest/1"
-MAX_NAME = 200
+SEAL_FORMAT = "curator-version-seal/1"
 
 
 # --------------------------------------------------------------------------- results
@@ -163,14 +178,40 @@ def _checksum(shas: Sequence[str] | np.ndarray, codes: np.ndarray, vocab: Sequen
 
 
 def check_name(name: str, what: str = "name") -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError(f"version {what}: must be a non-empty string, got {name!r}")
-    name = name.strip()
-    if len(name) > MAX_NAME:
-        raise ValidationError(f"version {what}: {len(name)} characters, at most {MAX_NAME} allowed")
-    if name.startswith("@"):
-        raise ValidationError(f"version {what} {name!r}: names starting with '@' are reserved")
-    return name
+    """A new version name, normalised (``curator.names.version_name``: one check for all names)."""
+    return version_name(name)
+
+
+#: The columns of ``label_versions`` a seal covers (with the dataset's name and the parent's seal).
+SEALED_COLUMNS = (
+    "id", "dataset_id", "name", "message", "parent_id", "checksum", "size", "counts",
+    "lineage", "filters", "changes", "snapshot", "chain_rows", "created_at",
+)
+
+
+def _canonical(value):
+    """A value as the seal sees it, whatever the driver returned (aware or naive UTC times, 0/1 booleans)."""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        return value.isoformat(timespec="microseconds")
+    if isinstance(value, bool) or value is None or isinstance(value, (str, dict, list)):
+        return value
+    return int(value) if isinstance(value, (int, np.integer)) else value
+
+
+def seal_digest(row: dict, dataset: str, parent_seal: str | None) -> str:
+    """The seal of a version: sha256 over its identity and its content checksum.
+
+    ``row`` maps ``SEALED_COLUMNS`` to the stored values. The parent's seal is
+    part of it, so replacing or editing any ancestor breaks its descendants'
+    seals too.
+    """
+    fields = {k: _canonical(row[k]) for k in SEALED_COLUMNS}
+    fields["snapshot"] = bool(fields["snapshot"])
+    fields.update(format=SEAL_FORMAT, dataset=dataset, parent_seal=parent_seal)
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _ordered_counts(counts: dict[str, int], classes: Sequence[str]) -> dict[str, int]:
@@ -364,8 +405,10 @@ def _versions(s, ds: int) -> dict[int, _V]:
 
 
 def _by_name(versions: dict[int, _V], name: str, dataset: str) -> _V:
+    """The version called ``name`` (names are case-insensitive; see ``curator.names``)."""
+    wanted = name.lower() if isinstance(name, str) else name
     for v in versions.values():
-        if v.name == name:
+        if v.name.lower() == wanted:
             return v
     known = [v.name for v in versions.values()]
     shown = ", ".join(known[-10:]) or "none"
@@ -373,6 +416,69 @@ def _by_name(versions: dict[int, _V], name: str, dataset: str) -> _V:
         f"version {name!r} does not exist in dataset {dataset!r} (known: {shown}); "
         "list them with: curator version list"
     )
+
+
+def _identity_rows(s, ds: int | None = None) -> list[dict]:
+    """Every version (of dataset ``ds``, or all) as the seal sees it, with its dataset's
+    name and its stored seal digest, oldest first. ``s``: a Session or a Connection."""
+    from sqlalchemy import select
+
+    from curator.store.models import Dataset, LabelVersion as LV, LabelVersionSeal as Seal
+
+    stmt = (
+        select(*(getattr(LV, c) for c in SEALED_COLUMNS), Dataset.name.label("dataset"),
+               Seal.version_id.label("sealed"), Seal.digest.label("digest"))
+        .join(Dataset, Dataset.id == LV.dataset_id)
+        .outerjoin(Seal, Seal.version_id == LV.id)
+        .order_by(LV.id)
+    )
+    if ds is not None:
+        stmt = stmt.where(LV.dataset_id == ds)
+    return [dict(r._mapping) for r in s.execute(stmt)]
+
+
+def seal_existing(connection) -> int:
+    """Write the digest of every seal that has none (migration 0006 seals older versions
+    with their identity as it is then). Returns how many were sealed."""
+    from sqlalchemy import update
+
+    from curator.store.models import LabelVersionSeal as Seal
+
+    rows = _identity_rows(connection)
+    digests = {r["id"]: r["digest"] for r in rows}
+    done = 0
+    for r in rows:  # oldest first: a parent is sealed before its children
+        if r["sealed"] is None or r["digest"] is not None:
+            continue
+        digests[r["id"]] = seal_digest(r, r["dataset"], digests.get(r["parent_id"]))
+        connection.execute(update(Seal).where(Seal.version_id == r["id"]).values(digest=digests[r["id"]]))
+        done += 1
+    return done
+
+
+def _identity_problems(s, ds: int, vid: int) -> list[str]:
+    """What no longer matches the seals of version ``vid`` and of its ancestors."""
+    rows = {r["id"]: r for r in _identity_rows(s, ds)}
+    problems = []
+    seen = set()
+    while vid is not None and vid not in seen:
+        seen.add(vid)
+        r = rows.get(vid)
+        if r is None:
+            problems.append(f"version id {vid} (an ancestor) is missing from dataset; a version was deleted or moved")
+            break
+        parent = rows.get(r["parent_id"])
+        if r["sealed"] is not None and r["digest"] is None:
+            problems.append(f"version {r['name']!r} has a seal without a digest; its identity cannot be checked")
+        elif r["digest"] is not None:
+            expected = seal_digest(r, r["dataset"], parent["digest"] if parent else None)
+            if expected != r["digest"]:
+                problems.append(
+                    f"version {r['name']!r} (id {vid}) does not match its seal: its name, dataset, parent, "
+                    "checksum or another recorded field changed after it was created, or another row replaced it"
+                )
+        vid = r["parent_id"]
+    return problems
 
 
 def _fetch(s, stmt) -> list[tuple]:
@@ -545,13 +651,13 @@ def create(
     """
     from sqlalchemy import insert
 
-    from curator.store.models import LabelVersion, LabelVersionSeal
+    from curator.store.models import LabelVersion
     from curator.store.queries import dataset_classes
 
-    name = check_name(name)
+    name = version_name(name)
     ds, ds_name = _lock_dataset(s, dataset)
     versions = _versions(s, ds)
-    if any(v.name == name for v in versions.values()):
+    if any(v.name.lower() == name for v in versions.values()):
         raise ValidationError(
             f"version {name!r} already exists in dataset {ds_name!r}; versions are immutable, choose another name"
         )
@@ -572,7 +678,7 @@ def create(
     elif parent is None:
         pv = None
     else:
-        pv = _by_name(versions, check_name(parent, "parent"), ds_name)
+        pv = _by_name(versions, version_name(parent), ds_name)
     new = _Labels.from_dict(labels)
     old = _reconstruct(s, versions, pv.id) if pv else _Labels.empty()
     delta, changes = _delta_of(old, new)
@@ -599,8 +705,21 @@ def create(
         _store(s, vid, "delta", delta)
     if snapshot:
         _store(s, vid, "snapshot", new)
-    s.execute(insert(LabelVersionSeal).values(version_id=vid))
+    _seal(s, ds, vid)
     return _info(s, ds_name, vid)
+
+
+def _seal(s, ds: int, vid: int) -> None:
+    """Seal version ``vid`` last, over its row as stored (so verify recomputes the same digest)."""
+    from sqlalchemy import insert
+
+    from curator.store.models import LabelVersionSeal
+
+    rows = {r["id"]: r for r in _identity_rows(s, ds)}
+    row = rows[vid]
+    parent = rows.get(row["parent_id"])
+    digest = seal_digest(row, row["dataset"], parent["digest"] if parent else None)
+    s.execute(insert(LabelVersionSeal).values(version_id=vid, digest=digest))
 
 
 def versions_of(s, dataset: str | None = None) -> list[VersionInfo]:
@@ -666,15 +785,19 @@ def verify(s, name: str, dataset: str | None = None, files: bool = False) -> Ver
     ds, ds_name = _resolve_dataset(s, dataset)
     versions = _versions(s, ds)
     v = _by_name(versions, name, ds_name)
-    problems = []
+    problems = _identity_problems(s, ds, v.id)
     sealed = set(s.scalars(select(LabelVersionSeal.version_id).where(LabelVersionSeal.version_id.in_(list(versions)))))
-    chain, base = _chain(versions, v.id)
+    try:
+        chain, base = _chain(versions, v.id)
+    except KeyError:
+        problems.append(f"the chain of changes behind version {v.name!r} is broken (an ancestor is missing)")
+        return VerifyReport(v.name, False, v.checksum, "", 0, problems)
     for vid in chain + [base]:
         if vid not in sealed:
             problems.append(f"version {versions[vid].name!r} has no seal (its creation did not finish)")
     try:
         labels = _reconstruct(s, versions, v.id)
-    except (zlib.error, IndexError, ValueError, TypeError) as exc:
+    except (zlib.error, IndexError, ValueError, TypeError, KeyError) as exc:
         problems.append(f"stored labels cannot be decoded ({exc}); the version was damaged")
         return VerifyReport(v.name, False, v.checksum, "", 0, problems)
     shas, missing = _hashes_of(s, ds, labels.ids)
@@ -812,7 +935,13 @@ def _pixels(m: Member) -> np.ndarray:
 
 def export_manifest(name: str, path: str | Path | None = None, *, dataset: str | None = None,
                     settings=None) -> dict:
-    """A JSON manifest (sample URI, sha256, label per member); written to ``path`` if given."""
+    """A JSON manifest (sample URI, sha256, label per member); written to ``path`` if given.
+
+    ``checksum`` covers the labels of its items, ``seal`` (``manifest_seal``) every
+    field; ``import_manifest`` refuses a manifest that no longer matches either.
+    """
+    if path is not None:
+        _check_out(Path(path))
     with _tx(settings) as s:
         info_, items, classes = members(s, name, dataset)
     doc = {
@@ -828,43 +957,136 @@ def export_manifest(name: str, path: str | Path | None = None, *, dataset: str |
         "lineage": info_.lineage,
         "items": [{"uri": m.uri, "sha256": m.sha256, "label": m.label} for m in items],
     }
+    doc["seal"] = manifest_seal(doc)
     if path is not None:
-        _write_atomic(Path(path), json.dumps(doc, indent=1).encode())
+        data = json.dumps(doc, indent=1).encode()
+        _write_atomic(Path(path), lambda fh: fh.write(data))
     return doc
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def manifest_seal(doc: dict) -> str:
+    """sha256 over every field of a manifest but ``seal`` (canonical JSON), so an edited
+    name, dataset, parent, count or item is seen even where the checksum still matches."""
+    body = {k: v for k, v in doc.items() if k != "seal"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()).hexdigest()
+
+
+def _check_out(path: Path) -> None:
+    """Refuse an output path that cannot be a file, before any work is done."""
+    if path.is_dir():
+        raise ValidationError(f"output {path} is a folder; give the path of a file (in it or elsewhere)")
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValidationError(f"output {path}: {parent} is a file, not a folder; choose another path")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise ValidationError(f"output {path}: folder {parent} is not writable (permission denied); choose another path")
+
+
+def _write_atomic(path: Path, write) -> None:
+    """Write through ``write(binary file)`` to a temporary file beside ``path``, then rename it
+    into place: a failure leaves neither a partial file nor the temporary one (nor folders made for it)."""
+    _check_out(path)
+    made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+    tmp, done = None, False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # as a plain open() would have made it
+        os.replace(tmp, path)
+        done = True
+    except OSError as exc:
+        raise ValidationError(f"output {path} cannot be written ({exc.strerror or exc}); choose another path") from None
+    finally:
+        if not done:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            for folder in made:  # innermost first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+
+
+_HEX = frozenset("0123456789abcdef")
 
 
 def _read_manifest(path: Path) -> dict:
+    """The manifest at ``path``, its shape checked item by item (nothing is written yet)."""
     try:
-        doc = json.loads(Path(path).read_text())
+        doc = json.loads(Path(path).read_bytes())
     except FileNotFoundError:
         raise ValidationError(f"manifest {path} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise ValidationError(f"manifest {path} is a folder; give the .json file written by version export") from None
+    except PermissionError:
+        raise ValidationError(f"manifest {path} cannot be read: permission denied; check its permissions") from None
     except (OSError, ValueError) as exc:
-        raise ValidationError(f"manifest {path} is not readable JSON ({exc})") from None
+        raise ValidationError(f"manifest {path} is not readable JSON ({_short(exc)}); it is damaged or not a manifest") from None
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT or not isinstance(doc.get("items"), list):
         raise ValidationError(
             f"manifest {path} is not a curator version manifest (expected format {MANIFEST_FORMAT!r} "
             "with an items list); write one with: curator version export NAME --format manifest"
         )
+    for key in ("dataset", "version", "message", "checksum", "seal"):
+        if doc.get(key) is not None and not isinstance(doc[key], str):
+            raise ValidationError(f"manifest {path}: {key!r} must be a string; got {doc[key]!r}")
+    if not doc["items"]:
+        raise ValidationError(f"manifest {path} lists no items; a version cannot be empty")
+    uris = set()
     for i, item in enumerate(doc["items"]):
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("uri", "sha256", "label")):
-            raise ValidationError(f"manifest {path}: item {i} needs string uri, sha256 and label; got {item!r}")
+            raise ValidationError(f"manifest {path}: item {i} needs string uri, sha256 and label; got {_short(item)}")
+        if len(item["sha256"]) != 64 or not _HEX.issuperset(item["sha256"]):
+            raise ValidationError(f"manifest {path}: item {i} has sha256 {_short(item['sha256'])}, not 64 hex digits")
+        if not item["uri"] or item["uri"] in uris:
+            raise ValidationError(f"manifest {path}: item {i} has an empty or repeated uri {_short(item['uri'])}")
+        uris.add(item["uri"])
     return doc
 
 
-def import_manifest(path: str | Path, *, dataset: str | None = None, name: str | None = None,
-                    message: str | None = None, settings=None) -> VersionInfo:
-    """Re-create a version from a manifest; its checksum must match the manifest's.
+def _short(value, n: int = 60) -> str:
+    text = repr(value) if not isinstance(value, BaseException) else str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= n else text[: n - 3] + "..."
 
-    Samples are found by URI in the target dataset (default: the manifest's);
-    files not yet ingested are ingested first (hashes checked against the
-    manifest). A mismatch raises and no version is written.
+
+def _check_manifest(doc: dict, path: Path, allow_unverified: bool) -> bool:
+    """Whether the manifest verifies (its checksum over its items and its seal over every field);
+    refuses one that does not, unless ``allow_unverified``."""
+    again = "re-export it (curator version export NAME --format manifest)"
+    unverified = "or pass --allow-unverified (allow_unverified=True) to import it as it is"
+    checksum, seal = doc.get("checksum"), doc.get("seal")
+    if checksum is None or seal is None:
+        if allow_unverified:
+            return False
+        missing = " and ".join(k for k, v in (("checksum", checksum), ("seal", seal)) if v is None)
+        raise ValidationError(f"manifest {path} has no {missing}, so it cannot be verified; {again} {unverified}")
+    computed = checksum_of((item["sha256"], item["label"]) for item in doc["items"])
+    problem = None
+    if computed != checksum:
+        problem = f"its items give checksum {computed[:12]}... but it states {checksum[:12]}... (labels or files edited)"
+    elif manifest_seal(doc) != seal:
+        problem = "its fields no longer match its seal (name, dataset, parent, counts or items edited)"
+    if problem is None:
+        return True
+    if allow_unverified:
+        return False
+    raise ValidationError(f"manifest {path} was changed since it was exported: {problem}; nothing was imported; {again} {unverified}")
+
+
+def import_manifest(path: str | Path, *, dataset: str | None = None, name: str | None = None,
+                    message: str | None = None, allow_unverified: bool = False, settings=None) -> VersionInfo:
+    """Re-create a version from a manifest, in one transaction that stores nothing if it fails.
+
+    The manifest is checked whole before anything is written: its shape, its
+    checksum (over the items' sha256 and labels) and its seal (over every
+    field); a manifest missing either, or not matching, is refused unless
+    ``allow_unverified``. Samples are found by URI in the target dataset
+    (default: the manifest's); files not yet ingested are read and their hashes
+    checked against the manifest, then samples, dataset and version are written
+    together.
     """
     from sqlalchemy import select
 
@@ -876,32 +1098,45 @@ def import_manifest(path: str | Path, *, dataset: str | None = None, name: str |
     settings = settings or load_settings()
     path = Path(path)
     doc = _read_manifest(path)
-    dataset = dataset or doc.get("dataset")
-    name = check_name(name or doc.get("version") or path.stem)
-    if not doc["items"]:
-        raise ValidationError(f"manifest {path} lists no items; a version cannot be empty")
-    with _tx(settings) as s:
+    verified = _check_manifest(doc, path, allow_unverified)
+    if not (dataset or doc.get("dataset")):
+        raise ValidationError(f"manifest {path} names no dataset; pass --dataset NAME")
+    dataset = dataset_name(dataset or doc["dataset"])
+    name = version_name(name or doc.get("version") or path.stem)
+    with _tx(settings) as s:  # read only: which samples the dataset has already
         ds = s.scalar(select(Dataset.id).where(Dataset.name == dataset))
         known = dict(s.execute(select(Sample.uri, Sample.sha256).where(Sample.dataset_id == ds)).all()) if ds else {}
-    new = [item for item in doc["items"] if item["uri"] not in known]
-    if new:
-        records = []
-        for item in new:
-            p = Path(item["uri"])
-            if not p.is_file():
-                raise ValidationError(
-                    f"manifest {path}: sample {item['uri']} is neither in dataset {dataset!r} nor on disk; "
-                    "restore the file or import into the dataset that holds it (--dataset)"
-                )
-            records.append(read_record(p, p.parent, None, class_folders=False))
-        write_records(settings, dataset, [records], IngestReport(dataset), total=len(records))
+    records, uri_of = [], {}
+    for item in doc["items"]:  # hashing files is slow: done before the write transaction
+        if item["uri"] in known:
+            uri_of[item["uri"]] = item["uri"]
+            continue
+        p = Path(item["uri"])
+        if not p.is_file():
+            raise ValidationError(
+                f"manifest {path}: sample {item['uri']} is neither in dataset {dataset!r} nor on disk; "
+                "restore the file or import into the dataset that holds it (--dataset)"
+            )
+        record = read_record(p, p.parent, None, class_folders=False)
+        if record.sha256 != item["sha256"]:
+            raise ValidationError(
+                f"manifest {path}: file {item['uri']} has sha256 {record.sha256[:12]}... but the manifest says "
+                f"{item['sha256'][:12]}...; the file changed since the export"
+            )
+        records.append(record)
+        uri_of[item["uri"]] = record.uri
+    source = f"manifest:{doc.get('version')}" + ("" if verified else " (unverified)")
     with _tx(settings) as s:
+        if records:
+            write_records(settings, dataset, [records], IngestReport(dataset), total=len(records), session=s)
         ds = s.scalar(select(Dataset.id).where(Dataset.name == dataset))
-        rows = s.execute(select(Sample.uri, Sample.id, Sample.sha256).where(Sample.dataset_id == ds)).all()
-        by_uri = {uri: (sid, sha) for uri, sid, sha in rows}
+        if ds is None:
+            raise NotFoundError(f"dataset {dataset!r} does not exist and the manifest brings no new files to create it")
+        by_uri = {uri: (sid, sha) for uri, sid, sha in s.execute(
+            select(Sample.uri, Sample.id, Sample.sha256).where(Sample.dataset_id == ds)).all()}
         labels: dict[int, str] = {}
         for item in doc["items"]:
-            sid, sha = by_uri[item["uri"]]
+            sid, sha = by_uri[uri_of[item["uri"]]]
             if sha != item["sha256"]:
                 raise ValidationError(
                     f"manifest {path}: {item['uri']} has sha256 {sha[:12]}... in the dataset but "
@@ -909,12 +1144,10 @@ def import_manifest(path: str | Path, *, dataset: str | None = None, name: str |
                 )
             labels[sid] = item["label"]
         created = create(s, name, dataset=dataset, message=message or doc.get("message"),
-                         labels=labels, source=f"manifest:{doc.get('version')}")
-        if doc.get("checksum") and created.checksum != doc["checksum"]:
-            raise ValidationError(
-                f"manifest {path}: imported checksum {created.checksum} differs from the manifest's "
-                f"{doc['checksum']}; the manifest was edited, nothing was imported"
-            )
+                         labels=labels, source=source)
+        if verified and created.checksum != doc["checksum"]:  # cannot happen after the checks above: a guard
+            raise StoreError(f"manifest {path}: imported checksum {created.checksum} differs from the manifest's; "
+                             "nothing was imported")
         return created
 
 
@@ -930,6 +1163,8 @@ def export_numpy(name: str, path: str | Path | None = None, *, dataset: str | No
     With ``path``, also saved as a ``.npz`` (keys images, labels, classes,
     sample_ids, sha256, checksum) that ``curator ingest`` can read back.
     """
+    if path is not None:
+        _check_out(Path(path))
     with _tx(settings) as s:
         info_, items, classes = members(s, name, dataset)
     shapes = Counter((m.height, m.width, m.channels) for m in items)
@@ -951,11 +1186,7 @@ def export_numpy(name: str, path: str | Path | None = None, *, dataset: str | No
         "checksum": np.array(info_.checksum),
     }
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **out)
-        tmp.replace(path)
+        _write_atomic(Path(path), lambda fh: np.savez(fh, **out))
     return out
 
 
@@ -1003,6 +1234,7 @@ def export_torch(name: str, path: str | Path, *, dataset: str | None = None, set
     """Save a version as a ``torch.save`` file: uint8 images, int64 labels, classes, checksum."""
     import torch
 
+    _check_out(Path(path))
     arrays = export_numpy(name, None, dataset=dataset, settings=settings)
     doc = {
         "images": torch.from_numpy(arrays["images"]),
@@ -1012,9 +1244,5 @@ def export_torch(name: str, path: str | Path, *, dataset: str | None = None, set
         "checksum": str(arrays["checksum"]),
         "version": name,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(doc, tmp)
-    tmp.replace(path)
+    _write_atomic(Path(path), lambda fh: torch.save(doc, fh))
     return doc

@@ -287,7 +287,29 @@ def test_concurrent_creators_get_serial_results(pool):
     assert len({v.checksum for v in made}) == 1
 
 
-def test_two_processes_creating_the_same_name(pool):
+#: Run in each process: connect, signal ready, wait for the go file, then time `curator ARGV`.
+RACER = """
+import json, os, sys, time
+from pathlib import Path
+from curator.cli import main
+from curator.store.session import get_engine
+import curator.versions
+get_engine(os.environ["CURATOR_DB_URL"])
+ready, go, times = (Path(p) for p in sys.argv[1:4])
+ready.touch()
+while not go.exists():
+    time.sleep(0.001)
+start = time.monotonic_ns()
+try:
+    main(sys.argv[4:])
+finally:
+    times.write_text(json.dumps([start, time.monotonic_ns()]))
+"""
+
+
+def test_two_processes_creating_the_same_name(pool, tmp_path):
+    """Two `curator version create race` that truly run at once: both wait on one go file,
+    and their timed spans must overlap, or the test fails instead of passing serially."""
     import os
     import subprocess
     import sys
@@ -295,10 +317,21 @@ def test_two_processes_creating_the_same_name(pool):
     settings, ids, gt, _ = pool
     annotate(settings, zip(ids[:30], gt[:30]))
     get_engine(settings.database_url)
-    env = {**os.environ, "CURATOR_DB_URL": settings.database_url}
-    cmd = [sys.executable, "-m", "curator", "version", "create", "race", "-d", "digits", "--json"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    env = {**os.environ, "CURATOR_DB_URL": settings.database_url, "CURATOR_WORKSPACE": str(settings.workspace)}
+    go = tmp_path / "go"
+    argv = ["version", "create", "race", "-d", "digits", "--json"]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", RACER, tmp_path / f"ready{i}", go, tmp_path / f"times{i}", *argv],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    while not all((tmp_path / f"ready{i}").exists() for i in range(2)):  # both connected and waiting
+        assert all(p.poll() is None for p in procs), [p.communicate() for p in procs]
+        threading.Event().wait(0.01)
+    go.touch()
     outs = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    spans = [json.loads((tmp_path / f"times{i}").read_text()) for i in range(2)]
+    assert max(s for s, _ in spans) < min(e for _, e in spans), f"the two runs did not overlap: {spans}"
     codes = sorted(rc for _, _, rc in outs)
     assert codes[0] == 0 and codes[1] != 0, outs
     loser = next(err for _, err, rc in outs if rc)
@@ -324,7 +357,7 @@ def test_manifest_reimports_to_the_same_checksum(pool, tmp_path):
     # an edited manifest is refused and leaves nothing
     doc["items"][0]["label"] = "7" if doc["items"][0]["label"] != "7" else "1"
     (tmp_path / "bad.json").write_text(json.dumps(doc))
-    with pytest.raises(ValidationError, match="differs from the manifest"):
+    with pytest.raises(ValidationError, match="changed since it was exported.*checksum"):
         V.import_manifest(tmp_path / "bad.json", name="edited", settings=settings)
     assert [x.name for x in V.list_versions(settings=settings)] == ["v", "v-copy"]
     (tmp_path / "junk.json").write_text("{}")

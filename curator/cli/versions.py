@@ -29,19 +29,17 @@ def _formats() -> list[str]:
     return list(FORMATS) + (["fiftyone"] if fiftyone_exporter() is not None else [])
 
 
-class _LazyFormats(click.Choice):
-    """Choices resolved when the command runs, so `curator --help` imports nothing heavy."""
+def _check_format(ctx, param, value):
+    """--format checked here (not by click.Choice) so a bad value is one ``error:`` line."""
+    from curator.exceptions import ValidationError
 
-    def __init__(self):
-        super().__init__(FORMATS)
-
-    @property
-    def choices(self):  # noqa: D401
-        return _formats()
-
-    @choices.setter
-    def choices(self, value):
-        pass
+    formats = _formats()
+    if value is None:
+        raise ValidationError(f"--format: required; one of {', '.join(formats)}")
+    if value.lower() not in formats:
+        hint = " (install curator[fiftyone] for fiftyone)" if value.lower() == "fiftyone" else ""
+        raise ValidationError(f"--format {value!r}: not a format; use one of {', '.join(formats)}{hint}")
+    return value.lower()
 
 
 def _echo_json(data) -> None:
@@ -184,7 +182,7 @@ def verify(ctx, name, dataset, files, as_json):
 
 @version.command()
 @click.argument("name")
-@click.option("--format", "fmt", type=_LazyFormats(), required=True, help="numpy (.npz), torch (.pt), manifest (.json), fiftyone.")
+@click.option("--format", "fmt", callback=_check_format, help="numpy (.npz), torch (.pt), manifest (.json), fiftyone.")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Output file (fiftyone: the FiftyOne dataset name, default curator-DATASET-NAME).")
 @click.option("--dataset", "-d", help="Dataset (default: the only one).")
 @click.option("--json", "as_json", is_flag=True)
@@ -223,15 +221,23 @@ _SUFFIX = {"numpy": "npz", "torch": "pt", "manifest": "json", "fiftyone": ""}
 @click.option("--name", help="Version name (default: the manifest's).")
 @click.option("--dataset", "-d", help="Target dataset (default: the manifest's).")
 @click.option("--message", "-m")
+@click.option("--allow-unverified", is_flag=True,
+              help="Import a manifest that has no checksum or seal, or no longer matches them (edited on purpose).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def import_(ctx, manifest, name, dataset, message, as_json):
-    """Re-create a version from a JSON manifest; fails unless the checksum matches."""
+def import_(ctx, manifest, name, dataset, message, allow_unverified, as_json):
+    """Re-create a version from a JSON manifest, in one transaction.
+
+    Fails, storing nothing, unless the manifest's checksum (over its labels)
+    and seal (over every field) match; --allow-unverified imports it anyway.
+    """
     from curator.versions import import_manifest
 
-    v = import_manifest(manifest, dataset=dataset, name=name, message=message, settings=settings_from(ctx))
+    v = import_manifest(manifest, dataset=dataset, name=name, message=message,
+                        allow_unverified=allow_unverified, settings=settings_from(ctx))
     if as_json:
         _echo_json(v.as_dict())
     else:
         click.echo(f"imported {_summary(v)}")
-        click.echo(f"checksum {v.checksum} (matches the manifest)")
+        verified = "unverified" not in v.filters.get("source", "")
+        click.echo(f"checksum {v.checksum}" + (" (matches the manifest)" if verified else " (manifest not verified)"))

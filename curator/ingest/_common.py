@@ -123,15 +123,19 @@ def write_records(
     batches: Iterable[list[Record]],
     report: IngestReport,
     total: int | None = None,
+    session=None,
 ) -> IngestReport:
-    """Store the records of all batches in one transaction (see module docstring)."""
+    """Store the records of all batches in one transaction (see module docstring);
+    inside the caller's ``session`` when given (a version import writes samples and version together)."""
+    import contextlib
+
     from sqlalchemy import func, insert, select, update
 
     from curator._progress import progress
     from curator.store.models import Dataset, Sample
     from curator.store.session import transaction
 
-    with transaction(settings) as s:
+    with (contextlib.nullcontext(session) if session is not None else transaction(settings)) as s:
         ds = s.scalar(select(Dataset).where(Dataset.name == dataset))
         if ds is None:
             ds = Dataset(name=dataset, classes=None)

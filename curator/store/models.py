@@ -308,12 +308,18 @@ class LabelVersionBlob(Base):
 
 
 class LabelVersionSeal(Base):
-    """Written last when a version is created; no row can join a sealed version."""
+    """Written last when a version is created; no row can join a sealed version.
+
+    ``digest`` (migration 0006) covers the version's identity and content
+    checksum (``curator.versions.seal_digest``), so ``verify`` detects a
+    version renamed or replaced behind the triggers.
+    """
 
     __tablename__ = "label_version_seals"
     version_id: Mapped[int] = mapped_column(
         ForeignKey("label_versions.id"), primary_key=True, autoincrement=False
     )
+    digest: Mapped[Optional[str]] = mapped_column(String(64))
 
 
 class Evaluation(Base):

@@ -25,6 +25,7 @@ MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "db"
 def _sqlite_pragmas(dbapi_conn, _record):
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA recursive_triggers=ON")  # REPLACE fires delete triggers (label versions)
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
