@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from badinput import refused, run, sandbox  # noqa: F401  (sandbox is a fixture)
+from conftest import ROOT
 
 DS = "pool"
 
@@ -155,6 +156,8 @@ INGEST_AND_CONFIG = [
     case("config-section-not-table", ["--config", "{root}/nottable.toml", "datasets"], "must be a table"),
     case("config-file-missing", ["--config", "{root}/none.toml", "datasets"], "none.toml"),
     case("unknown-command", ["selct", DS], "selct"),
+    case("demo-name-slash", ["demo", "--dataset", "a/b"], NAME_RULE),
+    case("demo-policy-unknown", ["demo", "--policy", "nope"], "nope"),
 ]
 
 
@@ -193,3 +196,26 @@ def test_case_differs_one_dataset(state):
     assert code == 0, err
     assert sorted(r["name"] for r in dataset_summaries(state.settings)) == ["digits-2", DS]
     assert (state.workspace / "media" / "digits-2").is_dir()
+
+
+def test_python_api_checks_names_before_writing(state):
+    """The library refuses what the CLI refuses: a bad name writes no file and no row."""
+    from badinput import db_digest, files_outside
+
+    from curator.exceptions import ValidationError
+    from curator.ingest import ingest_arrays, ingest_idx
+    from curator.report import write_report
+
+    before = db_digest(state.settings), files_outside(state.root, state.workspace)
+    sample = state.root / "train.npy"
+    with pytest.raises(ValidationError, match="not allowed"):
+        ingest_arrays(sample, dataset="../../escape", settings=state.settings)
+    with pytest.raises(ValidationError, match="not allowed"):
+        ingest_arrays(sample, dataset=str(state.root / "abs"), settings=state.settings)
+    idx = ROOT / "datasets" / "mnist1989" / "test-images-idx3-ubyte.gz"
+    with pytest.raises(ValidationError, match="empty"):
+        ingest_idx(idx, dataset="", settings=state.settings)
+    with pytest.raises(ValidationError, match="not allowed"):
+        write_report(state.settings, "../reports")
+    assert (db_digest(state.settings), files_outside(state.root, state.workspace)) == before
+    assert sorted(p.name for p in (state.workspace / "media").iterdir()) == [DS]
