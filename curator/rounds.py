@@ -28,7 +28,7 @@ from curator.store.session import transaction
 
 __all__ = [
     "TrainedModel", "ScoredPool", "RoundResult", "train_model", "load_model", "test_error",
-    "pool_ids", "score_pool", "select_round", "round_items",
+    "pool_ids", "policy_from", "check_pool_args", "score_pool", "select_round", "round_items",
 ]
 
 #: Rounds whose selected samples are still waiting for labels.
@@ -338,7 +338,7 @@ def check_pool_args(settings: Settings, dataset: str, *, split: str | None = Non
             or mc_samples == 1:
         raise ValidationError(f"{caller}: mc_samples (--mc) must be 0 (off) or at least 2; got {mc_samples!r}")
     if pol is not None and "mc_probs" in pol.requires and mc_samples == 0:
-        raise ValidationError(f"{caller}: policy {policy!r} needs MC-dropout passes; pass --mc 2 or more")
+        raise ValidationError(f"{caller}: policy {policy!r} needs mc_probs (MC-dropout passes); pass --mc 2 or more")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1):
         raise BudgetError(f"{caller}: budget must be an integer >= 1; got {budget!r}")
     with transaction(settings) as s:
