@@ -22,7 +22,7 @@ from pathlib import Path
 
 from curator.exceptions import ValidationError
 
-__all__ = ["check_name", "dataset_name", "version_name", "project_title", "inside"]
+__all__ = ["check_name", "dataset_name", "version_name", "project_title", "inside", "callback"]
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
 _KINDS = ("dataset", "version", "project")
@@ -79,3 +79,20 @@ def inside(root: Path | str, *parts: str) -> Path:
     if path != root and root not in path.parents:
         raise ValidationError(f"{path} is outside the workspace {root}; curator writes only inside it")
     return path
+
+
+def callback(kind: str):
+    """A click parameter callback checking (and normalising) a ``kind`` name as it is parsed,
+    so a command refuses a bad name before it does anything; ``None`` (an optional name
+    not given) passes. Kept free of click so this module stays importable anywhere."""
+    if kind not in _KINDS:
+        raise ValueError(f"unknown kind of name {kind!r}")
+
+    def check(ctx, param, value):
+        if value is None:
+            return None
+        if isinstance(value, tuple):
+            return tuple(check_name(v, kind=kind) for v in value)
+        return check_name(value, kind=kind)
+
+    return check

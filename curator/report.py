@@ -99,9 +99,12 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
 
     from curator.loop import BASELINE_METRIC
 
-    out_dir = Path(out_dir or settings.workspace / "reports" / dataset)
+    from curator.names import dataset_name, inside
+
+    dataset = dataset_name(dataset)
+    evals, facts = collect(settings, dataset)  # an unknown dataset is refused before a folder is made
+    out_dir = Path(out_dir) if out_dir else inside(settings.workspace, "reports", dataset)
     out_dir.mkdir(parents=True, exist_ok=True)
-    evals, facts = collect(settings, dataset)
     random = {e["n_labels"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC}
     if baseline is None and random:  # recorded by `curator loop --baseline`
         baseline = {"n_labels": sorted(random), "error": [random[n] for n in sorted(random)]}

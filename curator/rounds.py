@@ -28,7 +28,7 @@ from curator.store.session import transaction
 
 __all__ = [
     "TrainedModel", "ScoredPool", "RoundResult", "train_model", "load_model", "test_error",
-    "pool_ids", "score_pool", "select_round", "round_items",
+    "pool_ids", "policy_from", "check_pool_args", "score_pool", "select_round", "round_items",
 ]
 
 #: Rounds whose selected samples are still waiting for labels.
@@ -298,6 +298,67 @@ def _predictions(session: Session, dataset: str, model: TrainedModel, probs: np.
     return {"prediction": prediction, "confidence": probs.max(1).astype(float)}
 
 
+def policy_from(policy: str, params: dict | None = None):
+    """Policy ``policy`` configured with ``params``; a value the policy cannot take is a
+    ValidationError naming it (not the policy's own TypeError/ValueError traceback)."""
+    from curator import policies
+    from curator.exceptions import CuratorError
+
+    if params is not None and not isinstance(params, dict):
+        raise ValidationError(f"policy parameters must be a dict of NAME: VALUE; got {type(params).__name__}")
+    try:
+        return policies.get(policy, **(params or {}))
+    except CuratorError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"policy {policy!r}: bad parameter value in {params} ({exc})") from None
+
+
+def check_pool_args(settings: Settings, dataset: str, *, split: str | None = None, subsample: int | None = None,
+                    seed: int = 0, mc_samples: int = 20, budget: int | None = None, policy: str | None = None,
+                    params: dict | None = None, at_most: bool = False):
+    """Refuse bad arguments of a scoring or selection step before any work is done.
+
+    Training, inference and writes come after this, so a bad budget, subsample,
+    seed, number of MC passes, policy or parameter, an unknown dataset or an
+    empty pool costs milliseconds and changes nothing. Reads the pool's size
+    (one query) to refuse a budget larger than it. Returns the configured
+    policy when ``policy`` is given.
+    """
+    import numbers
+
+    caller = "select" if budget is not None else "score"
+    pol = policy_from(policy, params) if policy is not None else None
+    if subsample is not None and (isinstance(subsample, bool) or not isinstance(subsample, numbers.Integral)
+                                  or subsample < 1):
+        raise ValidationError(f"{caller}: subsample must be an integer >= 1 (samples scored); got {subsample!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValidationError(f"{caller}: seed must be an integer >= 0; got {seed!r}")
+    if isinstance(mc_samples, bool) or not isinstance(mc_samples, numbers.Integral) or mc_samples < 0 \
+            or mc_samples == 1:
+        raise ValidationError(f"{caller}: mc_samples (--mc) must be 0 (off) or at least 2; got {mc_samples!r}")
+    if pol is not None and "mc_probs" in pol.requires and mc_samples == 0:
+        raise ValidationError(f"{caller}: policy {policy!r} needs mc_probs (MC-dropout passes); pass --mc 2 or more")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1):
+        raise BudgetError(f"{caller}: budget must be an integer >= 1; got {budget!r}")
+    with transaction(settings) as s:
+        ids, _ = pool_ids(s, dataset_id(s, dataset), split)
+    if len(ids) == 0:
+        from curator.exceptions import EmptyPoolError
+
+        raise EmptyPoolError(
+            f"dataset {dataset!r} has no unlabeled samples{f' in split {split!r}' if split else ''}; "
+            "ingest more or label fewer"
+        )
+    n = min(len(ids), subsample) if subsample else len(ids)
+    if budget is not None and budget > n and not at_most:
+        raise BudgetError(
+            f"{caller}: budget {budget} is larger than the pool ({n} samples"
+            f"{' in the subsample' if subsample and subsample < len(ids) else ''}); lower the budget"
+        )
+    return pol
+
+
 def score_pool(settings: Settings, dataset: str, model, *, split: str | None = None,
                subsample: int | None = None, seed: int = 0, mc_samples: int = 20,
                record: bool = True) -> ScoredPool:
@@ -306,6 +367,7 @@ def score_pool(settings: Settings, dataset: str, model, *, split: str | None = N
     Scores of the same (sample, kind, model) are replaced, so scoring twice
     stores nothing twice.
     """
+    check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples)
     ds, model, ids, pool, _ = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples)
     scores = _scores(pool)
     if record:
@@ -338,13 +400,9 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
     The round (policy, parameters, seed, model) and its ranked samples with
     their scores are written in one transaction, after the policy succeeded.
     """
-    from curator import policies
-
-    pol = policies.get(policy, **(params or {}))  # unknown policy or bad params: fail before any work
-    from curator._validation import check_budget
-
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-        check_budget(budget, 1, caller="select_round")
+    # every argument (policy, parameters, budget, sizes, dataset) is refused before any work
+    pol = check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples,
+                          budget=budget, policy=policy, params=params, at_most=at_most)
     ds, model, ids, pool, removed = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples,
                                                 dedup=dedup, scored=scored)
     if budget > len(ids) and (at_most or removed):

@@ -104,6 +104,9 @@ def _read_config(path: Path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise ValidationError(f"config file {path} is not valid TOML: {exc}") from None
     section = data.get("curator", data)
+    if not isinstance(section, dict):
+        raise ValidationError(f"config file {path}: [curator] must be a table of key = value; got a "
+                              f"{type(section).__name__}")
     known = {f.name for f in dataclasses.fields(Settings)} - {"config_file"}
     unknown = sorted(set(section) - known)
     if unknown:
@@ -111,7 +114,22 @@ def _read_config(path: Path) -> dict:
             f"config file {path}: unknown key(s) {', '.join(unknown)}; "
             f"known keys are {', '.join(sorted(known))}"
         )
+    for key, value in section.items():
+        _check_type(path, key, value)
     return section
+
+
+def _check_type(path: Path, key: str, value) -> None:
+    """A config value has the type of its setting's default (text where the default is a path or unset)."""
+    default = next(f.default for f in dataclasses.fields(Settings) if f.name == key)
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "true or false"
+    elif isinstance(default, (int, float)):
+        ok, want = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        ok, want = isinstance(value, str), "a string in quotes"
+    if not ok:
+        raise ValidationError(f"config file {path}: {key} must be {want}; got {value!r}")
 
 
 def load_settings(config: str | os.PathLike | None = None, **overrides) -> Settings:

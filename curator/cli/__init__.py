@@ -106,17 +106,55 @@ def settings_from(ctx: click.Context, **overrides):
     return load_settings(ctx.find_root().obj.get("config"), **overrides)
 
 
+def dataset_option(*decls: str, required: bool = True, help: str = "Dataset name.", **kw):
+    """The ``--dataset`` option of a command: the name is checked and normalised as it is parsed."""
+    from curator.names import callback
+
+    return click.option(*(decls or ("--dataset", "-d")), required=required, help=help,
+                        callback=callback("dataset"), **kw)
+
+
+def dataset_argument(name: str = "dataset", **kw):
+    """The positional DATASET of a command, checked and normalised as it is parsed."""
+    from curator.names import callback
+
+    return click.argument(name, callback=callback("dataset"), **kw)
+
+
+def name_option(*decls: str, kind: str, **kw):
+    """An option holding a version name or a project title, checked as it is parsed."""
+    from curator.names import callback
+
+    return click.option(*decls, callback=callback(kind), **kw)
+
+
+def one_line(message: str) -> str:
+    """Errors are one line: a script reads the first line, a person sees all of it."""
+    return " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    """click's usage error as one line, with the --help hint click prints on a line of its own."""
+    msg = one_line(exc.format_message())
+    if exc.ctx is not None:
+        msg += f" (see: {exc.ctx.command_path} --help)"
+    return msg
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="curator", standalone_mode=False)
     except CuratorError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:
+        click.echo(f"error: {_usage_line(exc)}", err=True)
+        sys.exit(2)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"error: {one_line(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

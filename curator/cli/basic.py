@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from curator.cli import settings_from
+from curator.cli import dataset_option, settings_from
 
 
 @click.command()
@@ -33,12 +33,12 @@ def detect_source(path: Path) -> str:
 
 @click.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--dataset", "-d", required=True, help="Dataset name (created if new).")
+@dataset_option(help="Dataset name (created if new): letters, digits, '.', '_', '-'; case does not matter.")
 @click.option("--labels", type=click.Path(path_type=Path), help="IDX or NumPy labels file (ground truth).")
 @click.option("--split", help="Split of these samples, e.g. train or test.")
 @click.option("--skip-bad", is_flag=True, help="Skip corrupt images and report them instead of failing.")
 @click.option("--no-class-folders", is_flag=True, help="Do not read classes from sub-folder names.")
-@click.option("--batch-size", default=1024, show_default=True, help="Images decoded at once.")
+@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Images decoded at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.pass_context
 def ingest(ctx, path, dataset, labels, split, skip_bad, no_class_folders, batch_size, as_json):

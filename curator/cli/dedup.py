@@ -6,7 +6,7 @@ import json
 
 import click
 
-from curator.cli import settings_from
+from curator.cli import dataset_option, settings_from
 
 
 def _model_id(session, model: str) -> int | None:
@@ -80,7 +80,7 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None):
 
 
 @click.command()
-@click.option("--dataset", "-d", required=True, help="Dataset name.")
+@dataset_option()
 @click.option("--model", "-m", help="Use the stored embeddings of this model (id, name or .pt path; see curator embed). "
               "Default: the cold-start thumbnail embedding, computed from the images.")
 @click.option("--threshold", "-t", type=float, help="Cosine similarity in (0, 1] above which two samples are copies.")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from curator.cli import settings_from
+from curator.cli import dataset_option, settings_from
 from curator.cli.loop import config_from, loop_options, print_result
 
 SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "mnist1989"
@@ -24,7 +24,7 @@ def labelstudio_ready(settings) -> bool:
 
 
 @click.command()
-@click.option("--dataset", default="mnist1989", show_default=True, help="Name of the demo dataset.")
+@dataset_option("--dataset", required=False, default="mnist1989", show_default=True, help="Name of the demo dataset.")
 @click.option("--start-labelstudio", is_flag=True,
               help="Start the local Label Studio server first (needs CURATOR_LABELSTUDIO_TOKEN).")
 @loop_options
@@ -40,7 +40,11 @@ def demo(ctx, dataset, start_labelstudio, **kw):
     from curator.loop import run_loop
     from curator.settings import mask_url
 
+    from curator.rounds import policy_from
+
     settings = settings_from(ctx)
+    config_from(dataset, **kw).check()
+    policy_from(kw["policy"])  # bad loop arguments are refused before the sample is ingested
     for split in ("train", "test"):
         report = ingest_idx(SAMPLE / f"{split}-images-idx3-ubyte.gz", SAMPLE / f"{split}-labels-idx1-ubyte.gz",
                             dataset=dataset, split=split, settings=settings)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from curator.cli import settings_from
+from curator.cli import dataset_argument, settings_from
 
 _MODEL_HELP = ("Model: a saved .pt file of the built-in CNN or a model id. Without it, the built-in CNN "
                "is trained on the dataset's current labels.")
@@ -32,29 +32,45 @@ def _model(settings, dataset: str, model: str | None, seed: int, steps: int | No
 
 
 def _params(items: tuple[str, ...]) -> dict:
+    """``NAME=VALUE`` pairs with JSON values; anything else is refused, naming the pair and the fix."""
     from curator.exceptions import ValidationError
 
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise ValidationError(f"--param must look like NAME=VALUE; got {item!r}")
         try:
-            out[key] = json.loads(value)
+            out[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
-            out[key] = value
+            raise ValidationError(
+                f"--param {item!r}: the value is not JSON; write numbers as 0.5, true/false, null, "
+                f"and text in double quotes, e.g. --param '{key.strip()}=\"{value}\"'"
+            ) from None
     return out
+
+
+def _check_model(model: str | None) -> None:
+    """A --model that names a file must exist (a model id is looked up when it is loaded)."""
+    from pathlib import Path
+
+    from curator.exceptions import ValidationError
+
+    if model is not None and not model.isdigit() and not Path(model).is_file():
+        raise ValidationError(f"--model {model}: no such file; pass a saved .pt file or a model id")
 
 
 def _pool_options(f):
     for opt in reversed([
         click.option("--model", "-m", help=_MODEL_HELP),
-        click.option("--steps", type=int, help="Training steps when no --model is given (default: 50 epochs, 200-2000)."),
+        click.option("--steps", type=click.IntRange(min=1),
+                     help="Training steps when no --model is given (default: 50 epochs, 200-2000)."),
         click.option("--split", help="Only samples of this split (e.g. train)."),
-        click.option("--subsample", type=int, help="Score a random subset of this many pool samples."),
-        click.option("--seed", default=0, show_default=True, help="Seed of every random step."),
-        click.option("--mc", "mc_samples", default=20, show_default=True,
-                     help="MC-dropout passes (0 = off; BALD needs them)."),
+        click.option("--subsample", type=click.IntRange(min=1), help="Score a random subset of this many pool samples."),
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="Seed of every random step."),
+        click.option("--mc", "mc_samples", default=20, show_default=True, type=click.IntRange(min=0),
+                     help="MC-dropout passes (0 = off, else at least 2; BALD needs them)."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
     ]):
         f = opt(f)
@@ -62,9 +78,9 @@ def _pool_options(f):
 
 
 @click.command()
-@click.argument("dataset")
+@dataset_argument()
 @_pool_options
-@click.option("--top", default=5, show_default=True, help="Samples to show per score.")
+@click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="Samples to show per score.")
 @click.pass_context
 def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_json, top):
     """Score DATASET's unlabeled pool (entropy, margin, BALD, novelty ...) and store the scores."""
@@ -73,6 +89,8 @@ def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_jso
     from curator import rounds
 
     settings = settings_from(ctx)
+    _check_model(model)
+    rounds.check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples)
     trained = _model(settings, dataset, model, seed, steps)
     res = rounds.score_pool(settings, dataset, trained, split=split, subsample=subsample, seed=seed,
                             mc_samples=mc_samples)
@@ -93,8 +111,8 @@ def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_jso
 
 
 @click.command()
-@click.argument("dataset")
-@click.option("--budget", "-n", type=int, required=True, help="Samples to select.")
+@dataset_argument()
+@click.option("--budget", "-n", type=click.IntRange(min=1), required=True, help="Samples to select.")
 @click.option("--policy", "-p", default="curator", show_default=True, help="Policy name (see: curator policies).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
               help="Policy parameter (JSON value), repeatable, e.g. --param novelty_weight=0.5.")
@@ -104,13 +122,17 @@ def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_jso
 @click.pass_context
 def select(ctx, dataset, budget, policy, params, dedup, model, steps, split, subsample, seed, mc_samples, as_json):
     """Select a batch of DATASET's pool with a policy and record it as a new round."""
-    from curator import policies, rounds
+    from curator import rounds
 
     settings = settings_from(ctx)
-    policies.get(policy, **_params(params))  # fail fast on an unknown policy, before training
+    params = _params(params)
+    _check_model(model)
+    # every argument, the dataset and the pool's size are checked before a model is trained or loaded
+    rounds.check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples,
+                           budget=budget, policy=policy, params=params)
     trained = _model(settings, dataset, model, seed, steps)
     res = rounds.select_round(settings, dataset, trained, budget=budget, policy=policy, seed=seed,
-                              params=_params(params), split=split, subsample=subsample, mc_samples=mc_samples,
+                              params=params, split=split, subsample=subsample, mc_samples=mc_samples,
                               dedup=dedup)
     if as_json:
         click.echo(json.dumps({"round": res.number, "round_id": res.round_id, "policy": res.policy,
@@ -144,17 +166,23 @@ def policies_cmd(as_json):
 
 
 @click.command()
-@click.argument("dataset")
+@dataset_argument()
 @click.option("--model", "-m", help=_MODEL_HELP)
-@click.option("--seed", default=0, show_default=True, help="Seed when a model is trained.")
-@click.option("--batch-size", default=1024, show_default=True, help="Images embedded at once.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed when a model is trained.")
+@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Images embedded at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 def embed(ctx, dataset, model, seed, batch_size, as_json):
     """Compute and store DATASET's embeddings with a model (resumes if interrupted)."""
     from curator import embeddings
 
+    from curator.store.queries import dataset_id
+    from curator.store.session import transaction
+
     settings = settings_from(ctx)
+    _check_model(model)
+    with transaction(settings) as s:
+        dataset_id(s, dataset)  # an unknown dataset is refused before a model is trained
     trained = _model(settings, dataset, model, seed)
     info = embeddings.compute_embeddings(settings, dataset, trained.adapter, model_id=trained.model_id,
                                          batch_size=batch_size)

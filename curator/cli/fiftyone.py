@@ -6,7 +6,7 @@ import json
 
 import click
 
-from curator.cli import settings_from
+from curator.cli import dataset_argument, dataset_option, name_option, settings_from
 
 
 @click.group()
@@ -19,10 +19,11 @@ def fiftyone():
 
 
 @fiftyone.command()
-@click.argument("dataset")
-@click.option("--round", "round_", type=int, help="Sync only the samples selected in this round.")
-@click.option("--version", "version", help="Sync only the samples of this labeled-set version.")
-@click.option("--name", "fo_name", help="FiftyOne dataset name (default: curator-DATASET[-round-N|-VERSION]).")
+@dataset_argument()
+@click.option("--round", "round_", type=click.IntRange(min=0), help="Sync only the samples selected in this round.")
+@name_option("--version", "version", kind="version", help="Sync only the samples of this labeled-set version.")
+@name_option("--name", "fo_name", kind="project",
+             help="FiftyOne dataset name (default: curator-DATASET[-round-N|-VERSION]).")
 @click.option("--similarity/--no-similarity", default=True, show_default=True,
               help="Register stored embeddings as a Brain similarity index.")
 @click.option("--visualization", type=click.Choice(["pca", "tsne", "none"]), default="pca", show_default=True,
@@ -59,7 +60,7 @@ def sync(ctx, dataset, round_, version, fo_name, similarity, visualization, dupl
 
 @fiftyone.command("import")
 @click.argument("fo_dataset")
-@click.option("--dataset", "-d", required=True, help="curator dataset to ingest into (created if new).")
+@dataset_option(help="curator dataset to ingest into (created if new).")
 @click.option("--label-field", help="Classification field holding ground truth (default: ground_truth if present).")
 @click.option("--split", help="Split stored on every sample (default: a train/test/validation tag).")
 @click.option("--skip-bad", is_flag=True, help="Skip missing or corrupt files and report them instead of failing.")
@@ -96,8 +97,8 @@ def install_plugin(plugins_dir, copy):
 
 @fiftyone.command()
 @click.argument("fo_dataset", required=False)
-@click.option("--dataset", "-d", help="curator dataset whose synced FiftyOne dataset to open.")
-@click.option("--port", default=5151, show_default=True)
+@dataset_option(required=False, help="curator dataset whose synced FiftyOne dataset to open.")
+@click.option("--port", default=5151, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--address", default="127.0.0.1", show_default=True, help="Bind address (127.0.0.1: this machine only).")
 def app(fo_dataset, dataset, port, address):
     """Serve the FiftyOne App on ADDRESS:PORT until interrupted."""

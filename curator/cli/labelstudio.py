@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from curator.cli import settings_from
+from curator.cli import dataset_option, name_option, settings_from
 
 
 @click.group()
@@ -24,7 +24,8 @@ def labelstudio():
 
 
 @labelstudio.command()
-@click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for /health.")
+@click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Seconds to wait for /health.")
 @click.pass_context
 def up(ctx, timeout):
     """Install (if needed) and start the server; wait until it answers; print the URL."""
@@ -79,13 +80,13 @@ def _read_predictions(path: Path | None) -> dict | None:
 
 
 @click.command()
-@click.option("--round", "round_id", type=int, required=True, help="Id of the selection round to push.")
-@click.option("--project", help="Label Studio project title (default: curator-<dataset>).")
+@click.option("--round", "round_id", type=click.IntRange(min=1), required=True, help="Id of the selection round to push.")
+@name_option("--project", kind="project", help="Label Studio project title (default: curator-<dataset>).")
 @click.option("--label-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Labeling configuration XML (default: image classification over the dataset's classes).")
 @click.option("--predictions", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="JSON {sample_id: [label, score, model_version]} shown as pre-annotations.")
-@click.option("--batch-size", default=2000, show_default=True, help="Tasks per import request.")
+@click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(min=1), help="Tasks per import request.")
 @click.option("--recreate", is_flag=True, help="The project was deleted on the server: create it anew.")
 @click.option("--replace-deleted", is_flag=True, help="Push again samples whose task was deleted by hand.")
 @click.option("--json", "as_json", is_flag=True)
@@ -115,8 +116,8 @@ def push(ctx, round_id, project, label_config, predictions, batch_size, recreate
 
 
 @click.command()
-@click.option("--project", help="Project title (default: the only project, or curator-<dataset>).")
-@click.option("--dataset", "-d", help="Dataset whose default project to pull.")
+@name_option("--project", kind="project", help="Project title (default: the only project, or curator-<dataset>).")
+@dataset_option(required=False, help="Dataset whose default project to pull.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def pull(ctx, project, dataset, as_json):
@@ -155,6 +156,10 @@ def _project_name(settings, project, dataset) -> str:
     if project:
         return project
     if dataset:
+        from curator.store.queries import dataset_id
+
+        with transaction(settings) as s:
+            dataset_id(s, dataset)  # an unknown dataset is named as such, not as an unknown project
         return default_project_name(dataset)
     with transaction(settings) as s:
         names = s.scalars(select(LabelProject.name).where(LabelProject.tool == TOOL)).all()

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import click
 
-from curator.cli import settings_from
+from curator.cli import dataset_option, settings_from
+
+_UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
 
 
 def loop_options(f):
     options = [
-        click.option("--rounds", default=3, show_default=True, help="Rounds after the seed round."),
-        click.option("--budget", default=10, show_default=True, help="Samples selected per round."),
-        click.option("--initial", default=20, show_default=True, help="Size of the seed round (balanced)."),
+        click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=0),
+                     help="Rounds after the seed round."),
+        click.option("--budget", default=10, show_default=True, type=click.IntRange(min=1),
+                     help="Samples selected per round."),
+        click.option("--initial", default=20, show_default=True, type=click.IntRange(min=1),
+                     help="Size of the seed round (balanced)."),
         click.option("--policy", default="curator", show_default=True, help="Selection policy (curator policies)."),
-        click.option("--seed", default=0, show_default=True),
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0)),
         click.option("--labeler", type=click.Choice(["oracle", "labelstudio-oracle", "labelstudio"]),
                      default="oracle", show_default=True,
                      help="oracle: ground truth, no server; labelstudio-oracle: the oracle answers in Label "
                           "Studio; labelstudio: wait for people."),
         click.option("--pool-split", default="train", show_default=True),
         click.option("--test-split", default="test", show_default=True),
-        click.option("--target-error", default=0.05, show_default=True, type=float,
-                     help="Error the forecast aims at."),
-        click.option("--subsample", default=2000, show_default=True, type=int,
+        click.option("--target-error", default=0.05, show_default=True, type=_UNIT,
+                     help="Error the forecast aims at, in (0, 1)."),
+        click.option("--subsample", default=2000, show_default=True, type=click.IntRange(min=0),
                      help="Pool samples scored per round (0: all)."),
         click.option("--baseline/--no-baseline", default=False, show_default=True,
                      help="Also train on random picks of the same sizes (needs ground truth): the report's "
@@ -55,7 +60,7 @@ def print_result(settings, result, dataset, target_error: float = 0.05):
 
 
 @click.command()
-@click.option("--dataset", "-d", required=True)
+@dataset_option()
 @loop_options
 @click.pass_context
 def loop(ctx, dataset, **kw):
@@ -64,16 +69,29 @@ def loop(ctx, dataset, **kw):
     Every step is recorded in the database; after an interruption, run the same
     command again and it continues where it stopped.
     """
+    from curator.exceptions import ValidationError
     from curator.loop import run_loop
+    from curator.rounds import policy_from
+    from curator.store.queries import count_with_truth, dataset_id
+    from curator.store.session import transaction
 
     settings = settings_from(ctx)
-    result = run_loop(settings, config_from(dataset, **kw))
+    cfg = config_from(dataset, **kw)
+    cfg.check()
+    policy_from(cfg.policy)  # an unknown policy is refused now, not after the seed round is trained
+    with transaction(settings) as s:
+        if not count_with_truth(s, dataset_id(s, dataset), cfg.test_split):
+            raise ValidationError(
+                f"dataset {dataset!r} has no samples with ground truth in split {cfg.test_split!r} to measure "
+                "the test error on; ingest a test set with its labels or pass --test-split"
+            )
+    result = run_loop(settings, cfg)
     print_result(settings, result, dataset, kw["target_error"])
 
 
 @click.command()
-@click.option("--dataset", "-d", required=True)
-@click.option("--target-error", default=0.05, show_default=True, type=float)
+@dataset_option()
+@click.option("--target-error", default=0.05, show_default=True, type=_UNIT, help="Error the forecast aims at, in (0, 1).")
 @click.pass_context
 def report(ctx, dataset, target_error):
     """Write the learning-curve report (Markdown + plots) of a dataset."""

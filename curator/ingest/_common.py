@@ -69,6 +69,16 @@ def channels_of(mode: str) -> int:
     return 4 if "A" in mode else 3
 
 
+def media_folder(settings, dataset: str, *parts: str) -> Path:
+    """Where the decoded images of ``dataset`` go: the checked name, inside the workspace's media folder.
+
+    Called before the first file is written, so a bad name writes nothing.
+    """
+    from curator.names import dataset_name, inside
+
+    return inside(settings.media_dir, dataset_name(dataset), *parts)
+
+
 def write_pngs(
     images: np.ndarray, start: int, folder: Path, split: str | None, labels: Sequence[str | None] | None
 ) -> list[Record]:
@@ -135,8 +145,11 @@ def write_records(
     from curator.store.models import Dataset, Sample
     from curator.store.session import transaction
 
+    from curator.names import dataset_name
+
+    dataset = dataset_name(dataset)  # one policy: checked, lower case (`M` and `m` are one dataset)
     with (contextlib.nullcontext(session) if session is not None else transaction(settings)) as s:
-        ds = s.scalar(select(Dataset).where(Dataset.name == dataset))
+        ds = s.scalar(select(Dataset).where(func.lower(Dataset.name) == dataset).order_by(Dataset.id))
         if ds is None:
             ds = Dataset(name=dataset, classes=None)
             s.add(ds)

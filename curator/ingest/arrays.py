@@ -11,6 +11,7 @@ from curator.ingest._common import (
     DEFAULT_BATCH,
     IngestReport,
     label_strings,
+    media_folder,
     write_pngs,
     write_records,
 )
@@ -84,7 +85,7 @@ def ingest_arrays(
         raise ValidationError("name: required for in-memory arrays; it keys their files so re-ingest adds nothing")
     images = check_images(images if isinstance(images, np.ndarray) else np.asarray(images))
     label_names = label_strings(labels, len(images), "labels")
-    folder = settings.media_dir / dataset / name
+    folder = media_folder(settings, dataset, name)
 
     def batches():
         for start in range(0, len(images), batch_size):

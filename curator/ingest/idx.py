@@ -14,7 +14,7 @@ from typing import BinaryIO, Iterator
 import numpy as np
 
 from curator.exceptions import ValidationError
-from curator.ingest._common import DEFAULT_BATCH, IngestReport, write_pngs, write_records
+from curator.ingest._common import DEFAULT_BATCH, IngestReport, media_folder, write_pngs, write_records
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -105,7 +105,7 @@ def ingest_idx(
             )
         label_names = [str(x) for x in arr.tolist()]
     stem = images.name.split(".")[0]
-    folder = settings.media_dir / dataset / stem
+    folder = media_folder(settings, dataset, stem)
 
     def batches():
         for start, block in iter_images(images, batch_size):

@@ -111,9 +111,17 @@ def load_classifier(path, device=None) -> CNNAdapter:
     path = Path(path)
     if not path.is_file():
         raise ValidationError(f"model file {path} does not exist; train one with curator.models.train_classifier")
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    module = SmallCNN(**blob["config"])
-    module.load_state_dict(blob["state_dict"])
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        module = SmallCNN(**blob["config"])
+        module.load_state_dict(blob["state_dict"])
+    except PermissionError:
+        raise ValidationError(f"model file {path} cannot be read: permission denied; check its permissions") from None
+    except Exception as exc:  # torch raises many kinds (unpickling, zip, key, shape) for one cause: a bad file
+        raise ValidationError(
+            f"model file {path} is not a curator model (corrupt, truncated or another format: "
+            f"{type(exc).__name__}); pass a .pt file saved by curator"
+        ) from None
     return CNNAdapter(module, name=blob.get("name", "smallcnn"), device=device, classes=blob.get("classes"))
 
 

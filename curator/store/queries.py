@@ -6,13 +6,20 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from curator.exceptions import NotFoundError
+from curator.names import dataset_name
 from curator.store.models import Dataset, Sample
 from curator.store.session import transaction
 
 
 def dataset_id(session: Session, name: str) -> int:
-    """The id of dataset ``name``, or NotFoundError listing the known names."""
-    ds = session.scalar(select(Dataset.id).where(Dataset.name == name))
+    """The id of dataset ``name``, or NotFoundError listing the known names.
+
+    The name is checked and compared case-insensitively (``curator.names``):
+    ``M`` and ``m`` are one dataset, and a name that could not be created is
+    refused here too, with the rule it breaks.
+    """
+    name = dataset_name(name)
+    ds = session.scalar(select(Dataset.id).where(func.lower(Dataset.name) == name).order_by(Dataset.id))
     if ds is None:
         known = session.scalars(select(Dataset.name).order_by(Dataset.name)).all()
         raise NotFoundError(
@@ -23,8 +30,15 @@ def dataset_id(session: Session, name: str) -> int:
 
 
 def dataset_classes(session: Session, name: str) -> list[str]:
-    dataset_id(session, name)
-    return list(session.scalar(select(Dataset.classes).where(Dataset.name == name)) or [])
+    return list(session.scalar(select(Dataset.classes).where(Dataset.id == dataset_id(session, name))) or [])
+
+
+def count_with_truth(session: Session, dataset: int, split: str | None = None) -> int:
+    """Samples of ``dataset`` (of ``split`` if given) that have a ground-truth label."""
+    q = select(func.count()).where(Sample.dataset_id == dataset, Sample.gt_label.is_not(None))
+    if split:
+        q = q.where(Sample.split == split)
+    return session.scalar(q)
 
 
 def dataset_summaries(settings) -> list[dict]:

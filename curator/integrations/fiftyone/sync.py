@@ -404,6 +404,10 @@ def sync(
     """
     from curator.integrations.fiftyone._fo import fiftyone
 
+    from curator.names import dataset_name, project_title
+
+    dataset = dataset_name(dataset)  # before FiftyOne is touched: a bad name changes nothing
+    fo_name = project_title(fo_name) if fo_name is not None else None
     if visualization not in (None, "pca", "tsne"):
         raise ValidationError(f"visualization: {visualization!r} is not one of pca, tsne, None")
     start = time.perf_counter()
