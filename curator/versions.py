@@ -387,7 +387,11 @@ def _lock_dataset(s, dataset: str | None) -> tuple[int, str]:
 
     if dataset is None:
         _, dataset = _resolve_dataset(s, None)
-    s.execute(update(Dataset).where(Dataset.name == dataset).values(name=Dataset.name))
+    from sqlalchemy import func
+
+    from curator.names import dataset_name
+
+    s.execute(update(Dataset).where(func.lower(Dataset.name) == dataset_name(dataset)).values(name=Dataset.name))
     return _resolve_dataset(s, dataset)  # NotFoundError naming the known datasets when absent
 
 
@@ -1088,7 +1092,7 @@ def import_manifest(path: str | Path, *, dataset: str | None = None, name: str |
     checked against the manifest, then samples, dataset and version are written
     together.
     """
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from curator.ingest._common import IngestReport, write_records
     from curator.ingest.folder import read_record
@@ -1104,7 +1108,7 @@ def import_manifest(path: str | Path, *, dataset: str | None = None, name: str |
     dataset = dataset_name(dataset or doc["dataset"])
     name = version_name(name or doc.get("version") or path.stem)
     with _tx(settings) as s:  # read only: which samples the dataset has already
-        ds = s.scalar(select(Dataset.id).where(Dataset.name == dataset))
+        ds = s.scalar(select(Dataset.id).where(func.lower(Dataset.name) == dataset))
         known = dict(s.execute(select(Sample.uri, Sample.sha256).where(Sample.dataset_id == ds)).all()) if ds else {}
     records, uri_of = [], {}
     for item in doc["items"]:  # hashing files is slow: done before the write transaction
@@ -1129,7 +1133,7 @@ def import_manifest(path: str | Path, *, dataset: str | None = None, name: str |
     with _tx(settings) as s:
         if records:
             write_records(settings, dataset, [records], IngestReport(dataset), total=len(records), session=s)
-        ds = s.scalar(select(Dataset.id).where(Dataset.name == dataset))
+        ds = s.scalar(select(Dataset.id).where(func.lower(Dataset.name) == dataset))
         if ds is None:
             raise NotFoundError(f"dataset {dataset!r} does not exist and the manifest brings no new files to create it")
         by_uri = {uri: (sid, sha) for uri, sid, sha in s.execute(

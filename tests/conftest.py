@@ -50,9 +50,22 @@ def _pg_database(base_url: str):
     def drop():
         from curator.store.session import dispose_all
 
+        import time
+
+        from sqlalchemy.exc import DBAPIError
+
         dispose_all()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        # FORCE may meet a server process it may not signal (an autovacuum worker, under
+        # load); that one ends by itself within moments, so try again briefly.
+        for attempt in range(10):
+            try:
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                break
+            except DBAPIError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.5)
         admin.dispose()
 
     return url, drop
