@@ -60,28 +60,32 @@ def too_large(name, width: int, height: int, limit: int) -> ValidationError:
 def open_image(source, name=None, limit: int | None = None):
     """``PIL.Image.open`` with curator's pixel limit checked on the header, before decoding.
 
-    PIL's own guard (a warning, then an error at twice its limit) is replaced by
-    one refusal at ``limit`` that says how to raise it.
+    PIL's own guard (a warning, then an error at twice its limit, which cannot
+    say how to raise it) is off while the header is read and replaced by one
+    refusal at ``limit``; decoding happens only under that limit.
     """
     from PIL import Image
 
     limit = max_pixels(limit)
-    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
-        Image.MAX_IMAGE_PIXELS = limit  # never let PIL refuse below curator's limit
     name = name if name is not None else source
+    saved = Image.MAX_IMAGE_PIXELS
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
+            Image.MAX_IMAGE_PIXELS = None  # the header is checked below, against curator's limit
             img = Image.open(source)
-        except Image.DecompressionBombError:
-            raise ValidationError(
-                f"image {name} is larger than {Image.MAX_IMAGE_PIXELS:,} pixels; raise the limit with "
-                f"--max-pixels N or {MAX_PIXELS_ENV}=N, or pass --skip-bad to skip such files") from None
-        with img:
-            width, height = img.size
-            if width * height > limit:
-                raise too_large(name, width, height, limit)
-            yield img
+            with img:
+                width, height = img.size
+                if width * height > limit:
+                    raise too_large(name, width, height, limit)
+                # decoding (frames, tiles) checked by PIL again: never below curator's limit
+                Image.MAX_IMAGE_PIXELS = None if saved is None else max(saved, limit)
+                yield img
+        except Image.DecompressionBombError as exc:
+            raise ValidationError(f"image {name}: {exc} Raise the limit with --max-pixels N or "
+                                  f"{MAX_PIXELS_ENV}=N, or pass --skip-bad to skip such files") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
 
 
 def path_of(uri: str) -> Path:

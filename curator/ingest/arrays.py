@@ -36,6 +36,10 @@ def load_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if path.suffix not in (".npy", ".npz"):
         raise ValidationError(f"{path}: unsupported suffix {path.suffix!r}; use .npy or .npz")
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+        if not head.startswith((b"\x93NUMPY", b"PK\x03\x04", b"PK\x05\x06")):
+            raise damaged(path, "not NumPy data: it starts with neither the .npy nor the zip signature")
         if path.suffix == ".npy":
             return np.load(path, mmap_mode="r", allow_pickle=False), None
         z = np.load(path, allow_pickle=False)
@@ -58,12 +62,16 @@ def load_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             "(chmod u+r) or run curator as its owner"
         ) from None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as exc:
-        how = "numpy.save" if path.suffix == ".npy" else "numpy.savez"
-        reason = "pickled objects are not read" if "pickle" in str(exc) else f"{type(exc).__name__}: {exc}"
-        raise ValidationError(
-            f"{path} is not a readable NumPy {path.suffix} file ({reason}); it is truncated, damaged "
-            f"or not NumPy data: save it again with {how}"
-        ) from None
+        objects = "pickle" in str(exc) or "Python objects" in str(exc)
+        raise damaged(path, "pickled objects are not read" if objects else f"{type(exc).__name__}: {exc}") from None
+
+
+def damaged(path: Path, reason: str) -> ValidationError:
+    how = "numpy.save" if path.suffix == ".npy" else "numpy.savez"
+    return ValidationError(
+        f"{path} is not a readable NumPy {path.suffix} file ({reason}); it is truncated, damaged "
+        f"or not NumPy data: save it again with {how}"
+    )
 
 
 def check_images(images: np.ndarray, name: str = "images") -> np.ndarray:
@@ -105,23 +113,27 @@ def ingest_arrays(
     check_batch_size(batch_size)
     limit = max_pixels(max_image_pixels)
     file_labels = None
+    what, what_labels = "images", "labels"
     if isinstance(images, (str, Path)):
         path = Path(images)
         images, file_labels = load_array_file(path)
         name = name or path.stem
+        what = f"images of {path}"
+        what_labels = f"labels of {path}"
     if isinstance(labels, (str, Path)):
+        what_labels = f"labels in {labels}"
         labels, _ = load_array_file(Path(labels))
     labels = labels if labels is not None else file_labels
     if name is None:
         raise ValidationError("name: required for in-memory arrays; it keys their files so re-ingest adds nothing")
-    images = check_images(images if isinstance(images, np.ndarray) else np.asarray(images))
+    images = check_images(images if isinstance(images, np.ndarray) else np.asarray(images), what)
     h, w = images.shape[1:3]
     if h * w > limit:
         raise ValidationError(
-            f"images of {name}: {w} x {h} = {h * w:,} pixels each, over the limit of {limit:,}; "
+            f"{what}: {w} x {h} = {h * w:,} pixels each, over the limit of {limit:,}; "
             f"if that is genuine, raise it with --max-pixels N or {MAX_PIXELS_ENV}=N"
         )
-    label_names = label_strings(labels, len(images), "labels")
+    label_names = label_strings(labels, len(images), what_labels)
     folder = media_folder(settings, dataset, name)
 
     def batches():

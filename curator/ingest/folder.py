@@ -71,8 +71,9 @@ def read_record(path: Path, root: Path, split: str | None, class_folders: bool,
     except PermissionError:
         raise permission_denied(path) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = "not an image format PIL can read" if isinstance(exc, UnidentifiedImageError) else exc
         raise ValidationError(
-            f"image {path} is corrupt or truncated ({exc}); replace or delete it, "
+            f"image {path} is corrupt or truncated ({reason}); replace or delete it, "
             "or pass --skip-bad to skip such files"
         ) from None
     rel = path.relative_to(root)
