@@ -78,9 +78,7 @@ class Staging:
     def publish(self) -> int:
         """Move every staged file into place (after the commit); returns how many."""
         for path in self._staged:
-            final = self.media / path.relative_to(self.dir)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, final)
+            move_into_place(path, self.media / path.relative_to(self.dir))
         n, self._staged = len(self._staged), []
         return n
 
@@ -90,6 +88,18 @@ class Staging:
             (self.root / f"{self.dir.name}.lock").unlink(missing_ok=True)
         finally:
             os.close(self._fd)
+
+
+def move_into_place(staged: Path, final: Path) -> None:
+    """Rename ``staged`` to ``final``, making its folder (again, if a cleaner just removed it)."""
+    for attempt in range(3):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(staged, final)
+            return
+        except FileNotFoundError:
+            if not staged.exists() or attempt == 2:
+                raise
 
 
 @dataclasses.dataclass
@@ -157,9 +167,7 @@ def recover(settings, *, fix: bool = True) -> list[Leftover]:
             out.append(item)
             if fix:
                 for staged in item.publish:
-                    final = media / staged.relative_to(folder)
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(staged, final)
+                    move_into_place(staged, media / staged.relative_to(folder))
                 shutil.rmtree(folder, ignore_errors=True)
                 lock.unlink(missing_ok=True)
         finally:
