@@ -156,6 +156,39 @@ def test_ingest_killed_between_commit_and_publish_is_repaired(db_settings, tmp_p
         assert hashlib.sha256(Path(uri).read_bytes()).hexdigest() == sha
 
 
+def test_publish_failing_midway_is_finished_by_the_next_start(db_settings, monkeypatch):
+    """The disk fills up while files are moved into place after the commit: one clear error, and
+    the files not yet moved stay staged until the next ingest moves them (none is lost)."""
+    import hashlib
+
+    from curator import ingest_arrays, ingest_idx
+    from curator.exceptions import CuratorError
+    from curator.ingest import staging
+
+    real, calls = staging.move_into_place, []
+
+    def full_disk(src, dst):
+        calls.append(src)
+        if len(calls) > 100:
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(staging, "move_into_place", full_disk)
+    with pytest.raises(CuratorError, match="stored but their image files could not be moved.*doctor --fix"):
+        ingest_idx(SMALL, dataset="digits", settings=db_settings)
+    assert counts(db_settings) == (1, 2007)
+    assert len(media_files(db_settings, staged=False)) == 100
+    assert len(media_files(db_settings, staged=True)) == 1907
+    monkeypatch.setattr(staging, "move_into_place", real)
+    ingest_arrays(np.zeros((2, 4, 4), np.uint8), dataset="other", name="z", settings=db_settings)
+    assert media_files(db_settings, staged=True) == []
+    with transaction(db_settings) as s:
+        rows = s.execute(select(Sample.uri, Sample.sha256)).all()
+    assert len(rows) == 2009
+    for uri, sha in rows:
+        assert hashlib.sha256(Path(uri).read_bytes()).hexdigest() == sha
+
+
 def test_doctor_finds_orphans_and_keeps_what_rows_name(settings, tmp_path, monkeypatch):
     monkeypatch.setenv("CURATOR_WORKSPACE", str(settings.workspace))
     assert run(["ingest", SMALL, "-d", "digits"])[0] == 0

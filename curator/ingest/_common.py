@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from curator.exceptions import ValidationError
+from curator.exceptions import CuratorError, ValidationError
 
 DEFAULT_BATCH = 1024
 #: Sample columns a Record fills.
@@ -158,7 +158,14 @@ def write_records(
         recover(settings)
         with Staging(settings.media_dir) as staging:
             _store(settings, dataset, batches, report, total, staging)
-            staging.publish()
+            try:
+                staging.publish()
+            except OSError as exc:
+                raise CuratorError(
+                    f"{report.dataset}: the samples are stored but their image files could not be moved "
+                    f"into {settings.media_dir} ({exc}); fix the cause, then run `curator doctor --fix` "
+                    "(or any ingest) to finish"
+                ) from None
     return report
 
 

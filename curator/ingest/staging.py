@@ -45,6 +45,7 @@ class Staging:
         self.dir: Path | None = None
         self._fd: int | None = None
         self._staged: list[Path] = []
+        self._publishing = False
 
     def __enter__(self) -> "Staging":
         self.root.mkdir(parents=True, exist_ok=True)
@@ -76,16 +77,21 @@ class Staging:
         self._staged.append(path)
 
     def publish(self) -> int:
-        """Move every staged file into place (after the commit); returns how many."""
+        """Move every staged file into place (after the commit); returns how many.
+
+        If this fails midway (disk full ...), the rest stays staged for ``recover``.
+        """
+        self._publishing = True
         for path in self._staged:
             move_into_place(path, self.media / path.relative_to(self.dir))
-        n, self._staged = len(self._staged), []
+        n, self._staged, self._publishing = len(self._staged), [], False
         return n
 
     def __exit__(self, *exc) -> None:
         try:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            (self.root / f"{self.dir.name}.lock").unlink(missing_ok=True)
+            if not self._publishing:  # else committed rows need these files: recover() finishes
+                shutil.rmtree(self.dir, ignore_errors=True)
+                (self.root / f"{self.dir.name}.lock").unlink(missing_ok=True)
         finally:
             os.close(self._fd)
 
