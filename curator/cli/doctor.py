@@ -23,7 +23,7 @@ def doctor(ctx, fix, min_age, as_json):
 
     A dry run by default; --fix moves committed staged files into place and deletes the rest.
     """
-    from curator.doctor import DEFAULT_MIN_AGE, examine
+    from curator.ingest.doctor import DEFAULT_MIN_AGE, examine
     from curator.settings import private_workspace
 
     settings = settings_from(ctx)
