@@ -6,8 +6,10 @@ token) are kept out of ``repr`` and printed masked.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import stat
 import tomllib
 from pathlib import Path
 
@@ -146,3 +148,31 @@ def load_settings(config: str | os.PathLike | None = None, **overrides) -> Setti
     if "workspace" in values:
         values["workspace"] = Path(values["workspace"]).expanduser()
     return Settings(**values)
+
+
+#: What curator writes in the workspace is for its user only (the Label Studio token lives there).
+PRIVATE_UMASK = 0o077
+
+
+@contextlib.contextmanager
+def private_umask():
+    """Files and folders created inside the block are 0600 / 0700 (the process umask, restored after)."""
+    old = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def private_workspace(workspace: str | os.PathLike) -> None:
+    """Make the workspace folder 0700: created so, or tightened when it exists and is open to others.
+
+    Only the top folder is changed: nothing below it can be reached by another user then.
+    """
+    path = Path(workspace)
+    if not path.exists():
+        with private_umask():
+            path.mkdir(parents=True, exist_ok=True)
+    st = path.stat()
+    if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o077 and st.st_uid == os.geteuid():
+        path.chmod(stat.S_IMODE(st.st_mode) & 0o700)

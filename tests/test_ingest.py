@@ -159,13 +159,43 @@ def test_folder_with_class_subfolders(db_settings, tmp_path):
     assert count(db_settings, channels=3) == 13
 
 
+def count_sample_inserts(settings):
+    """A counter of INSERT statements into samples sent to the database (rolled back or not)."""
+    from sqlalchemy import event
+
+    from curator.store.session import get_engine
+
+    engine = get_engine(settings.database_url)
+    seen = []
+
+    def spy(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("INSERT INTO SAMPLES"):
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", spy)
+    return seen, lambda: event.remove(engine, "before_cursor_execute", spy)
+
+
 def test_corrupt_image_fails_cleanly_or_is_skipped(db_settings, tmp_path):
+    """The bad file is the last one the ingest reads (its own sorted order), with batches of 4:
+    rows of the two earlier batches are already sent when it fails, and none may stay."""
+    from curator.ingest.folder import list_images
+
     make_folder(tmp_path / "imgs")
-    victim = next((tmp_path / "imgs").rglob("*.png"))
+    order = list_images(tmp_path / "imgs")
+    assert len(order) == 12
+    victim = order[-1]
     victim.write_bytes(victim.read_bytes()[:40])  # truncated
-    with pytest.raises(ValidationError, match=f"{victim.name} is corrupt or truncated.*--skip-bad"):
-        ingest_folder(tmp_path / "imgs", dataset="f", settings=db_settings, batch_size=4)
+    inserts, stop = count_sample_inserts(db_settings)
+    try:
+        with pytest.raises(ValidationError, match=f"{victim.name} is corrupt or truncated.*--skip-bad"):
+            ingest_folder(tmp_path / "imgs", dataset="f", settings=db_settings, batch_size=4)
+    finally:
+        stop()
+    assert len(inserts) >= 2, "the earlier batches were not written before the failure"
     assert count(db_settings) == 0
+    with transaction(db_settings) as s:
+        assert s.scalar(select(func.count()).select_from(Dataset)) == 0
     report = ingest_folder(tmp_path / "imgs", dataset="f", settings=db_settings, skip_bad=True, batch_size=4)
     assert report.added == 11 and [p for p, _ in report.skipped] == [str(victim)]
 

@@ -35,6 +35,7 @@ COMMANDS = {
     "fiftyone": "curator.cli.fiftyone:fiftyone",
     "loop": "curator.cli.loop:loop",
     "report": "curator.cli.loop:report",
+    "doctor": "curator.cli.doctor:doctor",
 }
 
 HELP = {
@@ -55,6 +56,7 @@ HELP = {
     "fiftyone": "Sync curator state to FiftyOne, or import a FiftyOne dataset.",
     "loop": "Run rounds of the continuous-improvement loop.",
     "report": "Write the learning-curve report of a dataset.",
+    "doctor": "Report (and --fix) files crashes left behind: orphans, staging leftovers, stale temp files.",
 }
 
 
@@ -101,9 +103,12 @@ def cli(ctx, config_file):
 
 
 def settings_from(ctx: click.Context, **overrides):
-    from curator.settings import load_settings
+    from curator.settings import load_settings, private_workspace
 
-    return load_settings(ctx.find_root().obj.get("config"), **overrides)
+    settings = load_settings(ctx.find_root().obj.get("config"), **overrides)
+    if settings.workspace.is_dir():
+        private_workspace(settings.workspace)  # an existing workspace open to others is tightened
+    return settings
 
 
 def dataset_option(*decls: str, required: bool = True, help: str = "Dataset name.", **kw):
@@ -142,8 +147,11 @@ def _usage_line(exc: click.UsageError) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from curator.settings import private_umask
+
     try:
-        cli.main(args=argv, prog_name="curator", standalone_mode=False)
+        with private_umask():  # what curator writes (workspace, Label Studio data) is 0600/0700
+            cli.main(args=argv, prog_name="curator", standalone_mode=False)
     except CuratorError as exc:
         click.echo(f"error: {one_line(exc)}", err=True)
         sys.exit(exc.exit_code)

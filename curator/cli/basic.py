@@ -36,33 +36,51 @@ def detect_source(path: Path) -> str:
 @dataset_option(help="Dataset name (created if new): letters, digits, '.', '_', '-'; case does not matter.")
 @click.option("--labels", type=click.Path(path_type=Path), help="IDX or NumPy labels file (ground truth).")
 @click.option("--split", help="Split of these samples, e.g. train or test.")
-@click.option("--skip-bad", is_flag=True, help="Skip corrupt images and report them instead of failing.")
+@click.option("--skip-bad", is_flag=True,
+              help="Skip corrupt, unreadable or too large images (folders) and report them instead of failing.")
 @click.option("--no-class-folders", is_flag=True, help="Do not read classes from sub-folder names.")
-@click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Images decoded at once.")
+@click.option("--batch-size", default=1024, show_default=True, help="Images decoded at once (1 or more).")
+@click.option("--max-pixels", type=int, default=None,
+              help="Largest image (width x height) to decode; default $CURATOR_MAX_PIXELS or 89,478,485 "
+                   "(a guard against decompression bombs).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.pass_context
-def ingest(ctx, path, dataset, labels, split, skip_bad, no_class_folders, batch_size, as_json):
+def ingest(ctx, path, dataset, labels, split, skip_bad, no_class_folders, batch_size, max_pixels, as_json):
     """Ingest PATH (an image folder, an IDX file, or a .npy/.npz array) into a dataset.
 
     Every sample is hashed; running it again adds nothing. Nothing is stored
-    unless the whole input is read (or bad images are skipped with --skip-bad).
+    unless the whole input is read (or bad images are skipped with --skip-bad;
+    if every image is bad, nothing is stored and the command fails). PNG files
+    made from IDX or NumPy data appear only with their rows: a killed ingest
+    leaves neither (see `curator doctor`).
     """
     from curator import ingest as ing
     from curator.exceptions import ValidationError
+    from curator.images import max_pixels as pixel_limit
+    from curator.ingest._common import check_batch_size
 
     settings = settings_from(ctx)
+    check_batch_size(batch_size)
+    limit = pixel_limit(max_pixels)
     if not path.exists():
         raise ValidationError(f"{path} does not exist; pass an image folder, an IDX file or a .npy/.npz file")
     kind = detect_source(path)
+    if labels is not None and kind == "folder":
+        raise ValidationError(
+            f"--labels {labels}: a folder takes its classes from sub-folder names; "
+            "--labels is for IDX and NumPy sources, drop it"
+        )
     if kind == "folder":
         report = ing.ingest_folder(
             path, dataset=dataset, split=split, class_folders=not no_class_folders,
-            skip_bad=skip_bad, settings=settings, batch_size=batch_size,
+            skip_bad=skip_bad, settings=settings, batch_size=batch_size, max_image_pixels=limit,
         )
     elif kind == "arrays":
-        report = ing.ingest_arrays(path, labels, dataset=dataset, split=split, settings=settings, batch_size=batch_size)
+        report = ing.ingest_arrays(path, labels, dataset=dataset, split=split, settings=settings,
+                                   batch_size=batch_size, max_image_pixels=limit)
     else:
-        report = ing.ingest_idx(path, labels, dataset=dataset, split=split, settings=settings, batch_size=batch_size)
+        report = ing.ingest_idx(path, labels, dataset=dataset, split=split, settings=settings,
+                                batch_size=batch_size, max_image_pixels=limit)
     if as_json:
         click.echo(json.dumps(report.as_dict()))
         return

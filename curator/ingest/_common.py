@@ -1,10 +1,15 @@
 """What every source shares: records, PNG encoding, hashing and the batched writer.
 
-A source yields batches of ``Record``s; ``write_records`` stores them in one
-transaction (flushed batch by batch, so memory holds one batch of decoded
-images at most). A failure anywhere rolls the whole ingest back, so the
-database is left exactly as it was; ``--skip-bad`` instead reports and skips.
-Re-ingest is idempotent: the URI is unique per dataset.
+A source first checks its whole input and arguments (``check_batch_size``,
+headers, shapes, label counts), then yields batches of ``Record``s;
+``write_records`` stores them in one transaction (flushed batch by batch, so
+memory holds one batch of decoded images at most). A failure anywhere rolls
+the whole ingest back, so the database is left exactly as it was;
+``--skip-bad`` instead reports and skips. PNG files made from arrays are
+staged and moved into place only after the commit (``staging.py``), so a
+killed ingest leaves no files either. An input with nothing to store is
+refused rather than creating an empty dataset. Re-ingest is idempotent: the
+URI is unique per dataset.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from curator.exceptions import ValidationError
+from curator.exceptions import CuratorError, ValidationError
 
 DEFAULT_BATCH = 1024
+#: Sample columns a Record fills.
+COLUMNS = ("uri", "sha256", "width", "height", "channels", "split", "gt_label")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +38,17 @@ class Record:
     channels: int
     split: str | None = None
     gt_label: str | None = None
+    #: PNG bytes to write at ``uri`` once the row is committed (sources that make files).
+    data: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
+
+
+def check_batch_size(batch_size) -> int:
+    """A batch size must be a whole number >= 1; checked before any work."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValidationError(
+            f"--batch-size {batch_size!r}: must be a whole number of 1 or more (default {DEFAULT_BATCH})"
+        )
+    return batch_size
 
 
 @dataclasses.dataclass
@@ -69,43 +87,37 @@ def channels_of(mode: str) -> int:
     return 4 if "A" in mode else 3
 
 
-def media_folder(settings, dataset: str, *parts: str) -> Path:
-    """Where the decoded images of ``dataset`` go: the checked name, inside the workspace's media folder.
-
-    Called before the first file is written, so a bad name writes nothing.
-    """
-    from curator.names import dataset_name, inside
-
-    return inside(settings.media_dir, dataset_name(dataset), *parts)
-
-
-def write_pngs(
+def png_records(
     images: np.ndarray, start: int, folder: Path, split: str | None, labels: Sequence[str | None] | None
 ) -> list[Record]:
-    """Encode one batch of arrays as PNG files named by position; return their records."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Encode one batch of arrays as PNG records named by position; ``write_records`` writes the files."""
+    folder = Path(folder).resolve()
     out = []
     for i, pixels in enumerate(images):
         data = encode_png(pixels)
-        path = folder / f"{start + i:07d}.png"
-        if not path.exists() or path.read_bytes() != data:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            tmp.replace(path)
         h, w = pixels.shape[:2]
         c = 1 if pixels.ndim == 2 else pixels.shape[2]
         out.append(
             Record(
-                uri=str(path.resolve()),
+                uri=str(folder / f"{start + i:07d}.png"),
                 sha256=sha256_bytes(data),
                 width=int(w),
                 height=int(h),
                 channels=int(c),
                 split=split,
                 gt_label=None if labels is None else labels[i],
+                data=data,
             )
         )
     return out
+
+
+def media_folder(settings, dataset: str, name: str) -> Path:
+    """Where the PNG files of source ``name`` go: the checked dataset name, inside the
+    workspace's media folder, always (called before the first file is written)."""
+    from curator.names import dataset_name, inside
+
+    return inside(settings.media_dir, dataset_name(dataset), name or "_")
 
 
 def label_strings(labels: np.ndarray | Sequence | None, n: int, name: str) -> list[str] | None:
@@ -135,8 +147,42 @@ def write_records(
     total: int | None = None,
     session=None,
 ) -> IngestReport:
-    """Store the records of all batches in one transaction (see module docstring);
-    inside the caller's ``session`` when given (a version import writes samples and version together)."""
+    """Store the records of all batches in one transaction (see module docstring).
+
+    Files of records that carry ``data`` are staged and appear in the media
+    folder only once their rows are committed. Inside the caller's ``session``
+    (a version import writes samples and version together) records must name
+    files that exist already: the caller's commit cannot publish staged files.
+    """
+    from curator.ingest.staging import Staging, recover
+    from curator.names import dataset_name
+    from curator.settings import private_umask, private_workspace
+
+    dataset = dataset_name(dataset)  # one policy: checked, lower case (`M` and `m` are one dataset)
+    if session is not None:
+        batches = list(batches)
+        if any(r.data is not None for b in batches for r in b):
+            raise ValueError("write_records(session=...) takes records of existing files only")
+        _store(settings, dataset, batches, report, total, None, session=session)
+        return report
+
+    private_workspace(settings.workspace)
+    with private_umask():
+        recover(settings)
+        with Staging(settings.media_dir) as staging:
+            _store(settings, dataset, batches, report, total, staging)
+            try:
+                staging.publish()
+            except OSError as exc:
+                raise CuratorError(
+                    f"{report.dataset}: the samples are stored but their image files could not be moved "
+                    f"into {settings.media_dir} ({exc}); fix the cause, then run `curator doctor --fix` "
+                    "(or any ingest) to finish"
+                ) from None
+    return report
+
+
+def _store(settings, dataset, batches, report, total, staging, session=None) -> None:
     import contextlib
 
     from sqlalchemy import func, insert, select, update
@@ -145,9 +191,6 @@ def write_records(
     from curator.store.models import Dataset, Sample
     from curator.store.session import transaction
 
-    from curator.names import dataset_name
-
-    dataset = dataset_name(dataset)  # one policy: checked, lower case (`M` and `m` are one dataset)
     with (contextlib.nullcontext(session) if session is not None else transaction(settings)) as s:
         ds = s.scalar(select(Dataset).where(func.lower(Dataset.name) == dataset).order_by(Dataset.id))
         if ds is None:
@@ -165,17 +208,23 @@ def write_records(
         for batch in progress(batches, total=total, desc=f"ingest {dataset}", weight=len):
             report.seen += len(batch)
             uris = [r.uri for r in batch]
-            known = set(
-                s.scalars(
-                    select(Sample.uri).where(Sample.dataset_id == ds.id, Sample.uri.in_(uris))
-                )
+            known = dict(
+                s.execute(
+                    select(Sample.uri, Sample.sha256).where(Sample.dataset_id == ds.id, Sample.uri.in_(uris))
+                ).all()
             )
             new = [r for r in batch if r.uri not in known]
             report.existing += len(batch) - len(new)
+            for r in batch:
+                if r.data is None:
+                    continue
+                if r.uri not in known or (known[r.uri] == r.sha256 and not Path(r.uri).exists()):
+                    staging.put(Path(r.uri), r.data)  # a known row whose file is gone gets it back
             if not new:
                 continue
             rows = [
-                {**dataclasses.asdict(r), "dataset_id": ds.id, "duplicate_of_id": first_of.get(r.sha256)}
+                {**{c: getattr(r, c) for c in COLUMNS}, "dataset_id": ds.id,
+                 "duplicate_of_id": first_of.get(r.sha256)}
                 for r in new
             ]
             ids = s.scalars(
@@ -195,10 +244,22 @@ def write_records(
             if fixes:
                 s.execute(update(Sample), fixes)
             report.added += len(new)
+        if report.seen == 0:
+            raise nothing_to_ingest(report)
         if classes:
             ds.classes = sort_classes(classes)
         report.total = s.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == ds.id))
-    return report
+
+
+def nothing_to_ingest(report: IngestReport) -> ValidationError:
+    """An input with no usable image is refused: it must not create an empty dataset."""
+    if report.skipped:
+        path = report.skipped[0][0]
+        return ValidationError(
+            f"all {len(report.skipped)} images were bad and skipped, nothing to ingest into "
+            f"{report.dataset!r} (first: {path}); fix or replace the files"
+        )
+    return ValidationError(f"no images to ingest into {report.dataset!r}; check the input")
 
 
 def batched(items: Sequence, size: int) -> Iterator[Sequence]:

@@ -8,6 +8,11 @@ analytics off), logs in a known user whose API token comes from
 ``CURATOR_LABELSTUDIO_TOKEN``, and serves local files only from the
 workspace's media folder (``settings.media_dir``).
 
+The data folder holds the API token (in Label Studio's database) and the
+secret key, so it is private to its user: created 0700 (an existing one is
+tightened), and the server and everything curator writes there run under
+umask 077 (files 0600, folders 0700); the server runs as the same user.
+
 The process runs in its own session (process group); ``stop`` ends that group
 and nothing else. A pid file in the data folder lets ``status``/``stop`` find
 it from another shell.
@@ -70,6 +75,18 @@ def ensure_installed(venv: Path | None = None, echo=print) -> Path:
 
 def data_dir(settings) -> Path:
     return Path(settings.workspace).resolve() / "labelstudio"
+
+
+def private_data_dir(settings) -> Path:
+    """The data folder, created 0700 or tightened to it, its files to 0600 (it holds the token)."""
+    from curator.settings import private_workspace
+
+    data = data_dir(settings)
+    private_workspace(data)
+    for path in data.iterdir():
+        if path.is_file() and not path.is_symlink() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    return data
 
 
 def _pid_file(data: Path) -> Path:
@@ -175,24 +192,27 @@ def start(settings, *, timeout: float = 240.0, echo=print, install: bool = True)
     exe = ensure_installed(echo=echo) if install else executable()
     if not exe.exists():
         raise LabelStudioError(f"{exe} is missing; run: curator labelstudio up (it installs it)")
-    data = data_dir(settings)
-    data.mkdir(parents=True, exist_ok=True)
+    from curator.settings import PRIVATE_UMASK, private_umask
+
+    data = private_data_dir(settings)
     user = os.environ.get(USER_ENV, DEFAULT_USER)
     password = os.environ.get(PASSWORD_ENV) or token
     log = data / "server.log"
-    if (data / "label_studio.sqlite3").exists():
-        _set_credentials(exe, server_env(settings, data, user, password), data, log)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [str(exe), "start", "--no-browser", "--internal-host", host, "--port", str(port)],
-            env=server_env(settings, data, user, password),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=data,
-        )
-    _pid_file(data).write_text(json.dumps({"pid": proc.pid, "url": url}))
+    with private_umask():
+        if (data / "label_studio.sqlite3").exists():
+            _set_credentials(exe, server_env(settings, data, user, password), data, log)
+        with open(log, "ab") as out:
+            proc = subprocess.Popen(
+                [str(exe), "start", "--no-browser", "--internal-host", host, "--port", str(port)],
+                env=server_env(settings, data, user, password),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=data,
+                umask=PRIVATE_UMASK,
+            )
+        _pid_file(data).write_text(json.dumps({"pid": proc.pid, "url": url}))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -239,9 +259,12 @@ if user is not None:
 
 def _set_credentials(exe: Path, env: dict[str, str], data: Path, log: Path) -> None:
     """Give the known user of an existing data folder the token of this start."""
+    from curator.settings import PRIVATE_UMASK
+
     with open(log, "ab") as out:
         done = subprocess.run([str(exe.parent / "python"), "-c", _SET_CREDENTIALS], env=env, cwd=data,
-                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              umask=PRIVATE_UMASK)
     if done.returncode != 0:
         raise LabelStudioError(
             f"could not set the API token of the Label Studio user in {data} (exit {done.returncode}); "
