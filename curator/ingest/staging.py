@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import contextlib
 import os
 import shutil
 import uuid
@@ -94,6 +95,8 @@ class Staging:
                 (self.root / f"{self.dir.name}.lock").unlink(missing_ok=True)
         finally:
             os.close(self._fd)
+        with contextlib.suppress(OSError):  # the last ingest out leaves no empty .staging behind
+            self.root.rmdir()
 
 
 def move_into_place(staged: Path, final: Path) -> None:
