@@ -124,7 +124,7 @@ class Client:
                 if attempt < self.retries and (idempotent or unsent):
                     attempt = self._wait(what, reason, attempt, None)
                     continue
-                if not idempotent:
+                if not idempotent and not unsent:
                     raise LabelStudioError(self._unconfirmed(what, reason)) from None
                 raise LabelStudioError(
                     f"Label Studio at {self.url} does not answer ({what}: {reason}; {attempt + 1} "
