@@ -525,7 +525,11 @@ def test_push_to_a_server_that_never_answers_fails_within_the_timeout(db_setting
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and len(errors) == 1, proc.stderr
     assert silent_server in errors[0] and "no answer within 1 s" in errors[0] and "2 tries" in errors[0]
     assert "CURATOR_LABELSTUDIO_TIMEOUT" in errors[0] and "secret-token" not in proc.stderr
-    assert elapsed < timeout * (retries + 1) + 10  # not 300 s per request
+    import re
+
+    waited = float(re.search(r"2 tries in (\d+) s", errors[0]).group(1))  # the calls themselves
+    assert waited <= timeout * (retries + 1) + 5  # both timeouts and one backoff, not 300 s per request
+    assert elapsed < 60  # the whole command, start-up (imports on a busy machine) included
     assert db_digest(settings) == before
 
 
