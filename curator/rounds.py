@@ -20,9 +20,9 @@ import numpy as np
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from curator.exceptions import BudgetError, NotFoundError, ValidationError
+from curator.exceptions import BudgetError, NotFoundError, StaleSelectionError, ValidationError
 from curator.settings import Settings
-from curator.store.models import Dataset, Model, Round, RoundItem, Sample, Score
+from curator.store.models import Dataset, Model, OpenRoundSample, Round, RoundItem, Sample, Score
 from curator.store.queries import dataset_classes, agreed_labels, dataset_id
 from curator.store.session import transaction
 
@@ -33,6 +33,11 @@ __all__ = [
 
 #: Rounds whose selected samples are still waiting for labels.
 OPEN_STATUSES = ("pending", "selected", "pushed")
+
+#: How many times ``select_round`` reads the pool and selects again when other processes took some of
+#: the chosen samples first; each retry means another round was recorded meanwhile, so 5 covers a
+#: handful of users at once. After that: ``StaleSelectionError``.
+SELECT_TRIES = 5
 
 
 @dataclasses.dataclass
@@ -399,37 +404,108 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
 
     The round (policy, parameters, seed, model) and its ranked samples with
     their scores are written in one transaction, after the policy succeeded.
+    Several processes may select on one dataset at once: a sample is in at
+    most one open round (the database refuses otherwise), and a selection
+    whose samples another process took meanwhile is made again on the fresh
+    pool, up to ``SELECT_TRIES`` times (then ``StaleSelectionError``).
     """
     # every argument (policy, parameters, budget, sizes, dataset) is refused before any work
     pol = check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples,
                           budget=budget, policy=policy, params=params, at_most=at_most)
-    ds, model, ids, pool, removed = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples,
-                                                dedup=dedup, scored=scored)
-    if budget > len(ids) and (at_most or removed):
-        if not at_most:
-            raise BudgetError(
-                f"select_round: budget {budget} is larger than the pool ({len(ids)} samples left after removing "
-                f"{removed} near duplicates); lower the budget (or select with dedup=False / --no-dedup)"
-            )
-        budget = len(ids)
-    positions, values = pol.select_scored(pool, budget=budget, seed=seed)
-    chosen = ids[positions]
-    recorded = {**pol.get_params(), **({"subsample": subsample} if subsample else {}),
-                "split": split, "mc_samples": mc_samples, "pool_size": int(len(ids) + removed),
-                **({"duplicates_removed": removed} if dedup else {"dedup": False})}
-    with transaction(settings) as s:
-        number = (s.scalar(select(func.max(Round.number)).where(Round.dataset_id == ds)) or 0) + 1
-        rnd = Round(dataset_id=ds, number=number, policy=policy, params=_jsonable(recorded), budget=budget,
-                    seed=seed, model_id=model.model_id, status="selected")
-        s.add(rnd)
-        s.flush()
-        s.add_all([RoundItem(round_id=rnd.id, sample_id=int(sid), rank=r,
-                             score=None if not np.isfinite(v) else float(v))
-                   for r, (sid, v) in enumerate(zip(chosen, values))])
-        round_id = rnd.id
-    return RoundResult(round_id=round_id, number=number, policy=policy, sample_ids=[int(i) for i in chosen],
-                       scores=[None if not np.isfinite(v) else float(v) for v in values], pool_size=len(ids) + removed,
-                       duplicates_removed=removed)
+    for _attempt in range(SELECT_TRIES):
+        ds, model, ids, pool, removed = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples,
+                                                    dedup=dedup, scored=scored)
+        scored = None  # a retry reads the pool afresh
+        n = budget
+        if n > len(ids) and (at_most or removed):
+            if not at_most:
+                raise BudgetError(
+                    f"select_round: budget {n} is larger than the pool ({len(ids)} samples left after removing "
+                    f"{removed} near duplicates); lower the budget (or select with dedup=False / --no-dedup)"
+                )
+            n = len(ids)
+        positions, values = pol.select_scored(pool, budget=n, seed=seed)
+        chosen = ids[positions]
+        recorded = {**pol.get_params(), **({"subsample": subsample} if subsample else {}),
+                    "split": split, "mc_samples": mc_samples, "pool_size": int(len(ids) + removed),
+                    **({"duplicates_removed": removed} if dedup else {"dedup": False})}
+        written = _record_round(settings, ds, chosen, values, policy=policy, params=_jsonable(recorded),
+                                budget=n, seed=seed, model_id=model.model_id)
+        if written is None:  # another process took some of these samples meanwhile: select again
+            continue
+        round_id, number = written
+        return RoundResult(round_id=round_id, number=number, policy=policy,
+                           sample_ids=[int(i) for i in chosen],
+                           scores=[None if not np.isfinite(v) else float(v) for v in values],
+                           pool_size=len(ids) + removed, duplicates_removed=removed)
+    raise StaleSelectionError(
+        f"dataset {dataset!r}: other processes selected samples of this pool {SELECT_TRIES} times while this "
+        "selection ran, so none was recorded; run the selection again"
+    )
+
+
+def _lock_rounds(session: Session, ds: int) -> None:
+    """Serialise the writers of ``ds``'s rounds until this transaction ends.
+
+    PostgreSQL: a row lock on the dataset. SQLite: a first statement that
+    writes takes the database's write lock at once (waiting up to the busy
+    timeout), so nothing read afterwards in this transaction can be stale and
+    no read lock has to be upgraded later (that fails at once with
+    "database is locked"). Either way the next round number and the open
+    samples read after it are current.
+    """
+    table = Dataset.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(table.c.id).where(table.c.id == ds).with_for_update())
+    else:
+        session.execute(table.update().where(table.c.id == ds).values(name=table.c.name))
+
+
+def _in_open_rounds(session: Session, ids) -> list[int]:
+    ids = [int(i) for i in ids]
+    out: list[int] = []
+    for s0 in range(0, len(ids), 5000):
+        out += session.scalars(select(OpenRoundSample.sample_id)
+                               .where(OpenRoundSample.sample_id.in_(ids[s0: s0 + 5000]))).all()
+    return out
+
+
+def _record_round(settings, ds: int, chosen, values, *, policy, params, budget, seed, model_id):
+    """Write the round and its ranked items in one transaction; (round id, number), or None when
+    another process put some of ``chosen`` in an open round first (the selection is stale).
+
+    ``open_round_samples`` (migration 0005) is what makes this safe: its key
+    refuses a sample in two open rounds whoever writes; the check under the
+    lock only turns that refusal into a clean retry.
+    """
+    from sqlalchemy.exc import IntegrityError
+
+    try:
+        with transaction(settings) as s:
+            _lock_rounds(s, ds)
+            if _in_open_rounds(s, chosen):
+                raise _Stale
+            number = (s.scalar(select(func.max(Round.number)).where(Round.dataset_id == ds)) or 0) + 1
+            rnd = Round(dataset_id=ds, number=number, policy=policy, params=params, budget=budget,
+                        seed=seed, model_id=model_id, status="selected")
+            s.add(rnd)
+            s.flush()
+            s.add_all([RoundItem(round_id=rnd.id, sample_id=int(sid), rank=r,
+                                 score=None if not np.isfinite(v) else float(v))
+                       for r, (sid, v) in enumerate(zip(chosen, values))])
+            s.flush()
+            return rnd.id, number
+    except _Stale:
+        return None
+    except IntegrityError as exc:  # a writer that skipped the lock (a script, an older curator) won
+        text = str(exc.orig).lower()
+        if "open round" in text or "open_round_samples" in text or "number" in text:
+            return None
+        raise
+
+
+class _Stale(Exception):
+    """Internal: roll the write back, the selection has to be made again."""
 
 
 def round_items(session: Session, dataset: str, number: int) -> list[tuple[int, int, float | None]]:

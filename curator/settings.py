@@ -21,6 +21,9 @@ ENV = {
     "CURATOR_WORKSPACE": "workspace",
     "CURATOR_LABELSTUDIO_URL": "labelstudio_url",
     "CURATOR_LABELSTUDIO_TOKEN": "labelstudio_token",
+    "CURATOR_LABELSTUDIO_TIMEOUT": "labelstudio_timeout",
+    "CURATOR_LABELSTUDIO_CONNECT_TIMEOUT": "labelstudio_connect_timeout",
+    "CURATOR_LABELSTUDIO_RETRIES": "labelstudio_retries",
 }
 SECRET_FIELDS = frozenset({"labelstudio_token"})
 CONFIG_ENV = "CURATOR_CONFIG"
@@ -33,10 +36,19 @@ class Settings:
     db_url: str | None = dataclasses.field(default=None, repr=False)
     labelstudio_url: str = "http://127.0.0.1:8080"
     labelstudio_token: str | None = dataclasses.field(default=None, repr=False)
+    #: Seconds to wait for an answer from Label Studio (an import of 10,000 tasks takes about 10 s).
+    labelstudio_timeout: float = 60.0
+    #: Seconds to wait for a connection to Label Studio.
+    labelstudio_connect_timeout: float = 10.0
+    #: Retries after a failed request (connection error, 5xx, 429), with exponential backoff.
+    labelstudio_retries: int = 2
     config_file: Path | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "workspace", Path(self.workspace).expanduser())
+        for name, kind, low in (("labelstudio_timeout", float, 0.0), ("labelstudio_connect_timeout", float, 0.0),
+                                ("labelstudio_retries", int, -1)):
+            object.__setattr__(self, name, _number(name, getattr(self, name), kind, low))
 
     @property
     def database_url(self) -> str:
@@ -70,6 +82,23 @@ class Settings:
             out[f.name] = shown
         out["database_url"] = mask_url(self.database_url)
         return out
+
+
+def _number(name: str, value, kind, low):
+    """``value`` (a number, or text from the environment) as ``kind`` above ``low``, or one clear error."""
+    env = next((e for e, f in ENV.items() if f == name), None)
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+            raise ValueError
+        number = kind(str(value).strip()) if isinstance(value, str) else kind(value)
+        if number != number or number in (float("inf"),) or number <= low:
+            raise ValueError
+    except (TypeError, ValueError):
+        what = "a number of seconds > 0" if kind is float else "a whole number >= 0"
+        raise ValidationError(
+            f"{name} must be {what}; got {value!r} (set {env} or {name} in the config file)"
+        ) from None
+    return number
 
 
 def mask(secret: str) -> str:

@@ -188,6 +188,28 @@ class RoundItem(Base):
     score: Mapped[Optional[float]]
 
 
+class OpenRoundSample(Base):
+    """A sample of a round that is still open (migration 0005): at most one per sample.
+
+    Filled and emptied by triggers on ``round_items`` and ``rounds.status``
+    (open: pending, selected, pushed), so the database itself refuses a second
+    open round holding the same sample, whoever writes it.
+    """
+
+    __tablename__ = "open_round_samples"
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"), primary_key=True, autoincrement=False)
+    round_id: Mapped[int] = mapped_column(ForeignKey("rounds.id", ondelete="CASCADE"), index=True)
+
+
+class CuratorLock(Base):
+    """A named lock held by one process (SQLite; PostgreSQL uses advisory locks), see store/locks.py."""
+
+    __tablename__ = "curator_locks"
+    name: Mapped[str] = mapped_column(String(300), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(300))
+    acquired_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Score(Base):
     """One score of one sample by one model (``kind``: entropy, margin, novelty ...)."""
 

@@ -20,6 +20,8 @@ from curator.exceptions import StoreError, ValidationError
 from curator.settings import Settings, load_settings, mask_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "db"
+#: How long a SQLite writer waits for another one before "database is locked" (a ``StoreError``).
+BUSY_TIMEOUT_S = 30
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -27,7 +29,7 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA recursive_triggers=ON")  # REPLACE fires delete triggers (label versions)
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
     cur.close()
 
 
@@ -47,7 +49,7 @@ def get_engine(url: str) -> Engine:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": 30})
+            engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = create_engine(url, pool_pre_ping=True)
@@ -102,8 +104,23 @@ def transaction(settings: Settings | str | None = None) -> Iterator[Session]:
     if settings is None:
         settings = load_settings()
     url = settings if isinstance(settings, str) else settings.database_url
-    with _sessionmaker(url).begin() as session:
-        yield session
+    try:
+        with _sessionmaker(url).begin() as session:
+            yield session
+    except OperationalError as exc:
+        if not _busy(exc):
+            raise
+        raise StoreError(
+            f"database {mask_url(url)} is locked by another curator process (waited {BUSY_TIMEOUT_S} s); "
+            "nothing was written by this step: run it again when the other one finishes, or use PostgreSQL "
+            "(CURATOR_DB_URL) for several users at once"
+        ) from None
+
+
+def _busy(exc: OperationalError) -> bool:
+    """SQLite's answer when another connection held the write lock past the busy timeout."""
+    text = str(exc.orig or exc).lower()
+    return "database is locked" in text or "database is busy" in text or "database table is locked" in text
 
 
 def dispose_all() -> None:

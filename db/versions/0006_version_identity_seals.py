@@ -20,7 +20,7 @@ database and makes it detectable afterwards:
   verify`` recomputes. Existing versions are sealed here as they are now.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 from typing import Sequence, Union
 
@@ -29,7 +29,7 @@ import sqlalchemy as sa
 
 
 revision: str = "0006"
-down_revision: Union[str, None] = "0004"
+down_revision: Union[str, None] = "0005"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 

@@ -34,6 +34,7 @@ import base64
 import dataclasses
 import mimetypes
 import os
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -44,10 +45,13 @@ from curator.exceptions import LabelStudioError, NotFoundError, ValidationError
 from curator.integrations.labelstudio import TOOL
 from curator.integrations.labelstudio.client import Client, NotOnServer
 from curator.integrations.labelstudio.labelconfig import LabelConfig, image_classification, validate
+from curator.store.locks import hold
 
 EMBED_MAX = 256 * 1024
 LINK_DIR = "_linked"
 DEFAULT_BATCH = 2000
+#: How long a push waits for another push to the same project before giving up (one ``error:`` line).
+LOCK_WAIT_S = 600.0
 
 
 @dataclasses.dataclass
@@ -332,6 +336,7 @@ def push(
     recreate: bool = False,
     replace_deleted: bool = False,
     client: Client | None = None,
+    lock_wait: float = LOCK_WAIT_S,
 ) -> PushReport:
     """Send round ``round_id`` to the Label Studio project ``project`` (see module docstring).
 
@@ -341,11 +346,40 @@ def push(
     configuration, validated against the dataset's classes. ``recreate``: the
     project was deleted on the server, make a new one. ``replace_deleted``:
     push again samples whose task was deleted by hand.
-    """
-    from curator.store.session import transaction
 
+    Two pushes to one project at once: the project's lock (``curator.store.locks``,
+    held from the reconciliation to the last recorded link) makes the second
+    wait up to ``lock_wait`` seconds and then find the work done; a project that
+    does not exist yet is created once.
+    """
     if batch_size < 1:
         raise ValidationError(f"batch_size must be >= 1, got {batch_size}")
+    given = (project, label_config, predictions)
+    plan = _plan(settings, round_id, *given)  # everything checked before the server is touched
+    client = client or Client.from_settings(settings)
+    client.check()
+    with hold(settings, f"{TOOL}:project:{plan.name}", wait=lock_wait, what=f"project {plan.name!r}",
+              on_wait=lambda m: print(f"{m}...", file=sys.stderr, flush=True)):
+        # read again under the lock: another push may have created the project or linked samples meanwhile
+        return _push(settings, _plan(settings, round_id, *given), client, batch_size, recreate, replace_deleted)
+
+
+@dataclasses.dataclass
+class _Plan:
+    round_id: int
+    rnd_number: int
+    ds: object
+    ds_name: str
+    items: list
+    name: str
+    cfg: LabelConfig
+    predictions: dict
+
+
+def _plan(settings, round_id, project, label_config, predictions) -> _Plan:
+    """What to push where, read in one transaction and validated (round, project, config, images)."""
+    from curator.store.session import transaction
+
     with transaction(settings) as s:
         rnd, ds, items = _round_items(s, round_id)
         rnd_number, ds_name, classes = rnd.number, ds.name, list(ds.classes or [])
@@ -360,14 +394,23 @@ def push(
         linked = _links(s, name)
         if label_config is None and row is not None:  # the project keeps the configuration it was made with
             label_config = row.label_config
+        s.expunge(ds)
     cfg = validate(label_config, classes, source="the labeling configuration") if label_config \
         else image_classification(classes)
     unknown = sorted({p[0] for p in predictions.values()} - set(cfg.choices))
     if unknown:
         raise ValidationError(f"predictions use labels {unknown[:5]} that are not choices of the labeling configuration")
     _check_images([it for it in items if it.sample_id not in linked])  # before touching the server
-    client = client or Client.from_settings(settings)
-    client.check()
+    return _Plan(round_id, rnd_number, ds, ds_name, items, name, cfg, predictions)
+
+
+def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool,
+          replace_deleted: bool) -> PushReport:
+    """The push proper, under the project's lock: reconcile, import, record."""
+    from curator.store.session import transaction
+
+    round_id, rnd_number, ds, ds_name, items, name, cfg, predictions = (
+        plan.round_id, plan.rnd_number, plan.ds, plan.ds_name, plan.items, plan.name, plan.cfg, plan.predictions)
     versions = sorted({str(p[2]) for p in predictions.values()})
     report = PushReport(project=name, project_id=0, round_id=round_id, selected=len(items), url=client.url)
     pid = _resolve_project(client, settings, name, ds, cfg, recreate, report, versions[-1] if versions else None)
