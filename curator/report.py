@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -34,7 +35,8 @@ class RoundFacts:
 
 
 def collect(settings, dataset: str) -> tuple[list[dict], list[RoundFacts]]:
-    """Evaluations (learning-curve points) and per-round facts of ``dataset``, as plain data."""
+    """Evaluations (learning-curve points, each with the number of the round it was recorded
+    under, in round order) and per-round facts of ``dataset``, as plain data."""
     with transaction(settings) as s:
         ds = dataset_id(s, dataset)
         evals = [
@@ -43,7 +45,7 @@ def collect(settings, dataset: str) -> tuple[list[dict], list[RoundFacts]]:
                 select(Evaluation.n_labels, Evaluation.metric, Evaluation.value, Round.number)
                 .outerjoin(Round, Round.id == Evaluation.round_id)
                 .where(Evaluation.dataset_id == ds)
-                .order_by(Evaluation.n_labels, Evaluation.id)
+                .order_by(Round.number.is_(None), Round.number, Evaluation.n_labels, Evaluation.id)
             ).all()
         ]
         facts = []
@@ -103,6 +105,8 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
     out_dir.mkdir(parents=True, exist_ok=True)
     evals, facts = collect(settings, dataset)
     random = {e["n_labels"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC}
+    random_of_round = {e["round"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC
+                       and e["round"] is not None}
     if baseline is None and random:  # recorded by `curator loop --baseline`
         baseline = {"n_labels": sorted(random), "error": [random[n] for n in sorted(random)]}
 
@@ -130,19 +134,19 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
     for ax in (axes[0, 1], axes[1, 0]):
         ax.set_xticks([f.number for f in facts])
     fig.tight_layout()
-    fig.savefig(out_dir / "report.png", dpi=90)
+    _replace(out_dir / "report.png", lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
     lines = [f"# curator report: {dataset}", "", "![plots](report.png)", ""]
     errs = [e for e in evals if e["metric"] == "test_error"]
     if errs and random:
         lines += ["| round | labels | test error | random selection |", "|---|---|---|---|"]
-        lines += [f"| {e['round'] if e['round'] is not None else '-'} | {e['n_labels']} | {e['value']:.4f} | "
-                  f"{'-' if e['n_labels'] not in random else format(random[e['n_labels']], '.4f')} |" for e in errs]
+        lines += [f"| {_round_cell(e)} | {e['n_labels']} | {e['value']:.4f} | {_random_cell(e, random_of_round, random)} |"
+                  for e in errs]
         lines.append("")
     elif errs:
         lines += ["| round | labels | test error |", "|---|---|---|"]
-        lines += [f"| {e['round'] if e['round'] is not None else '-'} | {e['n_labels']} | {e['value']:.4f} |" for e in errs]
+        lines += [f"| {_round_cell(e)} | {e['n_labels']} | {e['value']:.4f} |" for e in errs]
         lines.append("")
     if len(errs) >= 3 and target:
         f = forecast([e["n_labels"] for e in errs], [e["value"] for e in errs], target)
@@ -154,5 +158,23 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
         lines += [f"| {f.number} | {f.policy} | {f.status} | {f.selected}/{f.budget} | {f.duplicates_removed} | "
                   f"{json.dumps(f.classes, sort_keys=True)} |" for f in facts]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    _replace(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return path
+
+
+def _round_cell(e: dict) -> str:
+    return str(e["round"]) if e["round"] is not None else "-"
+
+
+def _random_cell(e: dict, of_round: dict, of_count: dict) -> str:
+    """The baseline point of the row's round (of its label count, for points recorded by an older curator)."""
+    value = of_round.get(e["round"], of_count.get(e["n_labels"]))
+    return "-" if value is None else format(value, ".4f")
+
+
+def _replace(path: Path, write) -> None:
+    """Write ``path`` under a temporary name and rename it: a run killed while writing leaves
+    the previous report whole (the next run rewrites it), never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
