@@ -400,7 +400,9 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True) -> LoopResult:
     """Run (or resume) the loop until ``cfg.rounds`` rounds after the seed round are done.
 
     Round by round, each step reads the round's recorded state and does only what is missing:
-    select (round 0: the seed set), push, label, version, evaluate, baseline, report.
+    select (round 0: the seed set), push, label, version, evaluate, baseline. The report is
+    rewritten after each round this run changed, and at the end if this run has not written it
+    since its last change (a run killed before its report leaves nothing to redo in the database).
     """
     cfg.check()
     _check_fault()
@@ -410,9 +412,13 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True) -> LoopResult:
             _pool_truth(s, cfg, ds)  # fail before any work
     waiting = None
     model = None  # the model of the round before, when this process trained it
+    stale, written = False, False  # the report: older than the database; written by this run
+    number = 0
     for number in range(cfg.rounds + 1):
         with transaction(settings) as s:
-            exists = _round(s, ds, number) is not None
+            rnd = _round(s, ds, number)
+            exists, status = rnd is not None, rnd.status if rnd is not None else None
+        stale |= status != "done"
         if not exists and number == 0:
             _boundary("seed", number)
             seed_round(settings, cfg, ds)
@@ -431,13 +437,20 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True) -> LoopResult:
             break
         _boundary("evaluate", number)
         n_labels, error, model = evaluate(settings, cfg, ds, number)
+        stale |= model is not None
         log.info("round %d: %d labels, test error %.4f", number, n_labels, error)
         if cfg.baseline:
             _boundary("baseline", number)
+            before = _count(settings, ds, BASELINE_METRIC)
             random_baseline(settings, cfg, ds)
-        if report:
+            stale |= _count(settings, ds, BASELINE_METRIC) != before
+        if report and stale:
             _boundary("report", number)
             _report(settings, cfg)
+            stale, written = False, True
+    if report and (stale or not written):
+        _boundary("report", number)
+        _report(settings, cfg)
     with transaction(settings) as s:
         errors = s.execute(select(Evaluation.n_labels, Evaluation.value)
                            .outerjoin(Round, Round.id == Evaluation.round_id)
@@ -450,6 +463,12 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True) -> LoopResult:
     ids, _ = labeled_arrays(settings, ds, cfg.pool_split)
     return LoopResult(rounds_done=done, n_labels=len(ids), errors=[tuple(e) for e in errors], waiting=waiting,
                       baseline=[tuple(e) for e in baseline])
+
+
+def _count(settings, ds: int, metric: str) -> int:
+    with transaction(settings) as s:
+        return s.scalar(select(func.count()).select_from(Evaluation).where(
+            Evaluation.dataset_id == ds, Evaluation.metric == metric))
 
 
 def _report(settings, cfg: LoopConfig) -> None:
