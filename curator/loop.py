@@ -396,13 +396,14 @@ def advance(settings, cfg: LoopConfig, ds: int, number: int) -> str | None:
     return None
 
 
-def run_loop(settings, cfg: LoopConfig, *, report: bool = True) -> LoopResult:
+def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = True) -> LoopResult:
     """Run (or resume) the loop until ``cfg.rounds`` rounds after the seed round are done.
 
     Round by round, each step reads the round's recorded state and does only what is missing:
     select (round 0: the seed set), push, label, version, evaluate, baseline. The report is
     rewritten after each round this run changed, and at the end if this run has not written it
-    since its last change (a run killed before its report leaves nothing to redo in the database).
+    since its last change (a run killed before its report leaves nothing to redo in the database);
+    ``plots=False`` writes its Markdown only.
     """
     cfg.check()
     _check_fault()
@@ -446,11 +447,11 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True) -> LoopResult:
             stale |= _count(settings, ds, BASELINE_METRIC) != before
         if report and stale:
             _boundary("report", number)
-            _report(settings, cfg)
+            _report(settings, cfg, plots)
             stale, written = False, True
     if report and (stale or not written):
         _boundary("report", number)
-        _report(settings, cfg)
+        _report(settings, cfg, plots)
     with transaction(settings) as s:
         errors = s.execute(select(Evaluation.n_labels, Evaluation.value)
                            .outerjoin(Round, Round.id == Evaluation.round_id)
@@ -471,7 +472,7 @@ def _count(settings, ds: int, metric: str) -> int:
             Evaluation.dataset_id == ds, Evaluation.metric == metric))
 
 
-def _report(settings, cfg: LoopConfig) -> None:
+def _report(settings, cfg: LoopConfig, plots: bool = True) -> None:
     from curator.report import write_report
 
-    write_report(settings, cfg.dataset, target=cfg.target_error)
+    write_report(settings, cfg.dataset, target=cfg.target_error, plots=plots)

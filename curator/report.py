@@ -91,24 +91,12 @@ def _plot_curve(ax, evals, baseline, target):
     ax.legend()
 
 
-def write_report(settings, dataset: str, out_dir: Path | None = None, *, target: float | None = 0.05,
-                 baseline: dict | None = None) -> Path:
-    """Write ``report.md`` and its plots for ``dataset``; return the Markdown path."""
+def _plot(path: Path, evals, facts, baseline, target) -> None:
+    """The four plots of the report, as one PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from curator.loop import BASELINE_METRIC
-
-    out_dir = Path(out_dir or settings.workspace / "reports" / dataset)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    evals, facts = collect(settings, dataset)
-    random = {e["n_labels"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC}
-    random_of_round = {e["round"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC
-                       and e["round"] is not None}
-    if baseline is None and random:  # recorded by `curator loop --baseline`
-        baseline = {"n_labels": sorted(random), "error": [random[n] for n in sorted(random)]}
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     _plot_curve(axes[0, 0], evals, baseline, target)
@@ -133,11 +121,32 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
     axes[1, 1].set_xlabel("round")
     for ax in (axes[0, 1], axes[1, 0]):
         ax.set_xticks([f.number for f in facts])
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.06, top=0.96, hspace=0.25, wspace=0.15)  # fixed: tight_layout would draw it twice
-    _replace(out_dir / "report.png", lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.06, top=0.96, hspace=0.25, wspace=0.15)  # tight_layout: a 2nd draw
+    _replace(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
-    lines = [f"# curator report: {dataset}", "", "![plots](report.png)", ""]
+
+def write_report(settings, dataset: str, out_dir: Path | None = None, *, target: float | None = 0.05,
+                 baseline: dict | None = None, plots: bool = True) -> Path:
+    """Write ``report.md`` and (``plots``) its plots for ``dataset``; return the Markdown path.
+
+    Without plots the Markdown (every table) is the same and nothing is rendered: most of
+    the report's cost is matplotlib's, which tests of the loop's bookkeeping can spare.
+    """
+    from curator.loop import BASELINE_METRIC
+
+    out_dir = Path(out_dir or settings.workspace / "reports" / dataset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    evals, facts = collect(settings, dataset)
+    random = {e["n_labels"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC}
+    random_of_round = {e["round"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC
+                       and e["round"] is not None}
+    if baseline is None and random:  # recorded by `curator loop --baseline`
+        baseline = {"n_labels": sorted(random), "error": [random[n] for n in sorted(random)]}
+    if plots:
+        _plot(out_dir / "report.png", evals, facts, baseline, target)
+
+    lines = [f"# curator report: {dataset}", ""] + (["![plots](report.png)", ""] if plots else [])
     errs = [e for e in evals if e["metric"] == "test_error"]
     if errs and random:
         lines += ["| round | labels | test error | random selection |", "|---|---|---|---|"]

@@ -11,7 +11,8 @@ baseline included), the models they name, the loop's result and the report.
 
 Cheap on purpose: one dataset ingested per backend and copied for each kill
 point (the SQLite file; a PostgreSQL template database); a one-step training
-recipe (the point is the bookkeeping, not the error); the children are forked
+recipe (the point is the bookkeeping, not the error) and the report's Markdown
+without its plots (tests/test_loop.py renders them); the children are forked
 from a server process that imported torch and curator once (multiprocessing's
 forkserver), instead of a fresh interpreter each.
 """
@@ -152,7 +153,7 @@ def _killed_run(settings: Settings, cfg: LoopConfig, at: str) -> None:
     """Child process: the loop with a fault at ``at``; returns only if the boundary is never reached."""
     os.environ["CURATOR_PROGRESS"] = "0"
     os.environ[FAULT_ENV] = at
-    run_loop(settings, cfg)
+    run_loop(settings, cfg, plots=False)
 
 
 _CONTEXT = None
@@ -164,7 +165,7 @@ def forked():
     global _CONTEXT
     if _CONTEXT is None:
         _CONTEXT = multiprocessing.get_context("forkserver")
-        _CONTEXT.set_forkserver_preload(["torch", "torch.optim", "matplotlib.pyplot", "curator.loop",
+        _CONTEXT.set_forkserver_preload(["torch", "torch.optim", "curator.loop",
                                          "curator.rounds", "curator.models", "curator.report", __name__])
     return _CONTEXT
 
@@ -199,7 +200,7 @@ def reference(copies: Copies, monkeypatch) -> tuple[list[str], object, dict]:
     settings = copies.fresh("reference")
     with monkeypatch.context() as m:
         m.setattr(loop, "_boundary", record)
-        result = run_loop(settings, config(DATASET))
+        result = run_loop(settings, config(DATASET), plots=False)
     return hits, result, rows(settings)
 
 
@@ -226,7 +227,7 @@ def test_killed_at_every_step_boundary_resumes_to_the_uninterrupted_rows(copies,
         if code != 137:
             failures.append(f"{at}: the killed run ended with {code}, not at the boundary (137)")
             continue
-        resumed = run_loop(settings, config(DATASET))
+        resumed = run_loop(settings, config(DATASET), plots=False)
         dispose_all()
         got = rows(settings)
         diff = [k for k in want if got[k] != want[k]]
@@ -271,22 +272,22 @@ def test_resumed_from_waiting_while_people_label_in_label_studio(ls_server, tmp_
     def people(number, start=0, stop=None):  # people answer in Label Studio, as the oracle would
         oracle.annotate(settings, project, sample_ids=_round_samples(settings, number)[start:stop])
 
-    result = run_loop(settings, cfg)
+    result = run_loop(settings, cfg, plots=False)
     assert result.waiting and "round 0: 20 of 20 tasks still unlabeled" in result.waiting
     waiting = rows(settings, name)
     assert [r[:2] for r in waiting["rounds"]] == [(0, "pushed")]
     assert waiting["evaluations"] == [] and waiting["versions"] == [] and waiting["annotations"] == []
-    assert run_loop(settings, cfg).waiting == result.waiting and rows(settings, name) == waiting  # nothing new
+    assert run_loop(settings, cfg, plots=False).waiting == result.waiting and rows(settings, name) == waiting  # nothing new
 
     people(0, 0, 12)
-    result = run_loop(settings, cfg)
+    result = run_loop(settings, cfg, plots=False)
     assert "round 0: 8 of 20 tasks still unlabeled" in result.waiting
     partly = rows(settings, name)
     assert [r[:2] for r in partly["rounds"]] == [(0, "pushed")] and len(partly["annotations"]) == 12
     assert partly["evaluations"] == [] and partly["versions"] == []
 
     people(0, 12)  # the rest
-    result = run_loop(settings, cfg)
+    result = run_loop(settings, cfg, plots=False)
     assert result.waiting and "round 1: 6 of 6 tasks still unlabeled" in result.waiting
     middle = rows(settings, name)
     assert [r[:2] for r in middle["rounds"]] == [(0, "done"), (1, "pushed")]
@@ -294,7 +295,7 @@ def test_resumed_from_waiting_while_people_label_in_label_studio(ls_server, tmp_
         (0, "test_error", 20), (0, loop.BASELINE_METRIC, 20)]
 
     people(1)
-    result = run_loop(settings, cfg)
+    result = run_loop(settings, cfg, plots=False)
     assert result.waiting is None and result.rounds_done == 1
     got = rows(settings, name)
     with transaction(settings) as s:
@@ -303,7 +304,7 @@ def test_resumed_from_waiting_while_people_label_in_label_studio(ls_server, tmp_
     # the same loop with the oracle answering at once, on its own copy of the data
     direct = Settings(workspace=tmp_path / "direct")
     small_dataset(direct, name, n_train=200, n_test=100)
-    assert run_loop(direct, dataclasses.replace(cfg, labeler="oracle", project=None)).waiting is None
+    assert run_loop(direct, dataclasses.replace(cfg, labeler="oracle", project=None), plots=False).waiting is None
     want = rows(direct, name)
     for key in ("rounds", "items", "versions", "evaluations", "models", "report"):
         assert got[key] == want[key], key
