@@ -150,8 +150,8 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
     errs = [e for e in evals if e["metric"] == "test_error"]
     if errs and random:
         lines += ["| round | labels | test error | random selection |", "|---|---|---|---|"]
-        lines += [f"| {_round_cell(e)} | {e['n_labels']} | {e['value']:.4f} | {_random_cell(e, random_of_round, random)} |"
-                  for e in errs]
+        lines += [f"| {_round_cell(e)} | {e['n_labels']} | {e['value']:.4f} | "
+                  f"{_random_cell(e, random_of_round, random)} |" for e in errs]
         lines.append("")
     elif errs:
         lines += ["| round | labels | test error |", "|---|---|---|"]

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from sqlalchemy import func, select
 
@@ -63,7 +62,10 @@ def test_oracle_loop_runs_rounds_records_everything_and_reports(settings):
     assert c["status"] == ["done"] * 3 and c["items"] == 36 and c["annotations"] == 36
     assert c["versions"] == ["round-0", "round-1", "round-2"]
     assert [(r, n) for r, n, _ in c["evaluations"]] == [(0, 20), (1, 28), (2, 36)]
-    assert all(0 <= e < 0.9 for _, _, e in c["evaluations"])
+    # chance is 0.9 with 10 classes: 20 to 36 labels of these digits give about 0.4-0.5 (measured:
+    # 0.52, 0.41, 0.42 on the 300 test images), and more labels a lower error than the seed set's
+    errors = [e for _, _, e in c["evaluations"]]
+    assert all(0 <= e < 0.65 for e in errors) and errors[-1] < errors[0], errors
     with transaction(settings) as s:  # every selected sample is distinct across rounds
         sids = s.scalars(select(RoundItem.sample_id)).all()
         assert len(set(sids)) == len(sids)
