@@ -14,12 +14,19 @@ without a server); ``"labelstudio-oracle"`` pushes to a real Label Studio
 server and has the oracle stand-in answer there, as a person would;
 ``"labelstudio"`` pushes and waits for people (the loop returns while
 labels are missing; run it again later).
+
+Each step finds its round in the database, never from a counter of the
+running process: round N's evaluation is trained on the labels as of round N
+(every label except those of later rounds) and recorded under round N, once;
+a resumed run skips what is recorded and repeats the rest with the same
+seeds, so it stores the rows an uninterrupted run would have stored.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 import numpy as np
 from sqlalchemy import func, select
@@ -33,6 +40,33 @@ log = logging.getLogger(__name__)
 
 LABELERS = ("oracle", "labelstudio-oracle", "labelstudio")
 STATES = ("selected", "pushed", "labeled", "versioned", "done")
+
+#: Fault injection: ``CURATOR_FAULT_AT=<step>:<round>`` ends the process with exit status 137 (as
+#: ``kill -9`` would: no clean-up, nothing flushed) just before ``step`` of round ``round`` runs.
+#: tests/test_loop_resume.py kills the loop at every boundary and checks that the resumed run
+#: stores what an uninterrupted one stores. Unset, a boundary costs one dictionary lookup.
+FAULT_ENV = "CURATOR_FAULT_AT"
+#: The step boundaries, in the order a round passes them ("mark-*" records the round's status
+#: after the step before it did its work; "seed" is round 0's selection, "select" a later one's).
+BOUNDARIES = ("seed", "select", "push", "mark-pushed", "label", "mark-labeled", "version", "mark-versioned",
+              "mark-done", "evaluate", "baseline", "report")
+
+
+def _boundary(step: str, number: int) -> None:
+    """A step boundary: where ``CURATOR_FAULT_AT`` may kill the process (see ``FAULT_ENV``)."""
+    if os.environ.get(FAULT_ENV) == f"{step}:{number}":
+        os._exit(137)
+
+
+def _check_fault() -> None:
+    """A ``CURATOR_FAULT_AT`` that names no boundary would never fire: refuse it instead."""
+    at = os.environ.get(FAULT_ENV)
+    if at is None:
+        return
+    step, _, number = at.partition(":")
+    if step not in BOUNDARIES or not number.isdigit():
+        raise ValidationError(f"{FAULT_ENV}={at!r} is not <step>:<round> with a step of {', '.join(BOUNDARIES)}; "
+                              f"unset it to run the loop normally")
 
 
 @dataclasses.dataclass
@@ -83,10 +117,15 @@ def _set_status(settings, ds: int, number: int, status: str) -> None:
             rnd.finished_at = utcnow()
 
 
-def labeled_arrays(settings, ds: int, split: str | None) -> tuple[np.ndarray, list[str]]:
-    """Sample ids and agreed labels of the labeled samples of ``split``."""
+def labeled_arrays(settings, ds: int, split: str | None, upto: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Sample ids and agreed labels of the labeled samples of ``split``; with ``upto``, as of round
+    ``upto``: without the samples of later rounds, whenever (and however often) it is asked."""
     with transaction(settings) as s:
         labels = agreed_labels(s, ds)
+        if upto is not None:
+            later = set(s.scalars(select(RoundItem.sample_id).join(Round, Round.id == RoundItem.round_id)
+                                  .where(Round.dataset_id == ds, Round.number > upto)))
+            labels = {k: v for k, v in labels.items() if k not in later}
         q = select(Sample.id).where(Sample.dataset_id == ds, Sample.id.in_(list(labels)))
         if split:
             q = q.where(Sample.split == split)
@@ -150,26 +189,32 @@ def oracle_label(settings, ds: int, number: int) -> int:
         return len(new)
 
 
-def evaluate(settings, cfg: LoopConfig, ds: int, round_number: int | None):
-    """Train on the current labels and record the test error (once per number of labels).
+def _evaluation(session, round_id: int, metric: str) -> tuple[int, float] | None:
+    row = session.execute(select(Evaluation.n_labels, Evaluation.value).where(
+        Evaluation.round_id == round_id, Evaluation.metric == metric).order_by(Evaluation.id)).first()
+    return (int(row[0]), float(row[1])) if row is not None else None
 
-    Returns (n_labels, error, model) where model is None when the point was
-    already recorded (the loop then trains again only if it needs to select).
+
+def evaluate(settings, cfg: LoopConfig, ds: int, number: int):
+    """Train on the labels as of round ``number`` and record the test error under that round, once.
+
+    The round is the stored one, and so is the training set (``labeled_arrays(upto=number)``): a
+    run resumed after a kill files the point where an uninterrupted run would have. Returns
+    (n_labels, error, model) where model is None when the point was already recorded (the loop
+    then trains again only if it needs to select).
     """
-    from curator import rounds
-
-    ids, labels = labeled_arrays(settings, ds, cfg.pool_split)
     with transaction(settings) as s:
-        done = s.execute(select(Evaluation.value).where(
-            Evaluation.dataset_id == ds, Evaluation.metric == "test_error", Evaluation.n_labels == len(ids))).first()
+        round_id = _round(s, ds, number).id
+        done = _evaluation(s, round_id, "test_error")
     if done is not None:
-        return len(ids), float(done[0]), None
+        return done[0], done[1], None
+    ids, labels = labeled_arrays(settings, ds, cfg.pool_split, upto=number)
     model = train(settings, cfg, ids, labels)
     error = _test_error(settings, cfg, model)
     with transaction(settings) as s:
-        rnd = _round(s, ds, round_number) if round_number is not None else None
-        s.add(Evaluation(dataset_id=ds, round_id=rnd.id if rnd else None, model_id=model.model_id,
-                         n_labels=len(ids), metric="test_error", value=error))
+        if _evaluation(s, round_id, "test_error") is None:
+            s.add(Evaluation(dataset_id=ds, round_id=round_id, model_id=model.model_id,
+                             n_labels=len(ids), metric="test_error", value=error))
     return len(ids), error, model
 
 
@@ -178,32 +223,42 @@ BASELINE_METRIC = "test_error_random"
 
 
 def random_baseline(settings, cfg: LoopConfig, ds: int) -> list[tuple[int, float]]:
-    """Random selection on the same data: at each label count of the learning curve, the model
-    trained (same recipe and seed) on round 0's samples plus pool samples taken in one random
+    """Random selection on the same data: at each round's label count on the learning curve, the
+    model trained (same recipe and seed) on round 0's samples plus pool samples taken in one random
     order, so the sets are nested as a real random run's would be, labeled with ground truth.
-    Points already recorded are kept; returns the whole baseline curve."""
+    Each point is recorded under its round, once; returns the whole baseline curve."""
     with transaction(settings) as s:
-        curve = sorted(set(s.scalars(select(Evaluation.n_labels).where(
-            Evaluation.dataset_id == ds, Evaluation.metric == "test_error"))))
-        have = dict(s.execute(select(Evaluation.n_labels, Evaluation.value).where(
-            Evaluation.dataset_id == ds, Evaluation.metric == BASELINE_METRIC)).all())
+        curve = s.execute(select(Evaluation.round_id, Evaluation.n_labels)
+                          .join(Round, Round.id == Evaluation.round_id)
+                          .where(Evaluation.dataset_id == ds, Evaluation.metric == "test_error")
+                          .order_by(Round.number, Evaluation.id)).all()
+        recorded = s.execute(select(Evaluation.round_id, Evaluation.n_labels).where(
+            Evaluation.dataset_id == ds, Evaluation.metric == BASELINE_METRIC)).all()
         start = s.scalars(select(RoundItem.sample_id).where(RoundItem.round_id == _round(s, ds, 0).id)
                           .order_by(RoundItem.rank)).all()
         truth = _pool_truth(s, cfg, ds)
     start = [int(i) for i in start]
     rest = np.array(sorted(set(truth) - set(start)), dtype=np.int64)
     order = np.random.default_rng([cfg.seed, 7]).permutation(rest).tolist()
-    for n in curve:
-        if n in have or n < len(start) or n - len(start) > len(order):
+    done_rounds = {r for r, _ in recorded if r is not None}
+    done_counts = {n for r, n in recorded if r is None}  # points of an older curator: by count only
+    for round_id, n in curve:
+        if round_id in done_rounds or n in done_counts or n < len(start) or n - len(start) > len(order):
             continue
         ids = sorted(start + order[: n - len(start)])  # the order the loop trains in
         model = train(settings, cfg, ids, [truth[i] for i in ids])
         error = _test_error(settings, cfg, model)
         with transaction(settings) as s:
-            s.add(Evaluation(dataset_id=ds, round_id=None, model_id=model.model_id, n_labels=n,
-                             metric=BASELINE_METRIC, value=error))
-        have[n] = error
-    return sorted(have.items())
+            if _evaluation(s, round_id, BASELINE_METRIC) is None:
+                s.add(Evaluation(dataset_id=ds, round_id=round_id, model_id=model.model_id, n_labels=n,
+                                 metric=BASELINE_METRIC, value=error))
+        done_rounds.add(round_id)
+    with transaction(settings) as s:
+        return [(int(n), float(v)) for n, v in s.execute(
+            select(Evaluation.n_labels, Evaluation.value)
+            .outerjoin(Round, Round.id == Evaluation.round_id)
+            .where(Evaluation.dataset_id == ds, Evaluation.metric == BASELINE_METRIC)
+            .order_by(Evaluation.n_labels, Round.number, Evaluation.id)).all()]
 
 
 def _pool_truth(session, cfg: LoopConfig, ds: int) -> dict[int, str]:
@@ -319,54 +374,89 @@ def advance(settings, cfg: LoopConfig, ds: int, number: int) -> str | None:
     steps = STATES[STATES.index(status):] if status in STATES else STATES
     for state in progress(steps, total=len(steps), desc=f"round {number}"):
         if state == "selected":
+            _boundary("push", number)
             push(settings, cfg, ds, number)
+            _boundary("mark-pushed", number)
             _set_status(settings, ds, number, "pushed")
         elif state == "pushed":
+            _boundary("label", number)
             waiting = label(settings, cfg, ds, number)
             if waiting:
                 return waiting
+            _boundary("mark-labeled", number)
             _set_status(settings, ds, number, "labeled")
         elif state == "labeled":
+            _boundary("version", number)
             version(settings, cfg, number)
+            _boundary("mark-versioned", number)
             _set_status(settings, ds, number, "versioned")
         elif state == "versioned":
+            _boundary("mark-done", number)
             _set_status(settings, ds, number, "done")
     return None
 
 
-def run_loop(settings, cfg: LoopConfig, *, report: bool = True) -> LoopResult:
-    """Run (or resume) the loop until ``cfg.rounds`` rounds after the seed round are done."""
+def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = True) -> LoopResult:
+    """Run (or resume) the loop until ``cfg.rounds`` rounds after the seed round are done.
+
+    Round by round, each step reads the round's recorded state and does only what is missing:
+    select (round 0: the seed set), push, label, version, evaluate, baseline. The report is
+    rewritten after each round this run changed, and at the end if this run has not written it
+    since its last change (a run killed before its report leaves nothing to redo in the database);
+    ``plots=False`` writes its Markdown only.
+    """
     cfg.check()
+    _check_fault()
     with transaction(settings) as s:
         ds = dataset_id(s, cfg.dataset)
         if cfg.baseline:
             _pool_truth(s, cfg, ds)  # fail before any work
-    seed_round(settings, cfg, ds)
-    number = 0
     waiting = None
-    while True:
+    model = None  # the model of the round before, when this process trained it
+    stale, written = False, False  # the report: older than the database; written by this run
+    number = 0
+    for number in range(cfg.rounds + 1):
+        with transaction(settings) as s:
+            rnd = _round(s, ds, number)
+            exists, status = rnd is not None, rnd.status if rnd is not None else None
+        stale |= status != "done"
+        if not exists and number == 0:
+            _boundary("seed", number)
+            seed_round(settings, cfg, ds)
+        elif not exists:
+            _boundary("select", number)
+            if model is None:  # recorded by an earlier run: the same labels and seed train the same model
+                ids, labels = labeled_arrays(settings, ds, cfg.pool_split, upto=number - 1)
+                model = train(settings, cfg, ids, labels)
+            selected = select_next(settings, cfg, ds, model)
+            if selected != number:  # rounds numbered with gaps (deleted by hand): nothing to resume safely
+                raise ValidationError(f"dataset {cfg.dataset!r}: the loop selected round {selected} where round "
+                                      f"{number} was due; its rounds are not numbered 0, 1, 2, ... without gaps "
+                                      f"(`curator report -d {cfg.dataset}` lists them)")
         waiting = advance(settings, cfg, ds, number)
         if waiting:
             break
+        _boundary("evaluate", number)
         n_labels, error, model = evaluate(settings, cfg, ds, number)
+        stale |= model is not None
         log.info("round %d: %d labels, test error %.4f", number, n_labels, error)
         if cfg.baseline:
+            _boundary("baseline", number)
+            before = _count(settings, ds, BASELINE_METRIC)
             random_baseline(settings, cfg, ds)
-        if report:
-            _report(settings, cfg)
-        if number >= cfg.rounds:
-            break
-        with transaction(settings) as s:
-            nxt = _round(s, ds, number + 1)
-        if nxt is None:
-            if model is None:
-                ids, labels = labeled_arrays(settings, ds, cfg.pool_split)
-                model = train(settings, cfg, ids, labels)
-            select_next(settings, cfg, ds, model)
-        number += 1
+            stale |= _count(settings, ds, BASELINE_METRIC) != before
+        if report and stale:
+            _boundary("report", number)
+            _report(settings, cfg, plots)
+            stale, written = False, True
+    if report and (stale or not written):
+        _boundary("report", number)
+        _report(settings, cfg, plots)
     with transaction(settings) as s:
-        errors = s.execute(select(Evaluation.n_labels, Evaluation.value).where(
-            Evaluation.dataset_id == ds, Evaluation.metric == "test_error").order_by(Evaluation.n_labels)).all()
+        errors = s.execute(select(Evaluation.n_labels, Evaluation.value)
+                           .outerjoin(Round, Round.id == Evaluation.round_id)
+                           .where(Evaluation.dataset_id == ds, Evaluation.metric == "test_error")
+                           .order_by(Round.number.is_(None), Round.number, Evaluation.n_labels, Evaluation.id)).all()
         done = s.scalar(select(func.count()).select_from(Round).where(
             Round.dataset_id == ds, Round.status == "done", Round.number > 0))
         baseline = s.execute(select(Evaluation.n_labels, Evaluation.value).where(
@@ -376,7 +466,13 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True) -> LoopResult:
                       baseline=[tuple(e) for e in baseline])
 
 
-def _report(settings, cfg: LoopConfig) -> None:
+def _count(settings, ds: int, metric: str) -> int:
+    with transaction(settings) as s:
+        return s.scalar(select(func.count()).select_from(Evaluation).where(
+            Evaluation.dataset_id == ds, Evaluation.metric == metric))
+
+
+def _report(settings, cfg: LoopConfig, plots: bool = True) -> None:
     from curator.report import write_report
 
-    write_report(settings, cfg.dataset, target=cfg.target_error)
+    write_report(settings, cfg.dataset, target=cfg.target_error, plots=plots)

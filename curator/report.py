@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -34,7 +35,8 @@ class RoundFacts:
 
 
 def collect(settings, dataset: str) -> tuple[list[dict], list[RoundFacts]]:
-    """Evaluations (learning-curve points) and per-round facts of ``dataset``, as plain data."""
+    """Evaluations (learning-curve points, each with the number of the round it was recorded
+    under, in round order) and per-round facts of ``dataset``, as plain data."""
     with transaction(settings) as s:
         ds = dataset_id(s, dataset)
         evals = [
@@ -43,7 +45,7 @@ def collect(settings, dataset: str) -> tuple[list[dict], list[RoundFacts]]:
                 select(Evaluation.n_labels, Evaluation.metric, Evaluation.value, Round.number)
                 .outerjoin(Round, Round.id == Evaluation.round_id)
                 .where(Evaluation.dataset_id == ds)
-                .order_by(Evaluation.n_labels, Evaluation.id)
+                .order_by(Round.number.is_(None), Round.number, Evaluation.n_labels, Evaluation.id)
             ).all()
         ]
         facts = []
@@ -89,25 +91,12 @@ def _plot_curve(ax, evals, baseline, target):
     ax.legend()
 
 
-def write_report(settings, dataset: str, out_dir: Path | None = None, *, target: float | None = 0.05,
-                 baseline: dict | None = None) -> Path:
-    """Write ``report.md`` and its plots for ``dataset``; return the Markdown path."""
+def _plot(path: Path, evals, facts, baseline, target) -> None:
+    """The four plots of the report, as one PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from curator.loop import BASELINE_METRIC
-
-    from curator.names import dataset_name, inside
-
-    dataset = dataset_name(dataset)
-    evals, facts = collect(settings, dataset)  # an unknown dataset is refused before a folder is made
-    out_dir = Path(out_dir) if out_dir else inside(settings.workspace, "reports", dataset)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    random = {e["n_labels"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC}
-    if baseline is None and random:  # recorded by `curator loop --baseline`
-        baseline = {"n_labels": sorted(random), "error": [random[n] for n in sorted(random)]}
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     _plot_curve(axes[0, 0], evals, baseline, target)
@@ -132,20 +121,43 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
     axes[1, 1].set_xlabel("round")
     for ax in (axes[0, 1], axes[1, 0]):
         ax.set_xticks([f.number for f in facts])
-    fig.tight_layout()
-    fig.savefig(out_dir / "report.png", dpi=90)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.06, top=0.96, hspace=0.25, wspace=0.15)  # tight_layout: a 2nd draw
+    _replace(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
     plt.close(fig)
 
-    lines = [f"# curator report: {dataset}", "", "![plots](report.png)", ""]
+
+def write_report(settings, dataset: str, out_dir: Path | None = None, *, target: float | None = 0.05,
+                 baseline: dict | None = None, plots: bool = True) -> Path:
+    """Write ``report.md`` and (``plots``) its plots for ``dataset``; return the Markdown path.
+
+    Without plots the Markdown (every table) is the same and nothing is rendered: most of
+    the report's cost is matplotlib's, which tests of the loop's bookkeeping can spare.
+    """
+    from curator.loop import BASELINE_METRIC
+    from curator.names import dataset_name, inside
+
+    dataset = dataset_name(dataset)
+    evals, facts = collect(settings, dataset)  # an unknown dataset is refused before a folder is made
+    out_dir = Path(out_dir) if out_dir else inside(settings.workspace, "reports", dataset)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    random = {e["n_labels"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC}
+    random_of_round = {e["round"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC
+                       and e["round"] is not None}
+    if baseline is None and random:  # recorded by `curator loop --baseline`
+        baseline = {"n_labels": sorted(random), "error": [random[n] for n in sorted(random)]}
+    if plots:
+        _plot(out_dir / "report.png", evals, facts, baseline, target)
+
+    lines = [f"# curator report: {dataset}", ""] + (["![plots](report.png)", ""] if plots else [])
     errs = [e for e in evals if e["metric"] == "test_error"]
     if errs and random:
         lines += ["| round | labels | test error | random selection |", "|---|---|---|---|"]
-        lines += [f"| {e['round'] if e['round'] is not None else '-'} | {e['n_labels']} | {e['value']:.4f} | "
-                  f"{'-' if e['n_labels'] not in random else format(random[e['n_labels']], '.4f')} |" for e in errs]
+        lines += [f"| {_round_cell(e)} | {e['n_labels']} | {e['value']:.4f} | "
+                  f"{_random_cell(e, random_of_round, random)} |" for e in errs]
         lines.append("")
     elif errs:
         lines += ["| round | labels | test error |", "|---|---|---|"]
-        lines += [f"| {e['round'] if e['round'] is not None else '-'} | {e['n_labels']} | {e['value']:.4f} |" for e in errs]
+        lines += [f"| {_round_cell(e)} | {e['n_labels']} | {e['value']:.4f} |" for e in errs]
         lines.append("")
     if len(errs) >= 3 and target:
         f = forecast([e["n_labels"] for e in errs], [e["value"] for e in errs], target)
@@ -157,5 +169,23 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
         lines += [f"| {f.number} | {f.policy} | {f.status} | {f.selected}/{f.budget} | {f.duplicates_removed} | "
                   f"{json.dumps(f.classes, sort_keys=True)} |" for f in facts]
     path = out_dir / "report.md"
-    path.write_text("\n".join(lines) + "\n")
+    _replace(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return path
+
+
+def _round_cell(e: dict) -> str:
+    return str(e["round"]) if e["round"] is not None else "-"
+
+
+def _random_cell(e: dict, of_round: dict, of_count: dict) -> str:
+    """The baseline point of the row's round (of its label count, for points recorded by an older curator)."""
+    value = of_round.get(e["round"], of_count.get(e["n_labels"]))
+    return "-" if value is None else format(value, ".4f")
+
+
+def _replace(path: Path, write) -> None:
+    """Write ``path`` under a temporary name and rename it: a run killed while writing leaves
+    the previous report whole (the next run rewrites it), never half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)

@@ -1,13 +1,16 @@
-"""The loop end to end: oracle labels, resume after a kill, and the real Label Studio server."""
+"""The loop end to end: oracle labels, resume after a kill, and the real Label Studio server.
+
+tests/test_loop_resume.py kills the loop at every step boundary; here the issue's
+case runs through the CLI: killed after a round is labeled, before it is evaluated.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from sqlalchemy import func, select
 
@@ -17,14 +20,14 @@ from curator.loop import LoopConfig, run_loop
 from curator.store.models import Annotation, Evaluation, LabelVersion, Round, RoundItem
 from curator.store.session import transaction
 
-from conftest import SAMPLE
+from conftest import ROOT, SAMPLE
 
 N_TRAIN, N_TEST = 400, 300
 
 
-def small_dataset(settings, name="loopdata"):
-    """Real 16x16 MNIST digits: a 400-image pool and a 300-image test split."""
-    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
+def small_dataset(settings, name="loopdata", n_train=N_TRAIN, n_test=N_TEST):
+    """Real 16x16 MNIST digits: a 400-image pool and a 300-image test split (by default)."""
+    for split, n in (("train", n_train), ("test", n_test)):
         _, images = next(iter_images(SAMPLE / f"{split}-images-idx3-ubyte.gz", batch_size=n))
         labels = read_labels(SAMPLE / f"{split}-labels-idx1-ubyte.gz")[:n]
         ingest_arrays(images, labels, dataset=name, split=split, name=split, settings=settings)
@@ -42,7 +45,10 @@ def counts(settings):
             "items": s.scalar(select(func.count()).select_from(RoundItem)),
             "annotations": s.scalar(select(func.count()).select_from(Annotation)),
             "versions": s.scalars(select(LabelVersion.name).order_by(LabelVersion.id)).all(),
-            "evaluations": s.execute(select(Evaluation.n_labels, Evaluation.value).order_by(Evaluation.n_labels)).all(),
+            "evaluations": s.execute(select(Round.number, Evaluation.n_labels, Evaluation.value)
+                                     .join(Round, Round.id == Evaluation.round_id)
+                                     .where(Evaluation.metric == "test_error")
+                                     .order_by(Evaluation.n_labels)).all(),
             "status": s.scalars(select(Round.status).order_by(Round.number)).all(),
         }
 
@@ -55,8 +61,11 @@ def test_oracle_loop_runs_rounds_records_everything_and_reports(settings):
     c = counts(settings)
     assert c["status"] == ["done"] * 3 and c["items"] == 36 and c["annotations"] == 36
     assert c["versions"] == ["round-0", "round-1", "round-2"]
-    assert [n for n, _ in c["evaluations"]] == [20, 28, 36]
-    assert all(0 <= e < 0.9 for _, e in c["evaluations"])
+    assert [(r, n) for r, n, _ in c["evaluations"]] == [(0, 20), (1, 28), (2, 36)]
+    # chance is 0.9 with 10 classes: 20 to 36 labels of these digits give about 0.4-0.5 (measured:
+    # 0.52, 0.41, 0.42 on the 300 test images), and more labels a lower error than the seed set's
+    errors = [e for _, _, e in c["evaluations"]]
+    assert all(0 <= e < 0.65 for e in errors) and errors[-1] < errors[0], errors
     with transaction(settings) as s:  # every selected sample is distinct across rounds
         sids = s.scalars(select(RoundItem.sample_id)).all()
         assert len(set(sids)) == len(sids)
@@ -99,42 +108,33 @@ def test_random_baseline_needs_ground_truth(settings):
         run_loop(settings, LoopConfig(dataset="nogt", rounds=0, initial=20, labeler="oracle", baseline=True))
 
 
-KILL = """
-import os, sys
-import curator.loop as loop
-from curator.settings import Settings
-from curator.loop import LoopConfig
-settings = Settings(workspace=sys.argv[1])
-real = loop.version
-def version(settings, cfg, number):
-    if number == 1:
-        os._exit(9)  # killed between pull and version, no clean-up
-    return real(settings, cfg, number)
-loop.version = version
-loop.run_loop(settings, LoopConfig(**__import__("json").loads(sys.argv[2])))
-"""
-
-
 @pytest.mark.slow
-def test_loop_killed_between_pull_and_version_resumes(settings):
-    name = small_dataset(settings)
-    cfg = config(name)
-    args = json.dumps(dataclasses.asdict(cfg))
-    proc = subprocess.run([sys.executable, "-c", KILL, str(settings.workspace), args], capture_output=True,
-                          text=True, timeout=600, env={"CURATOR_PROGRESS": "0", "PATH": ""})
-    assert proc.returncode == 9, proc.stderr
-    before = counts(settings)
-    assert before["status"] == ["done", "labeled"]  # round 1 labeled and pulled, not versioned
-    assert before["versions"] == ["round-0"] and before["annotations"] == 28
-    result = run_loop(settings, cfg)
-    after = counts(settings)
-    assert result.rounds_done == 2 and after["status"] == ["done"] * 3
-    assert after["versions"] == ["round-0", "round-1", "round-2"]
-    assert after["annotations"] == 36  # round 1's labels were kept, not asked again
-    assert after["evaluations"][:1] == before["evaluations"][:1]  # finished work not redone
-    with transaction(settings) as s:
-        r1 = s.scalar(select(Round).where(Round.number == 1))
-        assert len(s.scalars(select(RoundItem.sample_id).where(RoundItem.round_id == r1.id)).all()) == 8
+def test_loop_killed_after_a_round_is_labeled_files_its_evaluation_under_that_round(db_settings):
+    """`curator loop` killed (CURATOR_FAULT_AT, exit 137 as under kill -9) after round 1 is labeled
+    and versioned, before it is evaluated: the resumed run evaluates round 1 under round 1 (it used
+    to file it under round 0), redoes nothing finished, and the report shows the right rounds."""
+    from curator.loop import FAULT_ENV
+
+    name = small_dataset(db_settings)
+    env = {**os.environ, "CURATOR_WORKSPACE": str(db_settings.workspace), "CURATOR_DB_URL": db_settings.database_url,
+           "CURATOR_PROGRESS": "0", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    argv = [sys.executable, "-m", "curator", "loop", "-d", name, "--rounds", "2", "--budget", "8", "--subsample", "0"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env={**env, FAULT_ENV: "evaluate:1"})
+    assert proc.returncode == 137, proc.stderr
+    before = counts(db_settings)
+    assert before["status"] == ["done", "done"]  # round 1 labeled, versioned and done, not evaluated
+    assert before["versions"] == ["round-0", "round-1"] and before["annotations"] == 28
+    assert [(r, n) for r, n, _ in before["evaluations"]] == [(0, 20)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    after = counts(db_settings)
+    assert after["status"] == ["done"] * 3 and after["versions"] == ["round-0", "round-1", "round-2"]
+    assert after["annotations"] == 36 and after["items"] == 36  # round 1's labels were kept, not asked again
+    assert [(r, n) for r, n, _ in after["evaluations"]] == [(0, 20), (1, 28), (2, 36)]
+    assert after["evaluations"][0] == before["evaluations"][0]  # finished work not redone
+    text = (db_settings.workspace / "reports" / name / "report.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ") and line.count("|") == 4][1:]
+    assert [row.split(" | ")[:2] for row in rows] == [["| 0", "20"], ["| 1", "28"], ["| 2", "36"]]
 
 
 @pytest.mark.slow
