@@ -181,6 +181,35 @@ def test_imports_point_downwards():
     assert not problems, "\n".join(problems)
 
 
+
+def _imports(path: Path) -> list[str]:
+    """Absolute modules imported anywhere in ``path`` (function-level imports too)."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append(node.module)
+        elif isinstance(node, ast.Import):
+            out.extend(a.name for a in node.names)
+    return out
+
+
+def test_version_labels_are_pure_and_versions_build_no_query():
+    """``curator/versions/labels.py`` (arrays in, arrays out) imports no SQLAlchemy, not even
+    through the store; no module of ``curator/versions/`` builds a query (they go through
+    ``curator.store.versions``): none imports SQLAlchemy beyond its exceptions, nor the ORM models."""
+    labels = ROOT / "curator" / "versions" / "labels.py"
+    bad = [t for t in _imports(labels) if t.split(".")[0] in CORE_FORBIDDEN or t.startswith("curator.store")]
+    assert not bad, f"curator/versions/labels.py imports {bad}"
+    problems = []
+    for path in sorted((ROOT / "curator" / "versions").glob("*.py")):
+        for target in _imports(path):
+            if (target.split(".")[0] == "sqlalchemy" and target != "sqlalchemy.exc") or target == "curator.store.models":
+                problems.append(f"{path.name} imports {target}")
+    assert not problems, "\n".join(problems)
+    code = "import sys, curator.versions.labels; print('sqlalchemy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
+
 def test_cli_ingest_env_settings_and_errors(tmp_path):
     env = {"CURATOR_WORKSPACE": str(tmp_path / "ws"), "CURATOR_DB_URL": f"sqlite:///{tmp_path / 'my.db'}"}
     images, labels = SAMPLE / "test-images-idx3-ubyte.gz", SAMPLE / "test-labels-idx1-ubyte.gz"
