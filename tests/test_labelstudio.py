@@ -200,6 +200,48 @@ def _cli(settings, monkeypatch, capsys, *args):
     return exit_.value.code, out.out, out.err
 
 
+def test_push_finds_the_round_by_its_number_within_the_dataset(ls_server, db_settings, small_idx, tmp_path,
+                                                               monkeypatch, capsys):
+    """`curator push --round 1 -d mnist89` pushes mnist89's round 1, whose id is 2 (another dataset's
+    round 1 was recorded first); without --dataset, two datasets are a one-line error naming both."""
+    from curator.ingest import ingest_idx
+    from curator.store import rounds as store_rounds
+    from curator.store.models import Round
+
+    settings = with_database(ls_server, db_settings.db_url, tmp_path)
+    ingest_idx(*small_idx, dataset="other", split="train", settings=settings)
+    with transaction(settings) as s:
+        other = _dataset_id_of(s, "other")
+        first = s.scalars(select(Sample.id).where(Sample.dataset_id == other).order_by(Sample.id).limit(5)).all()
+        store_rounds.create(s, other, first, [0.5] * 5, policy="p", params=None, budget=5, seed=0, model_id=None)
+    number, ranked, project = make_round(settings, small_idx)
+
+    def run(*args):
+        return _cli(settings, monkeypatch, capsys, *args)
+
+    code, out, err = run("push", "--round", str(number), "--project", project)
+    assert code == ValidationError.exit_code and err.count("\n") == 1
+    assert "several datasets exist (mnist89, other); pass --dataset NAME" in err
+    code, out, err = run("push", "--round", str(number), "-d", "MNIST89", "--project", project, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["dataset"], report["round"], report["imported"]) == (DS, 1, len(ranked))
+    with transaction(settings) as s:
+        ours = s.scalar(select(Round).where(Round.dataset_id == _dataset_id_of(s, DS), Round.number == 1))
+        assert report["round_id"] == ours.id != 1 and ours.status == "pushed"
+        assert s.scalar(select(Round.status).where(Round.id == 1)) == "selected"  # other's round 1: untouched
+    index = Client.from_settings(settings).task_index(report["project_id"])
+    assert sorted(index) == sorted(ranked)
+    code, _, err = run("push", "--round", "2", "-d", DS, "--project", project)
+    assert code == 4 and "round 2 of dataset 'mnist89' does not exist (rounds: 1)" in err
+
+
+def _dataset_id_of(s, name):
+    from curator.store.queries import dataset_id
+
+    return dataset_id(s, name)
+
+
 def test_task_deleted_by_hand(ls_round, monkeypatch, capsys):
     settings, number, ranked, project = ls_round
     first = push(settings, DS, number, project=project)
