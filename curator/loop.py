@@ -31,8 +31,10 @@ import os
 import numpy as np
 from sqlalchemy import func, select
 
+from curator import seeds
 from curator.exceptions import ValidationError
-from curator.store.models import Annotation, Evaluation, Round, RoundItem, Sample, utcnow
+from curator.store import rounds as store_rounds
+from curator.store.models import Annotation, Evaluation, Round, Sample
 from curator.store.queries import agreed_labels, dataset_id
 from curator.store.session import transaction
 
@@ -105,16 +107,9 @@ class LoopResult:
 
 # -- state -----------------------------------------------------------------------------------
 
-def _round(session, ds: int, number: int) -> Round | None:
-    return session.scalar(select(Round).where(Round.dataset_id == ds, Round.number == number))
-
-
 def _set_status(settings, ds: int, number: int, status: str) -> None:
     with transaction(settings) as s:
-        rnd = _round(s, ds, number)
-        rnd.status = status
-        if status == "done":
-            rnd.finished_at = utcnow()
+        store_rounds.set_status(s, ds, number, status)
 
 
 def labeled_arrays(settings, ds: int, split: str | None, upto: int | None = None) -> tuple[np.ndarray, list[str]]:
@@ -123,8 +118,7 @@ def labeled_arrays(settings, ds: int, split: str | None, upto: int | None = None
     with transaction(settings) as s:
         labels = agreed_labels(s, ds)
         if upto is not None:
-            later = set(s.scalars(select(RoundItem.sample_id).join(Round, Round.id == RoundItem.round_id)
-                                  .where(Round.dataset_id == ds, Round.number > upto)))
+            later = set(store_rounds.sample_ids_after(s, ds, upto).tolist())
             labels = {k: v for k, v in labels.items() if k not in later}
         q = select(Sample.id).where(Sample.dataset_id == ds, Sample.id.in_(list(labels)))
         if split:
@@ -137,9 +131,9 @@ def labeled_arrays(settings, ds: int, split: str | None, upto: int | None = None
 
 def seed_round(settings, cfg: LoopConfig, ds: int) -> None:
     """Round 0: ``initial`` samples balanced over ground-truth classes (random without it)."""
-    rng = np.random.default_rng([cfg.seed, 0])
+    rng = seeds.rng(cfg.seed, round=0, stage="seed-set")
     with transaction(settings) as s:
-        if _round(s, ds, 0) is not None:
+        if store_rounds.find(s, ds, 0) is not None:
             return
         q = select(Sample.id, Sample.gt_label).where(Sample.dataset_id == ds, Sample.duplicate_of_id.is_(None))
         if cfg.pool_split:
@@ -160,21 +154,21 @@ def seed_round(settings, cfg: LoopConfig, ds: int) -> None:
             for c in classes:
                 if by_class[c] and len(chosen) < cfg.initial:
                     chosen.append(by_class[c].pop())
-        rnd = Round(dataset_id=ds, number=0, policy="seed-balanced", params={"initial": cfg.initial},
-                    budget=cfg.initial, seed=cfg.seed, status="selected")
-        s.add(rnd)
-        s.flush()
-        s.add_all(RoundItem(round_id=rnd.id, sample_id=sid, rank=i, score=None) for i, sid in enumerate(chosen))
+        try:
+            store_rounds.create(s, ds, chosen, np.full(len(chosen), np.nan), number=0, policy="seed-balanced",
+                                params={"initial": cfg.initial}, budget=cfg.initial, seed=cfg.seed, model_id=None)
+        except store_rounds.SamplesTaken:
+            raise ValidationError(
+                f"dataset {cfg.dataset!r}: the loop's seed round 0 would take samples that a round selected "
+                "outside the loop still holds; finish (label) that round first, or run the loop on a fresh dataset"
+            ) from None
 
 
 def oracle_label(settings, ds: int, number: int) -> int:
     """Ground-truth answers for a round's samples, stored as annotations of tool "oracle"."""
     with transaction(settings) as s:
-        rnd = _round(s, ds, number)
-        rows = s.execute(
-            select(Sample.id, Sample.gt_label).join(RoundItem, RoundItem.sample_id == Sample.id)
-            .where(RoundItem.round_id == rnd.id)
-        ).all()
+        wanted = store_rounds.sample_ids(s, store_rounds.get(s, ds, number)).tolist()
+        rows = s.execute(select(Sample.id, Sample.gt_label).where(Sample.id.in_(wanted))).all()
         missing = [sid for sid, label in rows if label is None]
         if missing:
             raise ValidationError(
@@ -204,7 +198,7 @@ def evaluate(settings, cfg: LoopConfig, ds: int, number: int):
     then trains again only if it needs to select).
     """
     with transaction(settings) as s:
-        round_id = _round(s, ds, number).id
+        round_id = store_rounds.get(s, ds, number).id
         done = _evaluation(s, round_id, "test_error")
     if done is not None:
         return done[0], done[1], None
@@ -234,12 +228,11 @@ def random_baseline(settings, cfg: LoopConfig, ds: int) -> list[tuple[int, float
                           .order_by(Round.number, Evaluation.id)).all()
         recorded = s.execute(select(Evaluation.round_id, Evaluation.n_labels).where(
             Evaluation.dataset_id == ds, Evaluation.metric == BASELINE_METRIC)).all()
-        start = s.scalars(select(RoundItem.sample_id).where(RoundItem.round_id == _round(s, ds, 0).id)
-                          .order_by(RoundItem.rank)).all()
+        start = store_rounds.sample_ids(s, store_rounds.get(s, ds, 0)).tolist()
         truth = _pool_truth(s, cfg, ds)
     start = [int(i) for i in start]
     rest = np.array(sorted(set(truth) - set(start)), dtype=np.int64)
-    order = np.random.default_rng([cfg.seed, 7]).permutation(rest).tolist()
+    order = seeds.rng(cfg.seed, stage="baseline").permutation(rest).tolist()
     done_rounds = {r for r, _ in recorded if r is not None}
     done_counts = {n for r, n in recorded if r is None}  # points of an older curator: by count only
     for round_id, n in curve:
@@ -306,12 +299,9 @@ def _project(cfg: LoopConfig) -> str:
     return cfg.project or default_project_name(cfg.dataset)
 
 
-def _round_samples(settings, ds: int, number: int) -> tuple[int, list[int]]:
+def _round_samples(settings, ds: int, number: int) -> list[int]:
     with transaction(settings) as s:
-        rnd = _round(s, ds, number)
-        ids = s.scalars(select(RoundItem.sample_id).where(RoundItem.round_id == rnd.id)
-                        .order_by(RoundItem.rank)).all()
-        return rnd.id, list(ids)
+        return store_rounds.sample_ids(s, store_rounds.get(s, ds, number)).tolist()
 
 
 def push(settings, cfg: LoopConfig, ds: int, number: int) -> None:
@@ -320,8 +310,7 @@ def push(settings, cfg: LoopConfig, ds: int, number: int) -> None:
         return
     from curator.integrations.labelstudio.push import push as ls_push
 
-    round_id, _ = _round_samples(settings, ds, number)
-    ls_push(settings, round_id, project=_project(cfg))
+    ls_push(settings, cfg.dataset, number, project=_project(cfg))
 
 
 def label(settings, cfg: LoopConfig, ds: int, number: int) -> str | None:
@@ -332,7 +321,7 @@ def label(settings, cfg: LoopConfig, ds: int, number: int) -> str | None:
     from curator.integrations.labelstudio import oracle
     from curator.integrations.labelstudio.pull import pull
 
-    _, wanted = _round_samples(settings, ds, number)
+    wanted = _round_samples(settings, ds, number)
     if cfg.labeler == "labelstudio-oracle":
         pull(settings, _project(cfg))  # answers given before an interruption count once
         with transaction(settings) as s:
@@ -370,7 +359,7 @@ def advance(settings, cfg: LoopConfig, ds: int, number: int) -> str | None:
     from curator._progress import progress
 
     with transaction(settings) as s:
-        status = _round(s, ds, number).status
+        status = store_rounds.get(s, ds, number).status
     steps = STATES[STATES.index(status):] if status in STATES else STATES
     for state in progress(steps, total=len(steps), desc=f"round {number}"):
         if state == "selected":
@@ -417,7 +406,7 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = Tr
     number = 0
     for number in range(cfg.rounds + 1):
         with transaction(settings) as s:
-            rnd = _round(s, ds, number)
+            rnd = store_rounds.find(s, ds, number)
             exists, status = rnd is not None, rnd.status if rnd is not None else None
         stale |= status != "done"
         if not exists and number == 0:
@@ -457,8 +446,7 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = Tr
                            .outerjoin(Round, Round.id == Evaluation.round_id)
                            .where(Evaluation.dataset_id == ds, Evaluation.metric == "test_error")
                            .order_by(Round.number.is_(None), Round.number, Evaluation.n_labels, Evaluation.id)).all()
-        done = s.scalar(select(func.count()).select_from(Round).where(
-            Round.dataset_id == ds, Round.status == "done", Round.number > 0))
+        done = sum(1 for r in store_rounds.list_rounds(s, ds) if r.status == "done" and r.number > 0)
         baseline = s.execute(select(Evaluation.n_labels, Evaluation.value).where(
             Evaluation.dataset_id == ds, Evaluation.metric == BASELINE_METRIC).order_by(Evaluation.n_labels)).all()
     ids, _ = labeled_arrays(settings, ds, cfg.pool_split)

@@ -17,12 +17,14 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from curator import seeds
 from curator.exceptions import BudgetError, NotFoundError, StaleSelectionError, ValidationError
 from curator.settings import Settings
-from curator.store.models import Dataset, Model, OpenRoundSample, Round, RoundItem, Sample, Score
+from curator.store import rounds as store_rounds
+from curator.store.models import Dataset, Model, Sample, Score
 from curator.store.queries import dataset_classes, agreed_labels, dataset_id
 from curator.store.session import transaction
 
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 #: Rounds whose selected samples are still waiting for labels.
-OPEN_STATUSES = ("pending", "selected", "pushed")
+OPEN_STATUSES = store_rounds.OPEN_STATUSES
 
 #: How many times ``select_round`` reads the pool and selects again when other processes took some of
 #: the chosen samples first; each retry means another round was recorded meanwhile, so 5 covers a
@@ -54,6 +56,7 @@ class ScoredPool:
     pool: object  # curator.Pool
     scores: dict[str, np.ndarray]  # kind -> (n,)
     model_id: int
+    number: int = 1  # the round these scores are for (the next one): its number derives the random streams
 
 
 @dataclasses.dataclass
@@ -185,11 +188,7 @@ def pool_ids(session: Session, ds: int, split: str | None = None) -> tuple[np.nd
         q = q.where(Sample.split == split)
     candidates = np.array(session.scalars(q.order_by(Sample.id)).all(), dtype=np.int64)
     labeled = set(agreed_labels(session, ds))
-    pending = set(session.scalars(
-        select(RoundItem.sample_id).join(Round, Round.id == RoundItem.round_id)
-        .where(Round.dataset_id == ds, Round.status.in_(OPEN_STATUSES))
-    ))
-    taken = labeled | pending
+    taken = labeled | set(store_rounds.open_sample_ids(session, ds).tolist())
     mask = np.array([int(i) not in taken for i in candidates], dtype=bool)
     return candidates[mask], np.array(sorted(taken), dtype=np.int64)
 
@@ -236,14 +235,20 @@ def drop_duplicates(settings, ds: int, ids: np.ndarray, taken: np.ndarray) -> tu
 
 
 def _build_pool(settings, dataset, model, split, subsample, seed, mc_samples, dedup=False, scored=None):
+    """(dataset id, model, pool ids, Pool, near copies removed, number of the round it is for).
+
+    Its random draws (the subsample, MC dropout) come from the user's ``seed`` and the number of
+    the round being selected (``curator.seeds``), never from how much is labeled already.
+    """
     from curator import Pool
 
     model = load_model(settings, model)
     with transaction(settings) as s:
         ds = dataset_id(s, dataset)
         ids, taken = pool_ids(s, ds, split)
+        number = store_rounds.next_number(s, ds)
     if scored is not None:  # the model's outputs from score_pool: no second pass over the pool
-        if scored.model_id != model.model_id or not np.isin(scored.sample_ids, ids).all():
+        if scored.model_id != model.model_id or scored.number != number or not np.isin(scored.sample_ids, ids).all():
             raise ValidationError(
                 "the scored pool is stale (another model, or samples labeled or selected since it was "
                 "scored); score it again with this model"
@@ -252,8 +257,8 @@ def _build_pool(settings, dataset, model, split, subsample, seed, mc_samples, de
         if dedup:
             kept, removed = drop_duplicates(settings, ds, ids, taken)
             pos = np.flatnonzero(np.isin(ids, kept))
-            return ds, model, ids[pos], scored.pool.subset(pos), removed
-        return ds, model, ids, scored.pool, removed
+            return ds, model, ids[pos], scored.pool.subset(pos), removed, number
+        return ds, model, ids, scored.pool, removed, number
     if len(ids) == 0:
         from curator.exceptions import EmptyPoolError
 
@@ -262,16 +267,17 @@ def _build_pool(settings, dataset, model, split, subsample, seed, mc_samples, de
             "ingest more or label fewer"
         )
     if subsample is not None and len(ids) > subsample:
-        rng = np.random.default_rng([seed, len(taken)])
+        rng = seeds.rng(seed, round=number, stage="subsample")
         ids = np.sort(rng.choice(ids, size=subsample, replace=False))
     removed = 0
     if dedup:
         ids, removed = drop_duplicates(settings, ds, ids, taken)
-    pred = model.adapter.predict(_images(settings, ids), mc_samples=mc_samples, seed=seed)
+    pred = model.adapter.predict(_images(settings, ids), mc_samples=mc_samples,
+                                 seed=seeds.derive(seed, round=number, stage="score"))
     L = _labeled_embeddings(settings, ds, model, taken) if len(taken) else None
     pool = Pool(embeddings=pred.embeddings, probs=pred.probs, mc_probs=pred.mc_probs,
                 labeled_embeddings=L, ids=ids)
-    return ds, model, ids, pool, removed
+    return ds, model, ids, pool, removed, number
 
 
 def _scores(pool) -> dict[str, np.ndarray]:
@@ -373,7 +379,7 @@ def score_pool(settings: Settings, dataset: str, model, *, split: str | None = N
     stores nothing twice.
     """
     check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples)
-    ds, model, ids, pool, _ = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples)
+    ds, model, ids, pool, _, number = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples)
     scores = _scores(pool)
     if record:
         with transaction(settings) as s:
@@ -385,7 +391,7 @@ def score_pool(settings: Settings, dataset: str, model, *, split: str | None = N
                                                   Score.sample_id.in_(chunk)))
                 s.add_all([Score(sample_id=int(i), kind=kind, value=float(v), model_id=model.model_id)
                            for i, v in zip(ids, values) if np.isfinite(v)])
-    return ScoredPool(sample_ids=ids, pool=pool, scores=scores, model_id=model.model_id)
+    return ScoredPool(sample_ids=ids, pool=pool, scores=scores, model_id=model.model_id, number=number)
 
 
 def select_round(settings: Settings, dataset: str, model, *, budget: int, policy: str = "curator",
@@ -413,7 +419,7 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
     pol = check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples,
                           budget=budget, policy=policy, params=params, at_most=at_most)
     for _attempt in range(SELECT_TRIES):
-        ds, model, ids, pool, removed = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples,
+        ds, model, ids, pool, removed, number = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples,
                                                     dedup=dedup, scored=scored)
         scored = None  # a retry reads the pool afresh
         n = budget
@@ -424,16 +430,15 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
                     f"{removed} near duplicates); lower the budget (or select with dedup=False / --no-dedup)"
                 )
             n = len(ids)
-        positions, values = pol.select_scored(pool, budget=n, seed=seed)
+        positions, values = pol.select_scored(pool, budget=n, seed=seeds.derive(seed, round=number, stage="select"))
         chosen = ids[positions]
         recorded = {**pol.get_params(), **({"subsample": subsample} if subsample else {}),
                     "split": split, "mc_samples": mc_samples, "pool_size": int(len(ids) + removed),
                     **({"duplicates_removed": removed} if dedup else {"dedup": False})}
-        written = _record_round(settings, ds, chosen, values, policy=policy, params=_jsonable(recorded),
-                                budget=n, seed=seed, model_id=model.model_id)
-        if written is None:  # another process took some of these samples meanwhile: select again
+        round_id = _record_round(settings, ds, chosen, values, number=number, policy=policy,
+                                 params=_jsonable(recorded), budget=n, seed=seed, model_id=model.model_id)
+        if round_id is None:  # another process took some of these samples, or this number, meanwhile: again
             continue
-        round_id, number = written
         return RoundResult(round_id=round_id, number=number, policy=policy,
                            sample_ids=[int(i) for i in chosen],
                            scores=[None if not np.isfinite(v) else float(v) for v in values],
@@ -444,79 +449,29 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
     )
 
 
-def _lock_rounds(session: Session, ds: int) -> None:
-    """Serialise the writers of ``ds``'s rounds until this transaction ends.
-
-    PostgreSQL: a row lock on the dataset. SQLite: a first statement that
-    writes takes the database's write lock at once (waiting up to the busy
-    timeout), so nothing read afterwards in this transaction can be stale and
-    no read lock has to be upgraded later (that fails at once with
-    "database is locked"). Either way the next round number and the open
-    samples read after it are current.
-    """
-    table = Dataset.__table__
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(table.c.id).where(table.c.id == ds).with_for_update())
-    else:
-        session.execute(table.update().where(table.c.id == ds).values(name=table.c.name))
-
-
-def _in_open_rounds(session: Session, ids) -> list[int]:
-    ids = [int(i) for i in ids]
-    out: list[int] = []
-    for s0 in range(0, len(ids), 5000):
-        out += session.scalars(select(OpenRoundSample.sample_id)
-                               .where(OpenRoundSample.sample_id.in_(ids[s0: s0 + 5000]))).all()
-    return out
-
-
-def _record_round(settings, ds: int, chosen, values, *, policy, params, budget, seed, model_id):
-    """Write the round and its ranked items in one transaction; (round id, number), or None when
-    another process put some of ``chosen`` in an open round first (the selection is stale).
-
-    ``open_round_samples`` (migration 0005) is what makes this safe: its key
-    refuses a sample in two open rounds whoever writes; the check under the
-    lock only turns that refusal into a clean retry.
+def _record_round(settings, ds: int, chosen, values, *, number, **round_args) -> int | None:
+    """Write round ``number`` and its ranked items in one transaction; its id, or None when another
+    process put some of ``chosen`` in an open round, or recorded round ``number``, first: the
+    selection (whose random streams derive from ``number``) is stale and is made again.
     """
     from sqlalchemy.exc import IntegrityError
 
     try:
         with transaction(settings) as s:
-            _lock_rounds(s, ds)
-            if _in_open_rounds(s, chosen):
-                raise _Stale
-            number = (s.scalar(select(func.max(Round.number)).where(Round.dataset_id == ds)) or 0) + 1
-            rnd = Round(dataset_id=ds, number=number, policy=policy, params=params, budget=budget,
-                        seed=seed, model_id=model_id, status="selected")
-            s.add(rnd)
-            s.flush()
-            s.add_all([RoundItem(round_id=rnd.id, sample_id=int(sid), rank=r,
-                                 score=None if not np.isfinite(v) else float(v))
-                       for r, (sid, v) in enumerate(zip(chosen, values))])
-            s.flush()
-            return rnd.id, number
-    except _Stale:
+            return store_rounds.create(s, ds, chosen, values, number=number, **round_args).id
+    except store_rounds.SamplesTaken:
         return None
     except IntegrityError as exc:  # a writer that skipped the lock (a script, an older curator) won
-        text = str(exc.orig).lower()
-        if "open round" in text or "open_round_samples" in text or "number" in text:
+        if store_rounds.is_taken(exc):
             return None
         raise
 
 
-class _Stale(Exception):
-    """Internal: roll the write back, the selection has to be made again."""
-
-
 def round_items(session: Session, dataset: str, number: int) -> list[tuple[int, int, float | None]]:
     """(rank, sample_id, score) of round ``number`` of ``dataset``, best first."""
-    ds = dataset_id(session, dataset)
-    rnd = session.scalar(select(Round).where(Round.dataset_id == ds, Round.number == number))
-    if rnd is None:
-        raise NotFoundError(f"dataset {dataset!r} has no round {number}")
-    rows = session.execute(select(RoundItem.rank, RoundItem.sample_id, RoundItem.score)
-                           .where(RoundItem.round_id == rnd.id).order_by(RoundItem.rank)).all()
-    return [tuple(r) for r in rows]
+    got = store_rounds.items(session, store_rounds.get(session, dataset_id(session, dataset), number))
+    return [(int(r), int(i), None if not np.isfinite(v) else float(v))
+            for r, i, v in zip(got.rank, got.sample_id, got.score)]
 
 
 def _jsonable(value):

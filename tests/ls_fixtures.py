@@ -84,10 +84,15 @@ def ls_settings(ls_server, tmp_path):
     return with_database(ls_server, None, tmp_path)
 
 
+#: The dataset ``make_round`` ingests.
+LS_DATASET = "mnist89"
+
+
 def make_round(settings: Settings, small_idx, n: int = 12):
     """Ingest the small sample and record a round of ``n`` samples ranked against id order.
 
-    Returns (round_id, ranked sample ids, a project name unique to the caller).
+    Returns (the round's number, ranked sample ids, a project name unique to the caller); the round
+    is round 1 of dataset ``mnist89`` (``LS_DATASET``).
     """
     from sqlalchemy import select
 
@@ -105,13 +110,12 @@ def make_round(settings: Settings, small_idx, n: int = 12):
         s.flush()
         s.add_all(RoundItem(round_id=rnd.id, sample_id=sid, rank=r, score=1.0 - r / 100)
                   for r, sid in enumerate(ranked))
-        round_id = rnd.id
-    return round_id, ranked, f"t-{uuid.uuid4().hex[:10]}"
+    return 1, ranked, f"t-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
 def ls_round(ls_settings, small_idx):
-    """(settings, round_id, ranked sample ids, project name) on SQLite."""
+    """(settings, round number, ranked sample ids, project name) on SQLite; the dataset is ``LS_DATASET``."""
     return (ls_settings, *make_round(ls_settings, small_idx))
 
 

@@ -118,7 +118,8 @@ DEDUP = [
 ]
 
 LABELSTUDIO = [
-    case("push-round-zero", ["push", "--round", "0"], "--round"),
+    case("push-round-zero", ["push", "--round", "0"], "round 0 of dataset 'pool' does not exist (rounds: none yet)"),
+    case("push-dataset-unknown", ["push", "--round", "1", "-d", "nope"], "dataset 'nope' does not exist"),
     case("push-round-negative", ["push", "--round", "-3"], "--round"),
     case("push-round-not-int", ["push", "--round", "first"], "--round"),
     case("push-round-unknown", ["push", "--round", "999"], "round 999"),

@@ -342,10 +342,10 @@ main(sys.argv[1:])
 """
 
 
-def _push_together(settings, round_id, project, barrier):
+def _push_together(settings, number, project, barrier):
     env = _env(settings, CURATOR_LABELSTUDIO_URL=settings.labelstudio_url,
                CURATOR_LABELSTUDIO_TOKEN=settings.labelstudio_token)
-    argv = ["push", "--round", str(round_id), "--project", project, "--json"]
+    argv = ["push", "--round", str(number), "--project", project, "--json"]
     results = _together(2, PUSH_CHILD, lambda i: argv, lambda i: env, barrier)
     _clean(results)
     assert [r[0] for r in results] == [0, 0], [r[2] for r in results]
@@ -362,9 +362,9 @@ def test_two_pushes_at_once_import_each_sample_once_into_one_project(ls_server, 
     from curator.integrations.labelstudio.client import Client
 
     settings = with_database(ls_server, db_settings.db_url, tmp_path)
-    round_id, ranked, project = make_round(settings, small_idx, n=12)
+    number, ranked, project = make_round(settings, small_idx, n=12)
 
-    first, second = _push_together(settings, round_id, project, tmp_path / "bar1")  # a new project
+    first, second = _push_together(settings, number, project, tmp_path / "bar1")  # a new project
     assert (first["imported"], second["imported"], second["already_linked"]) == (12, 0, 12)
     assert first["created_project"] and not second["created_project"]
     client = Client.from_settings(settings)
@@ -373,11 +373,11 @@ def test_two_pushes_at_once_import_each_sample_once_into_one_project(ls_server, 
     assert sorted(index) == sorted(ranked) and all(len(t) == 1 for t in index.values())
 
     with transaction(settings) as s:  # a second round, into the project that now exists
-        ds = s.scalar(select(Round.dataset_id).where(Round.id == round_id))
+        ds = s.scalar(select(Round.dataset_id).where(Round.number == number))
         free = s.scalars(select(Sample.id).where(Sample.dataset_id == ds, Sample.id.not_in(ranked))
                          .order_by(Sample.id).limit(10)).all()
-    round2 = _round(settings, ds, 2, free)
-    first, second = _push_together(settings, round2, project, tmp_path / "bar2")
+    _round(settings, ds, 2, free)
+    first, second = _push_together(settings, 2, project, tmp_path / "bar2")
     assert (first["imported"], second["imported"]) == (10, 0)
     index = client.task_index(first["project_id"])
     assert sorted(index) == sorted(ranked + free) and all(len(t) == 1 for t in index.values())
@@ -513,12 +513,12 @@ def test_push_to_a_server_that_never_answers_fails_within_the_timeout(db_setting
 
     timeout, retries = 1.0, 1
     settings = db_settings
-    round_id, _, project = make_round(settings, small_idx, n=4)
+    number, _, project = make_round(settings, small_idx, n=4)
     before = db_digest(settings)
     env = _env(settings, CURATOR_LABELSTUDIO_URL=silent_server, CURATOR_LABELSTUDIO_TOKEN="secret-token-1234567890",
                CURATOR_LABELSTUDIO_TIMEOUT=str(timeout), CURATOR_LABELSTUDIO_RETRIES=str(retries))
     t0 = time.monotonic()
-    proc = subprocess.run([PY, "-m", "curator", "push", "--round", str(round_id), "--project", project],
+    proc = subprocess.run([PY, "-m", "curator", "push", "--round", str(number), "--project", project],
                           env=env, capture_output=True, text=True, timeout=120)
     elapsed = time.monotonic() - t0
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
@@ -553,8 +553,8 @@ def test_push_to_a_silent_server_is_refused_cleanly(sandbox, small_idx, silent_s
     """The bad-input harness: one error line, the database as it was, nothing written outside."""
     from ls_fixtures import make_round
 
-    round_id, _, project = make_round(sandbox.settings, small_idx, n=3)
+    number, _, project = make_round(sandbox.settings, small_idx, n=3)
     for var, value in (("URL", silent_server), ("TOKEN", "secret-token-1234567890"), ("TIMEOUT", "0.5"),
                        ("RETRIES", "0")):
         monkeypatch.setenv(f"CURATOR_LABELSTUDIO_{var}", value)
-    refused(sandbox, ["push", "--round", round_id, "--project", project], match=silent_server)
+    refused(sandbox, ["push", "--round", number, "--project", project], match=silent_server)

@@ -174,7 +174,7 @@ def test_push_and_pull_from_the_app_with_a_real_label_studio(ls_round, fo, monke
     from curator.integrations.fiftyone import sync
     from curator.integrations.labelstudio import oracle
 
-    settings, round_id, ranked, project = ls_round
+    settings, _, ranked, project = ls_round
     for env, value in {"CURATOR_WORKSPACE": str(settings.workspace), "CURATOR_DB_URL": settings.db_url,
                        "CURATOR_LABELSTUDIO_URL": settings.labelstudio_url,
                        "CURATOR_LABELSTUDIO_TOKEN": settings.labelstudio_token}.items():

@@ -210,6 +210,29 @@ def test_version_labels_are_pure_and_versions_build_no_query():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stdout + out.stderr
 
+#: Core modules held to a shorter list than CORE_FORBIDDEN: module -> the only non-stdlib imports allowed.
+ONLY = {"curator.seeds": {"numpy"}}
+
+
+def test_seeds_is_core_and_imports_numpy_only():
+    """Every step and executor derives its randomness from curator.seeds, so it must load anywhere."""
+    for module, allowed in ONLY.items():
+        path = ROOT / (module.replace(".", "/") + ".py")
+        assert _layer(module) == 0
+        tops = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                tops.add((node.module or "").split(".")[0] if node.level == 0 else "curator")
+            elif isinstance(node, ast.Import):
+                tops |= {a.name.split(".")[0] for a in node.names}
+        outside = {t for t in tops if t not in sys.stdlib_module_names and t != "__future__"}
+        assert outside == allowed, f"{module} imports {sorted(outside)}; only {sorted(allowed)} is allowed"
+    out = subprocess.run([sys.executable, "-c", "import sys, curator.seeds; "
+                          "print(sorted(m for m in ('torch', 'faiss', 'sqlalchemy', 'click') if m in sys.modules))"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 def test_cli_ingest_env_settings_and_errors(tmp_path):
     env = {"CURATOR_WORKSPACE": str(tmp_path / "ws"), "CURATOR_DB_URL": f"sqlite:///{tmp_path / 'my.db'}"}
     images, labels = SAMPLE / "test-images-idx3-ubyte.gz", SAMPLE / "test-labels-idx1-ubyte.gz"

@@ -18,7 +18,7 @@ from curator.integrations.labelstudio.push import push
 from curator.store.models import Annotation, LabelProject, Sample, TaskLink
 from curator.store.queries import agreed_labels
 from curator.store.session import transaction
-from ls_fixtures import make_round, with_database
+from ls_fixtures import LS_DATASET as DS, make_round, with_database
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
@@ -50,7 +50,7 @@ def _dataset_id(settings):
 def test_push_queue_oracle_pull_update(ls_server, db_settings, small_idx, tmp_path):
     """The whole loop on SQLite and PostgreSQL: push, re-push, queue order, answers, pull, edits."""
     settings = with_database(ls_server, db_settings.db_url, tmp_path)
-    round_id, ranked, project = make_round(settings, small_idx)
+    number, ranked, project = make_round(settings, small_idx)
     truth = _truth(settings, ranked)
     outside = tmp_path / "elsewhere.png"  # an image ingested from outside the media folder
     with transaction(settings) as s:
@@ -61,7 +61,7 @@ def test_push_queue_oracle_pull_update(ls_server, db_settings, small_idx, tmp_pa
     predictions = {sid: (wrong[sid] if i % 2 else truth[sid], 0.5 + i / 100, "cnn-v1")
                    for i, sid in enumerate(ranked)}
 
-    report = push(settings, round_id, project=project, predictions=predictions, batch_size=5)
+    report = push(settings, DS, number, project=project, predictions=predictions, batch_size=5)
     assert (report.imported, report.already_linked, report.created_project) == (12, 0, True)
     client = Client.from_settings(settings)
     index = client.task_index(report.project_id)
@@ -79,7 +79,7 @@ def test_push_queue_oracle_pull_update(ls_server, db_settings, small_idx, tmp_pa
     embedded = client.http("GET", f"api/tasks/{index[ranked[5]][0]}", "read task")["data"]["image"]
     assert embedded.startswith("data:image/png;base64,")
 
-    again = push(settings, round_id, project=project, predictions=predictions)
+    again = push(settings, DS, number, project=project, predictions=predictions)
     assert (again.imported, again.already_linked) == (0, 12)
     assert sum(len(v) for v in client.task_index(report.project_id).values()) == 12
 
@@ -123,7 +123,7 @@ def agreed_labels_of(settings):
 
 
 def test_interrupted_push_then_rerun_keeps_each_sample_once(ls_round, monkeypatch):
-    settings, round_id, ranked, project = ls_round
+    settings, number, ranked, project = ls_round
     real = push_mod._commit_links
     calls = {"n": 0}
 
@@ -135,7 +135,7 @@ def test_interrupted_push_then_rerun_keeps_each_sample_once(ls_round, monkeypatc
 
     monkeypatch.setattr(push_mod, "_commit_links", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
-        push(settings, round_id, project=project, batch_size=4)
+        push(settings, DS, number, project=project, batch_size=4)
     monkeypatch.setattr(push_mod, "_commit_links", real)
     assert len(_links(settings, project)) == 4
     client = Client.from_settings(settings)
@@ -147,7 +147,7 @@ def test_interrupted_push_then_rerun_keeps_each_sample_once(ls_round, monkeypatc
     copy = client.http("GET", f"api/tasks/{client.task_index(pid)[ranked[0]][0]}", "read task")["data"]
     client.http("POST", f"api/projects/{pid}/import", "import copy", json=[{"data": copy}])
 
-    report = push(settings, round_id, project=project, batch_size=4)
+    report = push(settings, DS, number, project=project, batch_size=4)
     assert (report.already_linked, report.reconciled, report.imported, report.duplicates_removed) == (4, 4, 4, 1)
     index = client.task_index(pid)
     assert sorted(index) == sorted(ranked) and all(len(v) == 1 for v in index.values())
@@ -155,16 +155,16 @@ def test_interrupted_push_then_rerun_keeps_each_sample_once(ls_round, monkeypatc
 
 
 def test_server_down_and_wrong_token(ls_round, tmp_path):
-    settings, round_id, _, project = ls_round
+    settings, number, _, project = ls_round
     from ls_fixtures import _free_port
 
     down = dataclasses.replace(settings, labelstudio_url=f"http://127.0.0.1:{_free_port()}")
     with pytest.raises(LabelStudioError, match="does not answer.*curator labelstudio up") as err:
-        push(down, round_id, project=project)
+        push(down, DS, number, project=project)
     assert down.labelstudio_url in str(err.value)
     bad_token = "wrong-" + settings.labelstudio_token[::-1]
     with pytest.raises(LabelStudioError, match="refused the API token") as err:
-        push(dataclasses.replace(settings, labelstudio_token=bad_token), round_id, project=project)
+        push(dataclasses.replace(settings, labelstudio_token=bad_token), DS, number, project=project)
     assert bad_token not in str(err.value) and settings.labelstudio_token not in str(err.value)
     with transaction(settings) as s:
         assert s.scalar(select(func.count()).select_from(TaskLink)) == 0
@@ -172,16 +172,16 @@ def test_server_down_and_wrong_token(ls_round, tmp_path):
 
 
 def test_project_deleted_on_server(ls_round):
-    settings, round_id, ranked, project = ls_round
-    first = push(settings, round_id, project=project)
+    settings, number, ranked, project = ls_round
+    first = push(settings, DS, number, project=project)
     client = Client.from_settings(settings)
     client.http("DELETE", f"api/projects/{first.project_id}", "delete project")
     with pytest.raises(LabelStudioError, match="no longer exists.*--recreate"):
-        push(settings, round_id, project=project)
+        push(settings, DS, number, project=project)
     with pytest.raises(LabelStudioError, match="no longer exists"):
         pull(settings, project)
     assert len(_links(settings, project)) == 12  # nothing changed
-    again = push(settings, round_id, project=project, recreate=True)
+    again = push(settings, DS, number, project=project, recreate=True)
     assert again.project_id != first.project_id and again.imported == 12
     assert sorted(client.task_index(again.project_id)) == sorted(ranked)
 
@@ -200,9 +200,51 @@ def _cli(settings, monkeypatch, capsys, *args):
     return exit_.value.code, out.out, out.err
 
 
+def test_push_finds_the_round_by_its_number_within_the_dataset(ls_server, db_settings, small_idx, tmp_path,
+                                                               monkeypatch, capsys):
+    """`curator push --round 1 -d mnist89` pushes mnist89's round 1, whose id is 2 (another dataset's
+    round 1 was recorded first); without --dataset, two datasets are a one-line error naming both."""
+    from curator.ingest import ingest_idx
+    from curator.store import rounds as store_rounds
+    from curator.store.models import Round
+
+    settings = with_database(ls_server, db_settings.db_url, tmp_path)
+    ingest_idx(*small_idx, dataset="other", split="train", settings=settings)
+    with transaction(settings) as s:
+        other = _dataset_id_of(s, "other")
+        first = s.scalars(select(Sample.id).where(Sample.dataset_id == other).order_by(Sample.id).limit(5)).all()
+        store_rounds.create(s, other, first, [0.5] * 5, policy="p", params=None, budget=5, seed=0, model_id=None)
+    number, ranked, project = make_round(settings, small_idx)
+
+    def run(*args):
+        return _cli(settings, monkeypatch, capsys, *args)
+
+    code, out, err = run("push", "--round", str(number), "--project", project)
+    assert code == ValidationError.exit_code and err.count("\n") == 1
+    assert "several datasets exist (mnist89, other); pass --dataset NAME" in err
+    code, out, err = run("push", "--round", str(number), "-d", "MNIST89", "--project", project, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert (report["dataset"], report["round"], report["imported"]) == (DS, 1, len(ranked))
+    with transaction(settings) as s:
+        ours = s.scalar(select(Round).where(Round.dataset_id == _dataset_id_of(s, DS), Round.number == 1))
+        assert report["round_id"] == ours.id != 1 and ours.status == "pushed"
+        assert s.scalar(select(Round.status).where(Round.id == 1)) == "selected"  # other's round 1: untouched
+    index = Client.from_settings(settings).task_index(report["project_id"])
+    assert sorted(index) == sorted(ranked)
+    code, _, err = run("push", "--round", "2", "-d", DS, "--project", project)
+    assert code == 4 and "round 2 of dataset 'mnist89' does not exist (rounds: 1)" in err
+
+
+def _dataset_id_of(s, name):
+    from curator.store.queries import dataset_id
+
+    return dataset_id(s, name)
+
+
 def test_task_deleted_by_hand(ls_round, monkeypatch, capsys):
-    settings, round_id, ranked, project = ls_round
-    first = push(settings, round_id, project=project)
+    settings, number, ranked, project = ls_round
+    first = push(settings, DS, number, project=project)
     oracle.annotate(settings, project, limit=1)
     assert pull(settings, project).new == 1
     client = Client.from_settings(settings)
@@ -214,29 +256,29 @@ def test_task_deleted_by_hand(ls_round, monkeypatch, capsys):
     report = pull(settings, project)
     assert report.missing_tasks == [ranked[0]] and report.deleted == 0
     with pytest.raises(LabelStudioError, match="deleted on the server.*--replace-deleted"):
-        push(settings, round_id, project=project)
-    again = push(settings, round_id, project=project, replace_deleted=True)
+        push(settings, DS, number, project=project)
+    again = push(settings, DS, number, project=project, replace_deleted=True)
     assert again.imported == 1
     index = client.task_index(first.project_id)
     assert sorted(index) == sorted(ranked) and all(len(v) == 1 for v in index.values())
 
 
 def test_missing_image_and_bad_config_reach_nothing(ls_round, tmp_path):
-    settings, round_id, ranked, project = ls_round
+    settings, number, ranked, project = ls_round
     with transaction(settings) as s:
         s.get(Sample, ranked[2]).uri = str(tmp_path / "gone.png")
     with pytest.raises(ValidationError, match=f"missing on disk: sample {ranked[2]}"):
-        push(settings, round_id, project=project)
+        push(settings, DS, number, project=project)
     bad = ('<View><Image name="img" value="$image"/><Choices name="c" toName="img">'
            '<Choice value="0"/><Choice value="1"/></Choices></View>')
     with pytest.raises(ValidationError, match="lacks the dataset's classes"):
-        push(settings, round_id, project=project + "b", label_config=bad)
+        push(settings, DS, number, project=project + "b", label_config=bad)
     client = Client.from_settings(settings)
     assert client.find_projects(project) == [] and client.find_projects(project + "b") == []
 
 
 def test_user_config_and_cli(ls_round, monkeypatch, capsys):
-    settings, round_id, ranked, project = ls_round
+    settings, number, ranked, project = ls_round
     config = settings.workspace / f"{project}.xml"
     choices = "".join(f'<Choice value="{c}"/>' for c in range(10))
     config.write_text(f'<View><Text name="t" value="$dataset"/><Image name="pic" value="$image"/>'
@@ -245,7 +287,7 @@ def test_user_config_and_cli(ls_round, monkeypatch, capsys):
     def run(*args):
         return _cli(settings, monkeypatch, capsys, *args)
 
-    code, out, _ = run("push", "--round", str(round_id), "--project", project, "--label-config", str(config), "--json")
+    code, out, _ = run("push", "--round", str(number), "--project", project, "--label-config", str(config), "--json")
     assert code == 0 and json.loads(out)["imported"] == 12
     oracle.annotate(settings, project, limit=2)
     code, out, _ = run("pull", "--project", project, "--json")
@@ -269,10 +311,10 @@ def test_screenshot_of_the_queue_shows_the_task_and_its_preannotation(ls_round, 
 
     if not os.path.exists(CHROMIUM):
         unavailable(f"{CHROMIUM} is missing: apt-get install -y chromium (tests/services.sh does)")
-    settings, round_id, ranked, project = ls_round
+    settings, number, ranked, project = ls_round
     truth = _truth(settings, ranked)
     predictions = {sid: (truth[sid], 0.42, "cnn-v1") for sid in ranked}
-    report = push(settings, round_id, project=project, predictions=predictions)
+    report = push(settings, DS, number, project=project, predictions=predictions)
     task_id = _links(settings, project)[ranked[0]]
     out = screenshot_task(settings, report.project_id, report.view_id, task_id, tmp_path / "queue.png",
                           expect_text=f"Sample {ranked[0]}, rank 0")
@@ -289,15 +331,15 @@ def test_predictions_from_the_rounds_stored_scores(ls_round):
     """Without explicit predictions, push shows the round model's "prediction"/"confidence" scores."""
     from curator.store.models import Model, Round, Score
 
-    settings, round_id, ranked, project = ls_round
+    settings, number, ranked, project = ls_round
     with transaction(settings) as s:
         model = Model(name="cnn", version="r1", checksum="0" * 64)
         s.add(model)
         s.flush()
-        s.get(Round, round_id).model_id = model.id
+        s.scalar(select(Round).where(Round.number == number)).model_id = model.id
         s.add_all([Score(sample_id=sid, kind="prediction", value=float(i % 10), model_id=model.id) for i, sid in enumerate(ranked)]
                   + [Score(sample_id=sid, kind="confidence", value=0.3, model_id=model.id) for sid in ranked])
-    report = push(settings, round_id, project=project)
+    report = push(settings, DS, number, project=project)
     task = Client.from_settings(settings).http("GET", f"api/tasks/{_links(settings, project)[ranked[3]]}", "read task")
     (pred,) = task["predictions"]
     assert (pred["model_version"], pred["score"]) == ("cnn:r1", pytest.approx(0.3))

@@ -59,7 +59,8 @@ def main() -> None:
     from curator.integrations.labelstudio.pull import pull
     from curator.integrations.labelstudio.push import push
     from curator.settings import load_settings
-    from curator.store.models import Dataset, Round, RoundItem, Sample
+    from curator.store import rounds as store_rounds
+    from curator.store.models import Dataset, Sample
     from curator.store.session import transaction
 
     workspace = args.workspace or Path(tempfile.mkdtemp(prefix="curator-ls-bench-"))
@@ -86,24 +87,18 @@ def main() -> None:
             ds = s.scalar(select(Dataset).where(Dataset.name == "mnist-t10k"))
             rows = s.execute(select(Sample.id, Sample.gt_label).where(Sample.dataset_id == ds.id)
                              .order_by(Sample.id).limit(args.n)).all()
-            number = (s.scalar(select(Round.number).where(Round.dataset_id == ds.id)
-                               .order_by(Round.number.desc())) or 0) + 1
-            rnd = Round(dataset_id=ds.id, number=number, policy="bench", budget=len(rows), seed=0, status="selected")
-            s.add(rnd)
-            s.flush()
             order = rng.permutation(len(rows))
-            s.add_all(RoundItem(round_id=rnd.id, sample_id=rows[i][0], rank=r, score=float(rng.random()))
-                      for r, i in enumerate(order))
-            round_id = rnd.id
+            number = store_rounds.create(s, ds.id, [rows[i][0] for i in order], rng.random(len(rows)),
+                                         policy="bench", params=None, budget=len(rows), seed=0, model_id=None).number
         predictions = {sid: (lab if rng.random() < 0.9 else str((int(lab) + 1) % 10), float(rng.random()), "bench-cnn")
                        for sid, lab in rows}
         tag = secrets.token_hex(3)
 
         t0 = time.perf_counter()
-        rep = push(settings, round_id, project=f"bench-push-{tag}", predictions=predictions)
+        rep = push(settings, "mnist-t10k", number, project=f"bench-push-{tag}", predictions=predictions)
         log({"step": "push", "tasks": rep.imported, "seconds": round(time.perf_counter() - t0, 2)}, args.out)
         t0 = time.perf_counter()
-        again = push(settings, round_id, project=f"bench-push-{tag}", predictions=predictions)
+        again = push(settings, "mnist-t10k", number, project=f"bench-push-{tag}", predictions=predictions)
         log({"step": "re-push", "imported": again.imported, "already": again.already_linked,
              "seconds": round(time.perf_counter() - t0, 2)}, args.out)
 
@@ -130,7 +125,7 @@ def main() -> None:
             s.add(LabelProject(tool=TOOL, name=name, external_id=pid, dataset_id=ds.id, label_config=cfg.xml,
                                from_name=cfg.from_name, to_name=cfg.to_name, image_field=cfg.image_field))
         t0 = time.perf_counter()
-        rec = push(settings, round_id, project=name)
+        rec = push(settings, "mnist-t10k", number, project=name)
         log({"step": "reconcile (push finds all on the server)", "reconciled": rec.reconciled,
              "imported": rec.imported, "seconds": round(time.perf_counter() - t0, 2)}, args.out)
         t0 = time.perf_counter()

@@ -80,7 +80,9 @@ def _read_predictions(path: Path | None) -> dict | None:
 
 
 @click.command()
-@click.option("--round", "round_id", type=click.IntRange(min=1), required=True, help="Id of the selection round to push.")
+@click.option("--round", "number", type=click.IntRange(min=0), required=True,
+              help="Number of the round to push, as `curator select` printed it.")
+@dataset_option(required=False, help="Dataset of the round (default: the only dataset).")
 @name_option("--project", kind="project", help="Label Studio project title (default: curator-<dataset>).")
 @click.option("--label-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Labeling configuration XML (default: image classification over the dataset's classes).")
@@ -91,16 +93,21 @@ def _read_predictions(path: Path | None) -> dict | None:
 @click.option("--replace-deleted", is_flag=True, help="Push again samples whose task was deleted by hand.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def push(ctx, round_id, project, label_config, predictions, batch_size, recreate, replace_deleted, as_json):
+def push(ctx, number, dataset, project, label_config, predictions, batch_size, recreate, replace_deleted, as_json):
     """Push a selection round to Label Studio; each sample reaches a project exactly once.
 
     Safe to run again after an interruption: samples already on the server are
     recognised by their sample id and not imported twice.
     """
     from curator.integrations.labelstudio.push import push as do_push
+    from curator.store.queries import resolve_dataset
+    from curator.store.session import transaction
 
+    settings = settings_from(ctx)
+    with transaction(settings) as s:
+        _, dataset = resolve_dataset(s, dataset)
     report = do_push(
-        settings_from(ctx), round_id, project=project,
+        settings, dataset, number, project=project,
         label_config=label_config.read_text() if label_config else None,
         predictions=_read_predictions(predictions), batch_size=batch_size,
         recreate=recreate, replace_deleted=replace_deleted,
@@ -109,7 +116,7 @@ def push(ctx, round_id, project, label_config, predictions, batch_size, recreate
         click.echo(json.dumps(report.as_dict()))
         return
     click.echo(
-        f"round {round_id} -> project {report.project!r} (id {report.project_id}): {report.imported} imported, "
+        f"{dataset}: round {number} -> project {report.project!r} (id {report.project_id}): {report.imported} imported, "
         f"{report.already_linked} already there, {report.reconciled} recovered from an interrupted push; "
         f"{report.url}/projects/{report.project_id}/data?tab={report.view_id}"
     )

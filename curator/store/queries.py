@@ -119,3 +119,19 @@ def agreed_labels(session: Session, dataset: int) -> dict[int, tuple[str, float,
         winner = next(lab for lab in reversed(labels) if counts[lab] == top)
         out[sample_id] = (winner, top / len(labels), len(labels))
     return out
+
+
+def resolve_dataset(session: Session, name: str | None) -> tuple[int, str]:
+    """(id, name) of dataset ``name``; with None, of the only dataset (a command's default ``--dataset``),
+    else a one-line error listing the datasets to choose from."""
+    from curator.exceptions import ValidationError
+
+    if name is not None:
+        ds = dataset_id(session, name)
+        return ds, session.scalar(select(Dataset.name).where(Dataset.id == ds))
+    rows = session.execute(select(Dataset.id, Dataset.name).order_by(Dataset.name)).all()
+    if len(rows) == 1:
+        return int(rows[0][0]), rows[0][1]
+    if not rows:
+        raise NotFoundError("no dataset exists yet; create one with: curator ingest PATH --dataset NAME")
+    raise ValidationError(f"several datasets exist ({', '.join(r[1] for r in rows)}); pass --dataset NAME")

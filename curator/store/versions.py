@@ -33,7 +33,7 @@ from curator.store.models import (
     RoundItem,
     Sample,
 )
-from curator.store.queries import agreed_labels, dataset_id, fetch_all
+from curator.store.queries import agreed_labels, dataset_id, fetch_all, resolve_dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,20 +89,6 @@ class RoundSource:
 
 
 # --------------------------------------------------------------------------- datasets
-
-
-def resolve_dataset(s: Session, dataset: str | None) -> tuple[int, str]:
-    """(id, name) of ``dataset``, or of the only dataset when ``dataset`` is None."""
-    if dataset is not None:
-        return dataset_id(s, dataset), dataset
-    rows = s.execute(select(Dataset.id, Dataset.name).order_by(Dataset.name)).all()
-    if len(rows) == 1:
-        return rows[0][0], rows[0][1]
-    if not rows:
-        raise NotFoundError("no dataset exists yet; create one with: curator ingest PATH --dataset NAME")
-    raise ValidationError(
-        f"dataset: several exist ({', '.join(r[1] for r in rows)}); pass --dataset NAME"
-    )
 
 
 def lock_dataset(s: Session, dataset: str | None) -> tuple[int, str]:

@@ -99,15 +99,12 @@ def check_budget(budget, pool: int) -> str | None:
 
 
 def round_numbers(link: Link) -> list[int]:
-    from sqlalchemy import select
-
-    from curator.store.models import Round
+    from curator.store import rounds as store_rounds
     from curator.store.queries import dataset_id
     from curator.store.session import transaction
 
     with transaction(link.settings) as s:
-        ds = dataset_id(s, link.dataset)
-        return list(s.scalars(select(Round.number).where(Round.dataset_id == ds).order_by(Round.number)))
+        return store_rounds.numbers(s, dataset_id(s, link.dataset))
 
 
 # ---------------------------------------------------------------- versions
@@ -215,21 +212,6 @@ def select(link: Link, policy: str, budget: int, seed: int = 0, model: str | Non
 # ------------------------------------------------------------ Label Studio
 
 
-def _round_id(link: Link, number: int) -> int:
-    from sqlalchemy import select
-
-    from curator.store.models import Round
-    from curator.store.queries import dataset_id
-    from curator.store.session import transaction
-
-    with transaction(link.settings) as s:
-        ds = dataset_id(s, link.dataset)
-        rid = s.scalar(select(Round.id).where(Round.dataset_id == ds, Round.number == int(number)))
-        if rid is None:
-            raise NotFoundError(f"round {number} of dataset {link.dataset!r} does not exist")
-        return rid
-
-
 def default_project(link: Link) -> str:
     from curator.integrations.labelstudio.push import default_project_name
 
@@ -240,7 +222,7 @@ def push(link: Link, round_number: int, project: str | None = None) -> str:
     """Push a round to Label Studio (``curator.integrations.labelstudio.push``)."""
     from curator.integrations.labelstudio.push import push as ls_push
 
-    report = ls_push(link.settings, _round_id(link, round_number), project=project)
+    report = ls_push(link.settings, link.dataset, int(round_number), project=project)
     return (
         f"round {round_number} -> Label Studio project {report.project!r}: {report.imported} tasks imported, "
         f"{report.already_linked} already there; {report.url}"

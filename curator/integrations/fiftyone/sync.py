@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-from curator.exceptions import FiftyOneError, NotFoundError, ValidationError
+from curator.exceptions import FiftyOneError, ValidationError
 
 #: Score kinds whose "most uncertain" view is built, in order of preference.
 UNCERTAINTY_KINDS = ("entropy", "bald", "margin", "least_confidence", "variation_ratio")
@@ -154,7 +154,8 @@ def _collect(s, settings, dataset: str, round: int | None, version: str | None):
     from sqlalchemy import select
 
     from curator.store import queries
-    from curator.store.models import Dataset, Round, RoundItem, Sample, Score
+    from curator.store import rounds as store_rounds
+    from curator.store.models import Dataset, Sample, Score
 
     ds_id = queries.dataset_id(s, dataset)
     classes = list(s.scalar(select(Dataset.classes).where(Dataset.id == ds_id)) or [])
@@ -169,23 +170,8 @@ def _collect(s, settings, dataset: str, round: int | None, version: str | None):
         raise ValidationError(f"dataset {dataset!r} holds no samples; ingest some first: curator ingest PATH --dataset {dataset}")
     members: dict[int, str] | None = None
     scope: dict[str, Any] = {"dataset": dataset}
-    round_numbers = list(
-        s.scalars(select(Round.number).where(Round.dataset_id == ds_id).order_by(Round.number))
-    )
     if round is not None:
-        if round not in round_numbers:
-            raise NotFoundError(
-                f"round {round} of dataset {dataset!r} does not exist (rounds: "
-                f"{', '.join(map(str, round_numbers)) or 'none yet'}); select one first: "
-                f"curator select --dataset {dataset}"
-            )
-        in_round = set(
-            s.scalars(
-                select(RoundItem.sample_id)
-                .join(Round, Round.id == RoundItem.round_id)
-                .where(Round.dataset_id == ds_id, Round.number == round)
-            )
-        )
+        in_round = set(store_rounds.sample_ids(s, store_rounds.get(s, ds_id, round)).tolist())
         rows = [r for r in rows if r.id in in_round]
         scope["round"] = round
     if version is not None:
@@ -224,20 +210,16 @@ def _collect(s, settings, dataset: str, round: int | None, version: str | None):
     _put_prediction(cols, by_kind, classes)
 
     # Rounds: the latest round that selected a sample wins.
-    items = s.execute(
-        select(Round.number, RoundItem.sample_id, RoundItem.rank, RoundItem.score)
-        .join(Round, Round.id == RoundItem.round_id)
-        .where(Round.dataset_id == ds_id)
-        .order_by(Round.number, RoundItem.rank)
-    ).all()
-    if items:
+    numbers, items = store_rounds.all_items(s, ds_id)
+    if len(items):
         rnd, rank, rscore = {}, {}, {}
-        for number, sid, r, sc in items:
+        for number, sid, r, sc in zip(numbers.tolist(), items.sample_id.tolist(), items.rank.tolist(),
+                                      items.score.tolist()):
             rnd[sid], rank[sid], rscore[sid] = number, r, sc
         cols.put("curator_round", "int", rnd)
         cols.put("curator_rank", "int", rank)
-        cols.put("curator_round_score", "float", {k: v for k, v in rscore.items() if v is not None})
-        cols.latest_round = round if round is not None else max(round_numbers)
+        cols.put("curator_round_score", "float", {k: v for k, v in rscore.items() if not np.isnan(v)})
+        cols.latest_round = round if round is not None else int(numbers.max())
     else:
         cols.skipped["rounds"] = f"no round selected yet; run: curator select --dataset {dataset}"
 

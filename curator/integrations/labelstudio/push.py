@@ -41,7 +41,7 @@ from urllib.parse import quote
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from curator.exceptions import LabelStudioError, NotFoundError, ValidationError
+from curator.exceptions import LabelStudioError, ValidationError
 from curator.integrations.labelstudio import TOOL
 from curator.integrations.labelstudio.client import Client, NotOnServer
 from curator.integrations.labelstudio.labelconfig import LabelConfig, image_classification, validate
@@ -58,7 +58,9 @@ LOCK_WAIT_S = 600.0
 class PushReport:
     project: str
     project_id: int
-    round_id: int
+    round_id: int  # the store's key of the round (task links point at it)
+    dataset: str = ""
+    round: int = 0  # the round's number within its dataset: what commands take and print
     selected: int = 0
     already_linked: int = 0
     reconciled: int = 0  # found on the server without a link (interrupted push)
@@ -86,22 +88,26 @@ def default_project_name(dataset: str) -> str:
 
 
 # -- database reads/writes (take a session, never commit) ------------------------------------
-def _round_items(s: Session, round_id: int):
-    from curator.store.models import Dataset, Round, RoundItem, Sample
+def _round_items(s: Session, dataset: str, number: int):
+    """(the round, its dataset row, its items in rank order) of round ``number`` of ``dataset``."""
+    import math
 
-    rnd = s.get(Round, round_id)
-    if rnd is None:
-        raise NotFoundError(f"round {round_id} does not exist; list rounds or select one first")
+    from curator.store import rounds as store_rounds
+    from curator.store.models import Dataset, Sample
+    from curator.store.queries import dataset_id
+
+    rnd = store_rounds.get(s, dataset_id(s, dataset), number)
     ds = s.get(Dataset, rnd.dataset_id)
-    rows = s.execute(
-        select(RoundItem.sample_id, RoundItem.rank, RoundItem.score, Sample.uri, Sample.sha256)
-        .join(Sample, Sample.id == RoundItem.sample_id)
-        .where(RoundItem.round_id == round_id)
-        .order_by(RoundItem.rank)
-    ).all()
-    if not rows:
-        raise ValidationError(f"round {round_id} has no selected samples; nothing to push")
-    return rnd, ds, [_Item(*r) for r in rows]
+    got = store_rounds.items(s, rnd)
+    if not len(got):
+        raise ValidationError(f"round {number} of dataset {ds.name!r} has no selected samples; nothing to push")
+    files: dict[int, tuple[str, str]] = {}
+    ids = got.sample_id.tolist()
+    for s0 in range(0, len(ids), 5000):
+        files.update((sid, (uri, sha)) for sid, uri, sha in s.execute(
+            select(Sample.id, Sample.uri, Sample.sha256).where(Sample.id.in_(ids[s0: s0 + 5000]))))
+    return rnd, ds, [_Item(int(sid), int(rank), None if math.isnan(score) else float(score), *files[int(sid)])
+                     for rank, sid, score in zip(got.rank, got.sample_id, got.score)]
 
 
 def _stored_predictions(s: Session, rnd, classes: list[str]) -> dict[int, tuple[str, float, str]]:
@@ -327,7 +333,8 @@ def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_ve
 
 def push(
     settings,
-    round_id: int,
+    dataset: str,
+    number: int,
     *,
     project: str | None = None,
     label_config: str | None = None,
@@ -338,7 +345,7 @@ def push(
     client: Client | None = None,
     lock_wait: float = LOCK_WAIT_S,
 ) -> PushReport:
-    """Send round ``round_id`` to the Label Studio project ``project`` (see module docstring).
+    """Send round ``number`` of ``dataset`` to the Label Studio project ``project`` (see module docstring).
 
     ``predictions``: sample_id -> (label, score, model_version), shown as
     pre-annotations; when omitted, "prediction"/"confidence" Score rows of the
@@ -355,13 +362,13 @@ def push(
     if batch_size < 1:
         raise ValidationError(f"batch_size must be >= 1, got {batch_size}")
     given = (project, label_config, predictions)
-    plan = _plan(settings, round_id, *given)  # everything checked before the server is touched
+    plan = _plan(settings, dataset, number, *given)  # everything checked before the server is touched
     client = client or Client.from_settings(settings)
     client.check()
     with hold(settings, f"{TOOL}:project:{plan.name}", wait=lock_wait, what=f"project {plan.name!r}",
               on_wait=lambda m: print(f"{m}...", file=sys.stderr, flush=True)):
         # read again under the lock: another push may have created the project or linked samples meanwhile
-        return _push(settings, _plan(settings, round_id, *given), client, batch_size, recreate, replace_deleted)
+        return _push(settings, _plan(settings, dataset, number, *given), client, batch_size, recreate, replace_deleted)
 
 
 @dataclasses.dataclass
@@ -376,12 +383,12 @@ class _Plan:
     predictions: dict
 
 
-def _plan(settings, round_id, project, label_config, predictions) -> _Plan:
+def _plan(settings, dataset, number, project, label_config, predictions) -> _Plan:
     """What to push where, read in one transaction and validated (round, project, config, images)."""
     from curator.store.session import transaction
 
     with transaction(settings) as s:
-        rnd, ds, items = _round_items(s, round_id)
+        rnd, ds, items = _round_items(s, dataset, number)
         rnd_number, ds_name, classes = rnd.number, ds.name, list(ds.classes or [])
         if predictions is None:
             predictions = _stored_predictions(s, rnd, classes)
@@ -401,7 +408,7 @@ def _plan(settings, round_id, project, label_config, predictions) -> _Plan:
     if unknown:
         raise ValidationError(f"predictions use labels {unknown[:5]} that are not choices of the labeling configuration")
     _check_images([it for it in items if it.sample_id not in linked])  # before touching the server
-    return _Plan(round_id, rnd_number, ds, ds_name, items, name, cfg, predictions)
+    return _Plan(rnd.id, rnd_number, ds, ds_name, items, name, cfg, predictions)
 
 
 def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool,
@@ -412,7 +419,8 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
     round_id, rnd_number, ds, ds_name, items, name, cfg, predictions = (
         plan.round_id, plan.rnd_number, plan.ds, plan.ds_name, plan.items, plan.name, plan.cfg, plan.predictions)
     versions = sorted({str(p[2]) for p in predictions.values()})
-    report = PushReport(project=name, project_id=0, round_id=round_id, selected=len(items), url=client.url)
+    report = PushReport(project=name, project_id=0, round_id=round_id, dataset=ds_name, round=rnd_number,
+                        selected=len(items), url=client.url)
     pid = _resolve_project(client, settings, name, ds, cfg, recreate, report, versions[-1] if versions else None)
     report.project_id = pid
 
@@ -477,11 +485,9 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
     if versions:
         client.call("set model version", client.sdk.projects.update, id=pid, model_version=versions[-1])
     with transaction(settings) as s:
-        from curator.store.models import Round
+        from curator.store import rounds as store_rounds
 
-        r = s.get(Round, round_id)
-        if r.status in ("pending", "selected"):
-            r.status = "pushed"
+        store_rounds.set_status(s, ds.id, rnd_number, "pushed", only_from=("pending", "selected"))
     return report
 
 
