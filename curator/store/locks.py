@@ -54,7 +54,12 @@ def _alive(holder: str) -> bool:
     pid_s, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid_s.isdigit():
         return True
-    pid = int(pid_s)
+    return pid_alive(int(pid_s), start)
+
+
+def pid_alive(pid: int, start: str | None = None) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed but not yet reaped, does not); with
+    ``start`` (its start time in clock ticks), only if it is that same process, not a reused pid."""
     if os.path.isdir("/proc"):
         try:
             raw = open(f"/proc/{pid}/stat", "rb").read().decode("ascii", "replace")
@@ -63,7 +68,7 @@ def _alive(holder: str) -> bool:
         fields = raw.rsplit(")", 1)[-1].split()
         if fields and fields[0] in ("Z", "X"):  # killed, not yet reaped by its parent
             return False
-        return start in ("-", "") or len(fields) <= 19 or fields[19] == start
+        return start in (None, "-", "") or len(fields) <= 19 or fields[19] == start
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

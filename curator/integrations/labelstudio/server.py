@@ -113,16 +113,12 @@ def health(url: str, timeout: float = 2.0) -> bool:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of this process counts as gone
+    from curator.store.locks import pid_alive
+
+    try:  # a child of this process that exited counts as gone (and is reaped)
         return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return True
+    except ChildProcessError:  # not our child: started by an earlier `curator labelstudio up`
+        return pid_alive(pid)
 
 
 def server_env(settings, data: Path, user: str, password: str) -> dict[str, str]:
