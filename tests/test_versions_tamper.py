@@ -28,6 +28,16 @@ def postgres(settings) -> bool:
     return settings.database_url.startswith("postgresql")
 
 
+def on(backend: str, *values, id: str | None = None):
+    """A case that exists on one database only: ``db_settings`` is parametrized with that backend
+    alone (no skip on the other one)."""
+    marks = [pytest.mark.postgres] if backend == "postgres" else []
+    return pytest.param(backend, *values, marks=marks, id=id or "-".join([backend, *map(str, values)]))
+
+
+SQLITE_ONLY = pytest.mark.parametrize("db_settings", [on("sqlite")], indirect=True)
+
+
 @pytest.fixture
 def lines(db_settings):
     """Dataset 'digits' with versions base -> v1 (v1 relabels one sample) and a root 'other'."""
@@ -93,22 +103,21 @@ POSTGRES_UPSERT = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(set(SQLITE_REPLACE) | set(POSTGRES_UPSERT)))
+@pytest.mark.parametrize("db_settings, case",
+                         [on("sqlite", c) for c in sorted(SQLITE_REPLACE)]
+                         + [on("postgres", c) for c in sorted(POSTGRES_UPSERT)], indirect=["db_settings"])
 def test_replace_and_upsert_are_refused(lines, case):
     settings = lines
     statements = POSTGRES_UPSERT if postgres(settings) else SQLITE_REPLACE
-    if case not in statements:
-        pytest.skip(f"{case}: only on the other database")
     message = refused_sql(settings, statements[case])
     assert "immutable" in message or "versions" in message, message
     assert all_verify(settings) == {"base": True, "v1": True, "other": True}
 
 
+@SQLITE_ONLY
 def test_replace_is_refused_from_a_plain_sqlite_connection(lines):
     """A script with Python's sqlite3 (no recursive_triggers, no foreign keys) hits the insert triggers."""
     settings = lines
-    if postgres(settings):
-        pytest.skip("SQLite only")
     before = db_digest(settings)
     conn = sqlite3.connect(settings.database_url.split("///", 1)[1])
     try:
@@ -144,11 +153,11 @@ POSTGRES_ONLY = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(RENAMES) + sorted(POSTGRES_ONLY))
+@pytest.mark.parametrize("db_settings, case",
+                         [on(b, c) for b in ("sqlite", "postgres") for c in sorted(RENAMES)]
+                         + [on("postgres", c) for c in sorted(POSTGRES_ONLY)], indirect=["db_settings"])
 def test_renaming_or_rewriting_by_sql_is_refused(lines, case):
     settings = lines
-    if case in POSTGRES_ONLY and not postgres(settings):
-        pytest.skip("TRUNCATE is PostgreSQL only")
     refused_sql(settings, {**RENAMES, **POSTGRES_ONLY}[case])
     assert all_verify(settings) == {"base": True, "v1": True, "other": True}
     # the lock curator itself takes (a no-op UPDATE of the dataset's name) still works
@@ -203,11 +212,10 @@ def test_verify_detects_changes_made_behind_the_triggers(lines, case):
         assert V.verify_version(name, settings=settings).ok, name
 
 
+@SQLITE_ONLY
 def test_replace_on_sqlite_behind_the_triggers_is_detected(lines):
     """REPLACE with the insert triggers gone and recursive_triggers off: the seal still tells."""
     settings = lines
-    if postgres(settings):
-        pytest.skip("SQLite only")
     lift_triggers(settings)
     conn = sqlite3.connect(settings.database_url.split("///", 1)[1])
     try:
