@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from badinput import refused
@@ -558,3 +558,25 @@ def test_push_to_a_silent_server_is_refused_cleanly(sandbox, small_idx, silent_s
                        ("RETRIES", "0")):
         monkeypatch.setenv(f"CURATOR_LABELSTUDIO_{var}", value)
     refused(sandbox, ["push", "--round", number, "--project", project], match=silent_server)
+
+
+@pytest.mark.slow
+def test_three_ingests_at_once_on_a_new_workspace(db_settings, tmp_path):
+    """Three `curator ingest` of one file at once, on a workspace nobody has used: one creates the
+    schema (migrations are serialised), one adds the samples, the others find them (no traceback)."""
+
+    images = np.random.default_rng(1).integers(0, 256, (300, 12, 12, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    env = {**os.environ, "CURATOR_WORKSPACE": str(db_settings.workspace), "CURATOR_PROGRESS": "0"}
+    if db_settings.db_url:
+        env["CURATOR_DB_URL"] = db_settings.db_url
+    procs = [subprocess.Popen([sys.executable, "-m", "curator", "ingest", str(tmp_path / "x.npy"), "--dataset",
+                               name, "--json"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for name in ("Colour", "colour", "COLOUR")]
+    results = [(p.wait(120), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in results] == [0, 0, 0], [err for _, _, err in results]
+    assert not any("Traceback" in err for _, _, err in results)
+    added = sorted(json.loads(out)["added"] for _, out, _ in results)
+    assert added == [0, 0, 300]
+    with transaction(db_settings) as s:
+        assert s.scalar(select(func.count()).select_from(Sample)) == 300

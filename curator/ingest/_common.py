@@ -192,6 +192,7 @@ def _store(settings, dataset, batches, report, total, staging, session=None) -> 
     from curator.store.session import transaction
 
     with (contextlib.nullcontext(session) if session is not None else transaction(settings)) as s:
+        _serialise_writers(s, dataset)
         ds = s.scalar(select(Dataset).where(func.lower(Dataset.name) == dataset).order_by(Dataset.id))
         if ds is None:
             ds = Dataset(name=dataset, classes=None)
@@ -249,6 +250,23 @@ def _store(settings, dataset, batches, report, total, staging, session=None) -> 
         if classes:
             ds.classes = sort_classes(classes)
         report.total = s.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == ds.id))
+
+
+def _serialise_writers(s, dataset: str) -> None:
+    """Two ingests into one dataset at once: the second waits for the first and then finds its
+    rows (adds nothing), instead of failing on the unique name or URI with a traceback.
+
+    PostgreSQL: an advisory lock on the dataset name until the transaction ends. SQLite: a
+    first statement that writes takes the database's write lock (waiting up to the busy
+    timeout; a longer wait is the one-line "database is locked" StoreError)."""
+    import zlib
+
+    from sqlalchemy import text
+
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(f"ingest:{dataset}".encode())})
+    else:
+        s.execute(text("UPDATE datasets SET name = name WHERE 0 = 1"))
 
 
 def nothing_to_ingest(report: IngestReport) -> ValidationError:
