@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from curator.exceptions import NotFoundError, ValidationError
 from curator.settings import Settings
-from curator.store.models import EmbeddingSet, Model, Sample
+from curator.store.schema import EmbeddingSet, Model, Sample
 from curator.store.queries import dataset_id as _dataset_id
 from curator.store.session import transaction
 

@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 from curator import seeds
 from curator.exceptions import ValidationError
 from curator.store import rounds as store_rounds
-from curator.store.models import Annotation, Evaluation, Round, Sample
+from curator.store.schema import Annotation, Evaluation, Round, Sample
 from curator.store.queries import agreed_labels, dataset_id
 from curator.store.session import transaction
 

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy import select
 
 from curator.forecast import forecast
-from curator.store.models import Evaluation, Round, RoundItem, Sample
+from curator.store.schema import Evaluation, Round, RoundItem, Sample
 from curator.store.queries import dataset_id
 from curator.store.session import transaction
 

@@ -24,7 +24,7 @@ from curator import seeds
 from curator.exceptions import BudgetError, NotFoundError, StaleSelectionError, ValidationError
 from curator.settings import Settings
 from curator.store import rounds as store_rounds
-from curator.store.models import Dataset, Model, Sample, Score
+from curator.store.schema import Dataset, Model, Sample, Score
 from curator.store.queries import dataset_classes, agreed_labels, dataset_id
 from curator.store.session import transaction
 

@@ -9,7 +9,7 @@ from alembic import context
 from sqlalchemy import create_engine
 
 from curator.settings import load_settings
-from curator.store.models import Base
+from curator.store.schema import Base
 
 target_metadata = Base.metadata
 

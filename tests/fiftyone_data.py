@@ -29,7 +29,7 @@ def make_workspace(settings, dataset: str = "digits") -> dict:
     from sqlalchemy import select
 
     from curator import ingest_arrays
-    from curator.store.models import Annotation, Dataset, Round, RoundItem, Sample, Score
+    from curator.store.schema import Annotation, Dataset, Round, RoundItem, Sample, Score
     from curator.store.session import transaction
 
     images, labels = sample_images()

@@ -97,7 +97,7 @@ def make_round(settings: Settings, small_idx, n: int = 12):
     from sqlalchemy import select
 
     from curator.ingest import ingest_idx
-    from curator.store.models import Dataset, Round, RoundItem, Sample
+    from curator.store.schema import Dataset, Round, RoundItem, Sample
     from curator.store.session import transaction
 
     ingest_idx(*small_idx, dataset="mnist89", split="test", settings=settings)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from curator import ingest_arrays
 from curator import versions as V
-from curator.store.models import Dataset, Sample
+from curator.store.schema import Dataset, Sample
 from curator.store.session import transaction
 
 from badinput import refused, run, sandbox  # noqa: F401 - sandbox is a fixture

@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from badinput import refused
 from conftest import ROOT, SAMPLE, require
 from curator.exceptions import LabelStudioError, StaleSelectionError, StoreError
-from curator.store.models import Annotation, Dataset, OpenRoundSample, Round, RoundItem, Sample
+from curator.store.schema import Annotation, Dataset, OpenRoundSample, Round, RoundItem, Sample
 from curator.store.session import transaction
 
 PY = sys.executable

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import func, select
 
 from curator.ingest.idx import iter_images
-from curator.store.models import Dataset, Sample
+from curator.store.schema import Dataset, Sample
 from curator.store.session import transaction
 
 from badinput import run

@@ -104,7 +104,7 @@ def test_operators_refuse_a_dataset_curator_did_not_sync(fo):
 
 
 def test_refresh_picks_up_new_state(settings, synced, fo):
-    from curator.store.models import Annotation
+    from curator.store.schema import Annotation
     from curator.store.session import transaction
 
     data, ds = synced

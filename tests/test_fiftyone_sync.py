@@ -32,7 +32,7 @@ def ws(settings, fo):
 
 def test_sync_writes_one_sample_per_curator_sample_with_its_state(db_settings, fo):
     from curator.integrations.fiftyone import sync
-    from curator.store.models import Sample
+    from curator.store.schema import Sample
     from curator.store.session import transaction
     from sqlalchemy import select
 
@@ -91,7 +91,7 @@ def test_sync_writes_one_sample_per_curator_sample_with_its_state(db_settings, f
 def test_resync_updates_in_place(settings, ws, fo):
     from curator import ingest_arrays
     from curator.integrations.fiftyone import sync
-    from curator.store.models import Score
+    from curator.store.schema import Score
     from curator.store.session import transaction
     from fiftyone_data import sample_images
 
@@ -140,7 +140,7 @@ def test_sync_of_a_round_and_of_a_version(settings, ws, fo):
 def test_bad_input_names_the_problem_and_writes_nothing(settings, ws, fo):
     from curator.exceptions import FiftyOneError, NotFoundError, ValidationError
     from curator.integrations.fiftyone import sync
-    from curator.store.models import Sample
+    from curator.store.schema import Sample
     from curator.store.session import transaction
     from sqlalchemy import select
 
@@ -281,7 +281,7 @@ def test_interrupted_resync_is_marked_and_the_next_one_repairs_it(settings, ws, 
     import importlib
 
     sync_mod = importlib.import_module("curator.integrations.fiftyone.sync")  # the module, not the function
-    from curator.store.models import Score
+    from curator.store.schema import Score
     from curator.store.session import transaction
 
     first = sync_mod.sync(settings, "digits", similarity=False, visualization=None)

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from curator.exceptions import StoreError, ValidationError
 from curator.settings import load_settings
-from curator.store.models import Dataset, Round, RoundItem, Sample, TaskLink
+from curator.store.schema import Dataset, Round, RoundItem, Sample, TaskLink
 from curator.store.session import get_engine, table_names, transaction
 
 from conftest import ROOT, SAMPLE
@@ -203,7 +203,7 @@ def test_version_labels_are_pure_and_versions_build_no_query():
     problems = []
     for path in sorted((ROOT / "curator" / "versions").glob("*.py")):
         for target in _imports(path):
-            if (target.split(".")[0] == "sqlalchemy" and target != "sqlalchemy.exc") or target == "curator.store.models":
+            if (target.split(".")[0] == "sqlalchemy" and target != "sqlalchemy.exc") or target == "curator.store.schema":
                 problems.append(f"{path.name} imports {target}")
     assert not problems, "\n".join(problems)
     code = "import sys, curator.versions.labels; print('sqlalchemy' in sys.modules)"

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from curator import ingest_arrays, ingest_folder, ingest_idx
 from curator.exceptions import ValidationError
 from curator.ingest.idx import iter_images, read_labels
-from curator.store.models import Dataset, Sample
+from curator.store.schema import Dataset, Sample
 from curator.store.session import transaction
 
 from conftest import MNIST, SAMPLE, require

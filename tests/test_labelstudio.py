@@ -15,7 +15,7 @@ from curator.integrations.labelstudio import push as push_mod
 from curator.integrations.labelstudio.client import Client
 from curator.integrations.labelstudio.pull import pull
 from curator.integrations.labelstudio.push import push
-from curator.store.models import Annotation, LabelProject, Sample, TaskLink
+from curator.store.schema import Annotation, LabelProject, Sample, TaskLink
 from curator.store.queries import agreed_labels
 from curator.store.session import transaction
 from ls_fixtures import LS_DATASET as DS, make_round, with_database
@@ -206,7 +206,7 @@ def test_push_finds_the_round_by_its_number_within_the_dataset(ls_server, db_set
     round 1 was recorded first); without --dataset, two datasets are a one-line error naming both."""
     from curator.ingest import ingest_idx
     from curator.store import rounds as store_rounds
-    from curator.store.models import Round
+    from curator.store.schema import Round
 
     settings = with_database(ls_server, db_settings.db_url, tmp_path)
     ingest_idx(*small_idx, dataset="other", split="train", settings=settings)
@@ -329,7 +329,7 @@ def test_screenshot_of_the_queue_shows_the_task_and_its_preannotation(ls_round, 
 
 def test_predictions_from_the_rounds_stored_scores(ls_round):
     """Without explicit predictions, push shows the round model's "prediction"/"confidence" scores."""
-    from curator.store.models import Model, Round, Score
+    from curator.store.schema import Model, Round, Score
 
     settings, number, ranked, project = ls_round
     with transaction(settings) as s:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from curator.ingest import ingest_arrays
 from curator.ingest.idx import iter_images, read_labels
 from curator.loop import LoopConfig, run_loop
-from curator.store.models import Annotation, Evaluation, LabelVersion, Round, RoundItem
+from curator.store.schema import Annotation, Evaluation, LabelVersion, Round, RoundItem
 from curator.store.session import transaction
 
 from conftest import ROOT, SAMPLE
@@ -141,7 +141,7 @@ def test_loop_killed_after_a_round_is_labeled_files_its_evaluation_under_that_ro
 @pytest.mark.labelstudio
 def test_two_rounds_against_real_label_studio_with_oracle(ls_server, tmp_path):
     from curator.integrations.labelstudio import TOOL
-    from curator.store.models import TaskLink
+    from curator.store.schema import TaskLink
 
     settings = dataclasses.replace(ls_server, db_url=f"sqlite:///{tmp_path / 'loop.db'}")
     name = small_dataset(settings, name=f"loop{tmp_path.name[-6:].replace('-', '')}")

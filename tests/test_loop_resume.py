@@ -33,7 +33,7 @@ from sqlalchemy import func, select
 import curator.loop as loop
 from curator.loop import FAULT_ENV, LoopConfig, run_loop
 from curator.settings import Settings
-from curator.store.models import Annotation, Evaluation, LabelVersion, Model, Round, RoundItem
+from curator.store.schema import Annotation, Evaluation, LabelVersion, Model, Round, RoundItem
 from curator.store.session import dispose_all, transaction
 
 from conftest import PG_ENV, PG_HINT, unavailable
@@ -263,7 +263,7 @@ def test_resumed_from_waiting_while_people_label_in_label_studio(ls_server, tmp_
     labeled all of it; run again and again meanwhile, it changes nothing; once they have, it goes on.
     In the end the rows are those of the oracle labeler answering at once (the same answers)."""
     from curator.integrations.labelstudio import TOOL, oracle
-    from curator.store.models import TaskLink
+    from curator.store.schema import TaskLink
 
     name = f"wait-{uuid.uuid4().hex[:10]}"  # the server's workspace is shared: media under a new name
     project = f"loop-wait-{uuid.uuid4().hex[:8]}"

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from conftest import SAMPLE, require
 from curator.exceptions import BudgetError, NotFoundError, ValidationError
-from curator.store.models import Annotation, EmbeddingSet, Round, RoundItem, Sample, Score
+from curator.store.schema import Annotation, EmbeddingSet, Round, RoundItem, Sample, Score
 from curator.store.session import transaction
 
 DS = "digits"
@@ -73,7 +73,7 @@ def test_train_score_select_record(db_settings, arrays):
     assert n_scores == len(scored.sample_ids) * (len(scored.scores) + 2)  # + prediction, confidence
     from sqlalchemy import select as _select
 
-    from curator.store.models import Score
+    from curator.store.schema import Score
     with transaction(db_settings) as s:
         stored = dict(s.execute(_select(Score.sample_id, Score.value).where(Score.kind == "prediction")).all())
         conf = dict(s.execute(_select(Score.sample_id, Score.value).where(Score.kind == "confidence")).all())

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from curator.exceptions import NotFoundError, ValidationError
 from curator.store import rounds as R
-from curator.store.models import OpenRoundSample, Round, RoundItem, Sample
+from curator.store.schema import OpenRoundSample, Round, RoundItem, Sample
 from curator.store.queries import dataset_id, resolve_dataset
 from curator.store.session import transaction
 

@@ -19,7 +19,7 @@ from curator import versions as V
 from curator.exceptions import NotFoundError, StoreError, ValidationError
 from curator.ingest.idx import iter_images, read_labels
 from curator.settings import Settings
-from curator.store.models import Annotation, LabelVersionBlob, Model, Round, RoundItem, Sample
+from curator.store.schema import Annotation, LabelVersionBlob, Model, Round, RoundItem, Sample
 from curator.store.session import get_engine, transaction
 
 from conftest import SAMPLE

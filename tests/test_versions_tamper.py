@@ -17,7 +17,7 @@ from sqlalchemy import select, text
 from curator import ingest_arrays
 from curator import versions as V
 from curator.exceptions import ValidationError
-from curator.store.models import Dataset, LabelVersionSeal, Sample
+from curator.store.schema import Dataset, LabelVersionSeal, Sample
 from curator.store.session import get_engine, transaction
 
 from badinput import db_digest

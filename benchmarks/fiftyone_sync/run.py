@@ -47,7 +47,7 @@ def prepare(settings, dataset: str) -> int:
     from sqlalchemy import func, select
 
     from curator import ingest_idx
-    from curator.store.models import Annotation, Dataset, Round, RoundItem, Sample, Score
+    from curator.store.schema import Annotation, Dataset, Round, RoundItem, Sample, Score
     from curator.store.session import transaction
 
     t = time.perf_counter()

@@ -60,7 +60,7 @@ def main() -> None:
     from curator.integrations.labelstudio.push import push
     from curator.settings import load_settings
     from curator.store import rounds as store_rounds
-    from curator.store.models import Dataset, Sample
+    from curator.store.schema import Dataset, Sample
     from curator.store.session import transaction
 
     workspace = args.workspace or Path(tempfile.mkdtemp(prefix="curator-ls-bench-"))
@@ -120,7 +120,7 @@ def main() -> None:
         log({"step": "setup: import tasks with annotations", "seconds": round(time.perf_counter() - t0, 2)}, args.out)
         with transaction(settings) as s:  # adopt the project the way an interrupted push left it
             from curator.integrations.labelstudio import TOOL
-            from curator.store.models import LabelProject
+            from curator.store.schema import LabelProject
 
             s.add(LabelProject(tool=TOOL, name=name, external_id=pid, dataset_id=ds.id, label_config=cfg.xml,
                                from_name=cfg.from_name, to_name=cfg.to_name, image_field=cfg.image_field))

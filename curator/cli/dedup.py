@@ -13,7 +13,7 @@ def _model_id(session, model: str) -> int | None:
     """A Model row id from an id, a model name or a recorded weights path."""
     from sqlalchemy import or_, select
 
-    from curator.store.models import Model
+    from curator.store.schema import Model
 
     if model.isdigit():
         return session.scalar(select(Model.id).where(Model.id == int(model)))
@@ -32,7 +32,7 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None):
     from sqlalchemy import select
 
     from curator.exceptions import EmptyPoolError, NotFoundError
-    from curator.store.models import Sample
+    from curator.store.schema import Sample
     from curator.store.queries import agreed_labels, dataset_id
     from curator.store.session import transaction
 

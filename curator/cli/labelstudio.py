@@ -157,7 +157,7 @@ def _project_name(settings, project, dataset) -> str:
     from curator.exceptions import ValidationError
     from curator.integrations.labelstudio import TOOL
     from curator.integrations.labelstudio.push import default_project_name
-    from curator.store.models import LabelProject
+    from curator.store.schema import LabelProject
     from curator.store.session import transaction
 
     if project:

@@ -188,7 +188,7 @@ def _store(settings, dataset, batches, report, total, staging, session=None) -> 
     from sqlalchemy import func, insert, select, update
 
     from curator._progress import progress
-    from curator.store.models import Dataset, Sample
+    from curator.store.schema import Dataset, Sample
     from curator.store.session import transaction
 
     with (contextlib.nullcontext(session) if session is not None else transaction(settings)) as s:

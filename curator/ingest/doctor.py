@@ -33,7 +33,7 @@ from sqlalchemy import select
 from curator.ingest.staging import STAGING, recover
 from curator.images import path_of
 from curator.settings import Settings, private_umask
-from curator.store.models import EmbeddingSet, Model, Sample
+from curator.store.schema import EmbeddingSet, Model, Sample
 from curator.store.session import transaction
 
 __all__ = ["Finding", "examine", "DEFAULT_MIN_AGE"]

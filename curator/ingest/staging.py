@@ -189,7 +189,7 @@ def stored_uris(settings, uris: list[str]) -> set[str]:
     """The URIs among ``uris`` that some sample row holds."""
     from sqlalchemy import select
 
-    from curator.store.models import Sample
+    from curator.store.schema import Sample
     from curator.store.session import transaction
 
     found: set[str] = set()

@@ -132,7 +132,7 @@ def hold(settings, name: str, *, wait: float = 600.0, on_wait: Callable[[str], N
 def _sqlite_acquire(engine, name: str, me: str, waiting) -> None:
     """Insert the lock row, or take over one whose holder is gone. Every statement that may
     write is the first of its transaction, so SQLite's busy timeout applies (no upgrade of a read)."""
-    from curator.store.models import CuratorLock, utcnow
+    from curator.store.schema import CuratorLock, utcnow
     from curator.store.session import _busy
 
     while True:
@@ -166,7 +166,7 @@ def _sqlite_acquire(engine, name: str, me: str, waiting) -> None:
 def _sqlite_release(engine, name: str, me: str) -> None:
     """Delete our row; if the database stays locked the row stays too, and the next taker
     sees its holder is gone (or is us) and takes it over."""
-    from curator.store.models import CuratorLock
+    from curator.store.schema import CuratorLock
     from curator.store.session import _busy
 
     try:

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from curator.exceptions import NotFoundError
 from curator.names import dataset_name
-from curator.store.models import Dataset, Sample
+from curator.store.schema import Dataset, Sample
 from curator.store.session import transaction
 
 
@@ -92,7 +92,7 @@ def agreed_labels(session: Session, dataset: int) -> dict[int, tuple[str, float,
     """
     from collections import Counter
 
-    from curator.store.models import Annotation
+    from curator.store.schema import Annotation
 
     rows = fetch_all(
         session,

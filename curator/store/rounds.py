@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from curator.exceptions import NotFoundError, ValidationError
-from curator.store.models import Dataset, OpenRoundSample, Round, RoundItem, utcnow
+from curator.store.schema import Dataset, OpenRoundSample, Round, RoundItem, utcnow
 
 __all__ = [
     "OPEN_STATUSES", "STATUSES", "RoundInfo", "Items", "SamplesTaken", "get", "find", "latest", "list_rounds",

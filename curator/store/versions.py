@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, aliased
 
 from curator.exceptions import NotFoundError, ValidationError
 from curator.names import dataset_name
-from curator.store.models import (
+from curator.store.schema import (
     Dataset,
     LabelVersion,
     LabelVersionBlob,

@@ -154,7 +154,7 @@ def model_for(link: Link, model: str | None = None):
     from sqlalchemy import select
 
     from curator import rounds
-    from curator.store.models import Model
+    from curator.store.schema import Model
     from curator.store.queries import agreed_labels, dataset_id
     from curator.store.session import transaction
 

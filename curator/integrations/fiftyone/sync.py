@@ -155,7 +155,7 @@ def _collect(s, settings, dataset: str, round: int | None, version: str | None):
 
     from curator.store import queries
     from curator.store import rounds as store_rounds
-    from curator.store.models import Dataset, Sample, Score
+    from curator.store.schema import Dataset, Sample, Score
 
     ds_id = queries.dataset_id(s, dataset)
     classes = list(s.scalar(select(Dataset.classes).where(Dataset.id == ds_id)) or [])
@@ -334,7 +334,7 @@ def _put_embeddings(s, settings, cols: Columns, all_rows, cold: np.ndarray | Non
     from sqlalchemy import select
 
     from curator import coldstart, embeddings
-    from curator.store.models import EmbeddingSet, Model
+    from curator.store.schema import EmbeddingSet, Model
 
     ds_id = all_rows[0].dataset_id
     row = s.execute(

@@ -29,7 +29,7 @@ class OracleReport:
 
 def _project(settings, name: str):
     from curator.integrations.labelstudio.push import project_row
-    from curator.store.models import Sample, TaskLink
+    from curator.store.schema import Sample, TaskLink
     from curator.store.session import transaction
 
     with transaction(settings) as s:

@@ -99,7 +99,7 @@ def _users(client: Client) -> dict[int, str]:
 def pull(settings, project: str, *, client: Client | None = None) -> PullReport:
     """Bring the annotations of ``project`` up to date with the server (see module docstring)."""
     from curator.integrations.labelstudio.push import project_row
-    from curator.store.models import Annotation, LabelProject, TaskLink
+    from curator.store.schema import Annotation, LabelProject, TaskLink
     from curator.store.queries import agreed_labels
     from curator.store.session import transaction
 

@@ -93,7 +93,7 @@ def _round_items(s: Session, dataset: str, number: int):
     import math
 
     from curator.store import rounds as store_rounds
-    from curator.store.models import Dataset, Sample
+    from curator.store.schema import Dataset, Sample
     from curator.store.queries import dataset_id
 
     rnd = store_rounds.get(s, dataset_id(s, dataset), number)
@@ -113,7 +113,7 @@ def _round_items(s: Session, dataset: str, number: int):
 def _stored_predictions(s: Session, rnd, classes: list[str]) -> dict[int, tuple[str, float, str]]:
     """Predictions stored as Score rows of the round's model: kind "prediction" (class
     index) and "confidence". Empty when the round recorded none."""
-    from curator.store.models import Model, RoundItem, Score
+    from curator.store.schema import Model, RoundItem, Score
 
     if rnd.model_id is None:
         return {}
@@ -136,13 +136,13 @@ def _stored_predictions(s: Session, rnd, classes: list[str]) -> dict[int, tuple[
 
 
 def project_row(s: Session, name: str):
-    from curator.store.models import LabelProject
+    from curator.store.schema import LabelProject
 
     return s.scalar(select(LabelProject).where(LabelProject.tool == TOOL, LabelProject.name == name))
 
 
 def _links(s: Session, name: str) -> dict[int, int]:
-    from curator.store.models import TaskLink
+    from curator.store.schema import TaskLink
 
     return dict(
         s.execute(
@@ -154,7 +154,7 @@ def _links(s: Session, name: str) -> dict[int, int]:
 def _add_links(s: Session, name: str, round_id: int, pairs: list[tuple[int, int]]) -> None:
     from sqlalchemy import insert
 
-    from curator.store.models import TaskLink
+    from curator.store.schema import TaskLink
 
     if pairs:
         s.execute(
@@ -166,7 +166,7 @@ def _add_links(s: Session, name: str, round_id: int, pairs: list[tuple[int, int]
 
 def drop_links(s: Session, name: str, sample_ids: list[int] | None = None) -> int:
     """Forget task links (the server lost the tasks); annotations stay, detached."""
-    from curator.store.models import Annotation, TaskLink
+    from curator.store.schema import Annotation, TaskLink
 
     q = select(TaskLink.id).where(TaskLink.tool == TOOL, TaskLink.project == name)
     if sample_ids is not None:
@@ -283,7 +283,7 @@ def _task(cfg: LabelConfig, item: _Item, url: str, round_number: int, dataset: s
 
 def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_version):
     """The server project of ``name``: recorded, found by title, or created. Returns its row values."""
-    from curator.store.models import LabelProject
+    from curator.store.schema import LabelProject
     from curator.store.session import transaction
 
     with transaction(settings) as s:
