@@ -17,7 +17,7 @@ from curator._validation import check_budget, check_seed
 from curator.exceptions import CuratorError, ValidationError
 from curator.pool import Pool
 
-__all__ = ["Policy", "ScorePolicy", "FunctionPolicy", "top_k", "as_policy"]
+__all__ = ["Policy", "ScorePolicy", "FunctionPolicy", "top_k", "keyed_top", "tie_key", "tie_order", "as_policy"]
 
 #: What a requirement means, and how to provide it.
 _REQUIREMENTS = {
@@ -29,10 +29,52 @@ _REQUIREMENTS = {
 
 
 def top_k(scores: np.ndarray, budget: int, rng: np.random.Generator) -> np.ndarray:
-    """Positions of the ``budget`` highest scores, best first; ties in a seeded random order."""
-    perm = rng.permutation(len(scores))
-    order = np.argsort(-np.asarray(scores, dtype=np.float64)[perm], kind="stable")
-    return perm[order[:budget]].astype(np.int64)
+    """Positions of the ``budget`` highest scores, best first; ties in a seeded random order.
+
+    The tie order is a hash of (one key drawn from ``rng``, global position), not a permutation
+    of the whole pool: it does not depend on how the pool is split, so the top ``budget`` of
+    each shard, merged, are exactly the global top ``budget`` (``keyed_top``).
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    positions = np.arange(len(scores), dtype=np.int64)
+    return positions[keyed_top(scores, positions, tie_key(rng), budget)]
+
+
+def tie_key(rng: np.random.Generator) -> int:
+    """The one number of ``rng`` a top-k tie order uses (draw it once, hand it to every shard)."""
+    return int(rng.integers(0, 2**64, dtype=np.uint64))
+
+
+def tie_order(key: int, positions: np.ndarray) -> np.ndarray:
+    """Seeded pseudo-random uint64 per global position: splitmix64's finaliser of ``key ^ position``
+    (a bijection of 64-bit words, so distinct positions never tie)."""
+    z = np.uint64(key) ^ np.asarray(positions).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def keyed_top(scores: np.ndarray, positions: np.ndarray, key: int, budget: int) -> np.ndarray:
+    """Indices into ``scores`` of the ``budget`` best, best first: higher score, then ``tie_order``.
+
+    ``positions`` are the rows' global positions in the pool. Only the rows scoring at least the
+    ``budget``-th score are sorted, so a shard of millions costs a partition, not a sort.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(scores)
+    budget = min(int(budget), n)
+    if budget <= 0:
+        return np.empty(0, np.int64)
+    neg = -scores
+    if budget < n:
+        cut = np.partition(neg, budget - 1)[budget - 1]
+        cand = np.flatnonzero(neg <= cut)
+    else:
+        cand = np.arange(n)
+    order = np.lexsort((tie_order(key, positions[cand]), neg[cand]))
+    return cand[order[:budget]].astype(np.int64)
 
 
 class Policy:
@@ -85,6 +127,17 @@ class Policy:
     @property
     def is_score_based(self) -> bool:
         return type(self).score is not Policy.score
+
+    #: True when ``score(pool)[i]`` depends on row i's arrays (and the labeled set) only, so the
+    #: score of a slice of the pool is the slice of the score: an executor may then score shards
+    #: apart. Left False (rank-normalised sums, greedy gains ...), the policy is scored whole.
+    row_local: bool = False
+
+    @property
+    def is_shardable(self) -> bool:
+        """Whether per-shard top-k of ``score`` plus a merge gives exactly ``select_scored``'s answer:
+        a row-local score and the base top-k selection (no ``_select`` of its own)."""
+        return self.is_score_based and self.row_local and type(self)._select is Policy._select
 
     # -- for subclasses --------------------------------------------------
     def _select(self, pool: Pool, budget: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ class Random(Policy):
 
 class Entropy(Policy):
     name, requires = "entropy", ("probs",)
+    row_local = True  # per-row formula: shards may be scored apart (Policy.row_local)
 
     def score(self, pool):
         return S.entropy(pool.mean_probs)
@@ -33,6 +34,7 @@ class Entropy(Policy):
 
 class Margin(Policy):
     name, requires = "margin", ("probs",)
+    row_local = True  # per-row formula: shards may be scored apart (Policy.row_local)
 
     def score(self, pool):
         return S.margin(pool.mean_probs)
@@ -40,6 +42,7 @@ class Margin(Policy):
 
 class LeastConfidence(Policy):
     name, requires = "least_confidence", ("probs",)
+    row_local = True  # per-row formula: shards may be scored apart (Policy.row_local)
 
     def score(self, pool):
         return S.least_confidence(pool.mean_probs)
@@ -47,6 +50,7 @@ class LeastConfidence(Policy):
 
 class VariationRatio(Policy):
     name, requires = "variation_ratio", ("probs",)
+    row_local = True  # per-row formula: shards may be scored apart (Policy.row_local)
 
     def score(self, pool):
         return S.variation_ratio(pool.mean_probs)
@@ -54,6 +58,7 @@ class VariationRatio(Policy):
 
 class BALD(Policy):
     name, requires = "bald", ("mc_probs",)
+    row_local = True  # per-row formula: shards may be scored apart (Policy.row_local)
 
     def score(self, pool):
         return S.bald(pool.mc_probs)
@@ -63,6 +68,7 @@ class Uncertainty(Policy):
     """BALD when the pool has MC-dropout passes, margin otherwise (used by ``curator``)."""
 
     name, requires = "uncertainty", ("probs",)
+    row_local = True  # per-row formula: shards may be scored apart (Policy.row_local)
 
     def score(self, pool):
         if pool.mc_probs is not None:
