@@ -208,6 +208,7 @@ def find_duplicates(
     exact: bool | None = None,
     seed: int = 0,
     return_info: bool = False,
+    search=None,
 ):
     """Groups of exact and near duplicates, as int64 position arrays, representative first
     (then the other members in the same order: labeled, score, position).
@@ -226,6 +227,10 @@ def find_duplicates(
     exact : force (True) or forbid (False) exact search; default by size
         (``curator.index.EXACT_SEARCH_MAX_N``).
     return_info : also return a dict (threshold, index used, counts).
+    search : the self-join ``search(x, threshold, exact=, seed=) -> (i, j, sims, info)``
+        (default ``curator.index.self_pairs``; an executor passes its own, e.g. the Ray
+        executor's distributed one). Its candidate pairs are re-ranked with exact float64
+        similarity, so search paths whose float32 noise differs give the same groups.
 
     Only groups of two or more are returned, ordered by representative position.
     """
@@ -248,9 +253,14 @@ def find_duplicates(
     unit_size = np.bincount(ex, minlength=n_units)
     unit_labeled = np.bincount(ex, weights=is_labeled, minlength=n_units) > 0
 
-    # 2. near duplicates between units
-    ui, uj, _, search_info = index.self_pairs(x[unit_rows], t, exact=exact, seed=seed)
+    # 2. near duplicates between units: candidates from the search, kept by exact similarity
+    units = x[unit_rows]
     del x
+    ui, uj, _, search_info = (search or index.self_pairs)(units, t, exact=exact, seed=seed)
+    ui, uj = np.asarray(ui, np.int64), np.asarray(uj, np.int64)
+    keep = index.pair_sims(units, ui, uj) >= t - index.SIM_EPS
+    ui, uj = ui[keep], uj[keep]
+    del units
 
     # 3. centre grouping of units
     degree = np.bincount(np.concatenate([ui, uj]), minlength=n_units) + unit_size - 1

@@ -285,3 +285,14 @@ def self_pairs(
     lo, hi = np.minimum(q, b), np.maximum(q, b)
     key, first = np.unique(lo * n + hi, return_index=True)
     return key // n, key % n, s[first], info
+
+
+def pair_sims(x, i, j, *, block: int = 1 << 20) -> np.ndarray:
+    """Exact float64 inner products of rows ``i`` and ``j`` of ``x`` (memory-mapped ``x`` too): the
+    re-ranking that makes every search path (flat, partitioned, compressed, distributed) agree."""
+    out = np.empty(len(i), np.float64)
+    for s in range(0, len(i), block):
+        a = np.asarray(x[i[s:s + block]], dtype=np.float64)
+        b = np.asarray(x[j[s:s + block]], dtype=np.float64)
+        out[s:s + block] = np.einsum("ij,ij->i", a, b)
+    return out
