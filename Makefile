@@ -29,4 +29,4 @@ demo: setup setup-labelstudio
 	$(BIN)/curator demo
 
 test: setup setup-labelstudio
-	eval "$$(bash tests/services.sh)" && $(BIN)/python -m pytest
+	eval "$$(bash tests/services.sh)" && trap 'bash tests/services.sh stop' EXIT && $(BIN)/python -m pytest

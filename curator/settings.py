@@ -24,7 +24,16 @@ ENV = {
     "CURATOR_LABELSTUDIO_TIMEOUT": "labelstudio_timeout",
     "CURATOR_LABELSTUDIO_CONNECT_TIMEOUT": "labelstudio_connect_timeout",
     "CURATOR_LABELSTUDIO_RETRIES": "labelstudio_retries",
+    "CURATOR_EXECUTOR": "executor",
+    "CURATOR_RAY_ADDRESS": "ray_address",
+    "CURATOR_RAY_BATCH_SIZE": "ray_batch_size",
+    "CURATOR_RAY_CONCURRENCY": "ray_concurrency",
+    "CURATOR_RAY_NUM_CPUS": "ray_num_cpus",
+    "CURATOR_RAY_NUM_GPUS": "ray_num_gpus",
 }
+#: Where the compute part of each step runs (curator.executors.EXECUTORS; kept here so the
+#: settings stay standard-library only).
+EXECUTORS = ("local", "ray")
 SECRET_FIELDS = frozenset({"labelstudio_token"})
 CONFIG_ENV = "CURATOR_CONFIG"
 DEFAULT_CONFIG_NAME = "curator.toml"
@@ -42,13 +51,36 @@ class Settings:
     labelstudio_connect_timeout: float = 10.0
     #: Retries after a failed request (connection error, 5xx, 429), with exponential backoff.
     labelstudio_retries: int = 2
+    #: Where the compute part of each step runs: "local" (this process) or "ray" (a Ray cluster).
+    executor: str = "local"
+    #: The Ray cluster (host:port, ray://host:port or auto); unset starts or joins a local one.
+    ray_address: str | None = None
+    #: Shards (of curator.executors.SHARD_SIZE images) per model-actor call.
+    ray_batch_size: int = 1
+    #: Model actors in the Ray pool (each loads the model once).
+    ray_concurrency: int = 2
+    #: CPUs and GPUs each model actor reserves.
+    ray_num_cpus: float = 1.0
+    ray_num_gpus: float = 0.0
     config_file: Path | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "workspace", Path(self.workspace).expanduser())
         for name, kind, low in (("labelstudio_timeout", float, 0.0), ("labelstudio_connect_timeout", float, 0.0),
-                                ("labelstudio_retries", int, -1)):
+                                ("labelstudio_retries", int, -1), ("ray_batch_size", int, 0),
+                                ("ray_concurrency", int, 0), ("ray_num_cpus", float, 0.0),
+                                ("ray_num_gpus", float, -1.0)):
             object.__setattr__(self, name, _number(name, getattr(self, name), kind, low))
+        if self.ray_num_gpus < 0:
+            raise ValidationError(f"ray_num_gpus must be a number >= 0; got {self.ray_num_gpus!r} "
+                                  "(set CURATOR_RAY_NUM_GPUS or ray_num_gpus in the config file)")
+        executor = str(self.executor).strip().lower()
+        if executor not in EXECUTORS:
+            raise ValidationError(f"executor must be one of {', '.join(EXECUTORS)}; got {self.executor!r} "
+                                  "(set --executor, CURATOR_EXECUTOR or executor in the config file)")
+        object.__setattr__(self, "executor", executor)
+        address = self.ray_address.strip() if isinstance(self.ray_address, str) else self.ray_address
+        object.__setattr__(self, "ray_address", address or None)
 
     @property
     def database_url(self) -> str:
@@ -94,7 +126,11 @@ def _number(name: str, value, kind, low):
         if number != number or number in (float("inf"),) or number <= low:
             raise ValueError
     except (TypeError, ValueError):
-        what = "a number of seconds > 0" if kind is float else "a whole number >= 0"
+        if name.startswith("ray_"):
+            what = f"a whole number >= {int(low) + 1}" if kind is int else \
+                "a number >= 0" if low < 0 else f"a number > {low:g}"
+        else:
+            what = "a number of seconds > 0" if kind is float else "a whole number >= 0"
         raise ValidationError(
             f"{name} must be {what}; got {value!r} (set {env} or {name} in the config file)"
         ) from None

@@ -128,6 +128,24 @@ def fiftyone_db(tmp_path_factory):
         yield env
 
 
+RAY_ENV = "CURATOR_TEST_RAY_ADDRESS"
+
+
+@pytest.fixture(scope="session")
+def ray_address():
+    """The address of the two-node Ray test cluster (``tests/services.sh`` starts it for `make test`).
+    Skipped here without it; in CI a missing cluster fails."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        unavailable("ray is not installed: pip install 'curator[ray]'")
+    address = os.environ.get(RAY_ENV)
+    if not address:
+        unavailable(f"Ray cluster tests skipped: set {RAY_ENV}=host:port of a running cluster, "
+                    "or run `make test`, which starts a two-node one on 127.0.0.1")
+    return address
+
+
 # Label Studio (issue 6): one real server per test session; see tests/ls_fixtures.py.
 from ls_fixtures import ls_round, ls_server, ls_settings, small_idx  # noqa: E402,F401
 
