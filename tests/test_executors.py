@@ -79,7 +79,7 @@ def model_path(images, tmp_path_factory):
     from curator.models import train_classifier
 
     _, block, labels = images
-    model = train_classifier(block[:200], labels[:200], num_classes=10, steps=60, seed=0, device="cpu")
+    model = train_classifier(block[:200], labels[:200], num_classes=10, steps=20, seed=0, device="cpu")
     return model.save(tmp_path_factory.mktemp("model") / "cnn.pt")
 
 

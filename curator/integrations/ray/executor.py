@@ -8,6 +8,7 @@ the local executor's: scores to float tolerance, duplicate pairs and selections 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
@@ -53,6 +54,25 @@ def _unwrap(exc: BaseException) -> BaseException:
     return exc
 
 
+def _error_payload(exc: CuratorError) -> bytes:
+    return pickle.dumps(("error", type(exc).__module__, type(exc).__qualname__, str(exc)), protocol=5)
+
+
+def _raise_payload(record) -> None:
+    """Raise the CuratorError a shard sent back: its own class when it takes a message alone."""
+    if not (isinstance(record, tuple) and len(record) == 4 and record[0] == "error"):
+        return
+    import importlib
+
+    _, module, name, message = record
+    try:
+        cls = getattr(importlib.import_module(module), name)
+        err = cls(message)
+    except Exception:  # a class whose constructor wants more than the message
+        err = CuratorError(message)
+    raise err
+
+
 class _Predictor:
     """A model actor of the Ray Data pool: the model loads once, in ``__init__``; each call
     predicts whole shards (decoded inside the actor, so memory is bounded by the batch)."""
@@ -68,8 +88,12 @@ class _Predictor:
     def __call__(self, batch):
         payloads = []
         for uris, seed in zip(batch["uris"], batch["seed"]):
-            p = ex.predict_shard(self.adapter, [str(u) for u in uris], mc_samples=self.mc_samples,
-                                 seed=int(seed), mode=self.mode, size=self.size)
+            try:
+                p = ex.predict_shard(self.adapter, [str(u) for u in uris], mc_samples=self.mc_samples,
+                                     seed=int(seed), mode=self.mode, size=self.size)
+            except CuratorError as exc:  # bad input (an image missing or corrupt): sent back as data,
+                payloads.append(_error_payload(exc))  # since Ray Data's wrapping loses the exception
+                continue
             payloads.append(pickle.dumps((p.probs, p.embeddings, p.mc_probs), protocol=5))
         out = np.empty(len(payloads), dtype=object)
         out[:] = payloads
@@ -186,6 +210,10 @@ class RayExecutor:
         if env is None:
             env = {"py_modules": [str(Path(curator.__file__).parent)], "excludes": ["__pycache__"]}
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # the step's own progress is curator's to report
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
         try:
             ray.init(address=self.address, runtime_env=env, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
@@ -242,6 +270,8 @@ class RayExecutor:
             if err is exc:
                 raise
             raise err from None
+        for k in sorted(parts):
+            _raise_payload(parts[k])
         if sorted(parts) != list(range(len(bounds))):
             raise IntegrationError(f"Ray predict returned shards {sorted(parts)[:10]} of {len(bounds)}; rerun the step")
         from curator.models import Predictions
