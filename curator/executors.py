@@ -23,6 +23,7 @@ Core layer: numpy and the standard library; torch, faiss and ray are imported wh
 
 from __future__ import annotations
 
+import importlib
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -222,10 +223,17 @@ def get_executor(settings_or_name="local", **options) -> Executor:
         if options:
             raise ValidationError(f"the local executor takes no options; got {', '.join(sorted(options))}")
         return LocalExecutor()
+    target, package, extra = _EXTERNAL[name]
+    module, _, cls = target.partition(":")
     try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise MissingExtraError("ray", "ray") from None
-    from curator.integrations.ray import RayExecutor
+        found = importlib.import_module(module)
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] == package:
+            raise MissingExtraError(package, extra) from None
+        raise
+    return getattr(found, cls)(**options)
 
-    return RayExecutor(**options)
+
+#: Executors that live in an integration: "module:class", the package it needs, its extra. Named
+#: here, not imported, so the core never depends on the layer above it (as ``curator.__init__``).
+_EXTERNAL = {"ray": ("curator.integrations.ray:RayExecutor", "ray", "ray")}

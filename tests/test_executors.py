@@ -330,3 +330,82 @@ def test_ray_worker_error_is_one_line(ray_exec, images, model_path, tmp_path):
         ray_exec.predict([uris[0], missing], model_path, mc_samples=0, seed=0, round=0)
     assert "gone.png is missing" in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_only_the_ray_integration_imports_ray():
+    """Nothing in curator imports ray but curator/integrations/ray (the core names it, lazily)."""
+    import ast
+
+    bad = []
+    for path in sorted((ROOT / "curator").rglob("*.py")):
+        if (ROOT / "curator" / "integrations" / "ray") in path.parents:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
+            bad += [f"{path.relative_to(ROOT)} imports {n}" for n in names
+                    if n.split(".")[0] == "ray" or n.startswith("curator.integrations.ray")]
+    assert not bad, bad
+
+
+def test_settings_executor_fields(monkeypatch, tmp_path):
+    """executor and ray_* from the environment and the config file; bad values in one line."""
+    from curator.exceptions import ValidationError
+    from curator.settings import load_settings
+
+    monkeypatch.setenv("CURATOR_EXECUTOR", "Ray")
+    monkeypatch.setenv("CURATOR_RAY_ADDRESS", " 127.0.0.1:6390 ")
+    monkeypatch.setenv("CURATOR_RAY_NUM_GPUS", "0.5")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[curator]\nray_concurrency = 4\nray_batch_size = 2\nray_num_cpus = 2.0\n")
+    s = load_settings(cfg)
+    assert (s.executor, s.ray_address, s.ray_concurrency, s.ray_batch_size, s.ray_num_cpus, s.ray_num_gpus) \
+        == ("ray", "127.0.0.1:6390", 4, 2, 2.0, 0.5)
+    for env, value, message in (
+        ("CURATOR_EXECUTOR", "spark", "executor must be one of local, ray; got 'spark'"),
+        ("CURATOR_RAY_CONCURRENCY", "0", "ray_concurrency must be a whole number >= 1; got '0'"),
+        ("CURATOR_RAY_NUM_GPUS", "-1", "ray_num_gpus must be a number >= 0"),
+        ("CURATOR_RAY_NUM_CPUS", "lots", "ray_num_cpus must be a number > 0; got 'lots'"),
+    ):
+        monkeypatch.setenv(env, value)
+        with pytest.raises(ValidationError, match=message) as err:
+            load_settings(cfg)
+        assert "\n" not in str(err.value)
+        monkeypatch.delenv(env)
+    cfg.write_text('[curator]\nray_batch_size = "two"\n')
+    with pytest.raises(ValidationError, match="ray_batch_size must be a number"):
+        load_settings(cfg)
+
+
+def test_ray_executor_arguments():
+    pytest.importorskip("ray")
+    from curator.exceptions import ValidationError
+    from curator.integrations.ray import RayExecutor
+    from curator.settings import Settings
+
+    e = ex.get_executor(Settings(executor="ray", ray_address="10.0.0.1:6379", ray_concurrency=3, ray_num_gpus=1),
+                        batch_size=2)
+    assert (e.address, e.batch_size, e.concurrency, e.num_cpus, e.num_gpus) == ("10.0.0.1:6379", 2, 3, 1.0, 1.0)
+    for kw, message in ((dict(concurrency=0), "concurrency must be a whole number >= 1"),
+                        (dict(batch_size=1.5), "batch_size must be a whole number >= 1"),
+                        (dict(num_cpus=0), "num_cpus must be a number > 0"),
+                        (dict(num_gpus=-1), "num_gpus must be a number >= 0"),
+                        (dict(address=""), "address must be host:port")):
+        with pytest.raises(ValidationError, match=message):
+            RayExecutor(**kw)
+
+
+def test_ray_unreachable_cluster_is_one_line():
+    """A dead address is refused at once in one line (ray.init alone retries it for minutes)."""
+    pytest.importorskip("ray")
+    import socket
+
+    from curator.exceptions import IntegrationError
+    from curator.integrations.ray import RayExecutor
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(IntegrationError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}") as err:
+        RayExecutor(address=f"127.0.0.1:{port}").select("entropy", make_pool(n=50), 3, seed=0)
+    assert "\n" not in str(err.value)

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import pickle
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,9 @@ __all__ = ["RayExecutor"]
 #: Work items per CPU of the cluster for the self-join and selection tasks: a few per CPU so a
 #: slow one does not hold the others up, few enough that task overhead (~ms each) stays small.
 TASKS_PER_CPU = 4
+
+#: Seconds to wait for the cluster's head to accept a connection before saying it is unreachable.
+CONNECT_TIMEOUT_S = 5.0
 
 
 def _check(name: str, value, kind, low: float, *, inclusive: bool):
@@ -202,6 +206,8 @@ class RayExecutor:
 
     # -- connection ------------------------------------------------------------
     def _connect(self) -> None:
+        """Join the cluster (once per process: Ray holds one connection, the first executor's)."""
+        self._check_reachable()
         if ray.is_initialized():
             return
         import curator
@@ -223,6 +229,22 @@ class RayExecutor:
             raise IntegrationError(
                 f"cannot reach the Ray cluster at {where} ({first}); start one with `ray start --head` "
                 "or fix --ray-address / CURATOR_RAY_ADDRESS"
+            ) from None
+
+    def _check_reachable(self) -> None:
+        """A host:port address must accept a connection: ``ray.init`` would retry a dead one for
+        minutes before failing."""
+        address = self.address or ""
+        if address in ("", "auto", "local") or "://" in address or ":" not in address:
+            return
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+                pass
+        except (OSError, ValueError) as exc:
+            raise IntegrationError(
+                f"cannot reach the Ray cluster at {address} ({exc}); start one with `ray start --head "
+                "--port PORT` there, or fix --ray-address / CURATOR_RAY_ADDRESS"
             ) from None
 
     def _cpus(self) -> int:
