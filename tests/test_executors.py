@@ -259,7 +259,8 @@ def ray_exec(ray_address):
 
     from curator.integrations.ray import RayExecutor
 
-    executor = ex.get_executor("ray", address=ray_address, concurrency=2, num_cpus=1, batch_size=1)
+    # two shards per actor call (the local executor predicts one at a time): batching must not matter
+    executor = ex.get_executor("ray", address=ray_address, concurrency=2, num_cpus=1, batch_size=2)
     assert isinstance(executor, RayExecutor)
     yield executor
     ray.shutdown()
@@ -276,7 +277,8 @@ def test_ray_cluster_has_two_nodes(ray_exec):
 
 @pytest.mark.slow
 def test_ray_predict_equals_local(ray_exec, images, model_path, small_shards):
-    """Model actors over 5 shards (two actors, one per node): the local scores, in order."""
+    """Model actors over 5 shards (two actors, one per node; two shards per call): the local
+    scores, in order."""
     uris, _, _ = images
     want = ex.LocalExecutor().predict(uris, model_path, mc_samples=4, seed=7, round=1)
     got = ray_exec.predict(uris, model_path, mc_samples=4, seed=7, round=1)
