@@ -301,6 +301,7 @@ def test_ray_duplicates_equal_local(ray_exec):
     li, lj, _, linfo = ex.LocalExecutor().self_pairs(x, 0.99, exact=False)
     ri, rj, _, rinfo = ray_exec.self_pairs(x, 0.99, exact=False)
     assert linfo["index"] == rinfo["index"] == "partitioned" and rinfo["tasks"] > 1
+    assert linfo["truncated"] == rinfo["truncated"] == 0  # both exact: the same pairs, whatever the cells
     np.testing.assert_array_equal(ri, li)
     np.testing.assert_array_equal(rj, lj)
     want = find_duplicates(x, 0.99, exact=False)
