@@ -139,16 +139,14 @@ class Typical(Policy):
         covered = np.bincount(labels[n:], minlength=k) if m else np.zeros(k, np.int64)
         members = [np.flatnonzero(labels == c) for c in range(k)]
         free = [mem[mem < n] for mem in members]  # unselected pool members of each cluster
-        order_tiebreak = rng.permutation(k)
+        tiebreak = rng.permutation(k)
+        small = size < self.min_cluster_size
+        n_free = np.array([len(f) for f in free])
         chosen, scores = [], []
         for _ in range(budget):
-            best, key = -1, None
-            for c in range(k):
-                if len(free[c]) == 0:
-                    continue
-                kc = (size[c] < self.min_cluster_size, covered[c], -size[c], order_tiebreak[c])
-                if key is None or kc < key:
-                    best, key = c, kc
+            # outliers last, then fewest labeled/selected, then largest, then seeded order
+            order = np.lexsort((tiebreak, -size, covered, small))
+            best = int(order[np.argmax(n_free[order] > 0)])
             # density over the cluster's remaining members, labeled ones included (they are data too)
             rest = np.concatenate([free[best], members[best][members[best] >= n]])
             typ = typicality(allx[rest], self.k)[: len(free[best])]
@@ -156,6 +154,7 @@ class Typical(Policy):
             chosen.append(int(free[best][j]))
             scores.append(float(typ[j]))
             free[best] = np.delete(free[best], j)
+            n_free[best] -= 1
             covered[best] += 1
         return np.array(chosen, np.int64), np.array(scores)
 
