@@ -40,6 +40,11 @@ def _seed_from(rng: np.random.Generator) -> int:
     return int(rng.integers(2**31 - 1))
 
 
+#: k-means++ seeding costs k x (2 + log k) x n x d: it runs on at most this many sampled rows
+#: (the Lloyd iterations then use up to 256 per centroid).
+_SEEDING_MAX_N = 20_000
+
+
 def kmeans_labels(X: np.ndarray, k: int, seed: int, *, iterations: int = 20) -> np.ndarray:
     """Cluster of each row of ``X`` (float32, (n, d)) by k-means with ``k`` centroids.
 
@@ -62,7 +67,9 @@ def kmeans_labels(X: np.ndarray, k: int, seed: int, *, iterations: int = 20) -> 
     sample = X if n <= 256 * k else X[np.sort(rng.choice(n, 256 * k, replace=False))]
     km = faiss.Kmeans(d, k, niter=iterations, seed=int(seed), min_points_per_centroid=1,
                       max_points_per_centroid=256, verbose=False)
-    km.train(sample, init_centroids=_kmeanspp(sample, k, rng))
+    seeding = sample if len(sample) <= _SEEDING_MAX_N else sample[np.sort(rng.choice(len(sample), _SEEDING_MAX_N,
+                                                                                     replace=False))]
+    km.train(sample, init_centroids=_kmeanspp(seeding, k, rng))
     _, assign = km.index.search(X, 1)
     return assign[:, 0].astype(np.int64)
 
