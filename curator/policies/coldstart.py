@@ -104,7 +104,7 @@ def typicality(X: np.ndarray, k: int = 20) -> np.ndarray:
     """Typicality of each row of unit vectors ``X``: 1 / mean distance to its ``k`` nearest other rows.
 
     ``k`` shrinks to the number of other rows (a lone point has typicality 0).
-    Exact kNN through ``curator.index.search`` (exact up to its size limit).
+    Neighbours from ``curator.semisupervised.knn_graph`` (exact up to 10,000 rows).
     """
     from curator.semisupervised import knn_graph
 
