@@ -264,3 +264,14 @@ def test_powerbald_needs_mc_probs_and_names_them():
 def test_power_is_set_based_so_shards_cannot_replace_the_draw_by_top_k():
     assert not policies.get("powerbald").is_score_based
     assert not policies.get("power").is_score_based
+
+
+def test_power_batch_is_not_ten_copies_of_one_uncertain_sample():
+    # 30 near-identical samples share the highest score; 300 distinct ones score a little lower
+    rng = np.random.default_rng(0)
+    scores = np.r_[np.full(30, 1.0), rng.uniform(0.5, 0.9, size=300)]
+    pool, fn = _score_pool(scores)
+    top = Power(fn, beta=500).select(pool, budget=10, seed=0)  # beta -> infinity: top-k
+    assert (top < 30).all()  # top-k: the whole batch from the copies
+    from_copies = [int((Power(fn).select(pool, budget=10, seed=s) < 30).sum()) for s in range(50)]
+    assert np.mean(from_copies) < 2.5  # about 10 x 30 / (30 + 300 x 0.7) = 1.25 expected
