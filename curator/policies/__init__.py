@@ -32,6 +32,10 @@ _BUILTINS = {
     "kcenter": "curator.policies.builtin:KCenter",
     "badge": "curator.policies.builtin:Badge",
     "curator": "curator.policies.compose:Curator",
+    "typical": "curator.policies.coldstart:Typical",
+    "coverage": "curator.policies.coldstart:Coverage",
+    "power": "curator.policies.batch:Power",
+    "powerbald": "curator.policies.batch:PowerBALD",
 }
 
 _registry = Registry(GROUP, "policy", _BUILTINS)

@@ -1,0 +1,171 @@
+"""Label propagation (curator.semisupervised): the solve against a dense direct solve of the
+definition, what propagation adds over the labels alone on data with a manifold structure,
+unreached samples, the Pool form, extension to new samples and clear errors."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from curator import Pool
+from curator.exceptions import ValidationError
+from curator.semisupervised import extend, knn_graph, propagate, propagate_pool
+
+
+def rings(n_per=300, seed=0, noise=0.03):
+    """Two concentric rings in the plane, lifted to 3-D so that cosine sees them apart:
+    nearest labeled point and class often disagree, the graph follows each ring."""
+    rng = np.random.default_rng(seed)
+    t = rng.uniform(0, 2 * np.pi, size=2 * n_per)
+    y = np.repeat([0, 1], n_per)
+    r = np.where(y == 0, 1.0, 2.0)
+    X = np.c_[r * np.cos(t), r * np.sin(t)] + noise * rng.normal(size=(2 * n_per, 2))
+    return np.c_[X, np.full(len(X), 6.0)].astype(np.float32), y
+
+
+def test_knn_graph_drops_each_row_itself():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(50, 4)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    sims, nbr = knn_graph(X, 5)
+    assert nbr.shape == (50, 5) and not (nbr == np.arange(50)[:, None]).any()
+    G = X @ X.T
+    np.fill_diagonal(G, -np.inf)
+    np.testing.assert_allclose(sims, -np.sort(-G, 1)[:, :5], atol=1e-5)
+    assert knn_graph(X[:4], 10)[1].shape == (4, 3)  # k shrinks to the other rows
+
+
+def test_solution_equals_a_dense_direct_solve_of_the_definition():
+    X, y = rings(60, noise=0.1)
+    labeled = np.array([0, 1, 2, 60, 61])
+    k, alpha, gamma = 6, 0.9, 3.0
+    res = propagate(X, labeled, y[labeled], k=k, alpha=alpha, gamma=gamma, iterations=200)
+    # the definition, densely: W kNN affinities symmetrised, S = D^-1/2 W D^-1/2, (I - alpha S) F = Y
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    G = U.astype(np.float64) @ U.T.astype(np.float64)
+    np.fill_diagonal(G, -np.inf)
+    n = len(X)
+    W = np.zeros((n, n))
+    for i in range(n):
+        nb = np.argsort(-G[i])[:k]
+        W[i, nb] = np.maximum(G[i, nb], 0) ** gamma
+    W = W + W.T
+    d = 1 / np.sqrt(W.sum(1))
+    S = d[:, None] * W * d[None, :]
+    Y = np.zeros((n, 2))
+    counts = np.bincount(y[labeled])
+    Y[labeled, y[labeled]] = 1 / counts[y[labeled]]
+    F = np.linalg.solve(np.eye(n) - alpha * S, Y)
+    want = F / F.sum(1, keepdims=True)
+    np.testing.assert_allclose(res.probs, want, atol=2e-4)
+    assert res.iterations < 200  # CG stopped on its tolerance
+
+
+def test_propagation_follows_the_manifold_where_nearest_label_fails():
+    X, y = rings(300)
+    labeled = np.array([0, 300])  # one label per ring
+    res = propagate(X, labeled, y[labeled])
+    acc = (res.predictions == y).mean()
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    nearest = y[labeled][np.argmax(U @ U[labeled].T, axis=1)]
+    assert acc > 0.97, acc
+    assert (nearest == y).mean() < 0.8  # the labels alone do not say it
+    assert res.predictions[labeled].tolist() == [0, 1]
+    np.testing.assert_allclose(res.probs.sum(1), 1, atol=1e-5)
+    assert ((res.confidence >= 0) & (res.confidence <= 1)).all()
+
+
+def test_confidence_is_lower_near_the_class_boundary():
+    rng = np.random.default_rng(2)
+    X = np.c_[rng.uniform(-1, 1, size=(800, 1)), rng.normal(scale=0.05, size=(800, 1)), np.full((800, 1), 3.0)]
+    y = (X[:, 0] > 0).astype(int)
+    labeled = np.r_[np.argsort(X[:, 0])[:5], np.argsort(X[:, 0])[-5:]]
+    res = propagate(X, labeled, y[labeled])
+    near = np.abs(X[:, 0]) < 0.05
+    far = np.abs(X[:, 0]) > 0.7
+    assert res.confidence[near].mean() < res.confidence[far].mean()
+
+
+def test_a_component_no_label_reaches_gets_uniform_probabilities_and_zero_confidence():
+    X, y = rings(100)
+    far = np.c_[np.eye(3)[[0]].repeat(20, 0) * 5 + 0.01 * np.random.default_rng(0).normal(size=(20, 3))]
+    far[:, 2] = -5.0  # opposite direction: no kNN edge to the rings
+    Xa = np.vstack([X, far]).astype(np.float32)
+    res = propagate(Xa, np.array([0, 100]), np.array([0, 1]), k=5)
+    assert not res.reached[200:].any() and res.reached[:200].all()
+    np.testing.assert_allclose(res.probs[200:], 0.5)
+    np.testing.assert_allclose(res.confidence[200:], 0.0, atol=1e-9)
+
+
+def test_class_normalised_labels_keep_a_rare_class_from_being_flooded():
+    # a strip, class = sign of x: 30 labels at the negative end against 1 at the positive end
+    rng = np.random.default_rng(2)
+    X = np.c_[rng.uniform(-1, 1, size=(800, 1)), rng.normal(scale=0.05, size=(800, 1)), np.full((800, 1), 3.0)]
+    y = (X[:, 0] > 0).astype(int)
+    order = np.argsort(X[:, 0])
+    labeled = np.r_[order[:30], order[-1:]]
+    res = propagate(X, labeled, y[labeled])
+    assert (res.predictions[y == 1] == 1).mean() > 0.95  # unnormalised labels (Y = 1) give 0.90 here
+
+
+def test_pool_form_returns_the_pool_rows_of_the_joint_graph():
+    X, y = rings(150)
+    lab = np.array([3, 160])
+    rest = np.setdiff1d(np.arange(len(X)), lab)
+    res = propagate_pool(Pool(embeddings=X[rest], labeled_embeddings=X[lab]), y[lab])
+    assert res.probs.shape == (len(rest), 2)
+    assert (res.predictions == y[rest]).mean() > 0.97
+    with pytest.raises(ValidationError, match="one per labeled embedding"):
+        propagate_pool(Pool(embeddings=X[rest], labeled_embeddings=X[lab]), y[:3])
+    with pytest.raises(ValidationError, match="labeled_embeddings"):
+        propagate_pool(Pool(embeddings=X[rest]), y[lab])
+
+
+def test_extend_labels_new_samples_from_their_neighbours():
+    X, y = rings(300, seed=0)
+    Xt, yt = rings(100, seed=1)
+    res = propagate(X, np.array([0, 300]), np.array([0, 1]))
+    P = extend(res, X, Xt)
+    assert P.shape == (200, 2)
+    np.testing.assert_allclose(P.sum(1), 1, atol=1e-5)
+    assert (P.argmax(1) == yt).mean() > 0.95
+    with pytest.raises(ValidationError, match="rows"):
+        extend(res, X[:10], Xt)
+
+
+def test_deterministic():
+    X, y = rings(100)
+    a = propagate(X, np.array([0, 100]), np.array([0, 1]))
+    b = propagate(X, np.array([0, 100]), np.array([0, 1]))
+    assert np.array_equal(a.probs, b.probs)
+
+
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"labeled": [0, 1], "labels": [0]}, "same length"),
+    ({"labeled": [], "labels": []}, "no labels"),
+    ({"labeled": [0, 0], "labels": [0, 1]}, "repeat"),
+    ({"labeled": [0, 500], "labels": [0, 1]}, r"\[0, 200\)"),
+    ({"labeled": [0, 1], "labels": [0, -1]}, ">= 0"),
+    ({"labeled": [0, 1], "labels": [0.5, 1.0]}, "integers"),
+    ({"labeled": [0, 1], "labels": [0, 0]}, "single class"),
+    ({"labeled": [0, 1], "labels": [0, 3], "classes": 2}, "out of range"),
+    ({"labeled": [0, 1], "labels": [0, 1], "classes": 1}, "classes"),
+    ({"labeled": [0, 1], "labels": [0, 1], "k": 0}, "k "),
+    ({"labeled": [0, 1], "labels": [0, 1], "alpha": 1.0}, "alpha"),
+    ({"labeled": [0, 1], "labels": [0, 1], "gamma": 0}, "gamma"),
+    ({"labeled": [0, 1], "labels": [0, 1], "iterations": 0}, "iterations"),
+])
+def test_bad_arguments_raise_one_clear_error(kwargs, needle):
+    X, _ = rings(100)
+    with pytest.raises(ValidationError, match=needle):
+        propagate(X, **kwargs)
+
+
+def test_too_few_samples_and_bad_embeddings():
+    with pytest.raises(ValidationError, match="too few samples"):
+        propagate(np.ones((1, 3)), [0], [1], classes=2)
+    with pytest.raises(ValidationError, match="NaN"):
+        propagate(np.array([[0, 1.0], [np.nan, 1]]), [0], [1], classes=2)
+    assert math.isclose(float(propagate(np.eye(3), [0, 1], [0, 1]).probs.sum()), 3.0, rel_tol=1e-5)
