@@ -106,6 +106,22 @@ def images_to_tensor(images: np.ndarray):
     return torch.from_numpy(x)
 
 
+def _uint8_batch(x: np.ndarray):
+    """Decoded uint8 images to a float (n, C, H, W) tensor in [0, 1]. Decoded images are
+    channels-last (``curator.images``), so a last axis of 1, 3 or 4 is the channel axis even
+    when the height is also 3 or 4; (n, C, H, W) is taken when the last axis cannot be one."""
+    import torch
+
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4):
+        x = np.moveaxis(x, -1, 1)
+    elif x.ndim != 4 or x.shape[1] not in (1, 3, 4):
+        raise ValidationError(f"images must be (n, H, W), (n, H, W, C) or (n, C, H, W) with C in 1, 3, 4; "
+                              f"got shape {x.shape}")
+    return torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
     """The input a model declares: what decoded uint8 images are turned into before its forward.
@@ -155,8 +171,7 @@ class InputSpec:
         if isinstance(images, np.ndarray) and images.dtype != np.uint8:
             return images_to_tensor(images)
         if isinstance(images, np.ndarray):
-            x = images_to_tensor(images)  # one batch: (n, C, H, W) in [0, 1]
-            x = self._channels(x)
+            x = self._channels(_uint8_batch(images))
             if self.size is not None and tuple(x.shape[-2:]) != self.size:
                 x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", antialias=True,
                                                     align_corners=False)
@@ -176,7 +191,7 @@ class InputSpec:
         if im.dtype != np.uint8 or im.ndim not in (2, 3) or (im.ndim == 3 and im.shape[-1] not in (1, 3, 4)):
             raise ValidationError(f"each image must be uint8 (H, W) or (H, W, C) with C in 1, 3, 4; "
                                   f"got dtype {im.dtype}, shape {im.shape}")
-        x = self._channels(images_to_tensor(im[None]))
+        x = self._channels(_uint8_batch(im[None]))
         if self.size is not None and tuple(x.shape[-2:]) != self.size:
             x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", antialias=True,
                                                 align_corners=False)
