@@ -136,7 +136,7 @@ def test_module_factory_without_and_with_weights(usermod, tmp_path):
     p = a.predict(rgb(4, size=(20, 30)))  # another size: resized by the declared transform
     assert p.probs.shape == (4, 3) and p.embeddings.shape == (4, 8)
     assert a.version == resolve_model("usermodels_t:make", device="cpu").version  # same init in every process
-    check_model(a)
+    assert check_model("usermodels_t:make", device="cpu").version == a.version  # a spec is checked as well
 
     import usermodels_t
 
@@ -259,7 +259,8 @@ def test_bad_specs_each_get_one_clear_error(usermod, tmp_path):
                   r".*torch.save\(model.state_dict\(\), path\)"))
     torch.save(usermodels_t.Net(), tmp_path / "pickled.pt")  # a whole pickled module: code on load
     cases.append((str(tmp_path / "pickled.pt"), {},
-                  r"pickled.pt holds pickled Python objects \(usermodels_t.Net\), which curator does not unpickle.*torch.jit.save"))
+                  r"pickled.pt holds pickled Python objects \(usermodels_t.Net\), which curator does not "
+                  r"unpickle.*torch.jit.save"))
     cases.append(("usermodels_t:make", {"weights": tmp_path / "pickled.pt"},
                   r"weights file .*pickled.pt holds pickled Python objects.*state_dict"))
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
@@ -271,6 +272,8 @@ def test_bad_specs_each_get_one_clear_error(usermod, tmp_path):
             resolve_model(spec, device="cpu", **kw)
     with pytest.raises(ValidationError, match="unknown options"):
         resolve_model("usermodels_t:make", colour=True)
+    with pytest.raises(ValidationError, match=r"smallcnn \(the built-in CNN\) takes no options \['feature_layer'\]"):
+        resolve_model("smallcnn", classes=[0, 1], feature_layer="fc1")
 
 
 # -- MC dropout meets a model without dropout -----------------------------------------------------
@@ -280,8 +283,8 @@ def test_model_without_dropout_refuses_mc_samples_clearly(usermod):
     assert not a.has_dropout
     images = np.zeros((2, 16, 16), np.uint8)
     assert a.predict(images).probs.shape == (2, 4)
-    with pytest.raises(ValidationError, match=r"model usermodels_t:make_plain has no dropout layer.*use a policy that does not "
-                                              r"need mc_probs.*add torch.nn.Dropout"):
+    with pytest.raises(ValidationError, match=r"model usermodels_t:make_plain has no dropout layer.*use a policy "
+                                              r"that does not need mc_probs.*add torch.nn.Dropout"):
         a.predict(images, mc_samples=5)
     with pytest.raises(ValidationError, match="no dropout layer"):
         a.mc_predict_proba(images, T=5)

@@ -254,8 +254,10 @@ def as_input_spec(value, where: str) -> InputSpec | None:
         try:
             return InputSpec(**value)
         except TypeError as exc:
-            raise ValidationError(f"{where}: bad input spec {value!r} ({exc}); keys: size, channels, mean, std") from None
-    raise ValidationError(f"{where}: input spec must be a curator.models.InputSpec or a dict; got {type(value).__name__}")
+            raise ValidationError(f"{where}: bad input spec {value!r} ({exc}); "
+                                  "keys: size, channels, mean, std") from None
+    raise ValidationError(f"{where}: input spec must be a curator.models.InputSpec or a dict; "
+                          f"got {type(value).__name__}")
 
 
 def last_linear(module) -> str | None:

@@ -382,6 +382,10 @@ class ModelSpec:
         if self.kind in ("builtin", "registered"):
             factory = _registry.lookup(self.target)
             if self.kind == "builtin":
+                extra = sorted(opts.keys() - {"channels"})
+                if extra:
+                    raise ValidationError(f"model {self.target} (the built-in CNN) takes no options {extra}; "
+                                          "it takes weights, classes and channels")
                 return factory(weights=self.weights, classes=classes, device=device,
                                **({"channels": opts["channels"]} if "channels" in opts else {}))
             obj, passed = _call_factory(factory, f"model {self.target} ({_registry.origin(self.target)})",
