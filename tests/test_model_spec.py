@@ -155,6 +155,24 @@ def test_module_factory_without_and_with_weights(usermod, tmp_path):
     assert resolve_model(trained, device="cpu").version == w.version  # a module object wraps the same way
 
 
+def test_a_shipped_spec_builds_the_same_model_in_another_process(usermod, tmp_path):
+    """What an executor does: pickle the spec, load it in a fresh worker process."""
+    import os
+    import subprocess
+
+    spec = ModelSpec.parse("usermodels_t:make", classes=["r", "g", "b"])
+    (tmp_path / "spec.pkl").write_bytes(pickle.dumps(spec))
+    code = ("import pickle, sys; s = pickle.load(open(sys.argv[1], 'rb')); "
+            "a = s.load(device='cpu'); print(a.version, a.classes)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(usermod), *sys.path])}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "spec.pkl")], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    here = spec.load(device="cpu")
+    assert out.stdout.split()[0] == here.version  # factories run under a fixed seed: same untrained weights
+    assert "['r', 'g', 'b']" in out.stdout
+
+
 def test_torchscript_file_is_recognised_and_loaded_without_unpickling(usermod, tmp_path):
     import usermodels_t
 
