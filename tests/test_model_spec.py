@@ -103,7 +103,9 @@ def test_input_spec_converts_channels_resizes_and_normalises():
         InputSpec(channels=3).to_tensor(mixed)
     floats = np.random.default_rng(0).normal(size=(2, 3, 5, 5)).astype(np.float32)
     assert torch.equal(spec.to_tensor(floats), torch.from_numpy(floats))  # prepared tensors pass as they are
-    for bad in (dict(channels=2), dict(size=(0, 8)), dict(channels=3, mean=(0.1, 0.2)), dict(std=(0.0,))):
+    assert InputSpec().to_tensor(rgba).shape[1] == 4  # nothing declared: nothing dropped
+    for bad in (dict(channels=2), dict(size=(0, 8)), dict(channels=3, mean=(0.1, 0.2)), dict(std=(0.0,)),
+                dict(mean=(0.5, 0.5, 0.5))):
         with pytest.raises(ValidationError, match="input spec"):
             InputSpec(**bad)
 

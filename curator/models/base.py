@@ -129,7 +129,7 @@ class InputSpec:
     ``size`` (H, W) resizes every image (bilinear, antialiased; ``None`` keeps the decoded size,
     which must then be the same within a batch); ``channels`` (1 or 3) converts grayscale to RGB
     (repeated) or RGB to grayscale (ITU-R 601 luma), and drops an alpha channel (``None`` keeps
-    what was decoded); ``mean``/``std`` (one value per channel, on the [0, 1] scale) normalise.
+    what was decoded, alpha included); ``mean``/``std`` (one value per channel, on the [0, 1] scale) normalise.
     Decoding code reads it to resize and normalise per model (issue 15); float arrays are taken
     as already prepared and pass unchanged.
     """
@@ -159,6 +159,8 @@ class InputSpec:
             value = (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
             if self.channels is not None and len(value) not in (1, self.channels):
                 raise bad(f"{field} has {len(value)} values for {self.channels} channel(s)")
+            if self.channels is None and len(value) > 1:
+                raise bad(f"{field} has {len(value)} values but channels is not declared; declare channels")
             if not all(np.isfinite(value)) or (field == "std" and min(value) <= 0):
                 raise bad(f"{field} must be finite{' and positive' if field == 'std' else ''}; got {value}")
             object.__setattr__(self, field, value)
@@ -198,7 +200,7 @@ class InputSpec:
         return x[0]
 
     def _channels(self, x):
-        if x.shape[1] == 4:  # RGBA: the alpha channel is not part of the picture a model sees
+        if x.shape[1] == 4 and self.channels is not None:  # RGBA: alpha is not part of the picture
             x = x[:, :3]
         c = x.shape[1]
         if self.channels is None or c == self.channels:
