@@ -190,6 +190,38 @@ def test_torchscript_file_is_recognised_and_loaded_without_unpickling(usermod, t
         assert np.allclose(a.predict(images).probs, eager.predict(images).probs, atol=1e-5)
         check_model(a)  # MC passes differ, and repeat for a seed
 
+    import json
+
+    meta = {"input_spec": usermodels_t.Net.input_spec, "classes": ["x", "y", "z"]}
+    torch.jit.save(torch.jit.script(net), tmp_path / "described.ts", _extra_files={"curator.json": json.dumps(meta)})
+    described = resolve_model(tmp_path / "described.ts", device="cpu")  # the file says its input and classes
+    assert described.input_spec == InputSpec(size=(16, 16), channels=3, mean=(0.5,) * 3, std=(0.25,) * 3)
+    assert described.classes == ["x", "y", "z"]
+    torch.jit.save(torch.jit.script(net), tmp_path / "bad.ts", _extra_files={"curator.json": "{not json"})
+    with pytest.raises(ValidationError, match=r"bad.ts: its curator.json is not valid"):
+        resolve_model(tmp_path / "bad.ts")
+
+    class Pair(torch.nn.Module):  # forward returns (logits, features): the other way to give an embedding
+        def __init__(self):
+            super().__init__()
+            self.f = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16, 5))
+            self.out = torch.nn.Linear(5, 2)
+
+        def forward(self, x):
+            h = self.f(x)
+            return self.out(h), h
+
+    pair = Pair().eval()
+    torch.jit.save(torch.jit.script(pair), tmp_path / "pair.ts")
+    p = resolve_model(tmp_path / "pair.ts", device="cpu")
+    images = np.random.default_rng(1).integers(0, 256, size=(3, 16, 16), dtype=np.uint8)
+    got = p.predict(images)
+    with torch.no_grad():
+        logits, h = pair(torch.from_numpy(images[:, None].astype(np.float32) / 255))
+    assert np.allclose(got.probs, torch.softmax(logits, 1).numpy(), atol=1e-5)
+    assert np.allclose(got.embeddings, torch.nn.functional.normalize(h, dim=1).numpy(), atol=1e-5)
+    assert not p.has_dropout
+
     torch.jit.save(torch.jit.script(usermodels_t.NoDropout()), tmp_path / "plain.ts")
     with pytest.raises(ValidationError, match=r"plain gives no embedding.*@torch.jit.export def embed"):
         resolve_model(tmp_path / "plain.ts")

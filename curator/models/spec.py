@@ -180,16 +180,44 @@ def _load_torchscript(path: Path, *, device=None, classes=None, **options):
     from curator.models.base import ScriptAdapter
 
     _check_file(path, "TorchScript file")
+    extra = {TORCHSCRIPT_META: ""}
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     except Exception as exc:
         raise ValidationError(f"TorchScript file {path} cannot be loaded ({type(exc).__name__}: "
                               f"{str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ''}); "
                               "save it again with torch.jit.save") from None
+    meta = _script_meta(path, extra[TORCHSCRIPT_META])
+    if options.get("input_spec") is None and meta.get("input_spec") is not None:
+        options["input_spec"] = meta["input_spec"]
+    if classes is None:
+        classes = meta.get("classes")
     options.pop("feature_layer", None)
     options.pop("channels", None)
     return ScriptAdapter(module.eval(), name=options.pop("name", None) or path.stem, device=device,
                          classes=classes, **options)
+
+
+#: The extra file of a TorchScript archive where a model describes itself (JSON: ``input_spec``
+#: as a dict, ``classes``): ``torch.jit.save(m, path, _extra_files={"curator.json": json.dumps(...)})``.
+TORCHSCRIPT_META = "curator.json"
+
+
+def _script_meta(path: Path, raw) -> dict:
+    import json
+
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+        if not isinstance(meta, dict) or not set(meta) <= {"input_spec", "classes"}:
+            raise ValueError("expected an object with input_spec and/or classes")
+    except ValueError as exc:
+        raise ValidationError(f"TorchScript file {path}: its {TORCHSCRIPT_META} is not valid ({exc}); write "
+                              '{"input_spec": {"size": [H, W], "channels": C, ...}, "classes": [...]}') from None
+    if isinstance(meta.get("input_spec"), dict) and meta["input_spec"].get("size") is not None:
+        meta["input_spec"] = {**meta["input_spec"], "size": tuple(meta["input_spec"]["size"])}
+    return meta
 
 
 # --------------------------------------------------------------------------- modules
