@@ -154,6 +154,8 @@ def test_module_factory_without_and_with_weights(usermod, tmp_path):
     spec = ModelSpec.parse("usermodels_t:make#fc1", weights=tmp_path / "w.pt")
     assert (spec.kind, spec.target, spec.options["feature_layer"]) == ("factory", "usermodels_t:make", "fc1")
     assert pickle.loads(pickle.dumps(spec)).load(device="cpu").version == w.version
+    same = ModelSpec.parse("usermodels_t:make", weights=tmp_path / "w.pt", feature_layer="fc1")
+    assert same == spec and len({spec, same, ModelSpec.parse("usermodels_t:make")}) == 2  # hashable: a cache key
     assert resolve_model(trained, device="cpu").version == w.version  # a module object wraps the same way
 
 

@@ -385,6 +385,9 @@ class ModelSpec:
         kind = "torchscript" if is_torchscript(path) else "file"
         return cls(kind, str(path.resolve()), None, opts)
 
+    def __hash__(self) -> int:  # options is a dict: hash its items, so a spec can key a cache of models
+        return hash((self.kind, self.target, self.weights, repr(sorted(self.options.items(), key=str))))
+
     def __str__(self) -> str:
         layer = self.options.get("feature_layer")
         text = f"{self.target}#{layer}" if self.kind == "factory" and layer else self.target
