@@ -36,15 +36,18 @@ import mimetypes
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from sqlalchemy.orm import Session  # typing only: every query is built in curator.store
 
 from curator.exceptions import LabelStudioError, ValidationError
 from curator.integrations.labelstudio import TOOL
 from curator.integrations.labelstudio.client import Client, NotOnServer
 from curator.integrations.labelstudio.labelconfig import LabelConfig, image_classification, validate
 from curator.store.locks import hold
+
+if TYPE_CHECKING:  # typing only: every query is built in curator.store (annotations, rounds)
+    from sqlalchemy.orm import Session
 
 EMBED_MAX = 256 * 1024
 LINK_DIR = "_linked"
