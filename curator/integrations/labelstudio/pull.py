@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sys
 
 from curator.exceptions import LabelStudioError, NotFoundError
 from curator.integrations.labelstudio import TOOL
 from curator.integrations.labelstudio.client import Client, NotOnServer
+from curator.store.locks import hold
 
 
 @dataclasses.dataclass
@@ -97,8 +99,24 @@ def _users(client: Client) -> dict[int, str]:
     return {u.id: u.email for u in client.call("list users", client.sdk.users.list)}
 
 
-def pull(settings, project: str, *, client: Client | None = None) -> PullReport:
-    """Bring the annotations of ``project`` up to date with the server (see module docstring)."""
+def pull(settings, project: str, *, client: Client | None = None, lock_wait: float | None = None) -> PullReport:
+    """Bring the annotations of ``project`` up to date with the server (see module docstring).
+
+    Two pulls (or a pull and a push) of one project at once: the project's lock
+    (``curator.store.locks``, the one push takes) makes the second wait up to
+    ``lock_wait`` seconds, then read what the first stored and find nothing new,
+    instead of both inserting the same answers (the second would fail on the
+    unique (tool, external_id)).
+    """
+    from curator.integrations.labelstudio.push import LOCK_WAIT_S
+
+    with hold(settings, f"{TOOL}:project:{project}", wait=LOCK_WAIT_S if lock_wait is None else lock_wait,
+              what=f"project {project!r}", on_wait=lambda m: print(f"{m}...", file=sys.stderr, flush=True)):
+        return _pull(settings, project, client)
+
+
+def _pull(settings, project: str, client: Client | None) -> PullReport:
+    """The pull proper, under the project's lock: read, ask the server, write."""
     from curator.store import annotations as store
     from curator.store.session import transaction
 
