@@ -384,6 +384,39 @@ def test_two_pushes_at_once_import_each_sample_once_into_one_project(ls_server, 
     assert len(client.find_projects(project)) == 1
 
 
+PULL_CHILD = PUSH_CHILD.replace("import push as P", "import pull as P")
+
+
+@pytest.mark.slow
+@pytest.mark.labelstudio
+def test_two_pulls_at_once_store_each_answer_once(ls_server, db_settings, small_idx, tmp_path):
+    """The second pull waits for the project's lock, then finds the answers the first stored
+    (without the lock both read an empty store and insert the same answers: a traceback)."""
+    from ls_fixtures import make_round, with_database
+
+    from curator.integrations.labelstudio import oracle
+    from curator.integrations.labelstudio.push import push
+
+    settings = with_database(ls_server, db_settings.db_url, tmp_path)
+    number, ranked, project = make_round(settings, small_idx, n=8)
+    push(settings, "mnist89", number, project=project)
+    done = oracle.annotate(settings, project, limit=6, skip={ranked[2]})
+    assert (done.annotated, done.skipped) == (5, 1)
+    env = _env(settings, CURATOR_LABELSTUDIO_URL=settings.labelstudio_url,
+               CURATOR_LABELSTUDIO_TOKEN=settings.labelstudio_token)
+    results = _together(2, PULL_CHILD, lambda i: ["pull", "--project", project, "--json"], lambda i: env,
+                        tmp_path / "bar")
+    _clean(results)
+    assert [r[0] for r in results] == [0, 0], [r[2] for r in results]
+    assert any("waiting for another curator process" in err for _, _, err in results)
+    first, second = sorted((json.loads(out) for _, out, _ in results), key=lambda r: -r["new"])
+    assert (first["new"], second["new"], second["unchanged"], second["updated"]) == (6, 0, 6, 0)
+    assert first["labeled_samples"] == second["labeled_samples"] == 5 and second["skipped"] == 1
+    with transaction(settings) as s:
+        stored = s.execute(select(Annotation.sample_id, Annotation.skipped).order_by(Annotation.sample_id)).all()
+    assert sorted(sid for sid, _ in stored) == sorted(done.order) and [sk for sid, sk in stored if sid == ranked[2]] == [True]
+
+
 # -- Label Studio client: timeouts and retries -----------------------------------------------
 
 class _Script(http.server.BaseHTTPRequestHandler):

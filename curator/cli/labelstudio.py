@@ -152,12 +152,10 @@ def pull(ctx, project, dataset, as_json):
 
 
 def _project_name(settings, project, dataset) -> str:
-    from sqlalchemy import select
-
     from curator.exceptions import ValidationError
     from curator.integrations.labelstudio import TOOL
     from curator.integrations.labelstudio.push import default_project_name
-    from curator.store.schema import LabelProject
+    from curator.store import annotations as store
     from curator.store.session import transaction
 
     if project:
@@ -169,7 +167,7 @@ def _project_name(settings, project, dataset) -> str:
             dataset_id(s, dataset)  # an unknown dataset is named as such, not as an unknown project
         return default_project_name(dataset)
     with transaction(settings) as s:
-        names = s.scalars(select(LabelProject.name).where(LabelProject.tool == TOOL)).all()
+        names = store.project_names(s, TOOL)
     if len(names) != 1:
         raise ValidationError(
             f"pass --project (known projects: {', '.join(names) or 'none; push a round first'})"

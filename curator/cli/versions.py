@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from curator.cli import settings_from
+from curator.cli import dataset_option, settings_from
 
 FORMATS = ("numpy", "torch", "manifest")
 
@@ -59,7 +59,7 @@ def version():
 
 @version.command()
 @click.argument("name")
-@click.option("--dataset", "-d", help="Dataset (default: the only one).")
+@dataset_option(required=False, help="Dataset (default: the only one).")
 @click.option("--message", "-m", help="What this version is for.")
 @click.option("--parent", help="Parent version (default: the newest with the same filters).")
 @click.option("--root", is_flag=True, help="Start a new line of versions (no parent).")
@@ -86,7 +86,7 @@ def create(ctx, name, dataset, message, parent, root, split, rounds, as_json):
 
 
 @version.command("list")
-@click.option("--dataset", "-d", help="Dataset (default: the only one).")
+@dataset_option(required=False, help="Dataset (default: the only one).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def list_(ctx, dataset, as_json):
@@ -105,7 +105,7 @@ def list_(ctx, dataset, as_json):
 
 @version.command()
 @click.argument("name")
-@click.option("--dataset", "-d", help="Dataset (default: the only one).")
+@dataset_option(required=False, help="Dataset (default: the only one).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def show(ctx, name, dataset, as_json):
@@ -134,7 +134,7 @@ def show(ctx, name, dataset, as_json):
 @version.command("diff")
 @click.argument("a")
 @click.argument("b")
-@click.option("--dataset", "-d", help="Dataset (default: the only one).")
+@dataset_option(required=False, help="Dataset (default: the only one).")
 @click.option("--limit", default=20, show_default=True, help="Samples listed per kind of change (JSON: all with --limit 0).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -162,7 +162,7 @@ def diff_(ctx, a, b, dataset, limit, as_json):
 
 @version.command()
 @click.argument("name")
-@click.option("--dataset", "-d", help="Dataset (default: the only one).")
+@dataset_option(required=False, help="Dataset (default: the only one).")
 @click.option("--files", is_flag=True, help="Also re-hash every sample file on disk.")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
@@ -184,7 +184,7 @@ def verify(ctx, name, dataset, files, as_json):
 @click.argument("name")
 @click.option("--format", "fmt", callback=_check_format, help="numpy (.npz), torch (.pt), manifest (.json), fiftyone.")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Output file (fiftyone: the FiftyOne dataset name, default curator-DATASET-NAME).")
-@click.option("--dataset", "-d", help="Dataset (default: the only one).")
+@dataset_option(required=False, help="Dataset (default: the only one).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def export(ctx, name, fmt, out, dataset, as_json):
@@ -219,7 +219,7 @@ _SUFFIX = {"numpy": "npz", "torch": "pt", "manifest": "json", "fiftyone": ""}
 @version.command("import")
 @click.argument("manifest", type=click.Path(path_type=Path))
 @click.option("--name", help="Version name (default: the manifest's).")
-@click.option("--dataset", "-d", help="Target dataset (default: the manifest's).")
+@dataset_option(required=False, help="Target dataset (default: the manifest's).")
 @click.option("--message", "-m")
 @click.option("--allow-unverified", is_flag=True,
               help="Import a manifest that has no checksum or seal, or no longer matches them (edited on purpose).")

@@ -83,42 +83,11 @@ def fetch_all(session: Session, stmt) -> list[tuple]:
 
 
 def agreed_labels(session: Session, dataset: int) -> dict[int, tuple[str, float, int]]:
-    """Current agreed label of every annotated sample: sample_id -> (label, agreement, n).
+    """sample_id -> (label, agreement, n): ``curator.store.annotations.agreed_labels``, the one definition
+    (kept here because the loop, rounds and versions import it from this module)."""
+    from curator.store.annotations import agreed_labels as agreed
 
-    The one definition of "the label of a sample", used by versions, the loop
-    and FiftyOne: the most frequent label among live (not deleted, not
-    skipped) annotations; ties go to the most recent annotation. ``agreement``
-    is the fraction of annotators who gave the agreed label.
-    """
-    from collections import Counter
-
-    from curator.store.schema import Annotation
-
-    rows = fetch_all(
-        session,
-        select(Annotation.sample_id, Annotation.label)
-        .join(Sample, Sample.id == Annotation.sample_id)
-        .where(
-            Sample.dataset_id == dataset,
-            Annotation.deleted.is_(False),
-            Annotation.skipped.is_(False),
-        )
-        .order_by(Annotation.sample_id, Annotation.id),
-    )
-    # One pass for the common case (one answer per sample); samples with
-    # several answers are collected, in annotation order, and decided after.
-    out: dict[int, tuple[str, float, int]] = {}
-    several: dict[int, list[str]] = {}
-    for sample_id, label in rows:
-        if sample_id in out:
-            several.setdefault(sample_id, [out[sample_id][0]]).append(label)
-        out[sample_id] = (label, 1.0, 1)
-    for sample_id, labels in several.items():
-        counts = Counter(labels)
-        top = max(counts.values())
-        winner = next(lab for lab in reversed(labels) if counts[lab] == top)
-        out[sample_id] = (winner, top / len(labels), len(labels))
-    return out
+    return agreed(session, dataset)
 
 
 def resolve_dataset(session: Session, name: str | None) -> tuple[int, str]:

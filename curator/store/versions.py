@@ -33,7 +33,8 @@ from curator.store.schema import (
     RoundItem,
     Sample,
 )
-from curator.store.queries import agreed_labels, dataset_id, fetch_all, resolve_dataset
+from curator.store.annotations import agreed_labels
+from curator.store.queries import dataset_id, fetch_all, resolve_dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,7 +221,7 @@ def sealed_ids(s: Session, ids: Iterable[int]) -> set[int]:
 
 
 def current_labels(s: Session, ds: int, split: Sequence[str] | None, rounds: Sequence[int] | None) -> dict[int, str]:
-    """The agreed labels (``queries.agreed_labels``) of dataset ``ds``, of samples in
+    """The agreed labels (``annotations.agreed_labels``) of dataset ``ds``, of samples in
     ``split`` and in rounds numbered ``rounds`` when given."""
     labels = {sid: lab for sid, (lab, _, _) in agreed_labels(s, ds).items()}
     if split:

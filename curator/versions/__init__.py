@@ -1,6 +1,6 @@
 """Versioned labeled sets: immutable versions with lineage, diffs and exports.
 
-A version freezes the agreed labels of a dataset (``store.queries.agreed_labels``,
+A version freezes the agreed labels of a dataset (``store.annotations.agreed_labels``,
 optionally filtered by split or rounds) under a name. It records its parent,
 the rounds, policies and models behind its samples, counts per class and a
 checksum over the sorted ``(sample sha256, label)`` pairs (see ``checksum_of``),

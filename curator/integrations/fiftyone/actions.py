@@ -151,19 +151,16 @@ MODEL_HELP = "Model id or saved .pt file; empty: the dataset's newest model, or 
 
 def model_for(link: Link, model: str | None = None):
     """The model to score or select with (see MODEL_HELP)."""
-    from sqlalchemy import select
-
     from curator import rounds
-    from curator.store.schema import Model
-    from curator.store.queries import agreed_labels, dataset_id
+    from curator.store import annotations as store
+    from curator.store.queries import dataset_id
     from curator.store.session import transaction
 
     if model:
         return rounds.load_model(link.settings, model)
     with transaction(link.settings) as s:
-        rows = s.execute(select(Model.id, Model.params).where(Model.path.is_not(None)).order_by(Model.id.desc()))
-        newest = next((mid for mid, params in rows if (params or {}).get("dataset") == link.dataset), None)
-        labels = {} if newest is not None else agreed_labels(s, dataset_id(s, link.dataset))
+        newest = store.newest_model_with_file(s, link.dataset)
+        labels = {} if newest is not None else store.agreed_labels(s, dataset_id(s, link.dataset))
     if newest is not None:
         return rounds.load_model(link.settings, newest)
     if not labels:

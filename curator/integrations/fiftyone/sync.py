@@ -151,20 +151,13 @@ def collect(
 
 
 def _collect(s, settings, dataset: str, round: int | None, version: str | None):
-    from sqlalchemy import select
-
+    from curator.store import annotations as store
     from curator.store import queries
     from curator.store import rounds as store_rounds
-    from curator.store.schema import Dataset, Sample, Score
 
     ds_id = queries.dataset_id(s, dataset)
-    classes = list(s.scalar(select(Dataset.classes).where(Dataset.id == ds_id)) or [])
-    rows = s.execute(
-        select(Sample.id, Sample.dataset_id, Sample.uri, Sample.sha256, Sample.split, Sample.gt_label,
-               Sample.duplicate_of_id)
-        .where(Sample.dataset_id == ds_id)
-        .order_by(Sample.id)
-    ).all()
+    classes = list(store.dataset_info(s, ds_id).classes)
+    rows = store.sample_rows(s, ds_id)
     all_rows = rows
     if not rows:
         raise ValidationError(f"dataset {dataset!r} holds no samples; ingest some first: curator ingest PATH --dataset {dataset}")
@@ -196,15 +189,7 @@ def _collect(s, settings, dataset: str, round: int | None, version: str | None):
         cols.put("ground_truth", "classification", {k: (v, None) for k, v in gt.items()})
 
     # Scores: the latest row of each kind wins (rows come in id order).
-    score_rows = s.execute(
-        select(Score.sample_id, Score.kind, Score.value)
-        .join(Sample, Sample.id == Score.sample_id)
-        .where(Sample.dataset_id == ds_id)
-        .order_by(Score.id)
-    ).all()
-    by_kind: dict[str, dict[int, float]] = {}
-    for sid, kind, value in score_rows:
-        by_kind.setdefault(kind, {})[sid] = value
+    by_kind = store.latest_scores(s, ds_id)
     for kind in sorted(set(by_kind) - set(PREDICTION_KINDS)):
         cols.put(field_of(kind), "float", {k: float(v) for k, v in by_kind[kind].items()})
     _put_prediction(cols, by_kind, classes)
@@ -223,7 +208,7 @@ def _collect(s, settings, dataset: str, round: int | None, version: str | None):
     else:
         cols.skipped["rounds"] = f"no round selected yet; run: curator select --dataset {dataset}"
 
-    agreed = queries.agreed_labels(s, ds_id)
+    agreed = store.agreed_labels(s, ds_id)
     if agreed:
         cols.put("human_label", "classification", {k: (lab, agr) for k, (lab, agr, _) in agreed.items()})
         cols.put("curator_annotations", "int", {k: n for k, (_, _, n) in agreed.items()})
@@ -331,22 +316,15 @@ def _coldstart(settings, dataset: str, all_rows) -> np.ndarray:
 
 def _put_embeddings(s, settings, cols: Columns, all_rows, cold: np.ndarray | None) -> None:
     """Embeddings for Brain: the newest complete stored set of a trained model, else cold-start."""
-    from sqlalchemy import select
-
     from curator import coldstart, embeddings
-    from curator.store.schema import EmbeddingSet, Model
+    from curator.store import annotations as store
 
     ds_id = all_rows[0].dataset_id
-    row = s.execute(
-        select(EmbeddingSet.model_id, Model.name, Model.version)
-        .join(Model, Model.id == EmbeddingSet.model_id)
-        .where(EmbeddingSet.dataset_id == ds_id, EmbeddingSet.done == EmbeddingSet.count,
-               Model.name != coldstart.MODEL_NAME)
-        .order_by(EmbeddingSet.id.desc())
-    ).first()
+    row = store.newest_trained_embeddings(s, ds_id, exclude_model=coldstart.MODEL_NAME)
     if row is not None:
-        emb_ids, E = embeddings.load(s, settings, ds_id, row.model_id)
-        cols.embedding_source = f"{row.name}:{row.version[:12]}"
+        model_id, name, version = row
+        emb_ids, E = embeddings.load(s, settings, ds_id, model_id)
+        cols.embedding_source = f"{name}:{version[:12]}"
     elif cold is not None:
         emb_ids, E = np.fromiter((r.id for r in all_rows), dtype=np.int64, count=len(all_rows)), cold
         cols.embedding_source = "coldstart"

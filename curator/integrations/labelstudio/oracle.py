@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import select
-
 from curator.exceptions import NotFoundError, ValidationError
 from curator.integrations.labelstudio import TOOL
 from curator.integrations.labelstudio.client import Client, NotOnServer
@@ -28,26 +26,16 @@ class OracleReport:
 
 
 def _project(settings, name: str):
-    from curator.integrations.labelstudio.push import project_row
-    from curator.store.schema import Sample, TaskLink
+    """(server id, from_name, to_name, ground truth by sample, task by sample) of project ``name``."""
+    from curator.store import annotations as store
     from curator.store.session import transaction
 
     with transaction(settings) as s:
-        row = project_row(s, name)
+        row = store.project(s, TOOL, name)
         if row is None:
             raise NotFoundError(f"no Label Studio project {name!r} in the database; push a round first")
-        truth = dict(
-            s.execute(
-                select(TaskLink.sample_id, Sample.gt_label)
-                .join(Sample, Sample.id == TaskLink.sample_id)
-                .where(TaskLink.tool == TOOL, TaskLink.project == name)
-            ).all()
-        )
-        tasks = dict(
-            s.execute(
-                select(TaskLink.sample_id, TaskLink.task_id).where(TaskLink.tool == TOOL, TaskLink.project == name)
-            ).all()
-        )
+        truth = store.linked_truth(s, TOOL, name)
+        tasks = store.links(s, TOOL, name)
         return row.external_id, row.from_name, row.to_name, truth, tasks
 
 

@@ -15,19 +15,22 @@ second time; the database writes are one transaction.
 
 Skipped tasks (``was_cancelled``) are stored with ``skipped=True`` and no
 label. Every annotator's answer is kept; the agreed label and the agreement
-come from ``curator.store.queries.agreed_labels``, the one definition.
+come from ``curator.store.annotations.agreed_labels``, the one definition.
+Every query is built in ``curator.store.annotations``; this module reads
+(one transaction), talks to the server (no session open), then writes (one
+transaction).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-
-from sqlalchemy import func, insert, select, update
+import sys
 
 from curator.exceptions import LabelStudioError, NotFoundError
 from curator.integrations.labelstudio import TOOL
 from curator.integrations.labelstudio.client import Client, NotOnServer
+from curator.store.locks import hold
 
 
 @dataclasses.dataclass
@@ -96,41 +99,44 @@ def _users(client: Client) -> dict[int, str]:
     return {u.id: u.email for u in client.call("list users", client.sdk.users.list)}
 
 
-def pull(settings, project: str, *, client: Client | None = None) -> PullReport:
-    """Bring the annotations of ``project`` up to date with the server (see module docstring)."""
-    from curator.integrations.labelstudio.push import project_row
-    from curator.store.schema import Annotation, LabelProject, TaskLink
-    from curator.store.queries import agreed_labels
+def pull(settings, project: str, *, client: Client | None = None, lock_wait: float | None = None) -> PullReport:
+    """Bring the annotations of ``project`` up to date with the server (see module docstring).
+
+    Two pulls (or a pull and a push) of one project at once: the project's lock
+    (``curator.store.locks``, the one push takes) makes the second wait up to
+    ``lock_wait`` seconds, then read what the first stored and find nothing new,
+    instead of both inserting the same answers (the second would fail on the
+    unique (tool, external_id)).
+    """
+    from curator.integrations.labelstudio.push import LOCK_WAIT_S
+
+    with hold(settings, f"{TOOL}:project:{project}", wait=LOCK_WAIT_S if lock_wait is None else lock_wait,
+              what=f"project {project!r}", on_wait=lambda m: print(f"{m}...", file=sys.stderr, flush=True)):
+        return _pull(settings, project, client)
+
+
+def _pull(settings, project: str, client: Client | None) -> PullReport:
+    """The pull proper, under the project's lock: read, ask the server, write."""
+    from curator.store import annotations as store
     from curator.store.session import transaction
 
     with transaction(settings) as s:
-        row = project_row(s, project)
+        row = store.project(s, TOOL, project)
         if row is None:
-            known = s.scalars(select(LabelProject.name).where(LabelProject.tool == TOOL)).all()
+            known = store.project_names(s, TOOL)
             raise NotFoundError(
                 f"no Label Studio project {project!r} in the database (known: {', '.join(known) or 'none'}); "
                 "push a round to it first"
             )
         pid, from_name, dataset, row_id = row.external_id, row.from_name, row.dataset_id, row.id
-        cursor = _naive(s.scalar(select(LabelProject.pulled_at).where(LabelProject.id == row_id)))
-        links = {
-            tid: (lid, sid)
-            for lid, sid, tid in s.execute(
-                select(TaskLink.id, TaskLink.sample_id, TaskLink.task_id)
-                .where(TaskLink.tool == TOOL, TaskLink.project == project)
-            )
-        }
-        stored: dict[str, tuple] = {}
+        cursor = _naive(row.pulled_at)
+        links = store.link_index(s, TOOL, project)
+        stored: dict[str, store.StoredAnnotation] = {}
         live_by_task: dict[int, set[str]] = {}
-        for aid, ext, label, skipped, deleted, annotator, updated, tid in s.execute(
-            select(Annotation.id, Annotation.external_id, Annotation.label, Annotation.skipped,
-                   Annotation.deleted, Annotation.annotator, Annotation.updated_at, TaskLink.task_id)
-            .join(TaskLink, TaskLink.id == Annotation.task_link_id)
-            .where(Annotation.tool == TOOL, TaskLink.tool == TOOL, TaskLink.project == project)
-        ):
-            stored[ext] = (aid, label, skipped, deleted, annotator, _naive(updated))
-            if not deleted:
-                live_by_task.setdefault(tid, set()).add(ext)
+        for ann in store.annotations_of(s, TOOL, project):
+            stored[ann.external_id] = ann
+            if not ann.deleted:
+                live_by_task.setdefault(ann.task_id, set()).add(ann.external_id)
 
     client = client or Client.from_settings(settings)
     client.check()
@@ -185,22 +191,23 @@ def pull(settings, project: str, *, client: Client | None = None) -> PullReport:
                     annotator = users.get(by, None if by is None else str(by))
                 label = _label(ann.get("result"), from_name)
                 skipped = bool(ann.get("was_cancelled")) or label is None
+                label = None if skipped else label
                 updated = _time(ann.get("updated_at"))
-                values = {"label": None if skipped else label, "skipped": skipped, "annotator": annotator,
-                          "updated_at": updated, "deleted": False}
                 old = stored.get(ext)
                 if old is None:
-                    new_rows.append({**values, "sample_id": sid, "task_link_id": link_id, "tool": TOOL,
-                                     "external_id": ext, "created_at": _time(ann.get("created_at")) or now})
-                elif (old[1], old[2], old[3], old[4], old[5]) != (
-                    values["label"], skipped, False, annotator, _naive(updated)
+                    new_rows.append(store.NewAnnotation(
+                        sample_id=sid, task_link_id=link_id, external_id=ext, label=label, skipped=skipped,
+                        annotator=annotator, created_at=_time(ann.get("created_at")) or now, updated_at=updated))
+                elif (old.label, old.skipped, old.deleted, old.annotator, old.updated_at) != (
+                    label, skipped, False, annotator, _naive(updated)
                 ):
-                    changes.append({"id": old[0], **values})
+                    changes.append(store.AnnotationChange(id=old.id, label=label, skipped=skipped,
+                                                          annotator=annotator, updated_at=updated))
                 else:
                     report.unchanged += 1
         examined = set(changed) | (set(links) - on_server)  # tasks whose annotations were re-read, or are gone
         gone = [
-            {"id": stored[ext][0], "deleted": True, "updated_at": now}
+            stored[ext].id
             for tid in examined
             for ext in live_by_task.get(tid, ())
             if ext not in seen
@@ -208,20 +215,13 @@ def pull(settings, project: str, *, client: Client | None = None) -> PullReport:
         report.unchanged += sum(len(live_by_task.get(tid, ())) for tid in on_server - set(changed))
         report.missing_tasks = sorted(sid for tid, (_, sid) in links.items() if tid not in on_server)
         report.tasks = len(on_server)
-        if new_rows:
-            s.execute(insert(Annotation), new_rows)
-        if changes:
-            s.execute(update(Annotation), changes)
-        if gone:
-            s.execute(update(Annotation), gone)
+        store.add_annotations(s, TOOL, new_rows)
+        store.change_annotations(s, changes)
+        store.mark_deleted(s, gone, now)
         report.new, report.updated, report.deleted = len(new_rows), len(changes), len(gone)
-        s.execute(update(LabelProject).where(LabelProject.id == row_id).values(pulled_at=newest))
-        report.skipped = s.scalar(
-            select(func.count()).select_from(Annotation).join(TaskLink, TaskLink.id == Annotation.task_link_id)
-            .where(TaskLink.tool == TOOL, TaskLink.project == project,
-                   Annotation.skipped.is_(True), Annotation.deleted.is_(False))
-        )
-        agreed = agreed_labels(s, dataset)
+        store.set_pulled_at(s, row_id, newest)
+        report.skipped = store.count_skipped(s, TOOL, project)
+        agreed = store.agreed_labels(s, dataset)
         report.labeled_samples = len(agreed)
         report.disagreements = sum(1 for _, agreement, _ in agreed.values() if agreement < 1.0)
     return report

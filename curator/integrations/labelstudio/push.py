@@ -36,16 +36,18 @@ import mimetypes
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.orm import Session
 
 from curator.exceptions import LabelStudioError, ValidationError
 from curator.integrations.labelstudio import TOOL
 from curator.integrations.labelstudio.client import Client, NotOnServer
 from curator.integrations.labelstudio.labelconfig import LabelConfig, image_classification, validate
 from curator.store.locks import hold
+
+if TYPE_CHECKING:  # typing only: every query is built in curator.store (annotations, rounds)
+    from sqlalchemy.orm import Session
 
 EMBED_MAX = 256 * 1024
 LINK_DIR = "_linked"
@@ -87,47 +89,37 @@ def default_project_name(dataset: str) -> str:
     return f"curator-{dataset}"
 
 
-# -- database reads/writes (take a session, never commit) ------------------------------------
+# -- database reads/writes (take a session, never commit; queries live in curator.store) ------
 def _round_items(s: Session, dataset: str, number: int):
-    """(the round, its dataset row, its items in rank order) of round ``number`` of ``dataset``."""
+    """(the round, its dataset, its items in rank order) of round ``number`` of ``dataset``."""
     import math
 
+    from curator.store import annotations as store
     from curator.store import rounds as store_rounds
-    from curator.store.schema import Dataset, Sample
     from curator.store.queries import dataset_id
 
     rnd = store_rounds.get(s, dataset_id(s, dataset), number)
-    ds = s.get(Dataset, rnd.dataset_id)
+    ds = store.dataset_info(s, rnd.dataset_id)
     got = store_rounds.items(s, rnd)
     if not len(got):
         raise ValidationError(f"round {number} of dataset {ds.name!r} has no selected samples; nothing to push")
-    files: dict[int, tuple[str, str]] = {}
-    ids = got.sample_id.tolist()
-    for s0 in range(0, len(ids), 5000):
-        files.update((sid, (uri, sha)) for sid, uri, sha in s.execute(
-            select(Sample.id, Sample.uri, Sample.sha256).where(Sample.id.in_(ids[s0: s0 + 5000]))))
+    files = store.sample_files(s, got.sample_id.tolist())
     return rnd, ds, [_Item(int(sid), int(rank), None if math.isnan(score) else float(score), *files[int(sid)])
                      for rank, sid, score in zip(got.rank, got.sample_id, got.score)]
 
 
 def _stored_predictions(s: Session, rnd, classes: list[str]) -> dict[int, tuple[str, float, str]]:
-    """Predictions stored as Score rows of the round's model: kind "prediction" (class
+    """Predictions stored as scores of the round's model: kind "prediction" (class
     index) and "confidence". Empty when the round recorded none."""
-    from curator.store.schema import Model, RoundItem, Score
+    from curator.store import annotations as store
+    from curator.store import rounds as store_rounds
 
     if rnd.model_id is None:
         return {}
-    model = s.get(Model, rnd.model_id)
-    version = f"{model.name}:{model.version}"
-    rows = s.execute(
-        select(Score.sample_id, Score.kind, Score.value)
-        .join(RoundItem, (RoundItem.sample_id == Score.sample_id) & (RoundItem.round_id == rnd.id))
-        .where(Score.model_id == rnd.model_id, Score.kind.in_(("prediction", "confidence")))
-    ).all()
-    pred: dict[int, int] = {}
-    conf: dict[int, float] = {}
-    for sid, kind, value in rows:
-        (pred if kind == "prediction" else conf)[sid] = value
+    version = store.model_label(s, rnd.model_id)
+    got = store.latest_scores(s, rnd.dataset_id, model_id=rnd.model_id, kinds=("prediction", "confidence"),
+                              sample_ids=store_rounds.sample_ids(s, rnd).tolist())
+    pred, conf = got.get("prediction", {}), got.get("confidence", {})
     return {
         sid: (classes[int(k)], float(conf.get(sid, 0.0)), version)
         for sid, k in pred.items()
@@ -136,55 +128,32 @@ def _stored_predictions(s: Session, rnd, classes: list[str]) -> dict[int, tuple[
 
 
 def project_row(s: Session, name: str):
-    from curator.store.schema import LabelProject
+    """The recorded Label Studio project ``name`` (a ``store.annotations.ProjectInfo``), or None."""
+    from curator.store import annotations as store
 
-    return s.scalar(select(LabelProject).where(LabelProject.tool == TOOL, LabelProject.name == name))
+    return store.project(s, TOOL, name)
 
 
 def _links(s: Session, name: str) -> dict[int, int]:
-    from curator.store.schema import TaskLink
+    from curator.store import annotations as store
 
-    return dict(
-        s.execute(
-            select(TaskLink.sample_id, TaskLink.task_id).where(TaskLink.tool == TOOL, TaskLink.project == name)
-        ).all()
-    )
-
-
-def _add_links(s: Session, name: str, round_id: int, pairs: list[tuple[int, int]]) -> None:
-    from sqlalchemy import insert
-
-    from curator.store.schema import TaskLink
-
-    if pairs:
-        s.execute(
-            insert(TaskLink),
-            [{"sample_id": sid, "task_id": tid, "round_id": round_id, "tool": TOOL, "project": name}
-             for sid, tid in pairs],
-        )
+    return store.links(s, TOOL, name)
 
 
 def drop_links(s: Session, name: str, sample_ids: list[int] | None = None) -> int:
     """Forget task links (the server lost the tasks); annotations stay, detached."""
-    from curator.store.schema import Annotation, TaskLink
+    from curator.store import annotations as store
 
-    q = select(TaskLink.id).where(TaskLink.tool == TOOL, TaskLink.project == name)
-    if sample_ids is not None:
-        q = q.where(TaskLink.sample_id.in_(sample_ids))
-    ids = list(s.scalars(q))
-    for start in range(0, len(ids), 5000):
-        chunk = ids[start : start + 5000]
-        s.execute(update(Annotation).where(Annotation.task_link_id.in_(chunk)).values(task_link_id=None))
-        s.execute(delete(TaskLink).where(TaskLink.id.in_(chunk)))
-    return len(ids)
+    return store.drop_links(s, TOOL, name, sample_ids)
 
 
 def _commit_links(settings, name: str, round_id: int, pairs: list[tuple[int, int]]) -> None:
     """One transaction per confirmed batch (a seam the interruption tests cut)."""
+    from curator.store import annotations as store
     from curator.store.session import transaction
 
     with transaction(settings) as s:
-        _add_links(s, name, round_id, pairs)
+        store.add_links(s, TOOL, name, round_id, pairs)
 
 
 # -- images ---------------------------------------------------------------------------------
@@ -283,7 +252,7 @@ def _task(cfg: LabelConfig, item: _Item, url: str, round_number: int, dataset: s
 
 def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_version):
     """The server project of ``name``: recorded, found by title, or created. Returns its row values."""
-    from curator.store.schema import LabelProject
+    from curator.store import annotations as store
     from curator.store.session import transaction
 
     with transaction(settings) as s:
@@ -307,8 +276,7 @@ def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_ve
                     "again, or use another --project"
                 ) from None
             with transaction(settings) as s:
-                drop_links(s, name)
-                s.delete(project_row(s, name))
+                store.drop_project(s, TOOL, name)  # its links go, its annotations stay, detached
     found = client.find_projects(name)
     if found:  # created by a push that died before recording it
         pid = min(p["id"] for p in found)
@@ -326,8 +294,8 @@ def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_ve
         pid = client.call(f"create project {name!r}", client.sdk.projects.create, **kwargs).id
         report.created_project = True
     with transaction(settings) as s:
-        s.add(LabelProject(tool=TOOL, name=name, external_id=pid, dataset_id=ds.id, label_config=cfg.xml,
-                           from_name=cfg.from_name, to_name=cfg.to_name, image_field=cfg.image_field))
+        store.add_project(s, TOOL, name, external_id=pid, dataset_id=ds.id, label_config=cfg.xml,
+                          from_name=cfg.from_name, to_name=cfg.to_name, image_field=cfg.image_field)
     return pid
 
 
@@ -375,7 +343,7 @@ def push(
 class _Plan:
     round_id: int
     rnd_number: int
-    ds: object
+    ds: object  # store.annotations.DatasetInfo
     ds_name: str
     items: list
     name: str
@@ -389,7 +357,7 @@ def _plan(settings, dataset, number, project, label_config, predictions) -> _Pla
 
     with transaction(settings) as s:
         rnd, ds, items = _round_items(s, dataset, number)
-        rnd_number, ds_name, classes = rnd.number, ds.name, list(ds.classes or [])
+        rnd_number, ds_name, classes = rnd.number, ds.name, list(ds.classes)
         if predictions is None:
             predictions = _stored_predictions(s, rnd, classes)
         name = project or default_project_name(ds_name)
@@ -401,7 +369,6 @@ def _plan(settings, dataset, number, project, label_config, predictions) -> _Pla
         linked = _links(s, name)
         if label_config is None and row is not None:  # the project keeps the configuration it was made with
             label_config = row.label_config
-        s.expunge(ds)
     cfg = validate(label_config, classes, source="the labeling configuration") if label_config \
         else image_classification(classes)
     unknown = sorted({p[0] for p in predictions.values()} - set(cfg.choices))
