@@ -64,6 +64,10 @@ def check_unit_embeddings(embeddings, *, name: str = "embeddings", caller: str =
     """(n, d) finite float32 rows with non-zero norm, returned normalised (a new array)."""
     if embeddings is None:
         raise ValidationError(f"{caller}: {name} is missing; pass an (n, d) array")
+    from curator import index
+
+    if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2 and index.is_streamed(len(embeddings)):
+        return _check_by_chunks(embeddings, name=name, caller=caller)
     try:
         x = np.array(embeddings, dtype=np.float32, copy=True)
     except (TypeError, ValueError) as exc:
@@ -87,6 +91,31 @@ def check_unit_embeddings(embeddings, *, name: str = "embeddings", caller: str =
             "drop them or recompute their embeddings"
         )
     x /= norms[:, None]
+    return x
+
+
+def _check_by_chunks(x: np.ndarray, *, name: str, caller: str) -> np.ndarray:
+    """The same checks for a base too large to copy (a memory-mapped .npy): read by chunks, and
+    ``x`` itself returned un-normalised; the streamed index normalises rows as it reads them."""
+    from curator import index
+
+    if x.shape[1] == 0:
+        raise ValidationError(f"{caller}: {name} has shape {x.shape}: no columns")
+    for s in range(0, len(x), index.STREAM_CHUNK):
+        c = np.asarray(x[s:s + index.STREAM_CHUNK], dtype=np.float32)
+        finite = np.isfinite(c).all(axis=1)
+        if not finite.all():
+            rows = (np.flatnonzero(~finite)[:5] + s).tolist()
+            raise ValidationError(f"{caller}: {name} contains NaN or infinite values (rows {rows}); "
+                                  "drop or fix those rows")
+        zero = np.linalg.norm(c, axis=1) < ZERO_NORM
+        if zero.any():
+            rows = (np.flatnonzero(zero)[:5] + s).tolist()
+            raise ValidationError(
+                f"{caller}: {name} has all-zero rows {rows} (no direction, so no cosine similarity); "
+                "drop them or recompute their embeddings"
+            )
+        index._release(x)
     return x
 
 
@@ -249,7 +278,7 @@ def find_duplicates(
     unit_labeled = np.bincount(ex, weights=is_labeled, minlength=n_units) > 0
 
     # 2. near duplicates between units
-    ui, uj, _, search_info = index.self_pairs(x[unit_rows], t, exact=exact, seed=seed)
+    ui, uj, _, search_info = index.self_pairs(index.take_rows(x, unit_rows), t, exact=exact, seed=seed)
     del x
 
     # 3. centre grouping of units
