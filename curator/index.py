@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import time
 
 import numpy as np
 
@@ -90,9 +91,9 @@ STREAM_MIN_N = 2_000_000
 #: Rows read at once by the streamed tier (128 MiB of float32 at d = 128).
 STREAM_CHUNK = 1 << 18
 
-#: Streamed kNN (compressed index): PQ sub-quantizers of 8 bits (d / PQ_M
-#: dimensions each), and how many candidates per wanted neighbour are
-#: re-ranked exactly from ``x``.
+#: Streamed kNN (compressed index): at most PQ_M sub-quantizers of 8 bits (at
+#: least 4 dimensions each: 32 bytes a row at d = 128, 16x less than float32),
+#: and how many candidates per wanted neighbour are re-ranked exactly from ``x``.
 PQ_M = 32
 PQ_RERANK = 8
 
@@ -431,6 +432,7 @@ def _streamed_range(base, queries, t, *, seed):
     Self-join pairs come back once each as (i < j), sorted, like ``self_pairs``.
     """
     faiss = _faiss()
+    clock = [time.perf_counter()]
     self_join = queries is None
     n, d = len(base), base.shape[1]
     n_cells = max(1, min(n // 4, int(round(CELLS_PER_SQRT_N * math.sqrt(n)))))
@@ -443,6 +445,7 @@ def _streamed_range(base, queries, t, *, seed):
     quant = faiss.IndexFlatIP(d)
     quant.add(centroids)
     probes = min(MAX_PROBES, n_cells)
+    clock.append(time.perf_counter())
     home, b_norms, q_rows, probed, truncated = _assign(quant, base, probes, gram, t, n_cells,
                                                        keep_probes=self_join)
     if self_join:
@@ -452,6 +455,7 @@ def _streamed_range(base, queries, t, *, seed):
                                                         keep_probes=True)
     n_q = len(queries)
     mean_probes = float(len(q_rows) / max(1, n_q))
+    clock.append(time.perf_counter())
     order = np.argsort(probed, kind="stable")
     q_rows, probed = q_rows[order], probed[order]
     del order
@@ -480,14 +484,17 @@ def _streamed_range(base, queries, t, *, seed):
     del q_rows, b_order
     _release(base)
     _release(queries)
+    clock.append(time.perf_counter())
     keys = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
     qi, bi = keys // n, keys % n
     del keys
     # exact float64 re-ranking of every candidate: the in-cell float32 blocks only propose pairs
     sims = _pair_cosines(queries, qi, q_norms, base, bi, b_norms)
     keep = sims >= t
+    clock.append(time.perf_counter())
     info = {
         "index": "streamed",
+        "seconds": dict(zip(("kmeans", "assign", "cells", "rerank"), np.round(np.diff(clock), 2).tolist())),
         "cells": n_cells,
         "max_probes": probes,
         "mean_probes": mean_probes,
@@ -516,11 +523,15 @@ def _compressed_search(base, queries, k: int):
     faiss = _faiss()
     n, d = len(base), base.shape[1]
     nlist = max(1, min(n // 39, int(IVF_LISTS_PER_SQRT_N * math.sqrt(n))))
-    m = PQ_M if d % PQ_M == 0 else 1
+    m = max(1, min(PQ_M, d // 4))  # sub-vectors of at least 4 dimensions
+    while d % m:
+        m -= 1
     quantizer = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
     index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = 0
     index.cp.niter = KMEANS_ITERATIONS
+    index.clustering_index = faiss.IndexFlatIP(d)  # k-means on a flat index; HNSW only for assignment
+    index.pq.cp.niter = KMEANS_ITERATIONS
     index.train(_read(base, _sample(n, max(nlist * TRAIN_POINTS_PER_CELL, 256 * 39), 0)))
     norms = np.empty(n, np.float64)
     for s in range(0, n, STREAM_CHUNK):

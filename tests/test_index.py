@@ -176,7 +176,7 @@ def test_streamed_range_search_and_rows_view(streamed, tmp_path):
 
 
 def test_streamed_knn_compressed_index_reranked(streamed, tmp_path):
-    base = clustered(20_000, d=64, seed=13, copies=0.0)
+    base = clustered(12_000, d=64, seed=13, copies=0.0)
     queries = clustered(300, d=64, seed=13, copies=0.0)
     sims, pos = index.search(_memmap(tmp_path, base), queries, 5)
     esims, epos = index.search(base, queries, 5, exact=True)
