@@ -277,8 +277,10 @@ def report(path: Path) -> None:
                     f"{r['planted_labeled_copies']}")
         elif r["stage"] == "dedup":
             i = r["info"]
-            note = (f"{i['index']}, {i.get('search_cells')} cells, {r['groups']:,} groups, truncated "
-                    f"{i.get('search_truncated')}")
+            note = (f"{i['index']}, {i.get('search_cells')} cells, {i.get('search_mean_probes', 0):.2f} probes a "
+                    f"row, {i.get('search_truncated'):,} truncated, {r['groups']:,} groups")
+            if "search_seconds" in i:
+                note += ", phases s: " + ", ".join(f"{k} {v}" for k, v in i["search_seconds"].items())
         elif r["stage"] == "generate":
             note = "child process, not part of the round"
         print(f"| {r['n']:,} | {r['stage']} | {r['wall_s']} | {r.get('cpu_s', '')} | "
