@@ -64,6 +64,10 @@ def check_unit_embeddings(embeddings, *, name: str = "embeddings", caller: str =
     """(n, d) finite float32 rows with non-zero norm, returned normalised (a new array)."""
     if embeddings is None:
         raise ValidationError(f"{caller}: {name} is missing; pass an (n, d) array")
+    from curator import index
+
+    if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2 and index.is_streamed(len(embeddings)):
+        return _check_by_chunks(embeddings, name=name, caller=caller)
     try:
         x = np.array(embeddings, dtype=np.float32, copy=True)
     except (TypeError, ValueError) as exc:
@@ -87,6 +91,31 @@ def check_unit_embeddings(embeddings, *, name: str = "embeddings", caller: str =
             "drop them or recompute their embeddings"
         )
     x /= norms[:, None]
+    return x
+
+
+def _check_by_chunks(x: np.ndarray, *, name: str, caller: str) -> np.ndarray:
+    """The same checks for a base too large to copy (a memory-mapped .npy): read by chunks, and
+    ``x`` itself returned un-normalised; the streamed index normalises rows as it reads them."""
+    from curator import index
+
+    if x.shape[1] == 0:
+        raise ValidationError(f"{caller}: {name} has shape {x.shape}: no columns")
+    for s in range(0, len(x), index.STREAM_CHUNK):
+        c = np.asarray(x[s:s + index.STREAM_CHUNK], dtype=np.float32)
+        finite = np.isfinite(c).all(axis=1)
+        if not finite.all():
+            rows = (np.flatnonzero(~finite)[:5] + s).tolist()
+            raise ValidationError(f"{caller}: {name} contains NaN or infinite values (rows {rows}); "
+                                  "drop or fix those rows")
+        zero = np.linalg.norm(c, axis=1) < ZERO_NORM
+        if zero.any():
+            rows = (np.flatnonzero(zero)[:5] + s).tolist()
+            raise ValidationError(
+                f"{caller}: {name} has all-zero rows {rows} (no direction, so no cosine similarity); "
+                "drop them or recompute their embeddings"
+            )
+        index._release(x)
     return x
 
 
@@ -254,11 +283,11 @@ def find_duplicates(
     unit_labeled = np.bincount(ex, weights=is_labeled, minlength=n_units) > 0
 
     # 2. near duplicates between units: candidates from the search, kept by exact similarity
-    units = x[unit_rows]
+    units = index.take_rows(x, unit_rows)
     del x
     ui, uj, _, search_info = (search or index.self_pairs)(units, t, exact=exact, seed=seed)
     ui, uj = np.asarray(ui, np.int64), np.asarray(uj, np.int64)
-    keep = index.pair_sims(units, ui, uj) >= t - index.SIM_EPS
+    keep = _exact_cosines(units, ui, uj) >= t - index.SIM_EPS
     ui, uj = ui[keep], uj[keep]
     del units
 
@@ -290,6 +319,18 @@ def find_duplicates(
         **{f"search_{k}" if k != "index" else "index": v for k, v in search_info.items()},
     }
     return groups, info
+
+
+def _exact_cosines(x, i, j) -> np.ndarray:
+    """Float64 cosine of the pairs (i, j) of rows of ``x``: the re-ranking that makes every search
+    path agree. Above ``index.STREAM_MIN_N`` the rows are read as stored (not normalised), so the
+    inner products are divided by the two norms there."""
+    from curator import index
+
+    sims = index.pair_sims(x, i, j)
+    if index.is_streamed(len(x)):
+        sims = sims / np.sqrt(index.pair_sims(x, i, i) * index.pair_sims(x, j, j))
+    return sims
 
 
 def drop_mask(groups: Sequence[np.ndarray], n: int, labeled=None) -> np.ndarray:

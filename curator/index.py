@@ -1,7 +1,7 @@
 """The one FAISS index chooser, used by novelty and by de-duplication.
 
 Vectors are L2-normalised float32, so inner product is cosine similarity.
-Two tiers, chosen by size:
+Three tiers, chosen by size:
 
 * up to ``EXACT_SEARCH_MAX_N`` base vectors: exact search (``IndexFlatIP``),
   for k nearest neighbours and for range search alike;
@@ -11,6 +11,16 @@ Two tiers, chosen by size:
   query probing every cell that may hold a vector within the radius (see
   ``probe_cells``), and an exact search inside each probed cell (dense
   inner-product blocks; FAISS k-means and FAISS assignment around them).
+
+* above ``STREAM_MIN_N``: the *streamed* tier, for bases that must not be
+  copied into memory (a memory-mapped ``.npy`` of 10M x 128): the same
+  partitioned range search, but ``x`` is read by chunks (assignment) and by
+  cells (the search), rows are normalised as they are read, only (row, cell)
+  probe lists and candidate pairs are held, and every candidate pair is
+  re-ranked with exact float64 inner products (``pair_sims``) before the
+  threshold is applied; kNN over such a base uses a compressed index
+  (IVF-PQ, codes only in memory) whose candidates are re-ranked exactly from
+  ``x``; queries beyond it are searched by chunks.
 
 Partitioned range search is exact for every query whose qualifying cells fit
 in ``MAX_PROBES``; the few that do not are counted in ``info["truncated"]``,
@@ -22,6 +32,8 @@ and, at scale, in ``benchmarks/dedup_scale``.
 from __future__ import annotations
 
 import math
+import mmap
+import time
 
 import numpy as np
 
@@ -63,6 +75,28 @@ IVF_NPROBE = 16
 #: Tolerance on similarities: float32 inner products of identical unit vectors
 #: may come out a little under 1, and a threshold of exactly 1 must match them.
 SIM_EPS = 1e-5
+
+
+#: Largest base (or query set) handled in memory; above it the streamed tier
+#: reads ``x`` by chunks of ``STREAM_CHUNK`` rows and never holds a copy of it.
+#: The in-memory tier holds a float32 copy of x, the normalised copy dedup
+#: makes and int64 (n, 8) probe tables: 1.83 GiB peak for a 1M round
+#: (``benchmarks/dedup_scale``), growing about linearly, so 8 GiB is reached
+#: near 4M. The streamed tier's 1M self-join, measured against the in-memory
+#: one on the same pool (``benchmarks/scale_out``, results.jsonl,
+#: "tier_compare"): 50.4 vs 44.4 CPU s, the same 116,152 pairs. It is not
+#: faster, so the in-memory tier (results identical to the past) is kept up
+#: to 2M, where it still needs under 4 GiB.
+STREAM_MIN_N = 2_000_000
+
+#: Rows read at once by the streamed tier (128 MiB of float32 at d = 128).
+STREAM_CHUNK = 1 << 18
+
+#: Streamed kNN (compressed index): at most PQ_M sub-quantizers of 8 bits (at
+#: least 4 dimensions each: 32 bytes a row at d = 128, 16x less than float32),
+#: and how many candidates per wanted neighbour are re-ranked exactly from ``x``.
+PQ_M = 32
+PQ_RERANK = 8
 
 
 def _faiss():
@@ -119,7 +153,13 @@ def search(
     than ``k`` neighbours.
     """
     k = min(k, len(base))
+    if is_streamed(len(base)) and not exact:
+        return _compressed_search(base, queries, k)
     index = build_index(base, exact=exact)
+    if is_streamed(len(queries)):
+        parts = [index.search(_read(queries, slice(s, s + STREAM_CHUNK)), k)
+                 for s in range(0, len(queries), STREAM_CHUNK)]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     return index.search(as_float32(queries), k)
 
 
@@ -186,7 +226,11 @@ def probe_cells(
     return need
 
 
-def _partitioned_range(base, queries, t, *, self_join: bool, seed: int):
+def cell_plan(base, queries, t, *, self_join: bool, seed: int):
+    """The partition of the partitioned range search: spherical k-means cells, each base vector in
+    its nearest cell, each query probing every cell that may hold a vector within ``t``
+    (``probe_cells``). Returns ([(base rows, query rows)] per non-empty cell, info); the cells
+    are independent, so an executor may search them anywhere (``curator.integrations.ray``)."""
     faiss = _faiss()
     n, d = base.shape
     n_cells = max(1, min(n // 4, int(round(CELLS_PER_SQRT_N * math.sqrt(n)))))
@@ -214,16 +258,12 @@ def _partitioned_range(base, queries, t, *, self_join: bool, seed: int):
     q_bounds = np.searchsorted(probed, np.arange(n_cells + 1))
     b_order = np.argsort(home, kind="stable")
     b_bounds = np.searchsorted(home[b_order], np.arange(n_cells + 1))
-    out_q, out_b, out_s = [], [], []
+    cells = []
     for c in range(n_cells):
         b_idx = b_order[b_bounds[c]:b_bounds[c + 1]]
         q_idx = q_rows[q_bounds[c]:q_bounds[c + 1]]
-        if len(b_idx) == 0 or len(q_idx) == 0:
-            continue
-        r, b, s = _block_range(base[b_idx], queries[q_idx], t)
-        out_q.append(q_idx[r])
-        out_b.append(b_idx[b])
-        out_s.append(s)
+        if len(b_idx) and len(q_idx):
+            cells.append((b_idx.astype(np.int64), q_idx.astype(np.int64)))
     info = {
         "index": "partitioned",
         "cells": n_cells,
@@ -231,6 +271,17 @@ def _partitioned_range(base, queries, t, *, self_join: bool, seed: int):
         "mean_probes": float(len(q_rows) / max(1, len(queries))),
         "truncated": truncated,
     }
+    return cells, info
+
+
+def _partitioned_range(base, queries, t, *, self_join: bool, seed: int):
+    cells, info = cell_plan(base, queries, t, self_join=self_join, seed=seed)
+    out_q, out_b, out_s = [], [], []
+    for b_idx, q_idx in cells:
+        r, b, s = _block_range(base[b_idx], queries[q_idx], t)
+        out_q.append(q_idx[r])
+        out_b.append(b_idx[b])
+        out_s.append(s)
     if not out_q:
         empty = np.empty(0, np.int64)
         return empty, empty, np.empty(0, np.float32), info
@@ -251,11 +302,18 @@ def range_search(
     names the index used and, for partitioned search, how many queries were
     truncated (0 means the result equals exact search).
     """
-    base, queries = as_float32(base), as_float32(queries)
     t = float(threshold) - SIM_EPS
     if len(base) == 0 or len(queries) == 0:
         empty = np.empty(0, np.int64)
         return empty, empty, np.empty(0, np.float32), {"index": "flat", "truncated": 0}
+    if is_streamed(len(base)) and not exact:
+        return _streamed_range(base, queries, t, seed=seed)
+    if is_streamed(len(queries)):
+        return _chunked_queries_range(base, queries, t, exact=exact, seed=seed)
+    return _in_memory_range(as_float32(base), as_float32(queries), t, exact=exact, seed=seed)
+
+
+def _in_memory_range(base, queries, t, *, exact, seed):
     if is_exact(len(base), exact):
         q, b, s = _flat_range(base, queries, t)
         return q, b, s, {"index": "flat", "truncated": 0}
@@ -269,12 +327,14 @@ def self_pairs(
 
     Returns (i, j, similarity, info) with each pair once, sorted by (i, j).
     """
-    x = as_float32(x)
     t = float(threshold) - SIM_EPS
     n = len(x)
     if n < 2:
         empty = np.empty(0, np.int64)
         return empty, empty, np.empty(0, np.float32), {"index": "flat", "truncated": 0}
+    if is_streamed(n) and not exact:
+        return _streamed_range(x, None, t, seed=seed)
+    x = as_float32(x)
     if is_exact(n, exact):
         q, b, s = _flat_range(x, x, t)
         info = {"index": "flat", "truncated": 0}
@@ -285,6 +345,233 @@ def self_pairs(
     lo, hi = np.minimum(q, b), np.maximum(q, b)
     key, first = np.unique(lo * n + hi, return_index=True)
     return key // n, key % n, s[first], info
+
+
+# --------------------------------------------------------------------------- streamed tier
+
+
+def is_streamed(n: int) -> bool:
+    """Whether ``n`` rows are read by chunks (the streamed tier) instead of copied into memory."""
+    return n > STREAM_MIN_N
+
+
+class RowsView:
+    """Rows ``rows`` of ``x``, read only when indexed: a subset of a memory-mapped
+    base without a copy of it (dedup searches one row per exact group)."""
+
+    def __init__(self, x, rows):
+        self.x = x
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.shape = (len(self.rows), x.shape[1])
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, key):
+        return self.x[self.rows[key]]
+
+
+def take_rows(x, rows):
+    """``x[rows]``: a copy up to ``STREAM_MIN_N`` rows (as before), a ``RowsView`` above it."""
+    return RowsView(x, rows) if is_streamed(len(rows)) else x[rows]
+
+
+def _read(x, key) -> np.ndarray:
+    """Rows ``key`` (slice or positions) of ``x`` as unit float32 rows: a copy of those rows only."""
+    return normalize(np.asarray(x[key]), copy=True)
+
+
+def _release(x) -> None:
+    """Drop the pages of a read-only memory-mapped ``x`` from this process (they stay in the page
+    cache), so that reading all of it does not count its whole size into the resident set."""
+    base = x.x if isinstance(x, RowsView) else x
+    mm = getattr(base, "_mmap", None)
+    if isinstance(base, np.memmap) and getattr(base, "mode", None) == "r" and mm is not None:
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (AttributeError, OSError, ValueError):  # pragma: no cover - platform without madvise
+            pass
+
+
+def _chunked_queries_range(base, queries, t, *, exact, seed):
+    """A small base against a streamed query set: the in-memory search, one chunk of queries at a time."""
+    base = as_float32(base)
+    out_q, out_b, out_s, info = [], [], [], {}
+    truncated = 0
+    for s in range(0, len(queries), STREAM_CHUNK):
+        q, b, sim, info = _in_memory_range(base, _read(queries, slice(s, s + STREAM_CHUNK)), t,
+                                           exact=exact, seed=seed)
+        out_q.append(q + s)
+        out_b.append(b)
+        out_s.append(sim)
+        truncated += info.get("truncated", 0)
+        _release(queries)
+    return (np.concatenate(out_q), np.concatenate(out_b), np.concatenate(out_s),
+            {**info, "truncated": truncated, "query_chunks": len(out_q)})
+
+
+def _assign(quant, x, probes, gram, t, n_cells, *, keep_probes: bool):
+    """One pass over ``x`` by chunks: nearest cell of every row, row norms, and (for queries)
+    the (row, cell) probe list by the ``probe_cells`` bound."""
+    n = len(x)
+    home = np.empty(n, np.int32)
+    norms = np.empty(n, np.float64)
+    rows, cells, truncated = [], [], 0
+    for s in range(0, n, STREAM_CHUNK):
+        raw = np.asarray(x[s:s + STREAM_CHUNK], dtype=np.float32)
+        norms[s:s + len(raw)] = np.linalg.norm(raw.astype(np.float64), axis=1)
+        chunk = normalize(raw)
+        del raw
+        sims, near = quant.search(chunk, probes if keep_probes else 1)
+        home[s:s + len(chunk)] = near[:, 0]
+        if keep_probes:
+            need = probe_cells(sims, near, gram, t)
+            if probes < n_cells:
+                truncated += int(need[:, -1].sum())
+            r, c = np.nonzero(need)
+            rows.append((r + s).astype(np.int64))
+            cells.append(near[r, c].astype(np.int32))
+        _release(x)
+    if not keep_probes:
+        return home, norms, None, None, 0
+    return home, norms, np.concatenate(rows), np.concatenate(cells), truncated
+
+
+def _streamed_range(base, queries, t, *, seed):
+    """Partitioned range search reading ``base`` (and ``queries``; None: self-join) by chunks,
+    candidates re-ranked exactly: (query rows, base rows, similarities, info).
+
+    Self-join pairs come back once each as (i < j), sorted, like ``self_pairs``.
+    """
+    faiss = _faiss()
+    clock = [time.perf_counter()]
+    self_join = queries is None
+    n, d = len(base), base.shape[1]
+    n_cells = max(1, min(n // 4, int(round(CELLS_PER_SQRT_N * math.sqrt(n)))))
+    km = faiss.Kmeans(d, n_cells, niter=KMEANS_ITERATIONS, spherical=True, seed=seed,
+                      max_points_per_centroid=256, verbose=False)
+    km.train(_read(base, _sample(n, n_cells * TRAIN_POINTS_PER_CELL, seed)))
+    _release(base)
+    centroids = km.centroids
+    gram = centroids @ centroids.T
+    quant = faiss.IndexFlatIP(d)
+    quant.add(centroids)
+    probes = min(MAX_PROBES, n_cells)
+    clock.append(time.perf_counter())
+    home, b_norms, q_rows, probed, truncated = _assign(quant, base, probes, gram, t, n_cells,
+                                                       keep_probes=self_join)
+    if self_join:
+        queries, q_norms = base, b_norms
+    else:
+        _, q_norms, q_rows, probed, truncated = _assign(quant, queries, probes, gram, t, n_cells,
+                                                        keep_probes=True)
+    n_q = len(queries)
+    mean_probes = float(len(q_rows) / max(1, n_q))
+    clock.append(time.perf_counter())
+    order = np.argsort(probed, kind="stable")
+    q_rows, probed = q_rows[order], probed[order]
+    del order
+    q_bounds = np.searchsorted(probed, np.arange(n_cells + 1))
+    del probed
+    b_order = np.argsort(home, kind="stable")
+    b_bounds = np.searchsorted(home[b_order], np.arange(n_cells + 1))
+    del home
+    keys = []
+    for c in range(n_cells):
+        b_idx = b_order[b_bounds[c]:b_bounds[c + 1]]
+        q_idx = q_rows[q_bounds[c]:q_bounds[c + 1]]
+        if len(b_idx) == 0 or len(q_idx) == 0:
+            continue
+        r, b, _ = _block_range(_read(base, b_idx), _read(queries, q_idx), t)
+        qi, bi = q_idx[r], b_idx[b]
+        if self_join:
+            keep = qi != bi
+            qi, bi = np.minimum(qi[keep], bi[keep]), np.maximum(qi[keep], bi[keep])
+            keys.append(qi * n + bi)
+        else:
+            keys.append(qi * n + bi)
+        if c % 64 == 63:
+            _release(base)
+            _release(queries)
+    del q_rows, b_order
+    _release(base)
+    _release(queries)
+    clock.append(time.perf_counter())
+    keys = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
+    qi, bi = keys // n, keys % n
+    del keys
+    # exact float64 re-ranking of every candidate: the in-cell float32 blocks only propose pairs
+    sims = _pair_cosines(queries, qi, q_norms, base, bi, b_norms)
+    keep = sims >= t
+    clock.append(time.perf_counter())
+    info = {
+        "index": "streamed",
+        "seconds": dict(zip(("kmeans", "assign", "cells", "rerank"), np.round(np.diff(clock), 2).tolist())),
+        "cells": n_cells,
+        "max_probes": probes,
+        "mean_probes": mean_probes,
+        "truncated": truncated,
+        "candidates": int(len(qi)),
+        "reranked_out": int((~keep).sum()),
+    }
+    return qi[keep], bi[keep], sims[keep].astype(np.float32), info
+
+
+def _pair_cosines(a, i, a_norms, b, j, b_norms, *, block: int = 1 << 16) -> np.ndarray:
+    """Exact float64 cosines of rows ``a[i]`` and ``b[j]``, read in blocks of pairs."""
+    out = np.empty(len(i), np.float64)
+    for s in range(0, len(i), block):
+        u = np.asarray(a[i[s:s + block]], dtype=np.float64)
+        v = np.asarray(b[j[s:s + block]], dtype=np.float64)
+        out[s:s + block] = np.einsum("ij,ij->i", u, v)
+    den = a_norms[i] * b_norms[j]
+    return out / np.where(den > 0, den, 1.0)
+
+
+def _compressed_search(base, queries, k: int):
+    """kNN over a streamed base: IVF (HNSW coarse quantizer) with PQ codes, the only copy of the
+    base held in memory (PQ_M bytes a row), then the ``PQ_RERANK * k`` candidates of each query
+    re-ranked with exact inner products read from ``base``. Rows are normalised as read."""
+    faiss = _faiss()
+    n, d = len(base), base.shape[1]
+    nlist = max(1, min(n // 39, int(IVF_LISTS_PER_SQRT_N * math.sqrt(n))))
+    m = max(1, min(PQ_M, d // 4))  # sub-vectors of at least 4 dimensions
+    while d % m:
+        m -= 1
+    quantizer = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = 0
+    index.cp.niter = KMEANS_ITERATIONS
+    index.clustering_index = faiss.IndexFlatIP(d)  # k-means on a flat index; HNSW only for assignment
+    index.pq.cp.niter = KMEANS_ITERATIONS
+    index.train(_read(base, _sample(n, max(nlist * TRAIN_POINTS_PER_CELL, 256 * 39), 0)))
+    norms = np.empty(n, np.float64)
+    for s in range(0, n, STREAM_CHUNK):
+        raw = np.asarray(base[s:s + STREAM_CHUNK], dtype=np.float32)
+        norms[s:s + len(raw)] = np.linalg.norm(raw.astype(np.float64), axis=1)
+        index.add(normalize(raw))
+        _release(base)
+    index.nprobe = min(IVF_NPROBE, nlist)
+    kk = min(n, k * PQ_RERANK)
+    sims_out = np.full((len(queries), k), -np.inf, np.float32)
+    pos_out = np.full((len(queries), k), -1, np.int64)
+    for s in range(0, len(queries), STREAM_CHUNK):
+        raw = normalize(np.asarray(queries[s:s + STREAM_CHUNK]), copy=True)
+        q_norms = np.linalg.norm(raw.astype(np.float64), axis=1)
+        _, cand = index.search(raw, kk)
+        rows = np.repeat(np.arange(len(raw), dtype=np.int64), kk)
+        flat = cand.ravel()
+        ok = flat >= 0
+        exact = np.full(flat.shape, -np.inf)
+        exact[ok] = _pair_cosines(raw, rows[ok], q_norms, base, flat[ok], norms)
+        exact = exact.reshape(len(raw), kk)
+        best = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        sims_out[s:s + len(raw)] = np.take_along_axis(exact, best, 1)
+        pos_out[s:s + len(raw)] = np.where(np.isfinite(sims_out[s:s + len(raw)]),
+                                           np.take_along_axis(cand, best, 1), -1)
+        _release(base)
+        _release(queries)
+    return sims_out, pos_out
 
 
 def pair_sims(x, i, j, *, block: int = 1 << 20) -> np.ndarray:

@@ -44,12 +44,34 @@ def novelty(embeddings, reference, k: int = 1) -> np.ndarray:
 
     An empty reference makes every sample maximally novel (distance 2).
     """
-    E = check_embeddings(embeddings, name="embeddings", caller="novelty")
+    from curator.index import is_streamed
+
+    streamed = isinstance(embeddings, np.ndarray) and embeddings.ndim == 2 and is_streamed(len(embeddings))
+    E = _check_by_chunks(embeddings) if streamed else check_embeddings(embeddings, name="embeddings",
+                                                                         caller="novelty")
     R = check_embeddings(reference, name="reference", caller="novelty", allow_empty=True)
     k = check_positive_int(k, name="k", caller="novelty")
     if len(R) and R.shape[1] != E.shape[1]:
         raise ValidationError(f"novelty: reference has {R.shape[1]} columns but embeddings has {E.shape[1]}")
-    return knn_distances(_unit(E), _unit(R) if len(R) else R, k).mean(1).astype(np.float64)
+    # a streamed pool (memory-mapped, above index.STREAM_MIN_N rows) is normalised chunk by chunk
+    # inside curator.index.search, never copied whole
+    return knn_distances(E if streamed else _unit(E), _unit(R) if len(R) else R, k).mean(1).astype(np.float64)
+
+
+def _check_by_chunks(x: np.ndarray) -> np.ndarray:
+    """``check_embeddings`` for a pool too large to copy: finite values, read by chunks."""
+    from curator.index import STREAM_CHUNK, _release
+
+    if x.shape[1] == 0:
+        raise ValidationError(f"novelty: embeddings has shape {x.shape}: no columns")
+    for s in range(0, len(x), STREAM_CHUNK):
+        finite = np.isfinite(np.asarray(x[s:s + STREAM_CHUNK], dtype=np.float32)).all(axis=1)
+        if not finite.all():
+            rows = (np.flatnonzero(~finite)[:5] + s).tolist()
+            raise ValidationError(f"novelty: embeddings contains NaN or infinite values (rows {rows}); "
+                                  "drop or fix those rows")
+        _release(x)
+    return x
 
 
 class GreedyNovelty:

@@ -105,3 +105,109 @@ def test_search_default_tier_is_exact_for_small_bases():
     assert pos[:, 0].tolist() == [0, 1, 2, 3, 4]
     assert np.allclose(sims[:, 0], 1.0, atol=1e-5)
     assert index.is_exact(index.EXACT_SEARCH_MAX_N) and not index.is_exact(index.EXACT_SEARCH_MAX_N + 1)
+
+
+# --------------------------------------------------------------------------- streamed tier
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """The streamed tier forced on small sets (its size constant lowered), small chunks so that
+    every pass really runs over several chunks."""
+    monkeypatch.setattr(index, "STREAM_MIN_N", 1000)
+    monkeypatch.setattr(index, "STREAM_CHUNK", 3000)
+
+
+def _planted(n=20_000, d=64, seed=11):
+    """Clustered rows, the last 10 % near copies (cosine about 0.995) of earlier ones, and the truth."""
+    rng = np.random.default_rng(seed)
+    x = clustered(n, d=d, seed=seed, copies=0.0)
+    m = n // 10
+    src = rng.choice(n - m, m, replace=False)
+    x[n - m:] = index.normalize(x[src] + rng.standard_normal((m, d)).astype(np.float32) * (0.1 / np.sqrt(d)))
+    truth = set(zip(src.tolist(), range(n - m, n)))
+    return x, truth
+
+
+def _memmap(tmp_path, x, scale=None):
+    path = tmp_path / "x.npy"
+    np.save(path, x if scale is None else x * scale[:, None])
+    return np.load(path, mmap_mode="r")
+
+
+def test_streamed_self_join_on_memmap_equals_exact(streamed, tmp_path):
+    x, truth = _planted()
+    scale = np.random.default_rng(0).uniform(0.5, 3.0, len(x)).astype(np.float32)
+    mm = _memmap(tmp_path, x, scale)  # not normalised: the streamed tier normalises as it reads
+    i, j, s, info = index.self_pairs(mm, 0.99)
+    assert info["index"] == "streamed" and info["cells"] > 10 and info["truncated"] == 0
+    ei, ej, es, _ = index.self_pairs(x, 0.99, exact=True)
+    found, exact = pairs_set(i, j), pairs_set(ei, ej)
+    assert (i < j).all() and np.all(np.diff(i * len(x) + j) > 0)  # once each, sorted like self_pairs
+    planted_above = {p for p in truth if p in exact}
+    assert len(planted_above) >= 0.95 * len(truth)  # the planted copies are there to be found
+    assert len(found & planted_above) / len(planted_above) >= 0.999  # recall of planted pairs
+    assert found <= exact  # precision 1.0 after the float64 re-ranking
+    assert len(found & exact) / len(exact) >= 0.999
+    # similarities are exact cosines of the original (unscaled) rows
+    common = [k for k, p in enumerate(zip(i.tolist(), j.tolist())) if p in exact]
+    want = dict(zip(zip(ei.tolist(), ej.tolist()), es.tolist()))
+    assert np.allclose(s[common], [want[(i[k], j[k])] for k in common], atol=1e-5)
+    assert np.allclose(s, index.pair_sims(x.astype(np.float64), i, j), atol=1e-6)
+
+
+def test_streamed_range_search_and_rows_view(streamed, tmp_path):
+    x, _ = _planted(n=12_000, seed=12)
+    mm = _memmap(tmp_path, x)
+    rows = np.arange(0, len(x), 2)
+    view = index.take_rows(mm, rows)
+    assert isinstance(view, index.RowsView) and view.shape == (len(rows), x.shape[1])
+    queries = x[rows[:400]] + 0.003 * np.random.default_rng(1).standard_normal((400, x.shape[1])).astype(np.float32)
+    queries = index.normalize(queries)
+    q, b, _, info = index.range_search(view, queries, 0.97)
+    eq, eb, _, _ = index.range_search(x[rows], queries, 0.97, exact=True)
+    assert info["index"] == "streamed"
+    assert pairs_set(q, b) == pairs_set(eq, eb)
+    # a small base against a streamed query set: the in-memory search by chunks, identical output
+    q2, b2, _, info2 = index.range_search(x[:800], mm, 0.99)
+    q3, b3, _, _ = index.range_search(x[:800], x, 0.99, exact=True)
+    assert info2["query_chunks"] == 4
+    assert pairs_set(q2, b2) == pairs_set(q3, b3)
+
+
+def test_streamed_knn_compressed_index_reranked(streamed, tmp_path):
+    base = clustered(8000, d=32, seed=13, copies=0.0)
+    queries = clustered(300, d=32, seed=13, copies=0.0)
+    sims, pos = index.search(_memmap(tmp_path, base), queries, 5)
+    esims, epos = index.search(base, queries, 5, exact=True)
+    recall = np.mean([len(set(a) & set(e)) / 5 for a, e in zip(pos.tolist(), epos.tolist())])
+    assert recall >= 0.9
+    # re-ranked: returned similarities are exact inner products of the returned rows
+    assert np.allclose(sims, np.einsum("qd,qkd->qk", queries, base[pos]), atol=1e-5)
+    top = pos[:, 0] == epos[:, 0]  # the true nearest found: its exact similarity, not a PQ estimate
+    assert top.mean() >= 0.9 and np.allclose(sims[top, 0], esims[top, 0], atol=1e-5)
+
+
+def test_streamed_dedup_and_novelty_use_the_tier(streamed, tmp_path, monkeypatch):
+    from curator.dedup import find_duplicates
+    from curator.novelty import novelty
+
+    x, _ = _planted(n=8000, seed=14)
+    x[7000] = x[10]  # an exact copy
+    mm = _memmap(tmp_path, x)
+    groups, info = find_duplicates(mm, 0.99, return_info=True)
+    assert info["index"] == "streamed"
+    monkeypatch.setattr(index, "STREAM_MIN_N", 10**9)  # the same call in memory, exact
+    want = find_duplicates(x, 0.99, exact=True)
+    assert [g.tolist() for g in groups] == [g.tolist() for g in want]
+    monkeypatch.setattr(index, "STREAM_MIN_N", 1000)
+    ref = x[:50]
+    streamed_nov = novelty(mm, ref, k=2)
+    monkeypatch.setattr(index, "STREAM_MIN_N", 10**9)
+    assert np.allclose(streamed_nov, novelty(x, ref, k=2), atol=1e-5)
+
+
+def test_small_sets_keep_the_in_memory_tiers():
+    assert not index.is_streamed(index.STREAM_MIN_N) and index.is_streamed(index.STREAM_MIN_N + 1)
+    x = clustered(300, seed=15)
+    assert isinstance(index.take_rows(x, np.arange(10)), np.ndarray)

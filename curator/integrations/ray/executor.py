@@ -126,47 +126,6 @@ def _candidates(policy, pool, ranges, budget, key):
     return [ex.shard_candidates(policy, pool, a, b, budget, key) for a, b in ranges]
 
 
-def _cell_plan(x: np.ndarray, t: float, seed: int):
-    """The partition of ``curator.index._partitioned_range`` for a self-join: spherical k-means
-    cells, each vector stored in its nearest cell, each query probing every cell that may hold
-    a vector within the radius (``index.probe_cells``). Returns ([(base rows, query rows)] per
-    non-empty cell, info). Kept step for step with index.py, so the pairs are the same."""
-    import faiss
-
-    from curator import index
-
-    n, d = x.shape
-    n_cells = max(1, min(n // 4, int(round(index.CELLS_PER_SQRT_N * math.sqrt(n)))))
-    km = faiss.Kmeans(d, n_cells, niter=index.KMEANS_ITERATIONS, spherical=True, seed=seed,
-                      max_points_per_centroid=256, verbose=False)
-    km.train(x[index._sample(n, n_cells * index.TRAIN_POINTS_PER_CELL, seed)])
-    centroids = km.centroids
-    gram = centroids @ centroids.T
-    quant = faiss.IndexFlatIP(d)
-    quant.add(centroids)
-    probes = min(index.MAX_PROBES, n_cells)
-    q_sims, q_cells = quant.search(x, probes)
-    home = q_cells[:, 0].copy()
-    need = index.probe_cells(q_sims, q_cells, gram, t)
-    truncated = int(need[:, -1].sum()) if probes < n_cells else 0
-    q_rows, q_cols = np.nonzero(need)
-    probed = q_cells[q_rows, q_cols]
-    order = np.argsort(probed, kind="stable")
-    q_rows, probed = q_rows[order], probed[order]
-    q_bounds = np.searchsorted(probed, np.arange(n_cells + 1))
-    b_order = np.argsort(home, kind="stable")
-    b_bounds = np.searchsorted(home[b_order], np.arange(n_cells + 1))
-    cells = []
-    for c in range(n_cells):
-        b_idx = b_order[b_bounds[c]:b_bounds[c + 1]]
-        q_idx = q_rows[q_bounds[c]:q_bounds[c + 1]]
-        if len(b_idx) and len(q_idx):
-            cells.append((b_idx.astype(np.int64), q_idx.astype(np.int64)))
-    info = {"index": "partitioned", "cells": n_cells, "max_probes": probes,
-            "mean_probes": float(len(q_rows) / max(1, n)), "truncated": truncated}
-    return cells, info
-
-
 def _balanced(items, weights, parts: int):
     """``items`` cut into at most ``parts`` contiguous groups of about equal total weight."""
     if not items:
@@ -308,12 +267,14 @@ class RayExecutor:
         ``exact=True`` are searched exactly here, as the local path does."""
         from curator import index
 
-        x = index.as_float32(x)
         n = len(x)
+        # above index.STREAM_MIN_N dedup hands over rows as stored (a memory-mapped view, not
+        # normalised): the cells are searched on unit rows, put in the object store once
+        x = index.normalize(x[np.arange(n)]) if index.is_streamed(n) else index.as_float32(x)
         if n < 2 or index.is_exact(n, exact):
             return index.self_pairs(x, threshold, exact=exact, seed=seed)
         t = float(threshold) - index.SIM_EPS
-        cells, info = _cell_plan(x, t, seed)
+        cells, info = index.cell_plan(x, x, t, self_join=True, seed=seed)
         self._connect()
         groups = _balanced([(b, q, t) for b, q in cells], [len(b) * len(q) for b, q in cells],
                            TASKS_PER_CPU * self._cpus())
