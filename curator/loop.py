@@ -363,11 +363,13 @@ def version(settings, cfg: LoopConfig, number: int) -> None:
 
 # -- the loop --------------------------------------------------------------------------------
 
-def advance(settings, cfg: LoopConfig, ds: int, number: int) -> str | None:
-    """Move round ``number`` from its recorded state to done; return why it stopped early."""
+def advance(settings, cfg: LoopConfig, ds: int, number: int, status: str | None = None) -> str | None:
+    """Move round ``number`` from its recorded state (``status``, read when not given) to done;
+    return why it stopped early."""
     from curator._progress import progress
 
-    status = run_step(settings, lambda s: store_rounds.get(s, ds, number).status)
+    if status is None:
+        status = run_step(settings, lambda s: store_rounds.get(s, ds, number).status)
     steps = STATES[STATES.index(status):] if status in STATES else STATES
     for state in progress(steps, total=len(steps), desc=f"round {number}"):
         if state == "selected":
@@ -432,7 +434,8 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = Tr
                 raise ValidationError(f"dataset {cfg.dataset!r}: the loop selected round {selected} where round "
                                       f"{number} was due; its rounds are not numbered 0, 1, 2, ... without gaps "
                                       f"(`curator report -d {cfg.dataset}` lists them)")
-        waiting = advance(settings, cfg, ds, number)
+            status, exists = "selected", True  # recorded just now by this process
+        waiting = advance(settings, cfg, ds, number, status if exists else None)
         if waiting:
             break
         _boundary("evaluate", number)
