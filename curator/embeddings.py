@@ -24,7 +24,7 @@ from curator.store.embeddings import EmbeddingInfo
 from curator.store.queries import dataset_id as _dataset_id
 
 __all__ = ["EmbeddingInfo", "model_identity", "register_model", "compute_embeddings", "load", "load_latest", "info",
-           "ColdStartEmbedder", "coldstart_vectors"]
+           "ColdStartEmbedder", "coldstart_vectors", "stored_or_uris", "coldstart_read", "coldstart_compute"]
 
 
 def model_identity(adapter) -> tuple[str, str, str]:
@@ -138,22 +138,35 @@ class ColdStartEmbedder:
         return coldstart.embed_images(images)
 
 
-def coldstart_vectors(settings: Settings, dataset_id: int, ids) -> np.ndarray:
-    """Cold-start vectors of samples ``ids``: read from the stored set when it holds them all,
-    else computed from the images now (the same numbers: a fixed function of each file)."""
+def stored_or_uris(session: Session, settings: Settings, dataset_id: int, model_id: int | None, ids):
+    """READ: (stored vectors of ``ids`` by ``model_id``, None) when the store holds them all, else
+    (None, their URIs) for a compute step to embed (``store.embeddings.vectors_of`` does the matching)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if model_id is not None and len(ids):
+        try:
+            return store_emb.vectors_of(session, settings.embeddings_dir, dataset_id, model_id, ids), None
+        except (NotFoundError, ValidationError):  # never computed, unfinished, or lacking some
+            pass
+    return None, store_samples.uris(session, ids)
+
+
+def coldstart_read(session: Session, settings: Settings, dataset_id: int, ids):
+    """READ: ``stored_or_uris`` of the cold-start embedding."""
+    cold = ColdStartEmbedder()
+    model = store_models.by_version(session, cold.name, cold.version)
+    return stored_or_uris(session, settings, dataset_id, model.id if model else None, ids)
+
+
+def coldstart_compute(stored_or_uris_) -> np.ndarray:
+    """COMPUTE: cold-start vectors, as stored or from the images (the same numbers: a fixed
+    function of each file)."""
     from curator import coldstart
 
-    ids = np.asarray(ids, dtype=np.int64)
-    cold = ColdStartEmbedder()
-
-    def read(s):
-        model = store_models.by_version(s, cold.name, cold.version)
-        if model is not None and len(ids):
-            try:
-                return store_emb.vectors_of(s, settings.embeddings_dir, dataset_id, model.id, ids), None
-            except (NotFoundError, ValidationError):  # never computed, unfinished, or lacking some
-                pass
-        return None, store_samples.uris(s, ids)
-
-    stored, uris = run_step(settings, read)
+    stored, uris = stored_or_uris_
     return stored if stored is not None else coldstart.embed_paths(uris)
+
+
+def coldstart_vectors(settings: Settings, dataset_id: int, ids) -> np.ndarray:
+    """Cold-start vectors of samples ``ids``: read from the stored set when it holds them all,
+    else computed from the images now."""
+    return run_step(settings, lambda s: coldstart_read(s, settings, dataset_id, ids), coldstart_compute)

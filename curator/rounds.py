@@ -26,7 +26,6 @@ from curator import seeds
 from curator.exceptions import BudgetError, EmptyPoolError, NotFoundError, StaleSelectionError, ValidationError
 from curator.settings import Settings
 from curator.steps import run_step
-from curator.store import embeddings as store_emb
 from curator.store import models as store_models
 from curator.store import rounds as store_rounds
 from curator.store import samples as store_samples
@@ -200,30 +199,21 @@ pool_ids = store_samples.pool_ids
 
 
 def _stored_or_uris(session: Session, settings, ds: int, model_id: int | None, ids: np.ndarray):
-    """READ: (stored vectors of ``ids`` by ``model_id``, None) when the store holds them all, else
-    (None, their URIs) for the compute part to embed."""
-    if model_id is not None and len(ids):
-        try:
-            return store_emb.vectors_of(session, settings.embeddings_dir, ds, model_id, ids), None
-        except (NotFoundError, ValidationError):  # never computed, unfinished, or lacking some
-            pass
-    return None, store_samples.uris(session, ids)
+    from curator.embeddings import stored_or_uris
+
+    return stored_or_uris(session, settings, ds, model_id, ids)
 
 
 def _cold_read(session: Session, settings, ds: int, ids: np.ndarray):
-    from curator.embeddings import ColdStartEmbedder
+    from curator.embeddings import coldstart_read
 
-    cold = ColdStartEmbedder()
-    model = store_models.by_version(session, cold.name, cold.version)
-    return _stored_or_uris(session, settings, ds, model.id if model else None, ids)
+    return coldstart_read(session, settings, ds, ids)
 
 
 def _cold_vectors(stored_or_uris) -> np.ndarray:
-    """COMPUTE: cold-start vectors, from the store or from the images (the same numbers)."""
-    from curator import coldstart
+    from curator.embeddings import coldstart_compute
 
-    stored, uris = stored_or_uris
-    return stored if stored is not None else coldstart.embed_paths(uris)
+    return coldstart_compute(stored_or_uris)
 
 
 def drop_duplicates(ids: np.ndarray, taken: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, int]:
