@@ -155,7 +155,9 @@ def load_model(settings: Settings, model: int | str | Path | TrainedModel) -> Tr
     def read(s):
         if not is_id and Path(str(model)).is_file():
             return str(model)
-        row = store_models.get(s, model)
+        row = store_models.get(s, model) if is_id else store_models.find(s, model)
+        if row is None:  # neither a file nor a recorded name or path: load_classifier names the missing file
+            return str(model)
         if not row.path:
             raise NotFoundError(f"model {model} has no weights file recorded; pass the .pt file instead")
         return row.path
