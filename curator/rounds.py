@@ -507,38 +507,35 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
             recorded = {**pol.get_params(), **({"subsample": subsample} if subsample else {}),
                         "split": split, "mc_samples": mc_samples, "pool_size": int(len(ids) + removed),
                         **({"duplicates_removed": removed} if dedup else {"dedup": False})}
-            return RoundResult(round_id=-1, number=got.number, policy=policy, sample_ids=[int(i) for i in ids[positions]],
-                               scores=[None if not np.isfinite(v) else float(v) for v in values],
-                               pool_size=len(ids) + removed, duplicates_removed=removed), \
-                got.dataset_id, values, _jsonable(recorded), n
+            return got.dataset_id, got.number, ids[positions], values, _jsonable(recorded), n, len(ids) + removed, \
+                removed
 
-        result = _record_round(settings, read, compute, policy=policy, seed=seed, model_id=model.model_id)
+        ds, number, chosen, values, recorded, n, pool_size, removed = run_step(settings, read, compute)
         scored = None  # a retry reads the pool afresh
-        if result is None:  # another process took some of these samples, or this number, meanwhile: again
+        round_id = _record_round(settings, ds, chosen, values, number=number, policy=policy, params=recorded,
+                                 budget=n, seed=seed, model_id=model.model_id)
+        if round_id is None:  # another process took some of these samples, or this number, meanwhile: again
             continue
-        return result
+        return RoundResult(round_id=round_id, number=number, policy=policy, sample_ids=[int(i) for i in chosen],
+                           scores=[None if not np.isfinite(v) else float(v) for v in values],
+                           pool_size=pool_size, duplicates_removed=removed)
     raise StaleSelectionError(
         f"dataset {dataset!r}: other processes selected samples of this pool {SELECT_TRIES} times while this "
         "selection ran, so none was recorded; run the selection again"
     )
 
 
-def _record_round(settings, read, compute, **round_args) -> RoundResult | None:
-    """Run the selection step, writing round ``number`` and its ranked items in one transaction;
-    the result, or None when another process put some of the chosen samples in an open round, or
-    recorded round ``number``, first: the selection (whose random streams derive from ``number``)
-    is stale and is made again.
+def _record_round(settings, ds: int, chosen, values, *, number, **round_args) -> int | None:
+    """The write of the selection step: round ``number`` and its ranked items in one transaction;
+    its id, or None when another process put some of ``chosen`` in an open round, or recorded round
+    ``number``, first: the selection (whose random streams derive from ``number``) is stale and is
+    made again.
     """
     from sqlalchemy.exc import IntegrityError
 
-    def write(s, computed):
-        result, ds, values, params, n = computed
-        got = store_rounds.create(s, ds, result.sample_ids, values, number=result.number, params=params, budget=n,
-                                  **round_args)
-        return dataclasses.replace(result, round_id=got.id)
-
     try:
-        return run_step(settings, read, compute, write)
+        return run_step(settings, write=lambda s, _: store_rounds.create(s, ds, chosen, values, number=number,
+                                                                         **round_args).id)
     except store_rounds.SamplesTaken:
         return None
     except IntegrityError as exc:  # a writer that skipped the lock (a script, an older curator) won
