@@ -20,6 +20,10 @@ running process: round N's evaluation is trained on the labels as of round N
 (every label except those of later rounds) and recorded under round N, once;
 a resumed run skips what is recorded and repeats the rest with the same
 seeds, so it stores the rows an uninterrupted run would have stored.
+
+Every step runs through ``curator.steps.run_step`` (read -> compute -> write,
+each database part one short transaction) and reads and writes through
+``curator.store``: nothing here builds a query or holds an ORM row.
 """
 
 from __future__ import annotations
@@ -29,14 +33,13 @@ import logging
 import os
 
 import numpy as np
-from sqlalchemy import func, select
 
 from curator import seeds
 from curator.exceptions import ValidationError
+from curator.steps import run_step
 from curator.store import rounds as store_rounds
-from curator.store.schema import Annotation, Evaluation, Round, Sample
-from curator.store.queries import agreed_labels, dataset_id
-from curator.store.session import transaction
+from curator.store import samples as store_samples
+from curator.store.queries import add_annotations, agreed_labels, annotated_sample_ids, dataset_id
 
 log = logging.getLogger(__name__)
 
@@ -108,85 +111,93 @@ class LoopResult:
 # -- state -----------------------------------------------------------------------------------
 
 def _set_status(settings, ds: int, number: int, status: str) -> None:
-    with transaction(settings) as s:
-        store_rounds.set_status(s, ds, number, status)
+    run_step(settings, write=lambda s, _: store_rounds.set_status(s, ds, number, status))
+
+
+def _labeled(session, ds: int, split: str | None, upto: int | None) -> tuple[np.ndarray, list[str]]:
+    """READ: (ids, agreed labels) of the labeled samples of ``split``, as of round ``upto``."""
+    labels = agreed_labels(session, ds)
+    if upto is not None:
+        later = set(store_rounds.sample_ids_after(session, ds, upto).tolist())
+        labels = {k: v for k, v in labels.items() if k not in later}
+    ids = store_samples.in_split(session, list(labels), split)
+    return ids, [labels[int(i)][0] for i in ids]
 
 
 def labeled_arrays(settings, ds: int, split: str | None, upto: int | None = None) -> tuple[np.ndarray, list[str]]:
     """Sample ids and agreed labels of the labeled samples of ``split``; with ``upto``, as of round
     ``upto``: without the samples of later rounds, whenever (and however often) it is asked."""
-    with transaction(settings) as s:
-        labels = agreed_labels(s, ds)
-        if upto is not None:
-            later = set(store_rounds.sample_ids_after(s, ds, upto).tolist())
-            labels = {k: v for k, v in labels.items() if k not in later}
-        q = select(Sample.id).where(Sample.dataset_id == ds, Sample.id.in_(list(labels)))
-        if split:
-            q = q.where(Sample.split == split)
-        ids = np.array(sorted(s.scalars(q)), dtype=np.int64)
-    return ids, [labels[int(i)][0] for i in ids]
+    return run_step(settings, lambda s: _labeled(s, ds, split, upto))
 
 
 # -- steps -----------------------------------------------------------------------------------
 
+def _balanced(truth: store_samples.Truth, initial: int, seed: int) -> list[int]:
+    """COMPUTE: ``initial`` sample ids balanced over ground-truth classes (random without it)."""
+    rng = seeds.rng(seed, round=0, stage="seed-set")
+    by_class: dict[str | None, list[int]] = {}
+    for sid, label in zip(truth.ids.tolist(), truth.labels):
+        by_class.setdefault(label, []).append(int(sid))
+    for members in by_class.values():
+        rng.shuffle(members)
+    chosen: list[int] = []
+    classes = sorted(by_class, key=str)
+    while len(chosen) < initial:
+        for c in classes:
+            if by_class[c] and len(chosen) < initial:
+                chosen.append(by_class[c].pop())
+    return chosen
+
+
 def seed_round(settings, cfg: LoopConfig, ds: int) -> None:
     """Round 0: ``initial`` samples balanced over ground-truth classes (random without it)."""
-    rng = seeds.rng(cfg.seed, round=0, stage="seed-set")
-    with transaction(settings) as s:
+
+    def read(s):
         if store_rounds.find(s, ds, 0) is not None:
-            return
-        q = select(Sample.id, Sample.gt_label).where(Sample.dataset_id == ds, Sample.duplicate_of_id.is_(None))
-        if cfg.pool_split:
-            q = q.where(Sample.split == cfg.pool_split)
-        rows = s.execute(q.order_by(Sample.id)).all()
-        if len(rows) < cfg.initial:
+            return None
+        return store_samples.truth(s, ds, split=cfg.pool_split, pool_only=True)
+
+    def compute(truth):
+        if truth is None:
+            return None
+        if len(truth) < cfg.initial:
             raise ValidationError(
-                f"dataset has {len(rows)} pool samples in split {cfg.pool_split!r}, fewer than initial={cfg.initial}"
+                f"dataset has {len(truth)} pool samples in split {cfg.pool_split!r}, fewer than initial={cfg.initial}"
             )
-        by_class: dict[str | None, list[int]] = {}
-        for sid, label in rows:
-            by_class.setdefault(label, []).append(sid)
-        for members in by_class.values():
-            rng.shuffle(members)
-        chosen: list[int] = []
-        classes = sorted(by_class, key=str)
-        while len(chosen) < cfg.initial:
-            for c in classes:
-                if by_class[c] and len(chosen) < cfg.initial:
-                    chosen.append(by_class[c].pop())
+        return _balanced(truth, cfg.initial, cfg.seed)
+
+    def write(s, chosen):
+        if chosen is None:
+            return
         try:
             store_rounds.create(s, ds, chosen, np.full(len(chosen), np.nan), number=0, policy="seed-balanced",
                                 params={"initial": cfg.initial}, budget=cfg.initial, seed=cfg.seed, model_id=None)
         except store_rounds.SamplesTaken:
+            if store_rounds.find(s, ds, 0) is not None:  # another run of the loop recorded it meanwhile
+                return
             raise ValidationError(
                 f"dataset {cfg.dataset!r}: the loop's seed round 0 would take samples that a round selected "
                 "outside the loop still holds; finish (label) that round first, or run the loop on a fresh dataset"
             ) from None
 
+    run_step(settings, read, compute, write)
+
 
 def oracle_label(settings, ds: int, number: int) -> int:
     """Ground-truth answers for a round's samples, stored as annotations of tool "oracle"."""
-    with transaction(settings) as s:
-        wanted = store_rounds.sample_ids(s, store_rounds.get(s, ds, number)).tolist()
-        rows = s.execute(select(Sample.id, Sample.gt_label).where(Sample.id.in_(wanted))).all()
-        missing = [sid for sid, label in rows if label is None]
+
+    def write(s):
+        wanted = store_rounds.sample_ids(s, store_rounds.get(s, ds, number))
+        truth = store_samples.truth(s, sample_ids=wanted)
+        missing = [sid for sid, label in zip(truth.ids.tolist(), truth.labels) if label is None]
         if missing:
             raise ValidationError(
                 f"the oracle labeler needs ground truth, and {len(missing)} selected samples have none; "
                 "use --labeler labelstudio to have people label them"
             )
-        done = set(s.scalars(select(Annotation.sample_id).where(
-            Annotation.tool == "oracle", Annotation.sample_id.in_([sid for sid, _ in rows]))))
-        new = [Annotation(sample_id=sid, tool="oracle", external_id=f"oracle-{sid}", annotator="oracle",
-                          label=label, skipped=False) for sid, label in rows if sid not in done]
-        s.add_all(new)
-        return len(new)
+        return add_annotations(s, "oracle", dict(zip(truth.ids.tolist(), truth.labels)), annotator="oracle")
 
-
-def _evaluation(session, round_id: int, metric: str) -> tuple[int, float] | None:
-    row = session.execute(select(Evaluation.n_labels, Evaluation.value).where(
-        Evaluation.round_id == round_id, Evaluation.metric == metric).order_by(Evaluation.id)).first()
-    return (int(row[0]), float(row[1])) if row is not None else None
+    return run_step(settings, write=lambda s, _: write(s))
 
 
 def evaluate(settings, cfg: LoopConfig, ds: int, number: int):
@@ -197,18 +208,20 @@ def evaluate(settings, cfg: LoopConfig, ds: int, number: int):
     (n_labels, error, model) where model is None when the point was already recorded (the loop
     then trains again only if it needs to select).
     """
-    with transaction(settings) as s:
+
+    def read(s):
         round_id = store_rounds.get(s, ds, number).id
-        done = _evaluation(s, round_id, "test_error")
+        done = store_rounds.evaluation(s, round_id, "test_error")
+        return round_id, done, (None if done is not None else _labeled(s, ds, cfg.pool_split, number))
+
+    round_id, done, labeled = run_step(settings, read)
     if done is not None:
-        return done[0], done[1], None
-    ids, labels = labeled_arrays(settings, ds, cfg.pool_split, upto=number)
+        return done.n_labels, done.value, None
+    ids, labels = labeled
     model = train(settings, cfg, ids, labels)
     error = _test_error(settings, cfg, model)
-    with transaction(settings) as s:
-        if _evaluation(s, round_id, "test_error") is None:
-            s.add(Evaluation(dataset_id=ds, round_id=round_id, model_id=model.model_id,
-                             n_labels=len(ids), metric="test_error", value=error))
+    run_step(settings, write=lambda s, _: store_rounds.add_evaluation(
+        s, ds, round_id, model_id=model.model_id, n_labels=len(ids), metric="test_error", value=error))
     return len(ids), error, model
 
 
@@ -221,15 +234,15 @@ def random_baseline(settings, cfg: LoopConfig, ds: int) -> list[tuple[int, float
     model trained (same recipe and seed) on round 0's samples plus pool samples taken in one random
     order, so the sets are nested as a real random run's would be, labeled with ground truth.
     Each point is recorded under its round, once; returns the whole baseline curve."""
-    with transaction(settings) as s:
-        curve = s.execute(select(Evaluation.round_id, Evaluation.n_labels)
-                          .join(Round, Round.id == Evaluation.round_id)
-                          .where(Evaluation.dataset_id == ds, Evaluation.metric == "test_error")
-                          .order_by(Round.number, Evaluation.id)).all()
-        recorded = s.execute(select(Evaluation.round_id, Evaluation.n_labels).where(
-            Evaluation.dataset_id == ds, Evaluation.metric == BASELINE_METRIC)).all()
+
+    def read(s):
+        curve = [(p.round_id, p.n_labels) for p in store_rounds.evaluations(s, ds, "test_error")
+                 if p.round_id is not None]
+        recorded = [(p.round_id, p.n_labels) for p in store_rounds.evaluations(s, ds, BASELINE_METRIC)]
         start = store_rounds.sample_ids(s, store_rounds.get(s, ds, 0)).tolist()
-        truth = _pool_truth(s, cfg, ds)
+        return curve, recorded, start, _pool_truth(s, cfg, ds)
+
+    curve, recorded, start, truth = run_step(settings, read)
     start = [int(i) for i in start]
     rest = np.array(sorted(set(truth) - set(start)), dtype=np.int64)
     order = seeds.rng(cfg.seed, stage="baseline").permutation(rest).tolist()
@@ -241,31 +254,24 @@ def random_baseline(settings, cfg: LoopConfig, ds: int) -> list[tuple[int, float
         ids = sorted(start + order[: n - len(start)])  # the order the loop trains in
         model = train(settings, cfg, ids, [truth[i] for i in ids])
         error = _test_error(settings, cfg, model)
-        with transaction(settings) as s:
-            if _evaluation(s, round_id, BASELINE_METRIC) is None:
-                s.add(Evaluation(dataset_id=ds, round_id=round_id, model_id=model.model_id, n_labels=n,
-                                 metric=BASELINE_METRIC, value=error))
+        run_step(settings, write=lambda s, _, round_id=round_id, n=n, model=model, error=error:
+                 store_rounds.add_evaluation(s, ds, round_id, model_id=model.model_id, n_labels=n,
+                                             metric=BASELINE_METRIC, value=error))
         done_rounds.add(round_id)
-    with transaction(settings) as s:
-        return [(int(n), float(v)) for n, v in s.execute(
-            select(Evaluation.n_labels, Evaluation.value)
-            .outerjoin(Round, Round.id == Evaluation.round_id)
-            .where(Evaluation.dataset_id == ds, Evaluation.metric == BASELINE_METRIC)
-            .order_by(Evaluation.n_labels, Round.number, Evaluation.id)).all()]
+    points = run_step(settings, lambda s: store_rounds.evaluations(s, ds, BASELINE_METRIC))
+    points.sort(key=lambda p: (p.n_labels, p.number is None, p.number or 0, p.id))
+    return [(p.n_labels, p.value) for p in points]
 
 
 def _pool_truth(session, cfg: LoopConfig, ds: int) -> dict[int, str]:
     """Ground truth of every pool sample, or a clear error: the baseline's random picks need it."""
-    q = select(Sample.id, Sample.gt_label).where(Sample.dataset_id == ds, Sample.duplicate_of_id.is_(None))
-    if cfg.pool_split:
-        q = q.where(Sample.split == cfg.pool_split)
-    truth = dict(session.execute(q.order_by(Sample.id)).all())
-    if any(label is None for label in truth.values()):
+    truth = store_samples.truth(session, ds, split=cfg.pool_split, pool_only=True)
+    if any(label is None for label in truth.labels):
         raise ValidationError(
             "a random baseline needs ground truth for the pool (it is a benchmark: random picks are "
             "labeled by the oracle); run without --baseline"
         )
-    return truth
+    return dict(zip(truth.ids.tolist(), truth.labels))
 
 
 def _test_error(settings, cfg: LoopConfig, model) -> float:
@@ -300,8 +306,12 @@ def _project(cfg: LoopConfig) -> str:
 
 
 def _round_samples(settings, ds: int, number: int) -> list[int]:
-    with transaction(settings) as s:
-        return store_rounds.sample_ids(s, store_rounds.get(s, ds, number)).tolist()
+    return run_step(settings, lambda s: store_rounds.sample_ids(s, store_rounds.get(s, ds, number)).tolist())
+
+
+def _answered(settings, wanted: list[int]) -> set[int]:
+    """Those of ``wanted`` with a live (not deleted) annotation."""
+    return run_step(settings, lambda s: annotated_sample_ids(s, wanted))
 
 
 def push(settings, cfg: LoopConfig, ds: int, number: int) -> None:
@@ -324,16 +334,12 @@ def label(settings, cfg: LoopConfig, ds: int, number: int) -> str | None:
     wanted = _round_samples(settings, ds, number)
     if cfg.labeler == "labelstudio-oracle":
         pull(settings, _project(cfg))  # answers given before an interruption count once
-        with transaction(settings) as s:
-            answered = set(s.scalars(select(Annotation.sample_id).where(
-                Annotation.sample_id.in_(wanted), Annotation.deleted.is_(False))))
+        answered = _answered(settings, wanted)
         todo = [sid for sid in wanted if sid not in answered]
         if todo:
             oracle.annotate(settings, _project(cfg), sample_ids=todo)
     pull(settings, _project(cfg))
-    with transaction(settings) as s:
-        answered = set(s.scalars(select(Annotation.sample_id).where(
-            Annotation.sample_id.in_(wanted), Annotation.deleted.is_(False))))
+    answered = _answered(settings, wanted)
     missing = len(set(wanted) - answered)
     if missing:
         return (f"round {number}: {missing} of {len(wanted)} tasks still unlabeled in Label Studio project "
@@ -345,21 +351,25 @@ def version(settings, cfg: LoopConfig, number: int) -> None:
     from curator import versions
 
     name = f"round-{number}"
-    with transaction(settings) as s:
+
+    def write(s):
         if any(v.name == name for v in versions.versions_of(s, cfg.dataset)):
             return
         versions.create(s, name, dataset=cfg.dataset, message=f"labels after round {number} ({cfg.policy})",
                         split=[cfg.pool_split] if cfg.pool_split else None)
 
+    run_step(settings, write=lambda s, _: write(s))
+
 
 # -- the loop --------------------------------------------------------------------------------
 
-def advance(settings, cfg: LoopConfig, ds: int, number: int) -> str | None:
-    """Move round ``number`` from its recorded state to done; return why it stopped early."""
+def advance(settings, cfg: LoopConfig, ds: int, number: int, status: str | None = None) -> str | None:
+    """Move round ``number`` from its recorded state (``status``, read when not given) to done;
+    return why it stopped early."""
     from curator._progress import progress
 
-    with transaction(settings) as s:
-        status = store_rounds.get(s, ds, number).status
+    if status is None:
+        status = run_step(settings, lambda s: store_rounds.get(s, ds, number).status)
     steps = STATES[STATES.index(status):] if status in STATES else STATES
     for state in progress(steps, total=len(steps), desc=f"round {number}"):
         if state == "selected":
@@ -396,18 +406,20 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = Tr
     """
     cfg.check()
     _check_fault()
-    with transaction(settings) as s:
+    def start(s):
         ds = dataset_id(s, cfg.dataset)
         if cfg.baseline:
             _pool_truth(s, cfg, ds)  # fail before any work
+        return ds
+
+    ds = run_step(settings, start)
     waiting = None
     model = None  # the model of the round before, when this process trained it
     stale, written = False, False  # the report: older than the database; written by this run
     number = 0
     for number in range(cfg.rounds + 1):
-        with transaction(settings) as s:
-            rnd = store_rounds.find(s, ds, number)
-            exists, status = rnd is not None, rnd.status if rnd is not None else None
+        rnd = run_step(settings, lambda s: store_rounds.find(s, ds, number))
+        exists, status = rnd is not None, rnd.status if rnd is not None else None
         stale |= status != "done"
         if not exists and number == 0:
             _boundary("seed", number)
@@ -422,7 +434,8 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = Tr
                 raise ValidationError(f"dataset {cfg.dataset!r}: the loop selected round {selected} where round "
                                       f"{number} was due; its rounds are not numbered 0, 1, 2, ... without gaps "
                                       f"(`curator report -d {cfg.dataset}` lists them)")
-        waiting = advance(settings, cfg, ds, number)
+            status, exists = "selected", True  # recorded just now by this process
+        waiting = advance(settings, cfg, ds, number, status if exists else None)
         if waiting:
             break
         _boundary("evaluate", number)
@@ -441,23 +454,20 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = Tr
     if report and (stale or not written):
         _boundary("report", number)
         _report(settings, cfg, plots)
-    with transaction(settings) as s:
-        errors = s.execute(select(Evaluation.n_labels, Evaluation.value)
-                           .outerjoin(Round, Round.id == Evaluation.round_id)
-                           .where(Evaluation.dataset_id == ds, Evaluation.metric == "test_error")
-                           .order_by(Round.number.is_(None), Round.number, Evaluation.n_labels, Evaluation.id)).all()
+
+    def summary(s):
+        errors = [(p.n_labels, p.value) for p in store_rounds.evaluations(s, ds, "test_error")]
         done = sum(1 for r in store_rounds.list_rounds(s, ds) if r.status == "done" and r.number > 0)
-        baseline = s.execute(select(Evaluation.n_labels, Evaluation.value).where(
-            Evaluation.dataset_id == ds, Evaluation.metric == BASELINE_METRIC).order_by(Evaluation.n_labels)).all()
-    ids, _ = labeled_arrays(settings, ds, cfg.pool_split)
-    return LoopResult(rounds_done=done, n_labels=len(ids), errors=[tuple(e) for e in errors], waiting=waiting,
-                      baseline=[tuple(e) for e in baseline])
+        baseline = sorted(((p.n_labels, p.value) for p in store_rounds.evaluations(s, ds, BASELINE_METRIC)),
+                          key=lambda e: e[0])
+        return errors, done, baseline, len(_labeled(s, ds, cfg.pool_split, None)[0])
+
+    errors, done, baseline, n_labels = run_step(settings, summary)
+    return LoopResult(rounds_done=done, n_labels=n_labels, errors=errors, waiting=waiting, baseline=baseline)
 
 
 def _count(settings, ds: int, metric: str) -> int:
-    with transaction(settings) as s:
-        return s.scalar(select(func.count()).select_from(Evaluation).where(
-            Evaluation.dataset_id == ds, Evaluation.metric == metric))
+    return run_step(settings, lambda s: len(store_rounds.evaluations(s, ds, metric)))
 
 
 def _report(settings, cfg: LoopConfig, plots: bool = True) -> None:

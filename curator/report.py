@@ -14,12 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
 
 from curator.forecast import forecast
-from curator.store.schema import Evaluation, Round, RoundItem, Sample
+from curator.steps import run_step
+from curator.store import rounds as store_rounds
+from curator.store import samples as store_samples
 from curator.store.queries import dataset_id
-from curator.store.session import transaction
 
 
 @dataclasses.dataclass
@@ -34,40 +34,37 @@ class RoundFacts:
     scores: list[float]
 
 
+def _read(s, dataset: str):
+    """READ: the dataset's evaluations, rounds, round items and the ground truth of those items."""
+    ds = dataset_id(s, dataset)
+    numbers, items = store_rounds.all_items(s, ds)
+    truth = store_samples.truth(s, sample_ids=items.sample_id)
+    return store_rounds.evaluations(s, ds), store_rounds.list_rounds(s, ds), numbers, items, truth
+
+
+def _facts(evals, rounds, numbers, items, truth) -> tuple[list[dict], list[RoundFacts]]:
+    """COMPUTE: the report's plain data from what ``_read`` read."""
+    label_of = dict(zip(truth.ids.tolist(), truth.labels))
+    out = [{"n_labels": p.n_labels, "metric": p.metric, "value": p.value, "round": p.number} for p in evals]
+    facts = []
+    for rnd in rounds:
+        mine = numbers == rnd.number
+        labels = [label_of.get(int(i)) for i in items.sample_id[mine].tolist()]
+        scores = items.score[mine]
+        params = rnd.params or {}
+        facts.append(RoundFacts(
+            number=rnd.number, policy=rnd.policy, status=rnd.status, budget=rnd.budget, selected=int(mine.sum()),
+            duplicates_removed=int(params.get("duplicates_removed", 0)),
+            classes=dict(Counter(label or "?" for label in labels)),
+            scores=[float(x) for x in scores.tolist() if np.isfinite(x)],
+        ))
+    return out, facts
+
+
 def collect(settings, dataset: str) -> tuple[list[dict], list[RoundFacts]]:
     """Evaluations (learning-curve points, each with the number of the round it was recorded
     under, in round order) and per-round facts of ``dataset``, as plain data."""
-    with transaction(settings) as s:
-        ds = dataset_id(s, dataset)
-        evals = [
-            {"n_labels": n, "metric": m, "value": v, "round": r}
-            for n, m, v, r in s.execute(
-                select(Evaluation.n_labels, Evaluation.metric, Evaluation.value, Round.number)
-                .outerjoin(Round, Round.id == Evaluation.round_id)
-                .where(Evaluation.dataset_id == ds)
-                .order_by(Round.number.is_(None), Round.number, Evaluation.n_labels, Evaluation.id)
-            ).all()
-        ]
-        facts = []
-        for rnd in s.scalars(select(Round).where(Round.dataset_id == ds).order_by(Round.number)):
-            items = s.execute(
-                select(RoundItem.score, Sample.gt_label)
-                .join(Sample, Sample.id == RoundItem.sample_id)
-                .where(RoundItem.round_id == rnd.id)
-                .order_by(RoundItem.rank)
-            ).all()
-            params = rnd.params or {}
-            facts.append(RoundFacts(
-                number=rnd.number,
-                policy=rnd.policy,
-                status=rnd.status,
-                budget=rnd.budget,
-                selected=len(items),
-                duplicates_removed=int(params.get("duplicates_removed", 0)),
-                classes=dict(Counter(label or "?" for _, label in items)),
-                scores=[float(x) for x, _ in items if x is not None],
-            ))
-    return evals, facts
+    return run_step(settings, lambda s: _read(s, dataset), lambda got: _facts(*got))
 
 
 def _plot_curve(ax, evals, baseline, target):

@@ -1,10 +1,13 @@
 """Rounds: train a model on the labels, score the unlabeled pool, select and record a batch.
 
-The heavy work (loading images, inference, the policy) happens before the
-database is touched; what a step records is written in one transaction, so a
-round that fails (bad input, unknown policy, budget larger than the pool)
-leaves nothing behind. Positions into the pool are turned into sample ids
-here, once.
+Every step is read -> compute -> write through ``curator.steps.run_step``: one
+short transaction reads what the step needs (ids, URIs, stored vectors), the
+heavy work (loading images, inference, de-duplication, the policy) runs on
+those arrays with no session, and one short transaction records the result, so
+a round that fails (bad input, unknown policy, budget larger than the pool)
+leaves nothing behind. The parts marked ``COMPUTE`` are plain functions of
+arrays that an executor may run elsewhere. Positions into the pool are turned
+into sample ids here, once.
 
 The pool of a dataset: its samples (of ``split`` if given) that are not exact
 copies of another sample, have no agreed label, and are not waiting for a
@@ -17,20 +20,21 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from curator import seeds
-from curator.exceptions import BudgetError, NotFoundError, StaleSelectionError, ValidationError
+from curator.exceptions import BudgetError, EmptyPoolError, NotFoundError, StaleSelectionError, ValidationError
 from curator.settings import Settings
+from curator.steps import run_step
+from curator.store import models as store_models
 from curator.store import rounds as store_rounds
-from curator.store.schema import Dataset, Model, Sample, Score
-from curator.store.queries import dataset_classes, agreed_labels, dataset_id
-from curator.store.session import transaction
+from curator.store import samples as store_samples
+from curator.store.queries import dataset_id
 
 __all__ = [
     "TrainedModel", "ScoredPool", "RoundResult", "train_model", "load_model", "test_error",
-    "pool_ids", "policy_from", "check_pool_args", "score_pool", "select_round", "round_items",
+    "pool_ids", "policy_from", "check_pool_args", "score_pool", "select_round", "round_items", "drop_duplicates",
+    "drop_duplicates_in", "scores_of", "predictions_of",
 ]
 
 #: Rounds whose selected samples are still waiting for labels.
@@ -76,30 +80,16 @@ def _models_dir(settings: Settings) -> Path:
     return Path(settings.workspace) / "models"
 
 
-def _classes(session: Session, ds: int, labels) -> list[str]:
-    stored = session.scalar(select(Dataset.classes).where(Dataset.id == ds)) or []
-    names = [str(c) for c in stored]
-    extra = sorted({str(x) for x in labels} - set(names))
-    return names + extra
+def _classes(stored: list[str], labels) -> list[str]:
+    """The dataset's classes, then labels it does not name yet (sorted)."""
+    extra = sorted({str(x) for x in labels} - set(stored))
+    return list(stored) + extra
 
 
-def _uris(session: Session, ids) -> list[str]:
-    ids = [int(i) for i in ids]
-    rows: dict[int, str] = {}
-    for s0 in range(0, len(ids), 10_000):
-        chunk = ids[s0: s0 + 10_000]
-        rows.update(session.execute(select(Sample.id, Sample.uri).where(Sample.id.in_(chunk))).all())
-    missing = [i for i in ids if i not in rows]
-    if missing:
-        raise NotFoundError(f"sample ids {missing[:5]} do not exist")
-    return [rows[i] for i in ids]
-
-
-def _images(settings: Settings, ids) -> np.ndarray:
+def _images(uris: list[str]) -> np.ndarray:
+    """COMPUTE: decode the images at ``uris`` (no database)."""
     from curator.images import load_images
 
-    with transaction(settings) as s:
-        uris = _uris(s, ids)
     return load_images(uris)
 
 
@@ -108,10 +98,11 @@ def train_model(settings: Settings, dataset: str, sample_ids, labels, *, seed: i
                 init: TrainedModel | None = None) -> TrainedModel:
     """Train the built-in CNN on ``sample_ids`` with ``labels`` (class names), save and register it.
 
-    The weights go to ``<workspace>/models/<checksum>.pt``; the ``Model`` row
-    (name ``smallcnn``, version = checksum) is created once per weights.
+    One step: read the dataset's classes and the samples' URIs; train and save the weights to
+    ``<workspace>/models/<checksum>.pt``; register the model (name ``smallcnn``, version =
+    checksum; created once per weights).
     """
-    from curator.embeddings import register_model
+    from curator.embeddings import model_identity
     from curator.models import train_classifier
 
     sample_ids = [int(i) for i in sample_ids]
@@ -120,113 +111,128 @@ def train_model(settings: Settings, dataset: str, sample_ids, labels, *, seed: i
         raise ValidationError(f"sample_ids has {len(sample_ids)} entries but labels has {len(labels)}")
     if not sample_ids:
         raise ValidationError("no labeled samples to train on; label some first")
-    with transaction(settings) as s:
+
+    def read(s):
         ds = dataset_id(s, dataset)
-        classes = init.classes if init is not None else _classes(s, ds, labels)
-    unknown = sorted(set(labels) - set(classes))
-    if unknown:
-        raise ValidationError(f"labels {unknown[:5]} are not classes of the model ({classes})")
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index[x] for x in labels], dtype=np.int64)
-    X = _images(settings, sample_ids)
-    adapter = train_classifier(X, y, num_classes=len(classes), seed=seed, epochs=epochs, steps=steps,
-                               device=device, classes=classes, init=init.adapter if init else None)
-    path = adapter.save(_models_dir(settings) / f"{adapter.version}.pt")
-    params = {"seed": seed, "epochs": epochs, "steps": steps, "n_labels": len(y), "dataset": dataset}
-    with transaction(settings) as s:
-        model_id = register_model(s, adapter, path=str(path), params=params)
-    return TrainedModel(model_id=model_id, adapter=adapter, classes=classes, path=str(path))
+        return store_samples.classes(s, ds), store_samples.uris(s, sample_ids)
+
+    def compute(data):
+        stored, uris = data
+        classes = init.classes if init is not None else _classes(stored, labels)
+        unknown = sorted(set(labels) - set(classes))
+        if unknown:
+            raise ValidationError(f"labels {unknown[:5]} are not classes of the model ({classes})")
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index[x] for x in labels], dtype=np.int64)
+        adapter = train_classifier(_images(uris), y, num_classes=len(classes), seed=seed, epochs=epochs,
+                                   steps=steps, device=device, classes=classes,
+                                   init=init.adapter if init else None)
+        path = adapter.save(_models_dir(settings) / f"{adapter.version}.pt")
+        return adapter, classes, str(path), model_identity(adapter), len(y)
+
+    def write(s, result):
+        adapter, classes, path, (name, version, checksum), n = result
+        params = {"seed": seed, "epochs": epochs, "steps": steps, "n_labels": n, "dataset": dataset}
+        model = store_models.register(s, name, version, checksum=checksum, path=path, params=params)
+        return TrainedModel(model_id=model.id, adapter=adapter, classes=classes, path=path)
+
+    return run_step(settings, read, compute, write)
 
 
 def load_model(settings: Settings, model: int | str | Path | TrainedModel) -> TrainedModel:
-    """A TrainedModel from a model id, a saved ``.pt`` file, or a TrainedModel (returned as is)."""
-    from curator.embeddings import register_model
+    """A TrainedModel from a model id, a saved ``.pt`` file, a model's name or a TrainedModel (as is).
+
+    A file that exists is loaded (and registered if new); anything else is looked up with
+    ``curator.store.models.get`` (id, name or recorded path: the one way a model is found).
+    """
+    from curator.embeddings import model_identity
     from curator.models import load_classifier
 
     if isinstance(model, TrainedModel):
         return model
-    if isinstance(model, int) or (isinstance(model, str) and model.isdigit()):
-        with transaction(settings) as s:
-            row = s.get(Model, int(model))
-            if row is None:
-                known = s.scalars(select(Model.id).order_by(Model.id)).all()
-                raise NotFoundError(f"model {model} does not exist (known ids: {list(known) or 'none'})")
-            if not row.path:
-                raise NotFoundError(f"model {model} has no weights file recorded; pass the .pt file instead")
-            path = row.path
-    else:
-        path = str(model)
-    adapter = load_classifier(path)
-    with transaction(settings) as s:
-        model_id = register_model(s, adapter, path=path)
-    return TrainedModel(model_id=model_id, adapter=adapter, classes=[str(c) for c in adapter.classes], path=path)
+    is_id = isinstance(model, int) or (isinstance(model, str) and model.isdigit())
+
+    def read(s):
+        if not is_id and Path(str(model)).is_file():
+            return str(model)
+        row = store_models.get(s, model) if is_id else store_models.find(s, model)
+        if row is None:  # neither a file nor a recorded name or path: load_classifier names the missing file
+            return str(model)
+        if not row.path:
+            raise NotFoundError(f"model {model} has no weights file recorded; pass the .pt file instead")
+        return row.path
+
+    def compute(path):
+        adapter = load_classifier(path)
+        return adapter, path, model_identity(adapter)
+
+    def write(s, result):
+        adapter, path, (name, version, checksum) = result
+        model_id = store_models.register(s, name, version, checksum=checksum, path=path).id
+        return TrainedModel(model_id=model_id, adapter=adapter, classes=[str(c) for c in adapter.classes], path=path)
+
+    return run_step(settings, read, compute, write)
 
 
 def test_error(settings: Settings, dataset: str, model, *, split: str | None = "test") -> float:
     """Error rate of ``model`` on the samples of ``split`` that have ground truth."""
     model = load_model(settings, model)
-    with transaction(settings) as s:
-        ds = dataset_id(s, dataset)
-        q = select(Sample.id, Sample.gt_label).where(Sample.dataset_id == ds, Sample.gt_label.is_not(None))
-        if split:
-            q = q.where(Sample.split == split)
-        rows = s.execute(q.order_by(Sample.id)).all()
-    if not rows:
-        raise ValidationError(f"dataset {dataset!r} has no samples with ground truth in split {split!r}")
-    index = {c: i for i, c in enumerate(model.classes)}
-    y = np.array([index.get(str(g), -1) for _, g in rows])
-    P = model.adapter.predict_proba(_images(settings, [i for i, _ in rows]))
-    return float((P.argmax(1) != y).mean())
+
+    def read(s):
+        truth = store_samples.truth(s, dataset_id(s, dataset), split=split, known_only=True)
+        return truth, store_samples.uris(s, truth.ids)
+
+    def compute(data):
+        truth, uris = data
+        if not len(truth):
+            raise ValidationError(f"dataset {dataset!r} has no samples with ground truth in split {split!r}")
+        index = {c: i for i, c in enumerate(model.classes)}
+        y = np.array([index.get(str(g), -1) for g in truth.labels])
+        P = model.adapter.predict_proba(_images(uris))  # COMPUTE: model
+        return float((P.argmax(1) != y).mean())
+
+    return run_step(settings, read, compute)
 
 
 # -- the pool --------------------------------------------------------------------------------
 
-def pool_ids(session: Session, ds: int, split: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(unlabeled pool ids, labeled-or-pending ids) of dataset ``ds``, in id order."""
-    q = select(Sample.id).where(Sample.dataset_id == ds, Sample.duplicate_of_id.is_(None))
-    if split:
-        q = q.where(Sample.split == split)
-    candidates = np.array(session.scalars(q.order_by(Sample.id)).all(), dtype=np.int64)
-    labeled = set(agreed_labels(session, ds))
-    taken = labeled | set(store_rounds.open_sample_ids(session, ds).tolist())
-    mask = np.array([int(i) not in taken for i in candidates], dtype=bool)
-    return candidates[mask], np.array(sorted(taken), dtype=np.int64)
+#: (unlabeled pool ids, labeled-or-pending ids) of a dataset: ``curator.store.samples.pool_ids``.
+pool_ids = store_samples.pool_ids
 
 
-def _labeled_embeddings(settings: Settings, ds: int, model: TrainedModel, ids: np.ndarray) -> np.ndarray:
-    """Embeddings of labeled/pending samples: from the store when computed, else by inference."""
-    if len(ids) == 0:
-        return np.zeros((0, 1), np.float32)
-    from curator import embeddings
+def _stored_or_uris(session: Session, settings, ds: int, model_id: int | None, ids: np.ndarray):
+    from curator.embeddings import stored_or_uris
 
-    with transaction(settings) as s:
-        try:
-            all_ids, E = embeddings.load(s, settings, ds, model.model_id)
-        except (NotFoundError, ValidationError):
-            all_ids = None
-    if all_ids is not None:
-        where = np.searchsorted(all_ids, ids)
-        if (where < len(all_ids)).all() and np.array_equal(all_ids[np.minimum(where, len(all_ids) - 1)], ids):
-            return np.asarray(E[where])
-    return model.adapter.embed(_images(settings, ids))
+    return stored_or_uris(session, settings, ds, model_id, ids)
 
 
-def drop_duplicates(settings, ds: int, ids: np.ndarray, taken: np.ndarray) -> tuple[np.ndarray, int]:
-    """``ids`` without near copies: one sample per duplicate group (the lowest id) and none
-    that copies a labeled or pending sample (``taken``).
+def _cold_read(session: Session, settings, ds: int, ids: np.ndarray):
+    from curator.embeddings import coldstart_read
+
+    return coldstart_read(session, settings, ds, ids)
+
+
+def _cold_vectors(stored_or_uris) -> np.ndarray:
+    from curator.embeddings import coldstart_compute
+
+    return coldstart_compute(stored_or_uris)
+
+
+def drop_duplicates(ids: np.ndarray, taken: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, int]:
+    """COMPUTE: ``ids`` without near copies: one sample per duplicate group (the lowest id) and none
+    that copies a labeled or pending sample (``taken``). ``vectors`` are the cold-start embeddings
+    of ``ids`` then ``taken``, row for row. Returns (kept ids, number dropped).
 
     Compared on the cold-start embedding (content, not model features: what the
     default threshold was chosen for, see docs/dedup.md), so the groups are those
-    ``curator dedup`` reports. Returns (kept ids, number dropped).
+    ``curator dedup`` reports.
     """
     from curator import dedup
-    from curator.embeddings import coldstart_vectors
 
+    ids = np.asarray(ids, dtype=np.int64)
     if len(ids) < 2 and not len(taken):
         return ids, 0
-    both = [int(i) for i in ids] + [int(i) for i in taken]
-    E = coldstart_vectors(settings, ds, both)
-    groups = dedup.find_duplicates(E, labeled=np.arange(len(ids), len(both)))
+    groups = dedup.find_duplicates(vectors, labeled=np.arange(len(ids), len(ids) + len(taken)))
     drop = np.zeros(len(ids), bool)
     for g in groups:  # representative first: a labeled one where the group has one
         members = g[1:][g[1:] < len(ids)]
@@ -234,53 +240,93 @@ def drop_duplicates(settings, ds: int, ids: np.ndarray, taken: np.ndarray) -> tu
     return ids[~drop], int(drop.sum())
 
 
-def _build_pool(settings, dataset, model, split, subsample, seed, mc_samples, dedup=False, scored=None):
-    """(dataset id, model, pool ids, Pool, near copies removed, number of the round it is for).
+def drop_duplicates_in(settings, ds: int, ids: np.ndarray, taken: np.ndarray) -> tuple[np.ndarray, int]:
+    """``drop_duplicates`` as a step: read the cold-start vectors of ``ids`` and ``taken``, then compute."""
+    ids, taken = np.asarray(ids, dtype=np.int64), np.asarray(taken, dtype=np.int64)
+    if len(ids) < 2 and not len(taken):
+        return ids, 0
+    both = np.concatenate([ids, taken])
+    return run_step(settings, lambda s: _cold_read(s, settings, ds, both),
+                    lambda got: drop_duplicates(ids, taken, _cold_vectors(got)))
+
+
+def _subsample(ids: np.ndarray, subsample: int | None, seed: int, number: int) -> np.ndarray:
+    """COMPUTE: the scored subset of the pool, drawn from (seed, round number) alone."""
+    if subsample is None or len(ids) <= subsample:
+        return ids
+    rng = seeds.rng(seed, round=number, stage="subsample")
+    return np.sort(rng.choice(ids, size=subsample, replace=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class _PoolRead:
+    """What a scoring or selection step reads, in one transaction."""
+
+    dataset_id: int
+    number: int  # of the round the pool is scored for (the next one)
+    classes: list[str]
+    pool_size: int  # unlabeled samples before the subsample
+    ids: np.ndarray  # the candidates: the subsample, or the scored pool's ids
+    taken: np.ndarray
+    uris: list[str] | None  # of ``ids``, to score them (None: scores given)
+    cold: tuple | None  # (stored, uris) of ids + taken for dedup
+    labeled: tuple | None  # (stored, uris) of taken: the model's embeddings of labeled samples
+
+
+def _read_pool(s: Session, settings, dataset, split, subsample, seed, model_id, *, dedup, scored) -> _PoolRead:
+    """READ: the pool of the next round and everything its scoring needs (see ``_PoolRead``)."""
+    ds = dataset_id(s, dataset)
+    pool, taken = store_samples.pool_ids(s, ds, split)
+    number = store_rounds.next_number(s, ds)
+    if scored is not None:  # the model's outputs from score_pool: no second pass over the pool
+        if scored.model_id != model_id or scored.number != number or not np.isin(scored.sample_ids, pool).all():
+            raise ValidationError(
+                "the scored pool is stale (another model, or samples labeled or selected since it was "
+                "scored); score it again with this model"
+            )
+        ids, uris, labeled = scored.sample_ids, None, None
+    else:
+        ids = _subsample(pool, subsample, seed, number)
+        uris = store_samples.uris(s, ids)
+        labeled = _stored_or_uris(s, settings, ds, model_id, taken) if len(taken) else None
+    cold = _cold_read(s, settings, ds, np.concatenate([ids, taken])) if dedup and (len(ids) >= 2 or len(taken)) \
+        else None
+    return _PoolRead(dataset_id=ds, number=number, classes=store_samples.classes(s, ds), pool_size=len(pool),
+                     ids=ids, taken=taken, uris=uris, cold=cold, labeled=labeled)
+
+
+def _build_pool(got: _PoolRead, model: TrainedModel, seed: int, mc_samples: int, scored=None):
+    """COMPUTE: (pool ids, Pool, near copies removed) from what ``_read_pool`` read; no session.
 
     Its random draws (the subsample, MC dropout) come from the user's ``seed`` and the number of
     the round being selected (``curator.seeds``), never from how much is labeled already.
     """
     from curator import Pool
 
-    model = load_model(settings, model)
-    with transaction(settings) as s:
-        ds = dataset_id(s, dataset)
-        ids, taken = pool_ids(s, ds, split)
-        number = store_rounds.next_number(s, ds)
-    if scored is not None:  # the model's outputs from score_pool: no second pass over the pool
-        if scored.model_id != model.model_id or scored.number != number or not np.isin(scored.sample_ids, ids).all():
-            raise ValidationError(
-                "the scored pool is stale (another model, or samples labeled or selected since it was "
-                "scored); score it again with this model"
-            )
-        ids, removed = scored.sample_ids, 0
-        if dedup:
-            kept, removed = drop_duplicates(settings, ds, ids, taken)
-            pos = np.flatnonzero(np.isin(ids, kept))
-            return ds, model, ids[pos], scored.pool.subset(pos), removed, number
-        return ds, model, ids, scored.pool, removed, number
-    if len(ids) == 0:
-        from curator.exceptions import EmptyPoolError
-
-        raise EmptyPoolError(
-            f"dataset {dataset!r} has no unlabeled samples{f' in split {split!r}' if split else ''}; "
-            "ingest more or label fewer"
-        )
-    if subsample is not None and len(ids) > subsample:
-        rng = seeds.rng(seed, round=number, stage="subsample")
-        ids = np.sort(rng.choice(ids, size=subsample, replace=False))
-    removed = 0
-    if dedup:
-        ids, removed = drop_duplicates(settings, ds, ids, taken)
-    pred = model.adapter.predict(_images(settings, ids), mc_samples=mc_samples,
-                                 seed=seeds.derive(seed, round=number, stage="score"))
-    L = _labeled_embeddings(settings, ds, model, taken) if len(taken) else None
+    ids, removed = got.ids, 0
+    if got.cold is not None:
+        kept, removed = drop_duplicates(ids, got.taken, _cold_vectors(got.cold))  # COMPUTE: dedup
+        keep = np.flatnonzero(np.isin(ids, kept))
+    else:
+        keep = np.arange(len(ids))
+    if scored is not None:
+        return ids[keep], scored.pool.subset(keep) if removed else scored.pool, removed
+    ids = ids[keep]
+    uris = [got.uris[i] for i in keep.tolist()]
+    # COMPUTE: model (an executor may run it where the images are)
+    pred = model.adapter.predict(_images(uris), mc_samples=mc_samples,
+                                 seed=seeds.derive(seed, round=got.number, stage="score"))
+    L = None
+    if got.labeled is not None:
+        stored, labeled_uris = got.labeled
+        L = stored if stored is not None else model.adapter.embed(_images(labeled_uris))
     pool = Pool(embeddings=pred.embeddings, probs=pred.probs, mc_probs=pred.mc_probs,
                 labeled_embeddings=L, ids=ids)
-    return ds, model, ids, pool, removed, number
+    return ids, pool, removed
 
 
-def _scores(pool) -> dict[str, np.ndarray]:
+def scores_of(pool) -> dict[str, np.ndarray]:
+    """COMPUTE: every score kind of a pool (the policies' inputs as stored values)."""
     from curator import scores as S
     from curator.novelty import novelty
 
@@ -297,13 +343,13 @@ def _scores(pool) -> dict[str, np.ndarray]:
     return out
 
 
-def _predictions(session: Session, dataset: str, model: TrainedModel, probs: np.ndarray) -> dict[str, np.ndarray]:
-    """The model's answer as two stored kinds: ``prediction`` (index into the dataset's
-    classes; NaN when the model's class is not one of them) and ``confidence``.
+def predictions_of(classes: list[str], model: TrainedModel, probs: np.ndarray) -> dict[str, np.ndarray]:
+    """COMPUTE: the model's answer as two stored kinds: ``prediction`` (index into the dataset's
+    ``classes``; NaN when the model's class is not one of them) and ``confidence``.
 
     Label Studio shows them as pre-annotations and FiftyOne as a Classification.
     """
-    index = {c: i for i, c in enumerate(dataset_classes(session, dataset))}
+    index = {c: i for i, c in enumerate(classes)}
     top = probs.argmax(1)
     prediction = np.array([index.get(str(model.classes[k]), np.nan) for k in top], dtype=float)
     return {"prediction": prediction, "confidence": probs.max(1).astype(float)}
@@ -325,20 +371,10 @@ def policy_from(policy: str, params: dict | None = None):
         raise ValidationError(f"policy {policy!r}: bad parameter value in {params} ({exc})") from None
 
 
-def check_pool_args(settings: Settings, dataset: str, *, split: str | None = None, subsample: int | None = None,
-                    seed: int = 0, mc_samples: int = 20, budget: int | None = None, policy: str | None = None,
-                    params: dict | None = None, at_most: bool = False):
-    """Refuse bad arguments of a scoring or selection step before any work is done.
-
-    Training, inference and writes come after this, so a bad budget, subsample,
-    seed, number of MC passes, policy or parameter, an unknown dataset or an
-    empty pool costs milliseconds and changes nothing. Reads the pool's size
-    (one query) to refuse a budget larger than it. Returns the configured
-    policy when ``policy`` is given.
-    """
+def _check_args(caller: str, *, subsample, seed, mc_samples, budget, policy, params):
+    """Refuse bad arguments (no database); the configured policy when ``policy`` is given."""
     import numbers
 
-    caller = "select" if budget is not None else "score"
     pol = policy_from(policy, params) if policy is not None else None
     if subsample is not None and (isinstance(subsample, bool) or not isinstance(subsample, numbers.Integral)
                                   or subsample < 1):
@@ -352,46 +388,75 @@ def check_pool_args(settings: Settings, dataset: str, *, split: str | None = Non
         raise ValidationError(f"{caller}: policy {policy!r} needs mc_probs (MC-dropout passes); pass --mc 2 or more")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, numbers.Integral) or budget < 1):
         raise BudgetError(f"{caller}: budget must be an integer >= 1; got {budget!r}")
-    with transaction(settings) as s:
-        ids, _ = pool_ids(s, dataset_id(s, dataset), split)
-    if len(ids) == 0:
-        from curator.exceptions import EmptyPoolError
+    return pol
 
+
+def _check_size(caller: str, dataset: str, pool_size: int, *, split, subsample, budget, at_most) -> None:
+    """Refuse an empty pool, or a budget larger than the pool (or its subsample)."""
+    if pool_size == 0:
         raise EmptyPoolError(
             f"dataset {dataset!r} has no unlabeled samples{f' in split {split!r}' if split else ''}; "
             "ingest more or label fewer"
         )
-    n = min(len(ids), subsample) if subsample else len(ids)
+    n = min(pool_size, subsample) if subsample else pool_size
     if budget is not None and budget > n and not at_most:
         raise BudgetError(
             f"{caller}: budget {budget} is larger than the pool ({n} samples"
-            f"{' in the subsample' if subsample and subsample < len(ids) else ''}); lower the budget"
+            f"{' in the subsample' if subsample and subsample < pool_size else ''}); lower the budget"
         )
+
+
+def check_pool_args(settings: Settings, dataset: str, *, split: str | None = None, subsample: int | None = None,
+                    seed: int = 0, mc_samples: int = 20, budget: int | None = None, policy: str | None = None,
+                    params: dict | None = None, at_most: bool = False):
+    """Refuse bad arguments of a scoring or selection step before any work is done.
+
+    Training, inference and writes come after this, so a bad budget, subsample,
+    seed, number of MC passes, policy or parameter, an unknown dataset or an
+    empty pool costs milliseconds and changes nothing. Reads the pool's size
+    (one short read) to refuse a budget larger than it. Returns the configured
+    policy when ``policy`` is given. (``score_pool`` and ``select_round`` make the
+    same checks on the pool they read, so callers need not call this first.)
+    """
+    caller = "select" if budget is not None else "score"
+    pol = _check_args(caller, subsample=subsample, seed=seed, mc_samples=mc_samples, budget=budget, policy=policy,
+                      params=params)
+    size = run_step(settings, lambda s: len(pool_ids(s, dataset_id(s, dataset), split)[0]))
+    _check_size(caller, dataset, size, split=split, subsample=subsample, budget=budget, at_most=at_most)
     return pol
 
 
 def score_pool(settings: Settings, dataset: str, model, *, split: str | None = None,
                subsample: int | None = None, seed: int = 0, mc_samples: int = 20,
                record: bool = True) -> ScoredPool:
-    """Score the unlabeled pool with ``model`` and (``record``) store one ``Score`` row per (sample, kind).
+    """Score the unlabeled pool with ``model`` and (``record``) store one score per (sample, kind).
 
-    Scores of the same (sample, kind, model) are replaced, so scoring twice
-    stores nothing twice.
+    One step: read the pool, compute the model's outputs and the scores, write them. Scores of
+    the same (sample, kind, model) are replaced, so scoring twice stores nothing twice.
     """
-    check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples)
-    ds, model, ids, pool, _, number = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples)
-    scores = _scores(pool)
-    if record:
-        with transaction(settings) as s:
-            stored = {**scores, **_predictions(s, dataset, model, pool.mean_probs)}
-            for kind, values in stored.items():
-                for s0 in range(0, len(ids), 5000):
-                    chunk = ids[s0: s0 + 5000].tolist()
-                    s.execute(delete(Score).where(Score.kind == kind, Score.model_id == model.model_id,
-                                                  Score.sample_id.in_(chunk)))
-                s.add_all([Score(sample_id=int(i), kind=kind, value=float(v), model_id=model.model_id)
-                           for i, v in zip(ids, values) if np.isfinite(v)])
-    return ScoredPool(sample_ids=ids, pool=pool, scores=scores, model_id=model.model_id, number=number)
+    _check_args("score", subsample=subsample, seed=seed, mc_samples=mc_samples, budget=None, policy=None,
+                params=None)
+    model = load_model(settings, model)
+
+    def read(s):
+        got = _read_pool(s, settings, dataset, split, subsample, seed, model.model_id, dedup=False, scored=None)
+        _check_size("score", dataset, got.pool_size, split=split, subsample=subsample, budget=None, at_most=False)
+        return got
+
+    def compute(got):
+        ids, pool, _ = _build_pool(got, model, seed, mc_samples)
+        scores = scores_of(pool)
+        stored = {**scores, **predictions_of(got.classes, model, pool.mean_probs)}
+        return ScoredPool(sample_ids=ids, pool=pool, scores=scores, model_id=model.model_id, number=got.number), stored
+
+    def write(s, result):
+        scored, stored = result
+        store_samples.write_scores(s, model.model_id, scored.sample_ids, stored)
+        return scored
+
+    if not record:
+        return run_step(settings, read, compute)[0]
+    return run_step(settings, read, compute, write)
 
 
 def select_round(settings: Settings, dataset: str, model, *, budget: int, policy: str = "curator",
@@ -408,41 +473,52 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
     ``scored``, the result of ``score_pool`` with the same model, saves a second
     pass of the model over the pool.
 
-    The round (policy, parameters, seed, model) and its ranked samples with
-    their scores are written in one transaction, after the policy succeeded.
+    One step: read the pool, compute (dedup, model, policy), write the round (policy,
+    parameters, seed, model) and its ranked samples with their scores in one transaction.
     Several processes may select on one dataset at once: a sample is in at
     most one open round (the database refuses otherwise), and a selection
     whose samples another process took meanwhile is made again on the fresh
     pool, up to ``SELECT_TRIES`` times (then ``StaleSelectionError``).
     """
-    # every argument (policy, parameters, budget, sizes, dataset) is refused before any work
-    pol = check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples,
-                          budget=budget, policy=policy, params=params, at_most=at_most)
+    # every argument (policy, parameters, budget, sizes) is refused before any work
+    pol = _check_args("select", subsample=subsample, seed=seed, mc_samples=mc_samples, budget=budget, policy=policy,
+                      params=params)
+    model = load_model(settings, model)
     for _attempt in range(SELECT_TRIES):
-        ds, model, ids, pool, removed, number = _build_pool(settings, dataset, model, split, subsample, seed, mc_samples,
-                                                    dedup=dedup, scored=scored)
+        def read(s, scored=scored):
+            got = _read_pool(s, settings, dataset, split, subsample, seed, model.model_id, dedup=dedup, scored=scored)
+            _check_size("select", dataset, got.pool_size, split=split, subsample=subsample, budget=budget,
+                        at_most=at_most)
+            return got
+
+        def compute(got, scored=scored):
+            ids, pool, removed = _build_pool(got, model, seed, mc_samples, scored=scored)
+            n = budget
+            if n > len(ids) and (at_most or removed):
+                if not at_most:
+                    raise BudgetError(
+                        f"select_round: budget {n} is larger than the pool ({len(ids)} samples left after removing "
+                        f"{removed} near duplicates); lower the budget (or select with dedup=False / --no-dedup)"
+                    )
+                n = len(ids)
+            # COMPUTE: the policy
+            positions, values = pol.select_scored(pool, budget=n, seed=seeds.derive(seed, round=got.number,
+                                                                                      stage="select"))
+            recorded = {**pol.get_params(), **({"subsample": subsample} if subsample else {}),
+                        "split": split, "mc_samples": mc_samples, "pool_size": int(len(ids) + removed),
+                        **({"duplicates_removed": removed} if dedup else {"dedup": False})}
+            return got.dataset_id, got.number, ids[positions], values, _jsonable(recorded), n, len(ids) + removed, \
+                removed
+
+        ds, number, chosen, values, recorded, n, pool_size, removed = run_step(settings, read, compute)
         scored = None  # a retry reads the pool afresh
-        n = budget
-        if n > len(ids) and (at_most or removed):
-            if not at_most:
-                raise BudgetError(
-                    f"select_round: budget {n} is larger than the pool ({len(ids)} samples left after removing "
-                    f"{removed} near duplicates); lower the budget (or select with dedup=False / --no-dedup)"
-                )
-            n = len(ids)
-        positions, values = pol.select_scored(pool, budget=n, seed=seeds.derive(seed, round=number, stage="select"))
-        chosen = ids[positions]
-        recorded = {**pol.get_params(), **({"subsample": subsample} if subsample else {}),
-                    "split": split, "mc_samples": mc_samples, "pool_size": int(len(ids) + removed),
-                    **({"duplicates_removed": removed} if dedup else {"dedup": False})}
-        round_id = _record_round(settings, ds, chosen, values, number=number, policy=policy,
-                                 params=_jsonable(recorded), budget=n, seed=seed, model_id=model.model_id)
+        round_id = _record_round(settings, ds, chosen, values, number=number, policy=policy, params=recorded,
+                                 budget=n, seed=seed, model_id=model.model_id)
         if round_id is None:  # another process took some of these samples, or this number, meanwhile: again
             continue
-        return RoundResult(round_id=round_id, number=number, policy=policy,
-                           sample_ids=[int(i) for i in chosen],
+        return RoundResult(round_id=round_id, number=number, policy=policy, sample_ids=[int(i) for i in chosen],
                            scores=[None if not np.isfinite(v) else float(v) for v in values],
-                           pool_size=len(ids) + removed, duplicates_removed=removed)
+                           pool_size=pool_size, duplicates_removed=removed)
     raise StaleSelectionError(
         f"dataset {dataset!r}: other processes selected samples of this pool {SELECT_TRIES} times while this "
         "selection ran, so none was recorded; run the selection again"
@@ -450,15 +526,16 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
 
 
 def _record_round(settings, ds: int, chosen, values, *, number, **round_args) -> int | None:
-    """Write round ``number`` and its ranked items in one transaction; its id, or None when another
-    process put some of ``chosen`` in an open round, or recorded round ``number``, first: the
-    selection (whose random streams derive from ``number``) is stale and is made again.
+    """The write of the selection step: round ``number`` and its ranked items in one transaction;
+    its id, or None when another process put some of ``chosen`` in an open round, or recorded round
+    ``number``, first: the selection (whose random streams derive from ``number``) is stale and is
+    made again.
     """
     from sqlalchemy.exc import IntegrityError
 
     try:
-        with transaction(settings) as s:
-            return store_rounds.create(s, ds, chosen, values, number=number, **round_args).id
+        return run_step(settings, write=lambda s, _: store_rounds.create(s, ds, chosen, values, number=number,
+                                                                         **round_args).id)
     except store_rounds.SamplesTaken:
         return None
     except IntegrityError as exc:  # a writer that skipped the lock (a script, an older curator) won

@@ -229,7 +229,7 @@ def test_round_holds_no_near_copies_of_each_other_or_of_labeled(settings, arrays
     with transaction(settings) as s:
         ds = rounds.dataset_id(s, DS)
         pool, taken = rounds.pool_ids(s, ds, "train")
-    kept, removed = rounds.drop_duplicates(settings, ds, pool, taken)
+    kept, removed = rounds.drop_duplicates_in(settings, ds, pool, taken)
     kept = set(kept.tolist())
     assert not kept & set(copies[:3])                                  # copies of labeled samples
     assert len(kept & {original, *copies[3:]}) == 1                    # one of the group of three
@@ -263,7 +263,7 @@ def test_select_reuses_a_scored_pool_and_refuses_a_stale_one(settings, arrays):
     forget_rounds()
     with transaction(settings) as s:
         pool, taken = rounds.pool_ids(s, rounds.dataset_id(s, DS), "train")
-    kept, removed = rounds.drop_duplicates(settings, _ds(settings), pool, taken)
+    kept, removed = rounds.drop_duplicates_in(settings, _ds(settings), pool, taken)
     reused = rounds.select_round(settings, DS, model, scored=scored, **{**kw, "dedup": True})
     assert set(reused.sample_ids) <= set(kept.tolist()) and reused.duplicates_removed == removed
     with pytest.raises(ValidationError, match="scored pool is stale"):  # round 1 took samples of it

@@ -97,9 +97,10 @@ def ingest(ctx, path, dataset, labels, split, skip_bad, no_class_folders, batch_
 @click.pass_context
 def datasets(ctx, as_json):
     """List datasets with their sample counts per split."""
-    from curator.store.queries import dataset_summaries
+    from curator.steps import run_step
+    from curator.store import samples
 
-    rows = dataset_summaries(settings_from(ctx))
+    rows = run_step(settings_from(ctx), samples.summaries)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return

@@ -9,74 +9,54 @@ import click
 from curator.cli import dataset_option, settings_from
 
 
-def _model_id(session, model: str) -> int | None:
-    """A Model row id from an id, a model name or a recorded weights path."""
-    from sqlalchemy import or_, select
-
-    from curator.store.schema import Model
-
-    if model.isdigit():
-        return session.scalar(select(Model.id).where(Model.id == int(model)))
-    return session.scalar(
-        select(Model.id).where(or_(Model.name == model, Model.path == model)).order_by(Model.id.desc())
-    )
-
-
 def load_dataset_embeddings(settings, dataset: str, model: str | None):
     """(sample ids, uris, sha256, labeled mask, embeddings, embedding name) of a dataset.
 
-    Without ``model`` the cold-start embedding is computed from the images;
-    with it, the stored embedding set of that model is read (``curator.embeddings``).
+    Without ``model`` the cold-start embedding is used (stored, or computed from the images);
+    with it, the stored embedding set of that model (an id, a model name or a recorded weights
+    path: ``curator.store.models.find``). One step: read, then compute the missing vectors.
     """
     import numpy as np
-    from sqlalchemy import select
 
+    from curator import coldstart
+    from curator.embeddings import coldstart_vectors
     from curator.exceptions import EmptyPoolError, NotFoundError
-    from curator.store.schema import Sample
+    from curator.steps import run_step
+    from curator.store import embeddings as store_emb
+    from curator.store import models as store_models
+    from curator.store import samples as store_samples
     from curator.store.queries import agreed_labels, dataset_id
-    from curator.store.session import transaction
 
     run_first = (f"run first: curator embed --dataset {dataset} --model {model} "
                  "(or omit --model to use the cold-start embedding)")
-    with transaction(settings) as s:
-        ds = dataset_id(s, dataset)
-        rows = s.execute(
-            select(Sample.id, Sample.uri, Sample.sha256).where(Sample.dataset_id == ds).order_by(Sample.id)
-        ).all()
-        labeled_ids = set(agreed_labels(s, ds))
-        stored = None
-        if model is not None and rows:
-            from curator import embeddings
 
-            model_id = _model_id(s, model)
-            if model_id is None:
+    def read(s):
+        ds = dataset_id(s, dataset)
+        rows = store_samples.listing(s, ds)
+        labeled_ids = np.fromiter(agreed_labels(s, ds), dtype=np.int64)
+        stored = None
+        if model is not None and len(rows.ids):
+            found = store_models.find(s, model)
+            if found is None:
                 raise NotFoundError(f"model {model!r} is not known; {run_first}")
             try:
-                e_ids, E = embeddings.load(s, settings, ds, model_id)
+                stored = store_emb.vectors_of(s, settings.embeddings_dir, ds, found.id, rows.ids)
+            except store_emb.MissingSamples as exc:
+                raise NotFoundError(
+                    f"embeddings of dataset {dataset!r} by model {model!r} lack {len(exc.missing)} samples "
+                    f"(e.g. id {exc.missing[0]}) added after they were computed; {run_first}") from None
             except NotFoundError:
                 raise NotFoundError(f"embeddings of dataset {dataset!r} by model {model!r} were never computed; "
                                     f"{run_first}") from None
-            stored = (np.asarray(e_ids), E)
-    if not rows:
-        raise EmptyPoolError(f"dataset {dataset!r} has no samples; add some with: curator ingest PATH --dataset {dataset}")
-    ids = np.array([r[0] for r in rows], dtype=np.int64)
-    uris = [r[1] for r in rows]
-    hashes = [r[2] for r in rows]
-    labeled = np.array([i in labeled_ids for i in ids.tolist()], dtype=bool)
-    if stored is None:
-        from curator import coldstart
-        from curator.embeddings import coldstart_vectors
+        return ds, rows, labeled_ids, stored
 
-        return ids, uris, hashes, labeled, coldstart_vectors(settings, ds, ids), coldstart.MODEL_NAME
-    e_ids, E = stored
-    where = {int(sid): row for row, sid in enumerate(e_ids.tolist())}
-    missing = [int(i) for i in ids.tolist() if int(i) not in where]
-    if missing:
-        raise NotFoundError(
-            f"embeddings of dataset {dataset!r} by model {model!r} lack {len(missing)} samples "
-            f"(e.g. id {missing[0]}) added after they were computed; {run_first}"
-        )
-    return ids, uris, hashes, labeled, np.asarray(E[[where[int(i)] for i in ids.tolist()]]), f"model {model}"
+    ds, rows, labeled_ids, stored = run_step(settings, read)
+    if not len(rows.ids):
+        raise EmptyPoolError(f"dataset {dataset!r} has no samples; add some with: curator ingest PATH --dataset {dataset}")
+    labeled = np.isin(rows.ids, labeled_ids)
+    if stored is None:
+        return rows.ids, rows.uris, rows.sha256, labeled, coldstart_vectors(settings, ds, rows.ids), coldstart.MODEL_NAME
+    return rows.ids, rows.uris, rows.sha256, labeled, stored, f"model {model}"
 
 
 @click.command()

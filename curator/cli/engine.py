@@ -18,11 +18,10 @@ def _model(settings, dataset: str, model: str | None, seed: int, steps: int | No
     if model:
         return rounds.load_model(settings, model)
     from curator.exceptions import ValidationError
+    from curator.steps import run_step
     from curator.store.queries import agreed_labels, dataset_id
-    from curator.store.session import transaction
 
-    with transaction(settings) as s:
-        labels = agreed_labels(s, dataset_id(s, dataset))
+    labels = run_step(settings, lambda s: agreed_labels(s, dataset_id(s, dataset)))
     if not labels:
         raise ValidationError(
             f"dataset {dataset!r} has no labels to train a model on; pass --model PATH or label some samples first"
@@ -175,14 +174,12 @@ def policies_cmd(as_json):
 def embed(ctx, dataset, model, seed, batch_size, as_json):
     """Compute and store DATASET's embeddings with a model (resumes if interrupted)."""
     from curator import embeddings
-
+    from curator.steps import run_step
     from curator.store.queries import dataset_id
-    from curator.store.session import transaction
 
     settings = settings_from(ctx)
     _check_model(model)
-    with transaction(settings) as s:
-        dataset_id(s, dataset)  # an unknown dataset is refused before a model is trained
+    run_step(settings, lambda s: dataset_id(s, dataset))  # an unknown dataset is refused before a model is trained
     trained = _model(settings, dataset, model, seed)
     info = embeddings.compute_embeddings(settings, dataset, trained.adapter, model_id=trained.model_id,
                                          batch_size=batch_size)

@@ -72,19 +72,18 @@ def loop(ctx, dataset, **kw):
     from curator.exceptions import ValidationError
     from curator.loop import run_loop
     from curator.rounds import policy_from
+    from curator.steps import run_step
     from curator.store.queries import count_with_truth, dataset_id
-    from curator.store.session import transaction
 
     settings = settings_from(ctx)
     cfg = config_from(dataset, **kw)
     cfg.check()
     policy_from(cfg.policy)  # an unknown policy is refused now, not after the seed round is trained
-    with transaction(settings) as s:
-        if not count_with_truth(s, dataset_id(s, dataset), cfg.test_split):
-            raise ValidationError(
-                f"dataset {dataset!r} has no samples with ground truth in split {cfg.test_split!r} to measure "
-                "the test error on; ingest a test set with its labels or pass --test-split"
-            )
+    if not run_step(settings, lambda s: count_with_truth(s, dataset_id(s, dataset), cfg.test_split)):
+        raise ValidationError(
+            f"dataset {dataset!r} has no samples with ground truth in split {cfg.test_split!r} to measure "
+            "the test error on; ingest a test set with its labels or pass --test-split"
+        )
     result = run_loop(settings, cfg)
     print_result(settings, result, dataset, kw["target_error"])
 

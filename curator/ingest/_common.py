@@ -183,90 +183,56 @@ def write_records(
 
 
 def _store(settings, dataset, batches, report, total, staging, session=None) -> None:
-    import contextlib
+    """The write step of an ingest: every batch in one transaction (the caller's ``session``, or one
+    opened by ``curator.steps.run_step``), through ``curator.store.samples``."""
+    from curator.steps import run_step
 
-    from sqlalchemy import func, insert, select, update
-
-    from curator._progress import progress
-    from curator.store.schema import Dataset, Sample
-    from curator.store.session import transaction
-
-    with (contextlib.nullcontext(session) if session is not None else transaction(settings)) as s:
-        _serialise_writers(s, dataset)
-        ds = s.scalar(select(Dataset).where(func.lower(Dataset.name) == dataset).order_by(Dataset.id))
-        if ds is None:
-            ds = Dataset(name=dataset, classes=None)
-            s.add(ds)
-            s.flush()
-        first_of: dict[str, int] = dict(
-            s.execute(
-                select(Sample.sha256, func.min(Sample.id))
-                .where(Sample.dataset_id == ds.id)
-                .group_by(Sample.sha256)
-            ).all()
-        )
-        classes = set(ds.classes or [])
-        for batch in progress(batches, total=total, desc=f"ingest {dataset}", weight=len):
-            report.seen += len(batch)
-            uris = [r.uri for r in batch]
-            known = dict(
-                s.execute(
-                    select(Sample.uri, Sample.sha256).where(Sample.dataset_id == ds.id, Sample.uri.in_(uris))
-                ).all()
-            )
-            new = [r for r in batch if r.uri not in known]
-            report.existing += len(batch) - len(new)
-            for r in batch:
-                if r.data is None:
-                    continue
-                if r.uri not in known or (known[r.uri] == r.sha256 and not Path(r.uri).exists()):
-                    staging.put(Path(r.uri), r.data)  # a known row whose file is gone gets it back
-            if not new:
-                continue
-            rows = [
-                {**{c: getattr(r, c) for c in COLUMNS}, "dataset_id": ds.id,
-                 "duplicate_of_id": first_of.get(r.sha256)}
-                for r in new
-            ]
-            ids = s.scalars(
-                insert(Sample).returning(Sample.id, sort_by_parameter_order=True), rows
-            ).all()
-            fixes = []
-            for row, sid in zip(rows, ids):
-                if row["duplicate_of_id"] is not None:
-                    report.duplicates += 1
-                elif row["sha256"] in first_of:  # an earlier copy in this same batch
-                    fixes.append({"id": sid, "duplicate_of_id": first_of[row["sha256"]]})
-                    report.duplicates += 1
-                else:
-                    first_of[row["sha256"]] = sid
-                if row["gt_label"] is not None:
-                    classes.add(row["gt_label"])
-            if fixes:
-                s.execute(update(Sample), fixes)
-            report.added += len(new)
-        if report.seen == 0:
-            raise nothing_to_ingest(report)
-        if classes:
-            ds.classes = sort_classes(classes)
-        report.total = s.scalar(select(func.count()).select_from(Sample).where(Sample.dataset_id == ds.id))
-
-
-def _serialise_writers(s, dataset: str) -> None:
-    """Two ingests into one dataset at once: the second waits for the first and then finds its
-    rows (adds nothing), instead of failing on the unique name or URI with a traceback.
-
-    PostgreSQL: an advisory lock on the dataset name until the transaction ends. SQLite: a
-    first statement that writes takes the database's write lock (waiting up to the busy
-    timeout; a longer wait is the one-line "database is locked" StoreError)."""
-    import zlib
-
-    from sqlalchemy import text
-
-    if s.get_bind().dialect.name == "postgresql":
-        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(f"ingest:{dataset}".encode())})
+    if session is not None:
+        _write(session, dataset, batches, report, total, staging)
     else:
-        s.execute(text("UPDATE datasets SET name = name WHERE 0 = 1"))
+        run_step(settings, write=lambda s, _: _write(s, dataset, batches, report, total, staging))
+
+
+def _write(s, dataset, batches, report, total, staging) -> None:
+    from curator._progress import progress
+    from curator.store import samples as store_samples
+
+    store_samples.lock_dataset_name(s, dataset)
+    ds, stored_classes = store_samples.find_or_create_dataset(s, dataset)
+    first_of = store_samples.first_of_hashes(s, ds)
+    classes = set(stored_classes)
+    for batch in progress(batches, total=total, desc=f"ingest {dataset}", weight=len):
+        report.seen += len(batch)
+        known = store_samples.known_uris(s, ds, [r.uri for r in batch])
+        new = [r for r in batch if r.uri not in known]
+        report.existing += len(batch) - len(new)
+        for r in batch:
+            if r.data is None:
+                continue
+            if r.uri not in known or (known[r.uri] == r.sha256 and not Path(r.uri).exists()):
+                staging.put(Path(r.uri), r.data)  # a known row whose file is gone gets it back
+        if not new:
+            continue
+        rows = [{**{c: getattr(r, c) for c in COLUMNS}, "duplicate_of_id": first_of.get(r.sha256)} for r in new]
+        ids = store_samples.insert_samples(s, ds, rows)
+        fixes = {}
+        for row, sid in zip(rows, ids):
+            if row["duplicate_of_id"] is not None:
+                report.duplicates += 1
+            elif row["sha256"] in first_of:  # an earlier copy in this same batch
+                fixes[sid] = first_of[row["sha256"]]
+                report.duplicates += 1
+            else:
+                first_of[row["sha256"]] = sid
+            if row["gt_label"] is not None:
+                classes.add(row["gt_label"])
+        store_samples.mark_duplicates(s, fixes)
+        report.added += len(new)
+    if report.seen == 0:
+        raise nothing_to_ingest(report)
+    if classes:
+        store_samples.set_classes(s, ds, sort_classes(classes))
+    report.total = store_samples.count(s, ds)
 
 
 def nothing_to_ingest(report: IngestReport) -> ValidationError:

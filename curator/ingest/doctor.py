@@ -28,13 +28,13 @@ import os
 import time
 from pathlib import Path
 
-from sqlalchemy import select
-
 from curator.ingest.staging import STAGING, recover
 from curator.images import path_of
 from curator.settings import Settings, private_umask
-from curator.store.schema import EmbeddingSet, Model, Sample
-from curator.store.session import transaction
+from curator.steps import run_step
+from curator.store import embeddings as store_emb
+from curator.store import models as store_models
+from curator.store import samples as store_samples
 
 __all__ = ["Finding", "examine", "DEFAULT_MIN_AGE"]
 
@@ -81,19 +81,15 @@ def _old(path: Path, min_age: float, now: float) -> bool:
 
 
 def _sample_uris(settings: Settings) -> list[str]:
-    with transaction(settings) as s:
-        return list(s.scalars(select(Sample.uri)))
+    return run_step(settings, store_samples.all_uris)
 
 
 def _embedding_names(settings: Settings) -> set[str]:
-    with transaction(settings) as s:
-        rows = s.execute(select(EmbeddingSet.path, EmbeddingSet.sample_ids_path)).all()
-    return {Path(p).name for row in rows for p in row if p}
+    return run_step(settings, store_emb.all_file_names)
 
 
 def _model_names(settings: Settings) -> set[str]:
-    with transaction(settings) as s:
-        return {Path(p).name for p in s.scalars(select(Model.path)) if p}
+    return {Path(p).name for p in run_step(settings, store_models.paths)}
 
 
 def examine(settings: Settings, *, fix: bool = False, min_age: float = DEFAULT_MIN_AGE) -> list[Finding]:

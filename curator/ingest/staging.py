@@ -187,13 +187,7 @@ def recover(settings, *, fix: bool = True) -> list[Leftover]:
 
 def stored_uris(settings, uris: list[str]) -> set[str]:
     """The URIs among ``uris`` that some sample row holds."""
-    from sqlalchemy import select
+    from curator.steps import run_step
+    from curator.store import samples as store_samples
 
-    from curator.store.schema import Sample
-    from curator.store.session import transaction
-
-    found: set[str] = set()
-    with transaction(settings) as s:
-        for start in range(0, len(uris), 5000):
-            found.update(s.scalars(select(Sample.uri).where(Sample.uri.in_(uris[start : start + 5000]))))
-    return found
+    return run_step(settings, lambda s: store_samples.stored_uris(s, uris))

@@ -42,27 +42,11 @@ def count_with_truth(session: Session, dataset: int, split: str | None = None) -
 
 
 def dataset_summaries(settings) -> list[dict]:
+    """``curator.store.samples.summaries`` in a transaction of its own (for scripts and tests)."""
+    from curator.store import samples
+
     with transaction(settings) as s:
-        out = []
-        for ds in s.scalars(select(Dataset).order_by(Dataset.name)):
-            splits = dict(
-                s.execute(
-                    select(func.coalesce(Sample.split, "-"), func.count())
-                    .where(Sample.dataset_id == ds.id)
-                    .group_by(Sample.split)
-                ).all()
-            )
-            dups = s.scalar(
-                select(func.count()).where(Sample.dataset_id == ds.id, Sample.duplicate_of_id.is_not(None))
-            )
-            out.append({
-                "name": ds.name,
-                "samples": sum(splits.values()),
-                "splits": splits,
-                "duplicates": dups,
-                "classes": list(ds.classes or []),
-            })
-        return out
+        return samples.summaries(s)
 
 
 def fetch_all(session: Session, stmt) -> list[tuple]:
@@ -104,3 +88,35 @@ def resolve_dataset(session: Session, name: str | None) -> tuple[int, str]:
     if not rows:
         raise NotFoundError("no dataset exists yet; create one with: curator ingest PATH --dataset NAME")
     raise ValidationError(f"several datasets exist ({', '.join(r[1] for r in rows)}); pass --dataset NAME")
+
+
+def annotated_sample_ids(session: Session, sample_ids, *, tool: str | None = None, live: bool = True) -> set[int]:
+    """Those of ``sample_ids`` that have an annotation (``live``: one not deleted; of ``tool``)."""
+    from curator.store.schema import Annotation
+
+    wanted = sorted({int(i) for i in sample_ids})
+    out: set[int] = set()
+    for s0 in range(0, len(wanted), 5000):
+        q = select(Annotation.sample_id).where(Annotation.sample_id.in_(wanted[s0: s0 + 5000]))
+        if tool is not None:
+            q = q.where(Annotation.tool == tool)
+        if live:
+            q = q.where(Annotation.deleted.is_(False))
+        out.update(int(i) for i in session.scalars(q))
+    return out
+
+
+def add_annotations(session: Session, tool: str, answers: dict[int, str], *, annotator: str | None = None) -> int:
+    """Store one answer per sample of ``answers`` (sample id -> label) by ``tool``, external id
+    ``<tool>-<sample id>``, skipping samples that tool answered already; how many were added."""
+    from sqlalchemy import insert
+
+    from curator.store.schema import Annotation
+
+    done = annotated_sample_ids(session, answers, tool=tool, live=False)
+    rows = [{"sample_id": int(sid), "tool": tool, "external_id": f"{tool}-{int(sid)}", "annotator": annotator,
+             "label": label, "skipped": False, "deleted": False}
+            for sid, label in answers.items() if int(sid) not in done]
+    if rows:
+        session.execute(insert(Annotation), rows)
+    return len(rows)

@@ -14,17 +14,17 @@ import datetime as dt
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from curator.exceptions import NotFoundError, ValidationError
-from curator.store.schema import Dataset, OpenRoundSample, Round, RoundItem, utcnow
+from curator.store.schema import Dataset, Evaluation, OpenRoundSample, Round, RoundItem, utcnow
 
 __all__ = [
     "OPEN_STATUSES", "STATUSES", "RoundInfo", "Items", "SamplesTaken", "get", "find", "latest", "list_rounds",
     "numbers", "next_number", "items", "sample_ids", "all_items", "set_status", "open_sample_ids", "sample_ids_after",
-    "lock", "in_open_rounds", "create", "is_taken",
+    "lock", "in_open_rounds", "create", "is_taken", "EvalPoint", "evaluations", "evaluation", "add_evaluation",
 ]
 
 #: Rounds whose selected samples are still waiting for labels (migration 0005 keeps one open round per sample).
@@ -251,3 +251,50 @@ def is_taken(exc: IntegrityError) -> bool:
     curator) took a sample or the round number first: the selection is stale, not broken."""
     text = str(exc.orig).lower()
     return "open round" in text or "open_round_samples" in text or "number" in text
+
+
+# -- evaluations: the learning curve, one point per (round, metric) ----------------------------
+
+@dataclasses.dataclass(frozen=True)
+class EvalPoint:
+    """A recorded evaluation: ``number`` is its round's number (None for points of an older curator)."""
+
+    id: int
+    round_id: int | None
+    number: int | None
+    model_id: int | None
+    n_labels: int
+    metric: str
+    value: float
+
+
+def evaluations(session: Session, dataset_id: int, metric: str | None = None) -> list[EvalPoint]:
+    """The dataset's evaluations (of ``metric``), by round number (points without a round last),
+    then label count, then when recorded."""
+    q = (select(Evaluation.id, Evaluation.round_id, Round.number, Evaluation.model_id, Evaluation.n_labels,
+                Evaluation.metric, Evaluation.value)
+         .outerjoin(Round, Round.id == Evaluation.round_id).where(Evaluation.dataset_id == dataset_id))
+    if metric is not None:
+        q = q.where(Evaluation.metric == metric)
+    rows = session.execute(q.order_by(Round.number.is_(None), Round.number, Evaluation.n_labels, Evaluation.id))
+    return [EvalPoint(id=int(r[0]), round_id=r[1], number=r[2], model_id=r[3], n_labels=int(r[4]), metric=r[5],
+                      value=float(r[6])) for r in rows]
+
+
+def evaluation(session: Session, round_id: int, metric: str) -> EvalPoint | None:
+    """The first point of ``metric`` recorded under the round, or None."""
+    row = session.execute(
+        select(Evaluation.id, Evaluation.round_id, Round.number, Evaluation.model_id, Evaluation.n_labels,
+               Evaluation.metric, Evaluation.value).join(Round, Round.id == Evaluation.round_id)
+        .where(Evaluation.round_id == round_id, Evaluation.metric == metric).order_by(Evaluation.id)).first()
+    return EvalPoint(int(row[0]), row[1], row[2], row[3], int(row[4]), row[5], float(row[6])) if row else None
+
+
+def add_evaluation(session: Session, dataset_id: int, round_id: int, *, model_id: int | None, n_labels: int,
+                   metric: str, value: float) -> bool:
+    """Record a point of ``metric`` under the round unless one is there already; whether it was added."""
+    if evaluation(session, round_id, metric) is not None:
+        return False
+    session.execute(insert(Evaluation).values(dataset_id=dataset_id, round_id=round_id, model_id=model_id,
+                                              n_labels=int(n_labels), metric=metric, value=float(value)))
+    return True
