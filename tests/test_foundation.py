@@ -211,14 +211,6 @@ SESSION_CALLS = {"execute", "get", "scalar", "scalars", "add", "add_all", "delet
 #: Names a session (or connection) goes by in this code base.
 SESSION_NAMES = {"s", "session", "sess", "db", "conn", "connection"}
 
-#: Files that still build queries on this branch: moved by the store-edges branch (the lead empties
-#: this set after merging it). Nothing may be added here.
-PENDING = {
-    "curator/cli/labelstudio.py", "curator/integrations/fiftyone/actions.py",
-    "curator/integrations/fiftyone/export.py", "curator/integrations/fiftyone/sync.py",
-    "curator/integrations/labelstudio/oracle.py", "curator/integrations/labelstudio/pull.py",
-    "curator/integrations/labelstudio/push.py", "curator/versions/exchange.py",
-}
 
 
 def _query_violations(path: Path) -> list[str]:
@@ -246,18 +238,12 @@ def _query_violations(path: Path) -> list[str]:
 def test_no_query_outside_the_store():
     """Only curator/store/ (and the migrations) builds queries or touches ORM rows: everything else
     reads and writes through the store's functions (curator.steps runs them as read/compute/write)."""
-    problems, clean_pending = [], []
+    problems = []
     for path in _sources():
         rel = str(path.relative_to(ROOT))
-        if rel.startswith("curator/store/"):
-            continue
-        found = _query_violations(path)
-        if rel in PENDING:
-            clean_pending += [] if found else [rel]
-            continue
-        problems += [f"{rel} {v}" for v in found]
+        if not rel.startswith("curator/store/"):
+            problems += [f"{rel} {v}" for v in _query_violations(path)]
     assert not problems, "\n".join(problems)
-    assert not clean_pending, f"no longer build queries, remove them from PENDING: {clean_pending}"
 
 
 def test_query_rule_catches_a_new_violation(tmp_path):
