@@ -171,6 +171,10 @@ class LocalExecutor:
 
     name = "local"
 
+    def connect(self) -> "LocalExecutor":
+        """Nothing to join (``RayExecutor.connect`` joins its cluster)."""
+        return self
+
     def predict(self, uris, model_path=None, *, mc_samples: int, seed: int, round: int, adapter=None):
         uris = _check_predict(uris, mc_samples, seed, round)
         if adapter is None:

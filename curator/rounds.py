@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from curator import seeds
 from curator.exceptions import BudgetError, EmptyPoolError, NotFoundError, StaleSelectionError, ValidationError
 from curator.settings import Settings
+from curator.executors import get_executor
 from curator.steps import run_step
 from curator.store import models as store_models
 from curator.store import rounds as store_rounds
@@ -218,7 +219,7 @@ def _cold_vectors(stored_or_uris) -> np.ndarray:
     return coldstart_compute(stored_or_uris)
 
 
-def drop_duplicates(ids: np.ndarray, taken: np.ndarray, vectors: np.ndarray) -> tuple[np.ndarray, int]:
+def drop_duplicates(ids: np.ndarray, taken: np.ndarray, vectors: np.ndarray, *, search=None) -> tuple[np.ndarray, int]:
     """COMPUTE: ``ids`` without near copies: one sample per duplicate group (the lowest id) and none
     that copies a labeled or pending sample (``taken``). ``vectors`` are the cold-start embeddings
     of ``ids`` then ``taken``, row for row. Returns (kept ids, number dropped).
@@ -232,7 +233,7 @@ def drop_duplicates(ids: np.ndarray, taken: np.ndarray, vectors: np.ndarray) -> 
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) < 2 and not len(taken):
         return ids, 0
-    groups = dedup.find_duplicates(vectors, labeled=np.arange(len(ids), len(ids) + len(taken)))
+    groups = dedup.find_duplicates(vectors, labeled=np.arange(len(ids), len(ids) + len(taken)), search=search)
     drop = np.zeros(len(ids), bool)
     for g in groups:  # representative first: a labeled one where the group has one
         members = g[1:][g[1:] < len(ids)]
@@ -295,17 +296,24 @@ def _read_pool(s: Session, settings, dataset, split, subsample, seed, model_id, 
                      ids=ids, taken=taken, uris=uris, cold=cold, labeled=labeled)
 
 
-def _build_pool(got: _PoolRead, model: TrainedModel, seed: int, mc_samples: int, scored=None):
+def _build_pool(got: _PoolRead, model: TrainedModel, seed: int, mc_samples: int, scored=None, executor=None):
     """COMPUTE: (pool ids, Pool, near copies removed) from what ``_read_pool`` read; no session.
 
-    Its random draws (the subsample, MC dropout) come from the user's ``seed`` and the number of
-    the round being selected (``curator.seeds``), never from how much is labeled already.
+    The model's pass over the images and the duplicate search run on ``executor``
+    (``curator.executors``: in this process, or on a Ray cluster), which gives the same answer
+    either way. Its random draws (the subsample, MC dropout) come from the user's ``seed`` and the
+    number of the round being selected (``curator.seeds``), never from how much is labeled already
+    nor from how the work is split.
     """
     from curator import Pool
+    from curator.executors import LocalExecutor
+
+    executor = executor or LocalExecutor()
 
     ids, removed = got.ids, 0
     if got.cold is not None:
-        kept, removed = drop_duplicates(ids, got.taken, _cold_vectors(got.cold))  # COMPUTE: dedup
+        kept, removed = drop_duplicates(ids, got.taken, _cold_vectors(got.cold),  # COMPUTE: dedup
+                                        search=executor.self_pairs)
         keep = np.flatnonzero(np.isin(ids, kept))
     else:
         keep = np.arange(len(ids))
@@ -313,13 +321,20 @@ def _build_pool(got: _PoolRead, model: TrainedModel, seed: int, mc_samples: int,
         return ids[keep], scored.pool.subset(keep) if removed else scored.pool, removed
     ids = ids[keep]
     uris = [got.uris[i] for i in keep.tolist()]
-    # COMPUTE: model (an executor may run it where the images are)
-    pred = model.adapter.predict(_images(uris), mc_samples=mc_samples,
-                                 seed=seeds.derive(seed, round=got.number, stage="score"))
+    # COMPUTE: the model, on the executor (Ray ships the weights file to its model actors)
+    if executor.name == "local":
+        shipped = {"adapter": model.adapter}
+    elif not model.path or not Path(model.path).is_file():
+        raise ValidationError(f"model {model.model_id}: no weights file ({model.path or 'none recorded'}); the "
+                              f"{executor.name} executor loads the model from it on its workers (pass --model FILE.pt)")
+    else:
+        shipped = {}
+    pred = executor.predict(uris, model.path, mc_samples=mc_samples, seed=seed, round=got.number, **shipped)
     L = None
     if got.labeled is not None:
         stored, labeled_uris = got.labeled
-        L = stored if stored is not None else model.adapter.embed(_images(labeled_uris))
+        L = stored if stored is not None else \
+            executor.predict(labeled_uris, model.path, mc_samples=0, seed=seed, round=got.number, **shipped).embeddings
     pool = Pool(embeddings=pred.embeddings, probs=pred.probs, mc_probs=pred.mc_probs,
                 labeled_embeddings=L, ids=ids)
     return ids, pool, removed
@@ -437,6 +452,7 @@ def score_pool(settings: Settings, dataset: str, model, *, split: str | None = N
     _check_args("score", subsample=subsample, seed=seed, mc_samples=mc_samples, budget=None, policy=None,
                 params=None)
     model = load_model(settings, model)
+    executor = get_executor(settings)
 
     def read(s):
         got = _read_pool(s, settings, dataset, split, subsample, seed, model.model_id, dedup=False, scored=None)
@@ -444,7 +460,7 @@ def score_pool(settings: Settings, dataset: str, model, *, split: str | None = N
         return got
 
     def compute(got):
-        ids, pool, _ = _build_pool(got, model, seed, mc_samples)
+        ids, pool, _ = _build_pool(got, model, seed, mc_samples, executor=executor)
         scores = scores_of(pool)
         stored = {**scores, **predictions_of(got.classes, model, pool.mean_probs)}
         return ScoredPool(sample_ids=ids, pool=pool, scores=scores, model_id=model.model_id, number=got.number), stored
@@ -484,6 +500,7 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
     pol = _check_args("select", subsample=subsample, seed=seed, mc_samples=mc_samples, budget=budget, policy=policy,
                       params=params)
     model = load_model(settings, model)
+    executor = get_executor(settings)
     for _attempt in range(SELECT_TRIES):
         def read(s, scored=scored):
             got = _read_pool(s, settings, dataset, split, subsample, seed, model.model_id, dedup=dedup, scored=scored)
@@ -492,7 +509,7 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
             return got
 
         def compute(got, scored=scored):
-            ids, pool, removed = _build_pool(got, model, seed, mc_samples, scored=scored)
+            ids, pool, removed = _build_pool(got, model, seed, mc_samples, scored=scored, executor=executor)
             n = budget
             if n > len(ids) and (at_most or removed):
                 if not at_most:
@@ -502,7 +519,7 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
                     )
                 n = len(ids)
             # COMPUTE: the policy
-            positions, values = pol.select_scored(pool, budget=n, seed=seeds.derive(seed, round=got.number,
+            positions, values = executor.select(pol, pool, n, seed=seeds.derive(seed, round=got.number,
                                                                                       stage="select"))
             recorded = {**pol.get_params(), **({"subsample": subsample} if subsample else {}),
                         "split": split, "mc_samples": mc_samples, "pool_size": int(len(ids) + removed),

@@ -267,7 +267,7 @@ main(sys.argv[1:])
 @pytest.mark.slow
 def test_four_selects_at_once_make_disjoint_rounds(db_settings, digits, tmp_path):
     model = _ingested(db_settings, digits)
-    argv = ["select", DS, "--budget", "15", "--policy", "random", "--model", str(model.model_id),
+    argv = ["select", "--dataset", DS, "--budget", "15", "--policy", "random", "--model", str(model.model_id),
             "--mc", "0", "--no-dedup", "--seed", "0", "--json"]
     results = _together(4, SELECT_CHILD, lambda i: argv, lambda i: _env(db_settings), tmp_path / "bar")
     _clean(results)

@@ -7,6 +7,7 @@ Same answer means: scores to float tolerance, duplicate groups and selections ex
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 import subprocess
 import sys
@@ -412,3 +413,33 @@ def test_ray_unreachable_cluster_is_one_line():
     with pytest.raises(IntegrationError, match=f"cannot reach the Ray cluster at 127.0.0.1:{port}") as err:
         RayExecutor(address=f"127.0.0.1:{port}").select("entropy", make_pool(n=50), 3, seed=0)
     assert "\n" not in str(err.value)
+
+
+def test_cli_refuses_an_unreachable_cluster_before_any_work(tmp_path):
+    """``curator select --executor ray --ray-address DEAD``: one error line, and no model trained,
+    no round recorded (the cluster is joined before the work starts)."""
+    pytest.importorskip("ray")
+    import socket
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.integers(0, 255, (40, 8, 8), dtype=np.uint8))
+    env = {**os.environ, "CURATOR_WORKSPACE": str(tmp_path / "ws"), "CURATOR_DB_URL": ""}
+    env.pop("CURATOR_DB_URL")
+
+    def curator(*args):
+        return subprocess.run([sys.executable, "-m", "curator", *args], env=env, capture_output=True, text=True,
+                              timeout=120)
+
+    assert curator("ingest", str(tmp_path / "x.npy"), "--dataset", "d").returncode == 0
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = curator("select", "--dataset", "d", "-n", "2", "--policy", "random", "--executor", "ray",
+                   "--ray-address", f"127.0.0.1:{port}")
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"cannot reach the Ray cluster at 127.0.0.1:{port}" in errors[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "ws" / "models").exists()  # nothing was trained
+    rounds = curator("push", "--round", "1", "--dataset", "d")  # round 1 does not exist
+    assert rounds.returncode != 0 and "round 1" in rounds.stderr

@@ -245,19 +245,19 @@ def test_cli_sync_and_import(settings, ws, fo, monkeypatch, capsys):
         out = capsys.readouterr()
         return exit_.value.code, out.out, out.err
 
-    code, out, err = run("fiftyone", "sync", "digits", "--json")
+    code, out, err = run("fiftyone", "sync", "--dataset", "digits", "--json")
     assert code == 0, err
     report = json.loads(out)  # stdout holds the JSON document only
     assert report["samples"] == len(ws["ids"]) and report["views"][0] == "next-batch"
     assert (report["similarity"], report["visualization"]) == ("curator_similarity", "curator_visualization")
-    code, out, err = run("fiftyone", "sync", "digits", "--no-duplicates", "--visualization", "none", "--json")
+    code, out, err = run("fiftyone", "sync", "--dataset", "digits", "--no-duplicates", "--visualization", "none", "--json")
     report = json.loads(out)
     assert code == 0 and "near_duplicates" in report["skipped"] and report["visualization"] is None
-    code, out, err = run("fiftyone", "sync", "digits", "--round", "1")
+    code, out, err = run("fiftyone", "sync", "--dataset", "digits", "--round", "1")
     assert code == 0 and out.startswith(f"curator-digits-round-1: {ROUND_SIZE} samples from round 1")
-    code, out, err = run("fiftyone", "sync", "nope")
+    code, out, err = run("fiftyone", "sync", "--dataset", "nope")
     assert code == 4 and err.startswith("error: dataset 'nope' does not exist")
-    code, out, err = run("fiftyone", "sync", "digits", "--version", "v0")
+    code, out, err = run("fiftyone", "sync", "--dataset", "digits", "--version", "v0")
     assert code == 4 and "version 'v0' does not exist" in err
     code, out, err = run("fiftyone", "import", "curator-digits", "--dataset", "again", "--json")
     assert code == 0 and json.loads(out)["added"] == len(ws["ids"])

@@ -181,28 +181,28 @@ def test_cli_policies_score_select_embed(settings, arrays, monkeypatch):
     names = {r["name"]: r for r in json.loads(res.output)}
     assert names["bald"]["requires"] == ["mc_probs"] and names["curator"]["origin"] == "built-in"
 
-    res = run(cli, ["score", DS, "--model", model.path, "--split", "train", "--mc", "4", "--json"])
+    res = run(cli, ["score", "--dataset", DS, "--model", model.path, "--split", "train", "--mc", "4", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["pool"] == 210 and "bald" in out["scores"]
 
-    res = run(cli, ["select", DS, "-n", "6", "--model", str(model.model_id), "--policy", "kcenter",
+    res = run(cli, ["select", "--dataset", DS, "-n", "6", "--model", str(model.model_id), "--policy", "kcenter",
                     "--split", "train", "--mc", "0", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
     assert out["round"] == 1 and len(out["sample_ids"]) == 6
 
-    res = run(cli, ["select", DS, "-n", "3", "--policy", "novelty", "--param", "k=2", "--split", "train",
+    res = run(cli, ["select", "--dataset", DS, "-n", "3", "--policy", "novelty", "--param", "k=2", "--split", "train",
                     "--mc", "0", "--steps", "5", "--json"])  # no --model: trains on the current labels
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["round"] == 2
 
-    res = run(cli, ["select", DS, "-n", "3", "--policy", "nope", "--model", model.path])
+    res = run(cli, ["select", "--dataset", DS, "-n", "3", "--policy", "nope", "--model", model.path])
     assert res.exit_code != 0 and isinstance(res.exception, NotFoundError)
-    res = run(cli, ["select", DS, "-n", "3", "--policy", "margin", "--param", "oops", "--model", model.path])
+    res = run(cli, ["select", "--dataset", DS, "-n", "3", "--policy", "margin", "--param", "oops", "--model", model.path])
     assert isinstance(res.exception, ValidationError) and "NAME=VALUE" in str(res.exception)
 
-    res = run(cli, ["embed", DS, "--model", model.path, "--json"])
+    res = run(cli, ["embed", "--dataset", DS, "--model", model.path, "--json"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["done"] == 300
 

@@ -119,7 +119,7 @@ def test_the_only_dataset_is_the_default_and_several_are_listed(two, tmp_path):
 
 
 def test_fiftyone_collect_finds_round_1_of_its_dataset(two):
-    """``curator fiftyone sync b --round 1`` reads b's round 1 (not the round whose id is 1)."""
+    """``curator fiftyone sync --dataset b --round 1`` reads b's round 1 (not the round whose id is 1)."""
     from curator.integrations.fiftyone.sync import collect
 
     settings, _, _, b1 = two

@@ -109,7 +109,7 @@ def main() -> None:
 
         name = f"curator-{args.dataset}"
         steps = (
-            # first sync as `curator fiftyone sync mnist` runs it: cold-start vectors computed and
+            # first sync as `curator fiftyone sync --dataset mnist` runs it: cold-start vectors computed and
             # stored, near-duplicate groups, Brain similarity index and PCA map
             ("first sync, defaults", {}, True),
             ("re-sync, nothing changed, defaults", {}, False),

@@ -105,10 +105,19 @@ def cli(ctx, config_file):
 def settings_from(ctx: click.Context, **overrides):
     from curator.settings import load_settings, private_workspace
 
-    settings = load_settings(ctx.find_root().obj.get("config"), **overrides)
+    root = ctx.find_root().obj
+    settings = load_settings(root.get("config"), **{**root.get("overrides", {}), **overrides})
     if settings.workspace.is_dir():
         private_workspace(settings.workspace)  # an existing workspace open to others is tightened
     return settings
+
+
+def connect_executor(settings):
+    """The settings' executor, connected: a Ray cluster that cannot be reached is refused before
+    any model is trained or any image read."""
+    from curator.executors import get_executor
+
+    return get_executor(settings).connect()
 
 
 def dataset_option(*decls: str, required: bool = True, help: str = "Dataset name.", **kw):
@@ -119,11 +128,22 @@ def dataset_option(*decls: str, required: bool = True, help: str = "Dataset name
                         callback=callback("dataset"), **kw)
 
 
-def dataset_argument(name: str = "dataset", **kw):
-    """The positional DATASET of a command, checked and normalised as it is parsed."""
-    from curator.names import callback
+def executor_options(f):
+    """``--executor`` and ``--ray-address`` of a command whose compute an executor runs
+    (``curator.executors``): they override the settings (``CURATOR_EXECUTOR``, the config file)."""
+    import functools
 
-    return click.argument(name, callback=callback("dataset"), **kw)
+    @click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+                  help="Where the model, the duplicate search and the policy run (default: the settings', local).")
+    @click.option("--ray-address", default=None, metavar="HOST:PORT",
+                  help="Ray cluster for --executor ray (host:port, ray://host:port or auto).")
+    @functools.wraps(f)
+    def wrapper(*args, executor=None, ray_address=None, **kwargs):
+        obj = click.get_current_context().find_root().obj
+        obj.setdefault("overrides", {}).update({"executor": executor, "ray_address": ray_address})
+        return f(*args, **kwargs)
+
+    return wrapper
 
 
 def name_option(*decls: str, kind: str, **kw):

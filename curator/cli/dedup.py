@@ -6,7 +6,7 @@ import json
 
 import click
 
-from curator.cli import dataset_option, settings_from
+from curator.cli import connect_executor, dataset_option, executor_options, settings_from
 
 
 def load_dataset_embeddings(settings, dataset: str, model: str | None):
@@ -65,6 +65,7 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None):
               "Default: the cold-start thumbnail embedding, computed from the images.")
 @click.option("--threshold", "-t", type=float, help="Cosine similarity in (0, 1] above which two samples are copies.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@executor_options
 @click.pass_context
 def dedup(ctx, dataset, model, threshold, as_json):
     """Find exact and near-duplicate groups of a dataset; representative first.
@@ -74,11 +75,12 @@ def dedup(ctx, dataset, model, threshold, as_json):
     that copy a labeled one are listed under it.
     """
     from curator.dedup import check_threshold, find_duplicates
-
     settings = settings_from(ctx)
     t = check_threshold(threshold, caller="curator dedup --threshold")
+    executor = connect_executor(settings)
     ids, uris, hashes, labeled, E, name = load_dataset_embeddings(settings, dataset, model)
-    groups, info = find_duplicates(E, t, hashes=hashes, labeled=labeled, return_info=True)
+    groups, info = find_duplicates(E, t, hashes=hashes, labeled=labeled, return_info=True,
+                                   search=executor.self_pairs)
     out = {
         "dataset": dataset,
         "embedding": name,

@@ -65,7 +65,7 @@ def demo(ctx, dataset, start_labelstudio, **kw):
     click.echo("next:")
     if sys.prefix != sys.base_prefix and os.environ.get("VIRTUAL_ENV") != sys.prefix:
         click.echo(f"  (in this shell first: source {os.path.relpath(sys.prefix)}/bin/activate)")
-    click.echo(f"  review in FiftyOne:  curator fiftyone sync {dataset} && curator fiftyone app --dataset {dataset}")
+    click.echo(f"  review in FiftyOne:  curator fiftyone sync --dataset {dataset} && curator fiftyone app --dataset {dataset}")
     if kw["labeler"] == "oracle":
         click.echo("  label in a browser:  export CURATOR_LABELSTUDIO_TOKEN=<a token>; curator labelstudio up; "
                    f"curator loop --dataset {dataset} --rounds {kw['rounds'] + 1} --labeler labelstudio")

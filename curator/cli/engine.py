@@ -6,7 +6,7 @@ import json
 
 import click
 
-from curator.cli import dataset_argument, settings_from
+from curator.cli import connect_executor, dataset_option, executor_options, settings_from
 
 _MODEL_HELP = ("Model: a saved .pt file of the built-in CNN or a model id. Without it, the built-in CNN "
                "is trained on the dataset's current labels.")
@@ -28,6 +28,14 @@ def _model(settings, dataset: str, model: str | None, seed: int, steps: int | No
         )
     ids = sorted(labels)
     return rounds.train_model(settings, dataset, ids, [labels[i][0] for i in ids], seed=seed, steps=steps)
+
+
+def _dataset(settings, name: str | None) -> str:
+    """The dataset a command works on: ``--dataset``, or the only one there is."""
+    from curator.steps import run_step
+    from curator.store.queries import resolve_dataset
+
+    return run_step(settings, lambda s: resolve_dataset(s, name))[1]
 
 
 def _params(items: tuple[str, ...]) -> dict:
@@ -77,17 +85,20 @@ def _pool_options(f):
 
 
 @click.command()
-@dataset_argument()
+@dataset_option(required=False, help="Dataset (default: the only one).")
 @_pool_options
+@executor_options
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="Samples to show per score.")
 @click.pass_context
 def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_json, top):
-    """Score DATASET's unlabeled pool (entropy, margin, BALD, novelty ...) and store the scores."""
+    """Score the dataset's unlabeled pool (entropy, margin, BALD, novelty ...) and store the scores."""
     import numpy as np
 
     from curator import rounds
 
     settings = settings_from(ctx)
+    dataset = _dataset(settings, dataset)
+    connect_executor(settings)
     _check_model(model)
     rounds.check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples)
     trained = _model(settings, dataset, model, seed, steps)
@@ -110,7 +121,7 @@ def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_jso
 
 
 @click.command()
-@dataset_argument()
+@dataset_option(required=False, help="Dataset (default: the only one).")
 @click.option("--budget", "-n", type=click.IntRange(min=1), required=True, help="Samples to select.")
 @click.option("--policy", "-p", default="curator", show_default=True, help="Policy name (see: curator policies).")
 @click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
@@ -118,12 +129,15 @@ def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_jso
 @click.option("--dedup/--no-dedup", default=True, show_default=True,
               help="Remove near copies (of each other and of labeled samples) from the candidates first.")
 @_pool_options
+@executor_options
 @click.pass_context
 def select(ctx, dataset, budget, policy, params, dedup, model, steps, split, subsample, seed, mc_samples, as_json):
-    """Select a batch of DATASET's pool with a policy and record it as a new round."""
+    """Select a batch of the dataset's pool with a policy and record it as a new round."""
     from curator import rounds
 
     settings = settings_from(ctx)
+    dataset = _dataset(settings, dataset)
+    connect_executor(settings)
     params = _params(params)
     _check_model(model)
     # every argument, the dataset and the pool's size are checked before a model is trained or loaded
@@ -165,19 +179,20 @@ def policies_cmd(as_json):
 
 
 @click.command()
-@dataset_argument()
+@dataset_option(required=False, help="Dataset (default: the only one).")
 @click.option("--model", "-m", help=_MODEL_HELP)
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed when a model is trained.")
 @click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Images embedded at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
 def embed(ctx, dataset, model, seed, batch_size, as_json):
-    """Compute and store DATASET's embeddings with a model (resumes if interrupted)."""
+    """Compute and store the dataset's embeddings with a model (resumes if interrupted)."""
     from curator import embeddings
     from curator.steps import run_step
     from curator.store.queries import dataset_id
 
     settings = settings_from(ctx)
+    dataset = _dataset(settings, dataset)
     _check_model(model)
     run_step(settings, lambda s: dataset_id(s, dataset))  # an unknown dataset is refused before a model is trained
     trained = _model(settings, dataset, model, seed)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from curator.cli import dataset_argument, dataset_option, name_option, settings_from
+from curator.cli import dataset_option, name_option, settings_from
 
 
 @click.group()
@@ -19,7 +19,7 @@ def fiftyone():
 
 
 @fiftyone.command()
-@dataset_argument()
+@dataset_option(required=False, help="Dataset to sync (default: the only one).")
 @click.option("--round", "round_", type=click.IntRange(min=0), help="Sync only the samples selected in this round.")
 @name_option("--version", "version", kind="version", help="Sync only the samples of this labeled-set version.")
 @name_option("--name", "fo_name", kind="project",
@@ -33,15 +33,19 @@ def fiftyone():
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.pass_context
 def sync(ctx, dataset, round_, version, fo_name, similarity, visualization, duplicates, as_json):
-    """Create or update the FiftyOne dataset of DATASET (or of one round or version).
+    """Create or update the FiftyOne dataset of a dataset (or of one round or version).
 
     One FiftyOne sample per curator sample; running it again updates the
     fields in place. Nothing is written unless every input checks out.
     """
     from curator.integrations.fiftyone.sync import sync as run
+    from curator.steps import run_step
+    from curator.store.queries import resolve_dataset
 
+    settings = settings_from(ctx)
+    dataset = run_step(settings, lambda s: resolve_dataset(s, dataset))[1]
     report = run(
-        settings_from(ctx), dataset, round=round_, version=version, fo_name=fo_name,
+        settings, dataset, round=round_, version=version, fo_name=fo_name,
         similarity=similarity, visualization=None if visualization == "none" else visualization,
         duplicates=duplicates,
     )

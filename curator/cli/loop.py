@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from curator.cli import dataset_option, settings_from
+from curator.cli import connect_executor, dataset_option, executor_options, settings_from
 
 _UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
 
@@ -62,6 +62,7 @@ def print_result(settings, result, dataset, target_error: float = 0.05):
 @click.command()
 @dataset_option()
 @loop_options
+@executor_options
 @click.pass_context
 def loop(ctx, dataset, **kw):
     """Run (or resume) rounds of the loop: train, score, de-duplicate, select, label, pull, version, evaluate.
@@ -84,6 +85,7 @@ def loop(ctx, dataset, **kw):
             f"dataset {dataset!r} has no samples with ground truth in split {cfg.test_split!r} to measure "
             "the test error on; ingest a test set with its labels or pass --test-split"
         )
+    connect_executor(settings)
     result = run_loop(settings, cfg)
     print_result(settings, result, dataset, kw["target_error"])
 

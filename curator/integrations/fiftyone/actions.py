@@ -38,7 +38,7 @@ def link(fo_dataset, secrets: dict[str, str] | None = None) -> Link:
     if not info:
         raise NotFoundError(
             f"FiftyOne dataset {fo_dataset.name!r} was not synced by curator; sync a curator dataset "
-            "first: curator fiftyone sync DATASET"
+            "first: curator fiftyone sync --dataset DATASET"
         )
     secrets = {k: v for k, v in (secrets or {}).items() if v}
     overrides = {field: secrets[env] for env, field in ENV.items() if env in secrets}

@@ -71,7 +71,7 @@ def serve_app(
         try:
             load_fo_dataset(fo_dataset)
         except NotFoundError as exc:
-            hint = f"; sync it first: curator fiftyone sync {dataset}" if dataset else ""
+            hint = f"; sync it first: curator fiftyone sync --dataset {dataset}" if dataset else ""
             raise NotFoundError(f"{exc}{hint}") from None
     from fiftyone.server.main import start_server  # sets FIFTYONE_SERVER before fiftyone loads
 

@@ -164,6 +164,12 @@ class RayExecutor:
         self.runtime_env = runtime_env
 
     # -- connection ------------------------------------------------------------
+    def connect(self) -> "RayExecutor":
+        """Join the cluster now (a command does so before any work, so a wrong address costs
+        seconds, not a trained model); the steps connect on first use otherwise."""
+        self._connect()
+        return self
+
     def _connect(self) -> None:
         """Join the cluster (once per process: Ray holds one connection, the first executor's)."""
         self._check_reachable()
