@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import click
 
 from curator.cli import dataset_option, settings_from
 from curator.cli.loop import config_from, loop_options, print_result
 
-SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "mnist1989"
+from curator._resources import path as _resource_path
+
+#: datasets/mnist1989 of a checkout, or its copy inside an installed wheel (any cwd).
+SAMPLE = _resource_path("mnist1989")
 
 
 def labelstudio_ready(settings) -> bool:

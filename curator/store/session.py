@@ -19,7 +19,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from curator.exceptions import StoreError, ValidationError
 from curator.settings import Settings, load_settings, mask_url
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "db"
+from curator._resources import path as _resource_path
+
+#: The Alembic environment: db/ of a checkout, or its copy inside an installed wheel.
+MIGRATIONS_DIR = _resource_path("db")
 #: How long a SQLite writer waits for another one before "database is locked" (a ``StoreError``).
 BUSY_TIMEOUT_S = 30
 
@@ -57,7 +60,7 @@ def get_engine(url: str) -> Engine:
         raise ValidationError(
             f"database URL {mask_url(url)} cannot be used ({exc}); set CURATOR_DB_URL to "
             "sqlite:///path/to/file.db or postgresql+psycopg://user:password@host/db "
-            "(PostgreSQL needs: pip install 'curator[postgres]')"
+            "(PostgreSQL needs: pip install 'curator-loop[postgres]')"
         ) from None
     try:
         with engine.connect() as conn:

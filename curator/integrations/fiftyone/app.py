@@ -9,8 +9,10 @@ from typing import Callable
 
 from curator.exceptions import FiftyOneError, NotFoundError, ValidationError
 
-#: plugins/fiftyone of this checkout (the plugin is not part of the wheel).
-PLUGIN_SOURCE = Path(__file__).resolve().parents[3] / "plugins" / "fiftyone"
+from curator._resources import path as _resource_path
+
+#: plugins/fiftyone of a checkout, or its copy inside an installed wheel.
+PLUGIN_SOURCE = _resource_path("fiftyone_plugin")
 PLUGIN_NAME = "@curator/fiftyone"
 INSTALL_NAME = "curator"
 
@@ -19,8 +21,8 @@ def install(plugins_dir: str | os.PathLike | None = None, *, copy: bool = False)
     """Link (or copy) ``plugins/fiftyone`` into FiftyOne's plugins folder as ``curator``."""
     if not (PLUGIN_SOURCE / "fiftyone.yml").is_file():
         raise FiftyOneError(
-            f"the plugin sources are not at {PLUGIN_SOURCE}; install from a checkout of curator "
-            "or copy its plugins/fiftyone folder into FiftyOne's plugins folder by hand"
+            f"the plugin sources are not at {PLUGIN_SOURCE}; reinstall curator-loop from its wheel "
+            "or copy a checkout's plugins/fiftyone folder into FiftyOne's plugins folder by hand"
         )
     if plugins_dir is None:
         from curator.integrations.fiftyone._fo import fiftyone
