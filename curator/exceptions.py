@@ -42,7 +42,7 @@ class MissingExtraError(CuratorError, ImportError):
 
     def __init__(self, package: str, extra: str):
         super().__init__(
-            f"{package} is not installed; install it with: pip install 'curator[{extra}]'"
+            f"{package} is not installed; install it with: pip install 'curator-loop[{extra}]'"
         )
 
 

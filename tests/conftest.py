@@ -122,7 +122,7 @@ def fiftyone_db(tmp_path_factory):
     import importlib.util
 
     if importlib.util.find_spec("fiftyone") is None:
-        unavailable("fiftyone is not installed: pip install 'curator[fiftyone]'")
+        unavailable("fiftyone is not installed: pip install 'curator-loop[fiftyone]'")
     from curator.integrations.fiftyone.isolated import private_database
 
     with private_database(tmp_path_factory.mktemp("fiftyone")) as env:
@@ -139,7 +139,7 @@ def ray_address():
     import importlib.util
 
     if importlib.util.find_spec("ray") is None:
-        unavailable("ray is not installed: pip install 'curator[ray]'")
+        unavailable("ray is not installed: pip install 'curator-loop[ray]'")
     address = os.environ.get(RAY_ENV)
     if not address:
         unavailable(f"Ray cluster tests skipped: set {RAY_ENV}=host:port of a running cluster, "

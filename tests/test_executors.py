@@ -121,7 +121,7 @@ def test_core_works_without_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ok 5" in out.stdout
-    assert "refused: ray is not installed; install it with: pip install 'curator[ray]'" in out.stdout
+    assert "refused: ray is not installed; install it with: pip install 'curator-loop[ray]'" in out.stdout
 
 
 def test_get_executor_names_and_options():

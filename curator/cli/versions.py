@@ -37,7 +37,7 @@ def _check_format(ctx, param, value):
     if value is None:
         raise ValidationError(f"--format: required; one of {', '.join(formats)}")
     if value.lower() not in formats:
-        hint = " (install curator[fiftyone] for fiftyone)" if value.lower() == "fiftyone" else ""
+        hint = " (install curator-loop[fiftyone] for fiftyone)" if value.lower() == "fiftyone" else ""
         raise ValidationError(f"--format {value!r}: not a format; use one of {', '.join(formats)}{hint}")
     return value.lower()
 

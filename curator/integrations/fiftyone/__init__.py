@@ -1,6 +1,6 @@
 """FiftyOne: curator's state in the App, Brain similarity, FiftyOne datasets as pools.
 
-Needs the extra: ``pip install 'curator[fiftyone]'``. fiftyone itself is
+Needs the extra: ``pip install 'curator-loop[fiftyone]'``. fiftyone itself is
 imported only inside the functions that use it, with usage tracking off.
 """
 

