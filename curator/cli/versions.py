@@ -9,7 +9,7 @@ import click
 
 from curator.cli import dataset_option, settings_from
 
-FORMATS = ("numpy", "torch", "manifest")
+FORMATS = ("numpy", "torch", "manifest", "imagefolder", "csv", "jsonl", "hf")
 
 
 def fiftyone_exporter():
@@ -182,20 +182,38 @@ def verify(ctx, name, dataset, files, as_json):
 
 @version.command()
 @click.argument("name")
-@click.option("--format", "fmt", callback=_check_format, help="numpy (.npz), torch (.pt), manifest (.json), fiftyone.")
-@click.option("--out", "out", type=click.Path(path_type=Path), help="Output file (fiftyone: the FiftyOne dataset name, default curator-DATASET-NAME).")
+@click.option("--format", "fmt", callback=_check_format,
+              help="numpy (.npz), torch (.pt), manifest (.json), imagefolder (a folder of class folders), "
+                   "csv, jsonl (one row per sample), hf (a Hugging Face dataset folder), fiftyone.")
+@click.option("--out", "out", type=click.Path(path_type=Path),
+              help="Output file, or a new folder for imagefolder and hf (fiftyone: the FiftyOne dataset name, "
+                   "default curator-DATASET-NAME).")
+@click.option("--copy", "copy_files", is_flag=True, help="imagefolder: copy the images (default: symbolic links).")
 @dataset_option(required=False, help="Dataset (default: the only one).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def export(ctx, name, fmt, out, dataset, as_json):
-    """Export version NAME as NumPy arrays, a torch file, a JSON manifest or a FiftyOne dataset."""
+def export(ctx, name, fmt, out, copy_files, dataset, as_json):
+    """Export version NAME as NumPy arrays, a torch file, a JSON manifest, an ImageFolder tree,
+    a CSV or JSONL table, a Hugging Face dataset or a FiftyOne dataset.
+
+    Files and folders appear whole or not at all (written beside the target, then renamed);
+    folders are never written into or over an existing path.
+    """
     from curator import versions as V
     from curator.exceptions import ValidationError
 
     settings = settings_from(ctx)
     if fmt != "fiftyone" and out is None:
-        raise ValidationError(f"--out: required for --format {fmt} (e.g. --out {name}.{_SUFFIX[fmt]})")
-    if fmt == "manifest":
+        raise ValidationError(f"--out: required for --format {fmt} (e.g. --out {name}{_SUFFIX[fmt]})")
+    if copy_files and fmt != "imagefolder":
+        raise ValidationError(f"--copy: only for --format imagefolder (not {fmt}); drop it")
+    if fmt == "imagefolder":
+        n = V.export_imagefolder(name, out, copy=copy_files, dataset=dataset, settings=settings)["samples"]
+    elif fmt in ("csv", "jsonl"):
+        n = V.export_table(name, out, fmt, dataset=dataset, settings=settings)["samples"]
+    elif fmt == "hf":
+        n = V.export_hf(name, out, dataset=dataset, settings=settings)["samples"]
+    elif fmt == "manifest":
         doc = V.export_manifest(name, out, dataset=dataset, settings=settings)
         n = len(doc["items"])
     elif fmt == "numpy":
@@ -213,7 +231,8 @@ def export(ctx, name, fmt, out, dataset, as_json):
         click.echo(f"exported {name} ({n} samples) as {fmt} to {out}")
 
 
-_SUFFIX = {"numpy": "npz", "torch": "pt", "manifest": "json", "fiftyone": ""}
+_SUFFIX = {"numpy": ".npz", "torch": ".pt", "manifest": ".json", "imagefolder": "-images", "csv": ".csv",
+           "jsonl": ".jsonl", "hf": "-hf", "fiftyone": ""}
 
 
 @version.command("import")

@@ -27,8 +27,9 @@ One module per concern, and the database only through ``curator.store.versions``
 - ``workflow``: create / read / diff / verify / list / show, in the caller's
   transaction or in one of their own (``create_version``, ``read_version``...);
 - ``manifest``: ``export_manifest`` / ``import_manifest`` (same checksum back);
-- ``exports``: ``export_numpy``, ``torch_dataset`` / ``export_torch``, and the
-  atomic file writer.
+- ``exports``: ``export_numpy``, ``torch_dataset`` / ``export_torch``,
+  ``export_imagefolder``, ``export_table`` (CSV, JSONL), ``export_hf`` (Hugging
+  Face ``datasets``), and the atomic writers.
 
 A FiftyOne dataset of a version comes from the FiftyOne integration,
 ``curator.integrations.fiftyone.sync(settings, dataset, version=NAME)``
@@ -65,6 +66,7 @@ _WHERE = {
     "manifest_seal": "manifest",
     # files
     "export_numpy": "exports", "export_torch": "exports", "torch_dataset": "exports",
+    "export_imagefolder": "exports", "export_table": "exports", "export_hf": "exports",
     "_write_atomic": "exports", "_check_out": "exports",
 }
 
