@@ -274,10 +274,14 @@ class _PoolRead:
     labeled: tuple | None  # (stored, uris) of taken: the model's embeddings of labeled samples
 
 
-def _read_pool(s: Session, settings, dataset, split, subsample, seed, model_id, *, dedup, scored) -> _PoolRead:
-    """READ: the pool of the next round and everything its scoring needs (see ``_PoolRead``)."""
+def _read_pool(s: Session, settings, dataset, split, subsample, seed, model_id, *, dedup, scored,
+               only=None) -> _PoolRead:
+    """READ: the pool of the next round and everything its scoring needs (see ``_PoolRead``);
+    ``only``: sample ids the pool is narrowed to (None: all)."""
     ds = dataset_id(s, dataset)
     pool, taken = store_samples.pool_ids(s, ds, split)
+    if only is not None:
+        pool = pool[np.isin(pool, np.asarray(list(only), dtype=np.int64))]
     number = store_rounds.next_number(s, ds)
     if scored is not None:  # the model's outputs from score_pool: no second pass over the pool
         if scored.model_id != model_id or scored.number != number or not np.isin(scored.sample_ids, pool).all():
@@ -443,7 +447,7 @@ def check_pool_args(settings: Settings, dataset: str, *, split: str | None = Non
 
 def score_pool(settings: Settings, dataset: str, model, *, split: str | None = None,
                subsample: int | None = None, seed: int = 0, mc_samples: int = 20,
-               record: bool = True) -> ScoredPool:
+               record: bool = True, only=None) -> ScoredPool:
     """Score the unlabeled pool with ``model`` and (``record``) store one score per (sample, kind).
 
     One step: read the pool, compute the model's outputs and the scores, write them. Scores of
@@ -455,7 +459,8 @@ def score_pool(settings: Settings, dataset: str, model, *, split: str | None = N
     executor = get_executor(settings)
 
     def read(s):
-        got = _read_pool(s, settings, dataset, split, subsample, seed, model.model_id, dedup=False, scored=None)
+        got = _read_pool(s, settings, dataset, split, subsample, seed, model.model_id, dedup=False, scored=None,
+                         only=only)
         _check_size("score", dataset, got.pool_size, split=split, subsample=subsample, budget=None, at_most=False)
         return got
 
@@ -478,7 +483,7 @@ def score_pool(settings: Settings, dataset: str, model, *, split: str | None = N
 def select_round(settings: Settings, dataset: str, model, *, budget: int, policy: str = "curator",
                  seed: int = 0, params: dict | None = None, split: str | None = None,
                  subsample: int | None = None, mc_samples: int = 20, dedup: bool = True,
-                 at_most: bool = False, scored: ScoredPool | None = None) -> RoundResult:
+                 at_most: bool = False, scored: ScoredPool | None = None, only=None) -> RoundResult:
     """Select ``budget`` samples of the pool with ``policy`` and record them as a new round.
 
     With ``dedup`` (the default) near copies are removed from the candidates first
@@ -487,7 +492,7 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
     parameters as ``duplicates_removed``. A budget larger than what is left is an
     error, or with ``at_most`` selects all of it (the loop, near the pool's end).
     ``scored``, the result of ``score_pool`` with the same model, saves a second
-    pass of the model over the pool.
+    pass of the model over the pool. ``only`` (sample ids) narrows the pool to those.
 
     One step: read the pool, compute (dedup, model, policy), write the round (policy,
     parameters, seed, model) and its ranked samples with their scores in one transaction.
@@ -503,7 +508,8 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
     executor = get_executor(settings)
     for _attempt in range(SELECT_TRIES):
         def read(s, scored=scored):
-            got = _read_pool(s, settings, dataset, split, subsample, seed, model.model_id, dedup=dedup, scored=scored)
+            got = _read_pool(s, settings, dataset, split, subsample, seed, model.model_id, dedup=dedup, scored=scored,
+                             only=only)
             _check_size("select", dataset, got.pool_size, split=split, subsample=subsample, budget=budget,
                         at_most=at_most)
             return got

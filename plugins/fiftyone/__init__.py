@@ -4,6 +4,12 @@ Each operator is a form (``resolve_input``, validated against the curator
 database before anything runs) and one call into
 ``curator.integrations.fiftyone.actions``; after it the FiftyOne dataset is
 re-synced so the App shows the new state. Install: see README.md.
+
+The long ones (score, select: they may train a model; push) may run as
+delegated operations (``fiftyone delegated launch`` runs them; the App shows
+their progress from ``ctx.set_progress``), and score and select act on the
+user's selection, or else the current view when it is narrower than the
+dataset (``ctx.selected``, ``ctx.view``).
 """
 
 import fiftyone.operators as foo
@@ -33,6 +39,8 @@ class CuratorOperator(foo.Operator):
     label = ""
     description = ""
     name = ""
+    #: May run as a delegated operation (long work: training, scoring, pushing).
+    delegable = False
 
     @property
     def config(self):
@@ -41,6 +49,8 @@ class CuratorOperator(foo.Operator):
             label=f"curator: {self.label}",
             description=self.description,
             dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=self.delegable,
         )
 
     def link(self, ctx):
@@ -62,8 +72,25 @@ class CuratorOperator(foo.Operator):
         link = self.link(ctx)
         result = self.run(ctx, link)
         sync = actions.refresh(link)
-        ctx.trigger("reload_dataset")
+        if not ctx.delegated:  # a delegated run has no App to reload; the user refreshes when it is done
+            ctx.trigger("reload_dataset")
         return {**result, "synced_samples": sync.samples}
+
+    @staticmethod
+    def progress(ctx):
+        """``actions``' progress callback: the operation's progress bar (delegated runs)."""
+        return lambda fraction, label: ctx.set_progress(progress=fraction, label=label)
+
+    @staticmethod
+    def scope(ctx):
+        """curator ids of the selected samples, else of the current view when narrower; None: all."""
+        return actions.scope_ids(ctx.dataset, ctx.view, ctx.selected, ctx.has_custom_view)
+
+    @staticmethod
+    def scope_note(ctx, inputs):
+        if ctx.selected or ctx.has_custom_view:
+            what = f"the {len(ctx.selected)} selected samples" if ctx.selected else "the samples of the current view"
+            inputs.md(f"Acts on {what} only.", name="scope")
 
     def run(self, ctx, link):
         return {}
@@ -86,34 +113,43 @@ class RefreshCurator(CuratorOperator):
 class ScorePool(CuratorOperator):
     name = "score_pool"
     label = "score the pool"
-    description = "Score the unlabeled pool with the current model (uncertainty and novelty)."
+    description = "Score the unlabeled pool (or its part you selected or see) with the current model."
+    delegable = True
 
     def form(self, ctx, inputs, link):
         super().form(ctx, inputs, link)
+        self.scope_note(ctx, inputs)
         options = actions.score_options(link)
         for key, spec in options.items():
             _add_field(inputs, key, spec, ctx.params.get(key))
 
     def run(self, ctx, link):
-        return {"summary": actions.score(link, **_params(ctx, actions.score_options(link)))}
+        return {"summary": actions.score(link, **_params(ctx, actions.score_options(link)), only=self.scope(ctx),
+                                         progress=self.progress(ctx))}
 
 
 class SelectBatch(CuratorOperator):
     name = "select_batch"
     label = "select the next batch"
     description = "Select the next batch to label with a policy and a budget, recorded as a round."
+    delegable = True
 
     def form(self, ctx, inputs, link):
         super().form(ctx, inputs, link)
+        self.scope_note(ctx, inputs)
         names = actions.policy_names()
         choices = types.Dropdown(label="Policy")
         for name in names:
             choices.add_choice(name, label=name)
         inputs.enum("policy", names, default=actions.DEFAULT_POLICY if actions.DEFAULT_POLICY in names else names[0],
                     required=True, label="Policy", view=choices)
-        pool = actions.pool_size(link)
+        try:
+            pool, note = actions.pool_in_scope(link, self.scope(ctx))
+        except CuratorError as exc:
+            _fail(inputs, "scope_error", str(exc))
+            return
         budget = inputs.int("budget", required=True, label="Budget", default=min(10, max(pool, 1)),
-                            description=f"How many samples to select ({pool} in the pool).")
+                            description=f"How many samples to select ({pool} in the pool{note}).")
         problem = actions.check_budget(ctx.params.get("budget"), pool)
         if problem:
             _invalid(budget, problem)
@@ -122,13 +158,15 @@ class SelectBatch(CuratorOperator):
 
     def run(self, ctx, link):
         return {"summary": actions.select(link, ctx.params["policy"], ctx.params["budget"],
-                                          int(ctx.params.get("seed") or 0), ctx.params.get("model") or None)}
+                                          int(ctx.params.get("seed") or 0), ctx.params.get("model") or None,
+                                          only=self.scope(ctx), progress=self.progress(ctx))}
 
 
 class PushToLabelStudio(CuratorOperator):
     name = "push_to_label_studio"
     label = "push a round to Label Studio"
     description = "Send the samples of a round to Label Studio as tasks, ordered by rank."
+    delegable = True
 
     def form(self, ctx, inputs, link):
         super().form(ctx, inputs, link)
@@ -137,11 +175,14 @@ class PushToLabelStudio(CuratorOperator):
             _fail(inputs, "no_rounds", "no round selected yet; run 'curator: select the next batch' first")
             return
         labels = [str(r) for r in rounds]
-        inputs.enum("round", labels, default=labels[-1], required=True, label="Round")
+        seen = actions.round_of(link, self.scope(ctx)) if (ctx.selected or ctx.has_custom_view) else None
+        inputs.enum("round", labels, default=str(seen) if seen else labels[-1], required=True, label="Round",
+                    description="The round of the selected samples." if seen else None)
         inputs.str("project", default=actions.default_project(link), label="Label Studio project")
 
     def run(self, ctx, link):
-        return {"summary": actions.push(link, int(ctx.params["round"]), ctx.params.get("project") or None)}
+        return {"summary": actions.push(link, int(ctx.params["round"]), ctx.params.get("project") or None,
+                                        progress=self.progress(ctx))}
 
 
 class PullAnnotations(CuratorOperator):

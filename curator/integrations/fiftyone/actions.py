@@ -6,13 +6,19 @@ dataset and workspace it came from (``dataset.info["curator"]``); ``link``
 turns that back into ``Settings``. Settings given to the App process (the
 plugin's secrets, or ``CURATOR_*`` environment variables) win over the
 recorded workspace; the database must be the one the dataset was synced from.
+
+What the user sees narrows what the long operators act on: ``scope_ids`` turns
+the App's selection (or else its current view, when it is not the whole
+dataset) into curator sample ids, passed to scoring and selection as ``only``.
+They report their stages through a ``progress(fraction, label)`` callback
+(the operator's ``ctx.set_progress``, shown for delegated runs).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from curator.exceptions import NotFoundError, ValidationError
 
@@ -52,6 +58,47 @@ def link(fo_dataset, secrets: dict[str, str] | None = None) -> Link:
             "App process to the database it was synced from"
         )
     return Link(settings, info["dataset"], fo_dataset.name, dict(info.get("scope") or {}))
+
+
+Progress = Callable[[float, str], None]
+
+
+def _noop(_fraction: float, _label: str) -> None:
+    pass
+
+
+def scope_ids(fo_dataset, view=None, selected: Sequence[str] | None = None, custom_view: bool = False) -> list[int] | None:
+    """The curator sample ids the user points at: the selected samples, else the current view
+    when it is narrower than the dataset; None when neither (act on everything)."""
+    if selected:
+        values = fo_dataset.select(list(selected)).values("curator_id")
+    elif view is not None and custom_view:
+        values = view.values("curator_id")
+    else:
+        return None
+    ids = sorted({int(v) for v in values if v is not None})
+    if not ids:
+        what = "selected samples" if selected else "samples of the current view"
+        raise ValidationError(f"none of the {what} came from curator; clear the selection or view, "
+                              "or run `curator: refresh fields and views` first")
+    return ids
+
+
+def pool_in_scope(link: Link, only: list[int] | None) -> tuple[int, str]:
+    """(pool size within ``only``, a phrase for the summary); an error when none of them is in the pool."""
+    from curator import rounds
+    from curator.store.queries import dataset_id
+    from curator.store.session import transaction
+
+    if only is None:
+        return pool_size(link), ""
+    with transaction(link.settings) as s:
+        pool = rounds.pool_ids(s, dataset_id(s, link.dataset))[0]
+    inside = int(len(set(pool.tolist()) & set(only)))
+    if inside == 0:
+        raise ValidationError(f"none of the {len(only)} samples in view is in the unlabeled pool (each is labeled, "
+                              "selected or a duplicate); widen the view or clear the selection")
+    return inside, f" (the {inside} pool samples of {len(only)} in view)"
 
 
 def describe(link: Link) -> str:
@@ -181,29 +228,42 @@ def score_options(link: Link) -> dict[str, dict]:
     }
 
 
-def score(link: Link, model: str | None = None, mc_samples: int = 20, subsample: int = 0) -> str:
-    """Score the pool (``curator.rounds.score_pool``, which also stores the model's predictions)."""
+def score(link: Link, model: str | None = None, mc_samples: int = 20, subsample: int = 0, *,
+          only: list[int] | None = None, progress: Progress = _noop) -> str:
+    """Score the pool, or its part in ``only`` (``curator.rounds.score_pool``, which also stores
+    the model's predictions)."""
     from curator import rounds
 
+    _, note = pool_in_scope(link, only)
+    progress(0.0, "loading or training the model")
     trained = model_for(link, model or None)
+    progress(0.3, f"scoring with model {trained.model_id}")
     scored = rounds.score_pool(
-        link.settings, link.dataset, trained, mc_samples=int(mc_samples), subsample=int(subsample) or None
+        link.settings, link.dataset, trained, mc_samples=int(mc_samples), subsample=int(subsample) or None, only=only
     )
+    progress(1.0, "scored")
     kinds = ", ".join(sorted(scored.scores))
-    return f"scored {len(scored.sample_ids)} pool samples with model {scored.model_id}: {kinds}"
+    return f"scored {len(scored.sample_ids)} pool samples{note} with model {scored.model_id}: {kinds}"
 
 
-def select(link: Link, policy: str, budget: int, seed: int = 0, model: str | None = None) -> str:
-    """Select and record the next round (``curator.rounds.select_round``)."""
+def select(link: Link, policy: str, budget: int, seed: int = 0, model: str | None = None, *,
+           only: list[int] | None = None, progress: Progress = _noop) -> str:
+    """Select and record the next round from the pool, or its part in ``only``
+    (``curator.rounds.select_round``)."""
     from curator import rounds
 
-    problem = check_budget(budget, pool_size(link))
+    size, note = pool_in_scope(link, only)
+    problem = check_budget(budget, size)
     if problem:
-        raise ValidationError(problem)
+        raise ValidationError(problem + (" in view" if only is not None else ""))
+    progress(0.0, "loading or training the model")
     trained = model_for(link, model or None)
+    progress(0.3, f"selecting {budget} with {policy}")
     result = rounds.select_round(link.settings, link.dataset, trained, budget=int(budget), policy=policy,
-                                 seed=int(seed))
-    return f"round {result.number}: {len(result.sample_ids)} samples selected by {policy} from a pool of {result.pool_size}"
+                                 seed=int(seed), only=only)
+    progress(1.0, f"round {result.number} recorded")
+    return (f"round {result.number}: {len(result.sample_ids)} samples selected by {policy} from a pool of "
+            f"{result.pool_size}{note}")
 
 
 # ------------------------------------------------------------ Label Studio
@@ -215,11 +275,28 @@ def default_project(link: Link) -> str:
     return default_project_name(link.dataset)
 
 
-def push(link: Link, round_number: int, project: str | None = None) -> str:
+def round_of(link: Link, only: list[int] | None) -> int | None:
+    """The one round every sample in ``only`` belongs to (the push form's default), or None."""
+    from curator.store import rounds as store_rounds
+    from curator.store.queries import dataset_id
+    from curator.store.session import transaction
+
+    if not only:
+        return None
+    with transaction(link.settings) as s:
+        ds = dataset_id(s, link.dataset)
+        found = {r.number for r in store_rounds.list_rounds(s, ds)
+                 if set(only) <= set(store_rounds.sample_ids(s, r).tolist())}
+    return min(found) if found else None
+
+
+def push(link: Link, round_number: int, project: str | None = None, *, progress: Progress = _noop) -> str:
     """Push a round to Label Studio (``curator.integrations.labelstudio.push``)."""
     from curator.integrations.labelstudio.push import push as ls_push
 
+    progress(0.0, f"pushing round {round_number}")
     report = ls_push(link.settings, link.dataset, int(round_number), project=project)
+    progress(1.0, "pushed")
     return (
         f"round {round_number} -> Label Studio project {report.project!r}: {report.imported} tasks imported, "
         f"{report.already_linked} already there; {report.url}"
