@@ -60,7 +60,7 @@ def test_long_operators_may_be_delegated(fiftyone_db):
 def test_delegated_select_acts_on_the_selection_and_reports_progress(settings, synced):
     import fiftyone.operators as foo
     from fiftyone.operators.delegated import DelegatedOperationService
-    from fiftyone.operators.executor import ExecutionRunState
+    from fiftyone.operators.executor import ExecutionContext, ExecutionRunState
 
     from curator.store import rounds as store_rounds
     from curator.store.queries import dataset_id
@@ -89,10 +89,7 @@ def test_delegated_select_acts_on_the_selection_and_reports_progress(settings, s
     assert len(picked) == 3 and set(picked) <= set(chosen)
 
     # the push form defaults to the round of the selected samples
-    import fiftyone.operators as foo2
-    from fiftyone.operators.executor import ExecutionContext
-
-    form = foo2.get_operator(f"{URI}/push_to_label_studio").resolve_input(ExecutionContext(request_params={
+    form = foo.get_operator(f"{URI}/push_to_label_studio").resolve_input(ExecutionContext(request_params={
         "dataset_name": ds.name, "selected": _fo_ids(ds, picked[:2]), "params": {}})).to_json()
     assert form["type"]["properties"]["round"]["default"] == "2"
 
