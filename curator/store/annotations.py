@@ -40,7 +40,7 @@ __all__ = [
     "annotations_of", "add_annotations", "change_annotations", "mark_deleted", "count_skipped", "agreed_labels",
     "dataset_info", "sample_files", "sample_rows", "latest_scores", "newest_trained_embeddings",
     "model_label", "newest_model_with_file", "naive_utc",
-    "AnswerState", "EventRow", "project_by_external_id", "answer_state", "claim_event", "set_event_outcome",
+    "AnswerState", "EventRow", "project_by_external_id", "link_of_task", "answer_state", "claim_event", "set_event_outcome",
     "deleted_by_event", "events_of", "stored_predictions",
 ]
 
@@ -411,6 +411,13 @@ def project_by_external_id(s: Session, tool: str, external_id: int) -> ProjectIn
     p = s.scalar(select(LabelProject).where(LabelProject.tool == tool, LabelProject.external_id == int(external_id))
                  .order_by(LabelProject.id.desc()).limit(1))
     return _project(p) if p is not None else None
+
+
+def link_of_task(s: Session, tool: str, project: str, task_id: int) -> tuple[int, int] | None:
+    """(link id, sample id) of the project's task ``task_id``, or None when curator did not push it."""
+    row = s.execute(select(TaskLink.id, TaskLink.sample_id).where(
+        TaskLink.tool == tool, TaskLink.project == project, TaskLink.task_id == int(task_id))).first()
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
 def answer_state(s: Session, tool: str, external_id: str) -> AnswerState | None:
