@@ -439,8 +439,9 @@ def claim_event(s: Session, tool: str, project: str, key: str, action: str, anno
         from sqlalchemy.dialects.postgresql import insert as dialect_insert
     else:
         from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    stmt = dialect_insert(LabelEvent).values(**values).on_conflict_do_nothing(index_elements=["tool", "event_key"])
-    return s.execute(stmt).rowcount == 1
+    stmt = (dialect_insert(LabelEvent).values(**values)
+            .on_conflict_do_nothing(index_elements=["tool", "event_key"]).returning(LabelEvent.id))
+    return s.execute(stmt).scalar() is not None
 
 
 def set_event_outcome(s: Session, tool: str, key: str, outcome: str) -> None:

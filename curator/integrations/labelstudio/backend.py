@@ -27,6 +27,7 @@ It binds 127.0.0.1 by default: /predict and /setup are unauthenticated reads
 
 from __future__ import annotations
 
+import collections
 import json
 import sys
 import threading
@@ -137,6 +138,7 @@ class Backend(ThreadingHTTPServer):
         self.predictor = Predictor(settings, dataset)
         self.receiver = Receiver(settings, client)
         self.secret = secret
+        self.calls: collections.Counter = collections.Counter()  # requests per path (tests, `status`)
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         super().__init__((host, port), _Handler)
 
@@ -153,6 +155,7 @@ class Backend(ThreadingHTTPServer):
 
     def answer(self, method: str, path: str, headers, body: dict | None) -> tuple[int, dict]:
         path = path.split("?", 1)[0].rstrip("/") or "/"
+        self.calls[path] += 1
         if method == "GET" and path in ("/", "/health"):
             return 200, {"status": "UP", "model_class": "curator", "dataset": self.predictor.dataset}
         if method != "POST":
