@@ -259,6 +259,14 @@ def test_label_studio_calls_setup_and_predict(live):
         s.add_all([Score(sample_id=sid, kind=k, value=v, model_id=model.model_id)
                    for sid in ranked[4:] for k, v in (("prediction", 7.0), ("confidence", 0.123))])
         version = store.model_label(s, model.model_id)
+    # a labeler opens a task that has no prediction: Label Studio asks the backend there and then
+    # (not through the task list: with predictions on, listing tasks asks for the page's predictions too)
+    with transaction(settings) as s:
+        task_of = store.links(s, TOOL, project)
+    before = backend.calls["/predict"]
+    opened = client.http("GET", f"api/tasks/{task_of[ranked[0]]}", "open task")
+    assert backend.calls["/predict"] == before + 1, (dict(backend.calls), opened.get("predictions"))
+    assert [p["model_version"] for p in opened["predictions"]] == [version]
     before = backend.calls["/predict"]
     client.http("POST", "api/dm/actions", "retrieve predictions", params={"id": "retrieve_tasks_predictions",
                                                                           "project": pid},
@@ -277,7 +285,7 @@ def test_label_studio_calls_setup_and_predict(live):
     # Label Studio's own test call (the "Test" button): one random task through /predict
     test = client.http("POST", f"api/ml/{info['ml_backend_id']}/predict/test", "test predict",
                        params={"random": "true"})
-    assert test["data"]["response"][0]["model_version"] == version
+    assert test["status"] == 200 and test["response"][0]["model_version"] == version
 
 
 @pytest.mark.labelstudio
