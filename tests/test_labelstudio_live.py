@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -313,3 +314,103 @@ def test_webhooks_record_annotations_and_pull_agrees(live):
     report = pull(settings, project)
     assert (report.new, report.updated, report.deleted) == (0, 0, 0)
     assert _rows(settings) == stored
+
+
+# --------------------------------------------------------------------------- agreement (pure numpy)
+
+
+def test_cohen_kappa_by_hand():
+    """50 items, two labelers: 20 both yes, 5 yes/no, 10 no/yes, 15 both no.
+    p_o = 35/50 = 0.7; p_e = (25*30 + 25*20) / 50^2 = 0.5; kappa = (0.7 - 0.5) / 0.5 = 0.4."""
+    from curator.integrations.labelstudio.agreement import cohen_kappa, report
+
+    a = ["y"] * 20 + ["y"] * 5 + ["n"] * 10 + ["n"] * 15
+    b = ["y"] * 20 + ["n"] * 5 + ["y"] * 10 + ["n"] * 15
+    assert cohen_kappa(a, b) == pytest.approx(0.4)
+    answers = [(i, "ann", x) for i, x in enumerate(a)] + [(i, "bob", x) for i, x in enumerate(b)]
+    got = report(answers)
+    assert got["cohen_kappa"] == pytest.approx(0.4)
+    # two labelers, every item twice: Fleiss' pi here = (0.7 - p_e') / (1 - p_e'), p_e' from the pooled
+    # marginals (45 y, 55 n of 100): 0.45^2 + 0.55^2 = 0.505 -> (0.7 - 0.505) / 0.495
+    assert got["fleiss_kappa"] == pytest.approx((0.7 - 0.505) / 0.495)
+    assert got["per_labeler"]["ann"] == {"items": 50, "agreement": pytest.approx(0.7),
+                                         "mean_cohen_kappa": pytest.approx(0.4)}
+    assert cohen_kappa(["a", "a"], ["a", "a"]) is None  # one label throughout: undefined, not 1
+
+
+def test_fleiss_kappa_published_example():
+    """Fleiss (1971) / the Wikipedia table: 10 items, 14 raters, 5 categories -> kappa 0.210."""
+    from curator.integrations.labelstudio.agreement import fleiss_kappa, fleiss_per_class
+
+    n = np.array([[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+                  [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]])
+    assert fleiss_kappa(n) == pytest.approx(0.2099, abs=1e-4)
+    # per category, by hand for category 1: p_1 = 20/140; sum_i n_i1 (14 - n_i1) = 2*12 + 7*7 + 3*11 + 2*12
+    # + 6*8 = 178; kappa_1 = 1 - 178 / (13 * 140 * p_1 * (1 - p_1))
+    p1 = 20 / 140
+    assert fleiss_per_class(n)[0] == pytest.approx(1 - 178 / (13 * 140 * p1 * (1 - p1)))
+
+
+def test_krippendorff_alpha_published_example():
+    """Krippendorff (2011), 4 coders, 12 units, missing answers: nominal alpha = 0.743."""
+    from curator.integrations.labelstudio.agreement import krippendorff_alpha
+
+    table = {"A": [1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
+             "B": [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, 3],
+             "C": [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, None],
+             "D": [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None]}
+    answers = [(u, who, str(v)) for who, row in table.items() for u, v in enumerate(row) if v is not None]
+    assert krippendorff_alpha(answers) == pytest.approx(0.743, abs=5e-4)
+
+
+def test_majority_and_dawid_skene():
+    """A labeler who is always wrong is outvoted by majority and discounted by Dawid-Skene."""
+    from curator.integrations.labelstudio.agreement import dawid_skene, majority
+
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 60)
+    answers = []
+    for i, t in enumerate(truth):
+        answers.append((i, "good", str(t)))
+        answers.append((i, "fair", str(t if rng.random() < 0.8 else (t + 1) % 3)))
+        answers.append((i, "bad", str((t + 1) % 3)))
+    assert majority([(0, "x", "b"), (0, "y", "a")]) == {0: "a"}  # a tie goes to the first label, reproducibly
+    labels, accuracy = dawid_skene(answers)
+    assert sum(labels[i] == str(t) for i, t in enumerate(truth)) == len(truth)
+    assert accuracy["good"] > 0.95 and accuracy["bad"] < 0.05
+
+
+@pytest.mark.labelstudio
+@pytest.mark.slow
+def test_overlap_two_gives_agreement_by_hand(ls_server, small_idx, tmp_path):
+    """--overlap 2: two labelers answer each task; pull's agreement figures match a hand computation.
+
+    Four tasks; labeler A answers 1, 1, 2, 2 and labeler B 1, 2, 2, 2 (one disagreement).
+    Cohen: p_o = 3/4, p_e = (2*1 + 2*3) / 16 = 1/2, kappa = 1/2. Fleiss: pooled 3 x "1", 5 x "2",
+    p_e = (9 + 25) / 64, kappa = (48 - 34) / (64 - 34) = 7/15. Krippendorff: D_o = 2/8,
+    D_e = (64 - 34) / (8 * 7), alpha = 1 - (2/8) / (30/56) = 8/15.
+    """
+    from curator.integrations.labelstudio import oracle
+    from curator.integrations.labelstudio.client import Client
+    from curator.integrations.labelstudio.pull import pull
+    from curator.integrations.labelstudio.push import push
+
+    settings = with_database(ls_server, None, tmp_path)
+    number, ranked, project = make_round(settings, small_idx, n=4)
+    report = push(settings, DS, number, project=project, overlap=2)
+    client = Client.from_settings(settings)
+    assert client.project(report.project_id)["maximum_annotations"] == 2
+    a = dict(zip(ranked, ["1", "1", "2", "2"]))
+    b = dict(zip(ranked, ["1", "2", "2", "2"]))
+    oracle.annotate(settings, project, sample_ids=ranked, labels=a, annotator="overlap-a@example.org", client=client)
+    oracle.annotate(settings, project, sample_ids=ranked, labels=b, annotator="overlap-b@example.org", client=client)
+    got = pull(settings, project).as_dict()["agreement"]
+    assert (got["items"], got["labelers"]) == (4, 2)
+    assert got["cohen_kappa"] == pytest.approx(0.5)
+    assert got["fleiss_kappa"] == pytest.approx(7 / 15)
+    assert got["krippendorff_alpha"] == pytest.approx(8 / 15)
+    assert got["per_labeler"]["overlap-a@example.org"]["agreement"] == pytest.approx(0.75)
+    assert got["per_class"]["1"]["answers"] == 3 and got["per_class"]["2"]["answers"] == 5
+    # raising the overlap of an existing project on a later push
+    push(settings, DS, number, project=project, overlap=3)
+    assert client.project(report.project_id)["maximum_annotations"] == 3

@@ -8,7 +8,7 @@ them, then N/2 of them updated; for each, the clock runs from the moment the
 request is sent until the answer (or its new label) is readable in curator's
 database, polled every 2 ms. The API round trip alone is recorded beside it.
 
-Usage: .venv/bin/python benchmarks/labelstudio/bench_webhook.py [--n 100] [--db-url URL]
+Usage: .venv/bin/python benchmarks/labelstudio/bench_webhook.py [--n 100] [--db-url URL] [--workspace WS]
 Uses the server at CURATOR_LABELSTUDIO_URL/TOKEN when it answers and may call
 127.0.0.1 (a server started by ``curator labelstudio up`` may), else starts one
 in the benchmark's workspace and stops it at the end. One JSON line per run
@@ -60,7 +60,8 @@ def _until(check, timeout: float = 30.0) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100, help="annotations to create (and n/2 to update)")
-    ap.add_argument("--db-url", help="database (default: SQLite in the workspace)")
+    ap.add_argument("--db-url", help="database (default: a fresh SQLite file)")
+    ap.add_argument("--workspace", type=Path, help="the running server's workspace (its media folder is served)")
     ap.add_argument("--out", type=Path, default=HERE / "webhook_results.jsonl")
     args = ap.parse_args()
     os.environ.setdefault("CURATOR_PROGRESS", "0")
@@ -77,13 +78,16 @@ def main() -> None:
     from curator.store.queries import dataset_id
     from curator.store.session import transaction
 
-    workspace = Path(tempfile.mkdtemp(prefix="curator-ls-webhook-"))
-    settings = dataclasses.replace(load_settings(workspace=str(workspace)), db_url=args.db_url,
+    scratch = Path(tempfile.mkdtemp(prefix="curator-ls-webhook-"))
+    # the workspace of a running server is the one it serves media from (CURATOR_WORKSPACE); the
+    # database is always a fresh one
+    settings = dataclasses.replace(load_settings(workspace=str(args.workspace or scratch)),
+                                   db_url=args.db_url or f"sqlite:///{scratch / 'bench.db'}",
                                    labelstudio_webhook_secret=secrets.token_urlsafe(24))
     started = False
     if not (settings.labelstudio_token and server.health(settings.labelstudio_url)
             and _loopback_ok(Client.from_settings(settings))):
-        settings = dataclasses.replace(settings, labelstudio_url="http://127.0.0.1:8192",
+        settings = dataclasses.replace(settings, workspace=scratch, labelstudio_url="http://127.0.0.1:8192",
                                        labelstudio_token=secrets.token_hex(16))
         server.start(settings, timeout=600)
         started = True
@@ -139,6 +143,7 @@ def main() -> None:
         record = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "database": settings.database_url.split(":")[0],
             "create_to_db": stats(created), "update_to_db": stats(updated), "api_round_trip": stats(api),
+            "receiver": stats(list(backend.webhook_seconds)),
             "backend_calls": dict(backend.calls), "load_avg_1m": round(os.getloadavg()[0], 2),
             "cpus": os.cpu_count(), "python": platform.python_version(), "own_server": started,
         }

@@ -150,9 +150,12 @@ def _read_predictions(path: Path | None) -> dict | None:
 @click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(min=1), help="Tasks per import request.")
 @click.option("--recreate", is_flag=True, help="The project was deleted on the server: create it anew.")
 @click.option("--replace-deleted", is_flag=True, help="Push again samples whose task was deleted by hand.")
+@click.option("--overlap", type=click.IntRange(min=1), default=None,
+              help="Labelers per task (the project's maximum annotations; default 1 for a new project).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def push(ctx, number, dataset, project, label_config, predictions, batch_size, recreate, replace_deleted, as_json):
+def push(ctx, number, dataset, project, label_config, predictions, batch_size, recreate, replace_deleted, overlap,
+         as_json):
     """Push a selection round to Label Studio; each sample reaches a project exactly once.
 
     Safe to run again after an interruption: samples already on the server are
@@ -169,7 +172,7 @@ def push(ctx, number, dataset, project, label_config, predictions, batch_size, r
         settings, dataset, number, project=project,
         label_config=label_config.read_text() if label_config else None,
         predictions=_read_predictions(predictions), batch_size=batch_size,
-        recreate=recreate, replace_deleted=replace_deleted,
+        recreate=recreate, replace_deleted=replace_deleted, overlap=overlap,
     )
     if as_json:
         click.echo(json.dumps(report.as_dict()))

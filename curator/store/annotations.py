@@ -41,7 +41,7 @@ __all__ = [
     "dataset_info", "sample_files", "sample_rows", "latest_scores", "newest_trained_embeddings",
     "model_label", "newest_model_with_file", "naive_utc",
     "AnswerState", "EventRow", "project_by_external_id", "link_of_task", "answer_state", "claim_event", "set_event_outcome",
-    "deleted_by_event", "events_of", "stored_predictions",
+    "deleted_by_event", "events_of", "stored_predictions", "answers_of_project",
 ]
 
 _CHUNK = 5000
@@ -480,3 +480,15 @@ def stored_predictions(s: Session, sample_ids: Iterable[int]) -> dict[int, tuple
         if "prediction" in kinds:
             out[sid] = (int(kinds["prediction"]), float(kinds.get("confidence", 0.0)), mid)
     return out
+
+
+def answers_of_project(s: Session, tool: str, project: str) -> list[tuple[int, str, str]]:
+    """(sample id, annotator, label) of the project's live, not skipped answers (agreement's input);
+    an answer without annotator counts as its own labeler."""
+    rows = s.execute(
+        select(Annotation.sample_id, Annotation.annotator, Annotation.external_id, Annotation.label)
+        .join(TaskLink, TaskLink.id == Annotation.task_link_id)
+        .where(Annotation.tool == tool, TaskLink.tool == tool, TaskLink.project == project,
+               Annotation.deleted.is_(False), Annotation.skipped.is_(False))
+        .order_by(Annotation.id)).all()
+    return [(int(sid), who or f"annotation {ext}", label) for sid, who, ext, label in rows]

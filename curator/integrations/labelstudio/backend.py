@@ -31,6 +31,7 @@ import collections
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -139,6 +140,7 @@ class Backend(ThreadingHTTPServer):
         self.receiver = Receiver(settings, client)
         self.secret = secret
         self.calls: collections.Counter = collections.Counter()  # requests per path (tests, `status`)
+        self.webhook_seconds: collections.deque = collections.deque(maxlen=10_000)  # receiver time per event
         self.log = log or (lambda m: print(m, file=sys.stderr, flush=True))
         super().__init__((host, port), _Handler)
 
@@ -163,7 +165,10 @@ class Backend(ThreadingHTTPServer):
         if path == "/webhook":
             if not secret_ok(self.secret, headers):
                 return 403, {"error": "missing or wrong webhook secret"}
-            return 200, self.receiver.handle(body or {})
+            started = time.perf_counter()
+            answer = self.receiver.handle(body or {})
+            self.webhook_seconds.append(time.perf_counter() - started)
+            return 200, answer
         if path == "/setup":
             return 200, {"model_version": self.predictor.model_version()}
         if path == "/predict":
