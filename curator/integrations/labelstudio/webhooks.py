@@ -130,7 +130,8 @@ class Receiver:
         if by is None:
             return None
         if by not in self.users and self.client is not None:
-            self.users = {u.id: u.email for u in self.client.call("list users", self.client.sdk.users.list)}
+            self.users.update({u.id: u.email for u in self.client.call("list users", self.client.sdk.users.list)})
+            self.users.setdefault(by, str(by))  # a user the server does not list: asked once, as pull names it
         return self.users.get(by, str(by))
 
     def _upsert(self, project, action: str, ann: dict) -> dict[str, str]:
