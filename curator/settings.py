@@ -24,6 +24,7 @@ ENV = {
     "CURATOR_LABELSTUDIO_TIMEOUT": "labelstudio_timeout",
     "CURATOR_LABELSTUDIO_CONNECT_TIMEOUT": "labelstudio_connect_timeout",
     "CURATOR_LABELSTUDIO_RETRIES": "labelstudio_retries",
+    "CURATOR_LABELSTUDIO_WEBHOOK_SECRET": "labelstudio_webhook_secret",
     "CURATOR_EXECUTOR": "executor",
     "CURATOR_RAY_ADDRESS": "ray_address",
     "CURATOR_RAY_BATCH_SIZE": "ray_batch_size",
@@ -34,7 +35,7 @@ ENV = {
 #: Where the compute part of each step runs (curator.executors.EXECUTORS; kept here so the
 #: settings stay standard-library only).
 EXECUTORS = ("local", "ray")
-SECRET_FIELDS = frozenset({"labelstudio_token"})
+SECRET_FIELDS = frozenset({"labelstudio_token", "labelstudio_webhook_secret"})
 CONFIG_ENV = "CURATOR_CONFIG"
 DEFAULT_CONFIG_NAME = "curator.toml"
 
@@ -51,6 +52,8 @@ class Settings:
     labelstudio_connect_timeout: float = 10.0
     #: Retries after a failed request (connection error, 5xx, 429), with exponential backoff.
     labelstudio_retries: int = 2
+    #: Shared secret Label Studio sends (header X-Curator-Secret) with each webhook; curator's receiver checks it.
+    labelstudio_webhook_secret: str | None = dataclasses.field(default=None, repr=False)
     #: Where the compute part of each step runs: "local" (this process) or "ray" (a Ray cluster).
     executor: str = "local"
     #: The Ray cluster (host:port, ray://host:port or auto); unset starts or joins a local one.

@@ -64,6 +64,65 @@ def status(ctx, as_json):
         raise LabelStudioError(f"Label Studio at {info['url']} does not answer; start it with: curator labelstudio up")
 
 
+@labelstudio.command()
+@dataset_option(help="Dataset whose predictions the backend serves.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=9090, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
+@click.pass_context
+def backend(ctx, dataset, host, port):
+    """Serve curator as Label Studio's ML backend: /health, /setup, /predict and the /webhook receiver.
+
+    Predictions: the newest stored prediction of each task's sample, else one
+    computed then with the dataset's newest model. Annotation webhooks need the
+    secret CURATOR_LABELSTUDIO_WEBHOOK_SECRET. Runs until interrupted; connect it
+    to a project with `curator labelstudio connect`.
+    """
+    from curator.integrations.labelstudio.backend import Backend
+    from curator.integrations.labelstudio.client import Client
+    from curator.integrations.labelstudio.webhooks import require_secret
+    from curator.store.queries import dataset_id
+    from curator.store.session import transaction
+
+    settings = settings_from(ctx)
+    secret = require_secret(settings)
+    with transaction(settings) as s:
+        dataset_id(s, dataset)  # an unknown dataset fails here, in one line
+    client = Client.from_settings(settings) if settings.labelstudio_token else None
+    try:
+        server = Backend(settings, dataset, secret, host=host, port=port, client=client)
+    except OSError as exc:
+        from curator.exceptions import ValidationError
+
+        raise ValidationError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
+    click.echo(server.url, err=False)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@labelstudio.command()
+@dataset_option(required=False, help="Dataset whose default project to connect.")
+@name_option("--project", kind="project", help="Project title (default: the only project, or curator-<dataset>).")
+@click.option("--url", default="http://127.0.0.1:9090", show_default=True,
+              help="Where `curator labelstudio backend` listens, as the Label Studio server reaches it.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def connect(ctx, dataset, project, url, as_json):
+    """Connect a running backend to a project: annotation webhook (with the secret) and ML backend."""
+    from curator.integrations.labelstudio.backend import connect as do_connect
+
+    settings = settings_from(ctx)
+    info = do_connect(settings, _project_name(settings, project, dataset), url)
+    if as_json:
+        click.echo(json.dumps(info))
+    else:
+        click.echo(f"{info['project']} (id {info['project_id']}): ML backend {info['ml_backend_id']} and webhook "
+                   f"{info['webhook_id']} -> {info['url']}")
+
+
 def _read_predictions(path: Path | None) -> dict | None:
     """JSON object {sample_id: [label, score, model_version]}."""
     if path is None:
@@ -91,9 +150,12 @@ def _read_predictions(path: Path | None) -> dict | None:
 @click.option("--batch-size", default=2000, show_default=True, type=click.IntRange(min=1), help="Tasks per import request.")
 @click.option("--recreate", is_flag=True, help="The project was deleted on the server: create it anew.")
 @click.option("--replace-deleted", is_flag=True, help="Push again samples whose task was deleted by hand.")
+@click.option("--overlap", type=click.IntRange(min=1), default=None,
+              help="Labelers per task (the project's maximum annotations; default 1 for a new project).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def push(ctx, number, dataset, project, label_config, predictions, batch_size, recreate, replace_deleted, as_json):
+def push(ctx, number, dataset, project, label_config, predictions, batch_size, recreate, replace_deleted, overlap,
+         as_json):
     """Push a selection round to Label Studio; each sample reaches a project exactly once.
 
     Safe to run again after an interruption: samples already on the server are
@@ -110,7 +172,7 @@ def push(ctx, number, dataset, project, label_config, predictions, batch_size, r
         settings, dataset, number, project=project,
         label_config=label_config.read_text() if label_config else None,
         predictions=_read_predictions(predictions), batch_size=batch_size,
-        recreate=recreate, replace_deleted=replace_deleted,
+        recreate=recreate, replace_deleted=replace_deleted, overlap=overlap,
     )
     if as_json:
         click.echo(json.dumps(report.as_dict()))

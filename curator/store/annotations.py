@@ -24,6 +24,7 @@ from curator.store.schema import (
     Annotation,
     Dataset,
     EmbeddingSet,
+    LabelEvent,
     LabelProject,
     Model,
     Sample,
@@ -39,6 +40,8 @@ __all__ = [
     "annotations_of", "add_annotations", "change_annotations", "mark_deleted", "count_skipped", "agreed_labels",
     "dataset_info", "sample_files", "sample_rows", "latest_scores", "newest_trained_embeddings",
     "model_label", "newest_model_with_file", "naive_utc",
+    "AnswerState", "EventRow", "project_by_external_id", "link_of_task", "answer_state", "claim_event", "set_event_outcome",
+    "deleted_by_event", "events_of", "stored_predictions", "answers_of_project",
 ]
 
 _CHUNK = 5000
@@ -377,3 +380,115 @@ def newest_model_with_file(s: Session, dataset: str) -> int | None:
     recorded ``params["dataset"]``), or None. Models aggregate."""
     rows = s.execute(select(Model.id, Model.params).where(Model.path.is_not(None)).order_by(Model.id.desc()))
     return next((int(mid) for mid, params in rows if (params or {}).get("dataset") == dataset), None)
+
+
+# --------------------------------------------------------------------------- webhook events (issue 17)
+# The webhook receiver records each event once (``claim_event``) and applies it in the same
+# transaction with the answer functions above, so a redelivered event finds its key taken and
+# changes nothing, and a crash between the two leaves neither.
+
+
+@dataclasses.dataclass(frozen=True)
+class AnswerState:
+    """What an event must know of a stored answer: is it live, and how new is it (naive UTC)."""
+
+    id: int
+    deleted: bool
+    updated_at: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class EventRow:
+    event_key: str
+    action: str
+    annotation_id: str
+    outcome: str
+    received_at: dt.datetime
+
+
+def project_by_external_id(s: Session, tool: str, external_id: int) -> ProjectInfo | None:
+    """The recorded project whose id on the tool's server is ``external_id`` (a webhook names it so)."""
+    p = s.scalar(select(LabelProject).where(LabelProject.tool == tool, LabelProject.external_id == int(external_id))
+                 .order_by(LabelProject.id.desc()).limit(1))
+    return _project(p) if p is not None else None
+
+
+def link_of_task(s: Session, tool: str, project: str, task_id: int) -> tuple[int, int] | None:
+    """(link id, sample id) of the project's task ``task_id``, or None when curator did not push it."""
+    row = s.execute(select(TaskLink.id, TaskLink.sample_id).where(
+        TaskLink.tool == tool, TaskLink.project == project, TaskLink.task_id == int(task_id))).first()
+    return None if row is None else (int(row[0]), int(row[1]))
+
+
+def answer_state(s: Session, tool: str, external_id: str) -> AnswerState | None:
+    """The stored answer with the tool's id ``external_id``, or None."""
+    row = s.execute(select(Annotation.id, Annotation.deleted, Annotation.updated_at)
+                    .where(Annotation.tool == tool, Annotation.external_id == str(external_id))).first()
+    return None if row is None else AnswerState(int(row[0]), bool(row[1]), naive_utc(row[2]))
+
+
+def claim_event(s: Session, tool: str, project: str, key: str, action: str, annotation_id: str) -> bool:
+    """Record event ``key``; False when it was recorded already (a redelivery: apply nothing).
+
+    INSERT ... ON CONFLICT DO NOTHING on both databases: two deliveries at once both try, the
+    unique (tool, event_key) lets one in, the other waits for it and inserts nothing.
+    """
+    values = {"tool": tool, "project": project, "event_key": key, "action": action,
+              "annotation_id": str(annotation_id), "outcome": "pending", "received_at": utcnow()}
+    if s.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = (dialect_insert(LabelEvent).values(**values)
+            .on_conflict_do_nothing(index_elements=["tool", "event_key"]).returning(LabelEvent.id))
+    return s.execute(stmt).scalar() is not None
+
+
+def set_event_outcome(s: Session, tool: str, key: str, outcome: str) -> None:
+    """What the event did: added, updated, deleted, stale (older than what is stored), unlinked."""
+    s.execute(update(LabelEvent).where(LabelEvent.tool == tool, LabelEvent.event_key == key).values(outcome=outcome))
+
+
+def deleted_by_event(s: Session, tool: str, annotation_id: str) -> bool:
+    """Whether a delete event of this answer was received (its tombstone)."""
+    return s.scalar(select(func.count()).select_from(LabelEvent).where(
+        LabelEvent.tool == tool, LabelEvent.annotation_id == str(annotation_id),
+        LabelEvent.outcome.in_(("deleted", "gone")))) > 0
+
+
+def events_of(s: Session, tool: str, project: str) -> list[EventRow]:
+    """The project's received events, in order of arrival."""
+    return [EventRow(k, a, ann, o, naive_utc(r)) for k, a, ann, o, r in s.execute(
+        select(LabelEvent.event_key, LabelEvent.action, LabelEvent.annotation_id, LabelEvent.outcome,
+               LabelEvent.received_at).where(LabelEvent.tool == tool, LabelEvent.project == project)
+        .order_by(LabelEvent.id))]
+
+
+def stored_predictions(s: Session, sample_ids: Iterable[int]) -> dict[int, tuple[int, float, int]]:
+    """sample id -> (predicted class index, confidence, model id) by the newest model that stored a
+    prediction of the sample (scores of kinds "prediction" and "confidence"). Scores aggregate."""
+    ids = sorted({int(i) for i in sample_ids})
+    got: dict[tuple[int, int], dict[str, float]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        for sid, kind, value, mid in s.execute(
+            select(Score.sample_id, Score.kind, Score.value, Score.model_id)
+            .where(Score.sample_id.in_(ids[start: start + _CHUNK]), Score.kind.in_(("prediction", "confidence")),
+                   Score.model_id.is_not(None)).order_by(Score.id)):
+            got.setdefault((int(sid), int(mid)), {})[kind] = float(value)
+    out: dict[int, tuple[int, float, int]] = {}
+    for (sid, mid), kinds in sorted(got.items()):  # ascending model id: the newest model wins
+        if "prediction" in kinds:
+            out[sid] = (int(kinds["prediction"]), float(kinds.get("confidence", 0.0)), mid)
+    return out
+
+
+def answers_of_project(s: Session, tool: str, project: str) -> list[tuple[int, str, str]]:
+    """(sample id, annotator, label) of the project's live, not skipped answers (agreement's input);
+    an answer without annotator counts as its own labeler."""
+    rows = s.execute(
+        select(Annotation.sample_id, Annotation.annotator, Annotation.external_id, Annotation.label)
+        .join(TaskLink, TaskLink.id == Annotation.task_link_id)
+        .where(Annotation.tool == tool, TaskLink.tool == tool, TaskLink.project == project,
+               Annotation.deleted.is_(False), Annotation.skipped.is_(False))
+        .order_by(Annotation.id)).all()
+    return [(int(sid), who or f"annotation {ext}", label) for sid, who, ext, label in rows]

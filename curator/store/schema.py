@@ -385,3 +385,26 @@ class LabelProject(Base):
     image_field: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     pulled_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
+
+
+# -- webhook events (issue 17, migration 0007l17) ----------------------------------------------
+
+
+class LabelEvent(Base):
+    """One webhook event received from a labeling tool; (tool, event_key) is unique, so an event
+    delivered twice is recorded once. A delete's row is the tombstone that keeps a late, older
+    update from reviving the annotation."""
+
+    __tablename__ = "label_events"
+    __table_args__ = (
+        UniqueConstraint("tool", "event_key"),
+        Index("ix_label_events_tool_annotation_id", "tool", "annotation_id"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tool: Mapped[str] = mapped_column(String(50))
+    project: Mapped[str] = mapped_column(String(200))
+    event_key: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(50))
+    annotation_id: Mapped[str] = mapped_column(String(100))
+    outcome: Mapped[str] = mapped_column(String(20))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -46,6 +46,8 @@ class PullReport:
     unlinked_tasks: int = 0  # tasks on the server that curator did not push (ignored)
     labeled_samples: int = 0  # samples of the dataset with an agreed label
     disagreements: int = 0  # of which the annotators did not all agree
+    #: agreement between labelers on the project's tasks answered 2+ times (``agreement.report``)
+    agreement: dict | None = None
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -224,4 +226,8 @@ def _pull(settings, project: str, client: Client | None) -> PullReport:
         agreed = store.agreed_labels(s, dataset)
         report.labeled_samples = len(agreed)
         report.disagreements = sum(1 for _, agreement, _ in agreed.values() if agreement < 1.0)
+        answers = store.answers_of_project(s, TOOL, project)
+    from curator.integrations.labelstudio.agreement import report as agreement_report
+
+    report.agreement = agreement_report(answers)
     return report

@@ -250,8 +250,11 @@ def _task(cfg: LabelConfig, item: _Item, url: str, round_number: int, dataset: s
     return task
 
 
-def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_version):
-    """The server project of ``name``: recorded, found by title, or created. Returns its row values."""
+def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_version, overlap=None):
+    """The server project of ``name``: recorded, found by title, or created. Returns its row values.
+
+    ``overlap``: labelers per task (Label Studio's ``maximum_annotations``, on every task); set on
+    a new project, and on an existing one when given (so it can be raised between rounds)."""
     from curator.store import annotations as store
     from curator.store.session import transaction
 
@@ -267,6 +270,7 @@ def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_ve
                     f"project {name!r} already exists with another labeling configuration; "
                     "push to a new project (--project NAME) to use this one"
                 )
+            _set_overlap(client, pid, overlap)
             return pid
         except NotOnServer:
             if not recreate:
@@ -280,6 +284,7 @@ def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_ve
     found = client.find_projects(name)
     if found:  # created by a push that died before recording it
         pid = min(p["id"] for p in found)
+        _set_overlap(client, pid, overlap)
     else:
         kwargs = dict(
             title=name,
@@ -287,7 +292,8 @@ def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_ve
             description=f"curator dataset {ds.name}: selected samples, queue in rank order",
             sampling="Sequential sampling",
             show_collab_predictions=True,
-            maximum_annotations=1,
+            maximum_annotations=overlap or 1,
+            overlap_cohort_percentage=100,
         )
         if model_version:
             kwargs["model_version"] = model_version
@@ -297,6 +303,12 @@ def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_ve
         store.add_project(s, TOOL, name, external_id=pid, dataset_id=ds.id, label_config=cfg.xml,
                           from_name=cfg.from_name, to_name=cfg.to_name, image_field=cfg.image_field)
     return pid
+
+
+def _set_overlap(client, pid: int, overlap: int | None) -> None:
+    if overlap is not None:
+        client.http("PATCH", f"api/projects/{pid}", f"set {overlap} labelers per task",
+                    json={"maximum_annotations": int(overlap), "overlap_cohort_percentage": 100})
 
 
 def push(
@@ -312,6 +324,7 @@ def push(
     replace_deleted: bool = False,
     client: Client | None = None,
     lock_wait: float = LOCK_WAIT_S,
+    overlap: int | None = None,
 ) -> PushReport:
     """Send round ``number`` of ``dataset`` to the Label Studio project ``project`` (see module docstring).
 
@@ -320,7 +333,8 @@ def push(
     round's model are used if present. ``label_config``: a user XML
     configuration, validated against the dataset's classes. ``recreate``: the
     project was deleted on the server, make a new one. ``replace_deleted``:
-    push again samples whose task was deleted by hand.
+    push again samples whose task was deleted by hand. ``overlap``: how many labelers
+    answer each task (default: the project's setting; 1 for a new project).
 
     Two pushes to one project at once: the project's lock (``curator.store.locks``,
     held from the reconciliation to the last recorded link) makes the second
@@ -329,6 +343,8 @@ def push(
     """
     if batch_size < 1:
         raise ValidationError(f"batch_size must be >= 1, got {batch_size}")
+    if overlap is not None and (isinstance(overlap, bool) or int(overlap) != overlap or overlap < 1):
+        raise ValidationError(f"overlap must be a whole number of labelers >= 1, got {overlap!r}")
     given = (project, label_config, predictions)
     plan = _plan(settings, dataset, number, *given)  # everything checked before the server is touched
     client = client or Client.from_settings(settings)
@@ -336,7 +352,8 @@ def push(
     with hold(settings, f"{TOOL}:project:{plan.name}", wait=lock_wait, what=f"project {plan.name!r}",
               on_wait=lambda m: print(f"{m}...", file=sys.stderr, flush=True)):
         # read again under the lock: another push may have created the project or linked samples meanwhile
-        return _push(settings, _plan(settings, dataset, number, *given), client, batch_size, recreate, replace_deleted)
+        return _push(settings, _plan(settings, dataset, number, *given), client, batch_size, recreate, replace_deleted,
+                     overlap)
 
 
 @dataclasses.dataclass
@@ -379,7 +396,7 @@ def _plan(settings, dataset, number, project, label_config, predictions) -> _Pla
 
 
 def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool,
-          replace_deleted: bool) -> PushReport:
+          replace_deleted: bool, overlap: int | None = None) -> PushReport:
     """The push proper, under the project's lock: reconcile, import, record."""
     from curator.store.session import transaction
 
@@ -388,7 +405,8 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
     versions = sorted({str(p[2]) for p in predictions.values()})
     report = PushReport(project=name, project_id=0, round_id=round_id, dataset=ds_name, round=rnd_number,
                         selected=len(items), url=client.url)
-    pid = _resolve_project(client, settings, name, ds, cfg, recreate, report, versions[-1] if versions else None)
+    pid = _resolve_project(client, settings, name, ds, cfg, recreate, report, versions[-1] if versions else None,
+                           overlap)
     report.project_id = pid
 
     # 1. reconcile with the server by sample id

@@ -146,8 +146,35 @@ def server_env(settings, data: Path, user: str, password: str) -> dict[str, str]
         COLLECT_ANALYTICS="false",
         LABEL_STUDIO_DISABLE_TELEMETRY="true",
         PYTHONUNBUFFERED="1",
+        # curator's ML backend and webhook receiver listen on 127.0.0.1: let the server call that one
+        # address (Label Studio blocks every reserved network by default), nothing else of loopback
+        USE_DEFAULT_BANNED_SUBNETS="false",
+        USER_ADDITIONAL_BANNED_SUBNETS=",".join(banned_subnets()),
+        ML_BLOCK_LOCAL_IP="true",
     )
     return env
+
+
+#: Label Studio's default banned networks (core/utils/io.py ``validate_ip``), IPv4 and IPv6.
+_RESERVED = ("0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+             "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+             "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "233.252.0.0/24", "240.0.0.0/4",
+             "255.255.255.255/32", "::/128", "::1/128", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96",
+             "64:ff9b:1::/48", "100::/64", "2001::/32", "2001:20::/28", "2001:db8::/32", "2002::/16", "fc00::/7",
+             "fe80::/10", "ff00::/8")
+
+
+def banned_subnets() -> list[str]:
+    """The reserved networks minus 127.0.0.1 alone: the one address curator's callbacks bind."""
+    import ipaddress
+
+    out = []
+    for net in map(ipaddress.ip_network, _RESERVED):
+        if net.version == 4 and ipaddress.ip_address("127.0.0.1") in net:
+            out.extend(str(n) for n in net.address_exclude(ipaddress.ip_network("127.0.0.1/32")))
+        else:
+            out.append(str(net))
+    return out
 
 
 def _check_token(settings) -> str:
