@@ -35,6 +35,11 @@ BACKGROUND = (255, 255, 255)
 #: centre after scaling the short side (aspect kept, edges lost), or "pad" it with BACKGROUND.
 RESIZE_MODES = ("stretch", "crop", "pad")
 
+#: Threads that decode one batch's files (Pillow releases the GIL while decoding and resizing):
+#: 1.5-2.8x the sequential rate on a loaded 2-core machine (benchmarks/own_data/decode_speed.py),
+#: where a DataLoader with 2 worker processes was 3-4x slower than sequential (process start-up).
+DECODE_THREADS = min(4, os.cpu_count() or 1)
+
 _GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"})
 
 #: Largest image (width x height) curator decodes: PIL's own default, about 0.25 GB of RGB.
@@ -195,12 +200,12 @@ def frame(uris: Sequence[str], spec=None) -> tuple[str, tuple[int, int], str]:
 
 def iter_batches(uris: Sequence[str], batch_size: int = 256, *, mode: str | None = None,
                  size: tuple[int, int] | None = None, spec=None, resize: str | None = None,
-                 threads: int = 0, desc: str = "load images") -> Iterator[np.ndarray]:
+                 threads: int | None = None, desc: str = "load images") -> Iterator[np.ndarray]:
     """uint8 batches of ``batch_size`` images, decoded one batch at a time (memory: one batch).
 
     Every image goes to one frame: ``mode``/``size`` if given, else ``frame(uris, spec)``.
-    ``threads`` > 1 decodes a batch's files on that many threads (PIL releases the GIL while
-    decoding and resizing); never more than one batch is in flight.
+    ``threads`` (default ``DECODE_THREADS``) > 1 decodes a batch's files on that many threads;
+    never more than one batch is in flight.
     """
     if len(uris) == 0:
         return
@@ -209,7 +214,8 @@ def iter_batches(uris: Sequence[str], batch_size: int = 256, *, mode: str | None
         mode, size, resize = mode or fmode, size or fsize, resize or fresize
     resize = resize or getattr(getattr(spec, "input_spec", spec), "resize", None) or "stretch"
     pool = None
-    if threads and threads > 1:
+    threads = DECODE_THREADS if threads is None else threads
+    if threads > 1 and len(uris) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
         pool = ThreadPoolExecutor(max_workers=int(threads), thread_name_prefix="curator-decode")

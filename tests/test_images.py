@@ -3,6 +3,7 @@ decoding with memory bounded by the batch, and one clear line for a bad file."""
 
 from __future__ import annotations
 
+import threading
 import weakref
 
 import numpy as np
@@ -38,27 +39,31 @@ class _Watch:
 
     def __init__(self, monkeypatch):
         self.alive, self.peak, self.calls = 0, 0, 0
+        self.lock = threading.Lock()  # decoding runs on threads
         real = images.decode
 
         def decode(*a, **k):
             out = real(*a, **k)
-            self.calls += 1
-            self.alive += 1
-            self.peak = max(self.peak, self.alive)
+            with self.lock:
+                self.calls += 1
+                self.alive += 1
+                self.peak = max(self.peak, self.alive)
             weakref.finalize(out, self._gone)
             return out
 
         monkeypatch.setattr(images, "decode", decode)
 
     def _gone(self):
-        self.alive -= 1
+        with self.lock:
+            self.alive -= 1
 
 
-def test_mixed_pool_streams_in_batches_never_holding_more_than_one(tmp_path, monkeypatch):
+@pytest.mark.parametrize("threads", [0, 3])
+def test_mixed_pool_streams_in_batches_never_holding_more_than_one(tmp_path, monkeypatch, threads):
     uris = _mixed_pool(tmp_path / "pool")
     watch = _Watch(monkeypatch)
     spec = InputSpec(size=(24, 32), channels=3)
-    it = images.iter_batches(uris, 8, spec=spec)
+    it = images.iter_batches(uris, 8, spec=spec, threads=threads)
     first = next(it)
     assert first.shape == (8, 24, 32, 3) and first.dtype == np.uint8
     assert watch.calls == 8  # lazy: one batch decoded, not the pool
