@@ -133,7 +133,8 @@ def train_model(settings: Settings, dataset: str, sample_ids, labels, *, seed: i
             raise ValidationError(f"labels {unknown[:5]} are not classes of the model ({classes})")
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[x] for x in labels], dtype=np.int64)
-        adapter = train_classifier(_images(uris, init.adapter if init else None), y, num_classes=len(classes), seed=seed, epochs=epochs,
+        adapter = train_classifier(_images(uris, init.adapter if init else None), y, num_classes=len(classes),
+                                   seed=seed, epochs=epochs,
                                    steps=steps, device=device, classes=classes,
                                    init=init.adapter if init else None)
         path = adapter.save(_models_dir(settings) / f"{adapter.version}.pt")
