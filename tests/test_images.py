@@ -102,6 +102,16 @@ def test_exif_rotated_copy_decodes_the_same_as_the_upright_original(tmp_path, or
     assert orientation == 3 or stored.shape[:2] == (50, 30)  # the file really is turned
 
 
+def test_ingest_records_the_upright_size_of_an_exif_turned_file(tmp_path):
+    from curator.ingest.folder import read_record
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (50, 30)).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "t.jpg", exif=exif.tobytes())
+    rec = read_record(tmp_path / "t.jpg", tmp_path, None, False)
+    assert (rec.width, rec.height) == (50, 30) == images.decode(str(tmp_path / "t.jpg")).shape[1::-1]
+
+
 def test_transparency_is_composited_on_white(tmp_path):
     rgba = np.zeros((10, 10, 4), np.uint8)
     rgba[..., 0] = 200  # red, fully transparent on the left half, opaque on the right
