@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session
 
+from curator import images
 from curator.exceptions import NotFoundError, ValidationError
 from curator.settings import Settings
 from curator.steps import run_step
@@ -53,10 +54,9 @@ def compute_embeddings(settings: Settings, dataset: str, model, *, model_id: int
     Runs once per (dataset, model): a complete set is returned as it is. If
     samples were added since, the set is recomputed from the start. Each batch is
     one step: read its URIs, embed them and write them to the array on disk, then
-    record the rows done.
+    record the rows done. Every batch is decoded to one frame (``decode_for``): the
+    model's declared input, the rest from the dataset's first sample.
     """
-    from curator.images import load_images
-
     root = Path(settings.embeddings_dir)
     identity = model_identity(model) if model_id is None else None
 
@@ -76,8 +76,10 @@ def compute_embeddings(settings: Settings, dataset: str, model, *, model_id: int
             if existing.complete:
                 return existing
             start, dim = existing.done, existing.dim
+    first = run_step(settings, lambda s: store_samples.uris(s, ids[:1]))
+    frame = None if getattr(model, "any_size", False) else images.frame(first, model)
     if start == 0:
-        dim = int(model.embed(load_images(run_step(settings, lambda s: store_samples.uris(s, ids[:1])))).shape[1])
+        dim = int(model.embed(decode_for(first, frame, model)).shape[1])
         root.mkdir(parents=True, exist_ok=True)
         out_ids = store_emb.open_array(root, ids_name, np.int64, (len(ids),), "w+")
         out_ids[:] = ids
@@ -90,7 +92,7 @@ def compute_embeddings(settings: Settings, dataset: str, model, *, model_id: int
         chunk = ids[s0: s0 + batch_size]
 
         def compute(uris):
-            E = model.embed(load_images(uris))
+            E = model.embed(decode_for(uris, frame, model))
             if E.shape[1] != dim:
                 raise ValidationError(f"model {model.name} gave {E.shape[1]}-d embeddings, expected {dim}")
             norms = np.linalg.norm(E, axis=1, keepdims=True)
@@ -105,6 +107,16 @@ def compute_embeddings(settings: Settings, dataset: str, model, *, model_id: int
         embed_batch(s0)
     del vecs
     return run_step(settings, lambda s: store_emb.get(s, ds, model_id))
+
+
+def decode_for(uris, frame, model=None):
+    """COMPUTE: the images of ``uris`` as ``model`` takes them: one uint8 batch in ``frame``
+    ((mode, size, resize) from ``images.frame``), or, for a model that takes any size
+    (``any_size``: the cold-start embedder), a list of images at their own size."""
+    if frame is None:
+        return [images.decode(u) for u in uris]
+    mode, size, resize = frame
+    return images.load_images(list(uris), mode=mode, size=size, spec=getattr(model, "input_spec", None))
 
 
 def info(session: Session, dataset_id: int, model_id: int) -> EmbeddingInfo:
@@ -124,13 +136,16 @@ def load_latest(session: Session, settings: Settings, dataset_id: int):
 
 class ColdStartEmbedder:
     """``curator.coldstart`` as a model adapter, so its vectors can go to the store once
-    per dataset (``curator fiftyone sync`` stores them; dedup and rounds then read them)."""
+    per dataset (``curator fiftyone sync`` stores them; dedup and rounds then read them).
+    It takes images at their own size (``any_size``), as ``coldstart.embed_paths`` does."""
+
+    any_size = True
 
     def __init__(self):
         from curator import coldstart
 
         self.name = coldstart.MODEL_NAME
-        self.version = f"thumb{coldstart.THUMB_SIDE}"
+        self.version = coldstart.VERSION
 
     def embed(self, images) -> np.ndarray:
         from curator import coldstart

@@ -76,21 +76,26 @@ def shard_seed(seed: int, round: int, shard: int) -> int:
     return seeds.derive(seed, round=round, stage="score", shard=shard)
 
 
-def image_format(uris: Sequence[str]) -> tuple[str, tuple[int, int]]:
-    """(mode, (H, W)) of the pool's first image: every shard decodes to it, as one
-    ``load_images`` over the whole pool would, so shards stack and agree."""
-    from curator.images import load_image
+def image_format(uris: Sequence[str], adapter=None) -> tuple[str, tuple[int, int]]:
+    """(mode, (H, W)) every shard decodes to: what the model's ``InputSpec`` declares, the rest
+    from the pool's first image (``curator.images.frame``), so shards stack and agree."""
+    from curator.images import frame
 
-    first = load_image(uris[0])
-    return ("L" if first.ndim == 2 else "RGB"), tuple(first.shape[:2])
+    mode, size, _ = frame(uris, adapter)
+    return mode, size
 
 
 def predict_shard(adapter, uris: Sequence[str], *, mc_samples: int, seed: int, mode: str,
                   size: tuple[int, int]):
-    """Predictions of one shard: decoded here, so memory is bounded by the shard."""
+    """Predictions of one shard: decoded here, so memory is bounded by the shard. What the
+    model's ``InputSpec`` declares (channels, size, resize mode) overrides ``mode``/``size``, so
+    every executor decodes a pool the same way whatever it computed up front."""
     from curator.images import load_images
 
-    images = load_images(list(uris), mode=mode, size=tuple(size))
+    spec = getattr(adapter, "input_spec", None)
+    mode = {1: "L", 3: "RGB"}.get(getattr(spec, "channels", None), mode)
+    size = getattr(spec, "size", None) or size
+    images = load_images(list(uris), mode=mode, size=tuple(size), spec=spec)
     return adapter.predict(images, mc_samples=mc_samples, seed=seed)
 
 
@@ -183,7 +188,7 @@ class LocalExecutor:
             from curator.models import load_classifier
 
             adapter = load_classifier(model_path)
-        mode, size = image_format(uris)
+        mode, size = image_format(uris, adapter)
         parts = [predict_shard(adapter, uris[a:b], mc_samples=mc_samples, seed=shard_seed(seed, round, k),
                                mode=mode, size=size)
                  for k, (a, b) in enumerate(shard_bounds(len(uris)))]

@@ -87,11 +87,19 @@ def _classes(stored: list[str], labels) -> list[str]:
     return list(stored) + extra
 
 
-def _images(uris: list[str]) -> np.ndarray:
-    """COMPUTE: decode the images at ``uris`` (no database)."""
+def _images(uris: list[str], adapter=None) -> np.ndarray:
+    """COMPUTE: decode the images at ``uris`` as ``adapter``'s InputSpec declares (no database)."""
     from curator.images import load_images
 
-    return load_images(uris)
+    return load_images(uris, spec=getattr(adapter, "input_spec", None))
+
+
+def _probs(adapter, uris: list[str]) -> np.ndarray:
+    """COMPUTE: the model's probabilities on ``uris``, decoded batch by batch (memory: one batch)."""
+    from curator.images import iter_batches
+
+    return np.concatenate([adapter.predict_proba(b) for b in
+                           iter_batches(uris, 1024, spec=getattr(adapter, "input_spec", None), desc="test error")])
 
 
 def train_model(settings: Settings, dataset: str, sample_ids, labels, *, seed: int = 0,
@@ -125,7 +133,8 @@ def train_model(settings: Settings, dataset: str, sample_ids, labels, *, seed: i
             raise ValidationError(f"labels {unknown[:5]} are not classes of the model ({classes})")
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[x] for x in labels], dtype=np.int64)
-        adapter = train_classifier(_images(uris), y, num_classes=len(classes), seed=seed, epochs=epochs,
+        adapter = train_classifier(_images(uris, init.adapter if init else None), y, num_classes=len(classes),
+                                   seed=seed, epochs=epochs,
                                    steps=steps, device=device, classes=classes,
                                    init=init.adapter if init else None)
         path = adapter.save(_models_dir(settings) / f"{adapter.version}.pt")
@@ -189,7 +198,7 @@ def test_error(settings: Settings, dataset: str, model, *, split: str | None = "
             raise ValidationError(f"dataset {dataset!r} has no samples with ground truth in split {split!r}")
         index = {c: i for i, c in enumerate(model.classes)}
         y = np.array([index.get(str(g), -1) for g in truth.labels])
-        P = model.adapter.predict_proba(_images(uris))  # COMPUTE: model
+        P = _probs(model.adapter, uris)  # COMPUTE: model
         return float((P.argmax(1) != y).mean())
 
     return run_step(settings, read, compute)

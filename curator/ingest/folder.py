@@ -64,6 +64,8 @@ def read_record(path: Path, root: Path, split: str | None, class_folders: bool,
         with open_image(io.BytesIO(data), path, limit) as img:
             img.load()
             width, height, mode = img.width, img.height, img.mode
+            if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF says: turn a quarter; decode does
+                width, height = height, width
     except ValidationError:
         raise
     except FileNotFoundError:
