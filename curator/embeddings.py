@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.orm import Session
 
-from curator.exceptions import NotFoundError, ValidationError
+from curator.exceptions import MissingExtraError, NotFoundError, ValidationError
 from curator.settings import Settings
 from curator.steps import run_step
 from curator.store import embeddings as store_emb
@@ -294,6 +294,46 @@ def _content_hash(*arrays) -> str:
     return h.hexdigest()
 
 
+def _read_source(source, what: str, ids):
+    """(keys, checked array) of a ``--from`` source: files by ``curator.precomputed``, a FiftyOne field here."""
+    from curator import precomputed
+
+    if not str(source).startswith("fiftyone:"):
+        return precomputed.read(source, what, ids=ids)
+    if what != "embeddings" or ids is not None:
+        raise ValidationError(f"--from {source}: a FiftyOne field gives embeddings (curator embed --from), "
+                              "matched by file path; drop --ids")
+    keys, X = _read_fiftyone(str(source))
+    return keys, precomputed.check_array(X, str(source), what, len(keys))
+
+
+def _read_fiftyone(source: str):
+    spec = source[len("fiftyone:"):]
+    name, dot, field = spec.rpartition(".")
+    if not dot or not name or not field:
+        raise ValidationError(f"--from {source}: write fiftyone:DATASET.FIELD (e.g. fiftyone:photos.clip_embedding)")
+    try:
+        import fiftyone as fo
+    except ImportError:
+        raise MissingExtraError("fiftyone", "fiftyone") from None
+    if not fo.dataset_exists(name):
+        raise ValidationError(f"--from {source}: FiftyOne has no dataset {name!r}; known: "
+                              f"{', '.join(fo.list_datasets()[:10]) or 'none'}")
+    ds = fo.load_dataset(name)
+    if not ds.has_sample_field(field):
+        raise ValidationError(f"--from {source}: FiftyOne dataset {name!r} has no field {field!r}")
+    values = ds.values(field)
+    if any(v is None for v in values):
+        missing = sum(v is None for v in values)
+        raise ValidationError(f"--from {source}: {missing} samples have no {field!r}; compute it for every sample")
+    try:
+        X = np.array([np.asarray(v, dtype=np.float64).ravel() for v in values])
+    except (TypeError, ValueError):
+        raise ValidationError(f"--from {source}: field {field!r} is not a numeric vector per sample") from None
+    return [str(p) for p in ds.values("filepath")], X
+
+
+
 def import_embeddings(settings: Settings, dataset: str, source: str, *, name: str | None = None,
                       ids=None) -> EmbeddingInfo:
     """Store embeddings computed elsewhere (``curator.precomputed``: .npy + ids, .npz, Parquet, a
@@ -309,7 +349,7 @@ def import_embeddings(settings: Settings, dataset: str, source: str, *, name: st
 
     from curator import precomputed
 
-    keys, X = precomputed.read(source, "embeddings", ids=ids)
+    keys, X = _read_source(source, "embeddings", ids)
     name = _import_name(name, str(source))
     ds, rows = run_step(settings, lambda s: (lambda d: (d, store_samples.listing(s, d)))(_dataset_id(s, dataset)))
     if not len(rows.ids):
@@ -362,7 +402,7 @@ def import_predictions(settings: Settings, dataset: str, source: str, *, name: s
     from curator.pool import Pool
     from curator.rounds import predictions_of, scores_of
 
-    keys, X = precomputed.read(source, "probs", ids=ids)
+    keys, X = _read_source(source, "probs", ids)
     name = _import_name(name, str(source))
 
     def read(s):

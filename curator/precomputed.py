@@ -8,7 +8,7 @@ A team that already ran its model brings the outputs instead of the model:
 * ``.parquet`` (needs pyarrow): a column ``id`` or ``uri`` and a list column ``embedding``
   (or ``probs``);
 * ``fiftyone:DATASET.FIELD`` (needs fiftyone): a vector field of a FiftyOne dataset, its samples
-  matched by file path.
+  matched by file path (read in ``curator.embeddings``: the core never imports fiftyone).
 
 ``read`` returns the rows' keys (sample ids or URIs) and the float array, every value checked
 here: 2-D, numeric, finite, at least one row, keys as many as rows. Matching the keys to a
@@ -24,7 +24,7 @@ import numpy as np
 
 from curator.exceptions import MissingExtraError, ValidationError
 
-__all__ = ["read", "match", "check_probs", "FORMATS"]
+__all__ = ["read", "match", "check_array", "check_probs", "FORMATS"]
 
 FORMATS = ".npy (with --ids), .npz, .parquet, fiftyone:DATASET.FIELD"
 _ARRAY = {"embeddings": ("embeddings", "embedding"), "probs": ("probs", "probabilities")}
@@ -33,8 +33,8 @@ _ARRAY = {"embeddings": ("embeddings", "embedding"), "probs": ("probs", "probabi
 def read(source: str, what: str = "embeddings", ids=None) -> tuple[np.ndarray | list[str], np.ndarray]:
     """(keys, float64 array (n, d)) of ``source``; ``what`` is "embeddings" or "probs"."""
     source = str(source)
-    if source.startswith("fiftyone:"):
-        keys, X = _read_fiftyone(source, what)
+    if source.startswith("fiftyone:"):  # read in curator.embeddings (the core never imports fiftyone)
+        raise ValidationError(f"--from {source}: a FiftyOne field is read by curator.embeddings.import_embeddings")
     else:
         path = Path(source).expanduser()
         if not path.is_file():
@@ -54,7 +54,7 @@ def read(source: str, what: str = "embeddings", ids=None) -> tuple[np.ndarray | 
             raise ValidationError(f"--from {source}: unknown format {suffix or '(no suffix)'}; give a {FORMATS} file")
         if ids is not None and suffix != ".npy":
             raise ValidationError(f"--from {source}: --ids goes with a .npy file only (this file names its samples)")
-    return keys, _check_array(X, source, what, len(keys))
+    return keys, check_array(X, source, what, len(keys))
 
 
 def _load_npy(path: Path) -> np.ndarray:
@@ -142,33 +142,7 @@ def _read_parquet(path: Path, what: str):
     return _keys(np.array(table.column(key).to_pylist()), f"{path}[{key}]"), X
 
 
-def _read_fiftyone(source: str, what: str):
-    spec = source[len("fiftyone:"):]
-    name, dot, field = spec.rpartition(".")
-    if not dot or not name or not field:
-        raise ValidationError(f"--from {source}: write fiftyone:DATASET.FIELD (e.g. fiftyone:photos.clip_embedding)")
-    try:
-        import fiftyone as fo
-    except ImportError:
-        raise MissingExtraError("fiftyone", "fiftyone") from None
-    if not fo.dataset_exists(name):
-        raise ValidationError(f"--from {source}: FiftyOne has no dataset {name!r}; known: "
-                              f"{', '.join(fo.list_datasets()[:10]) or 'none'}")
-    ds = fo.load_dataset(name)
-    if not ds.has_sample_field(field):
-        raise ValidationError(f"--from {source}: FiftyOne dataset {name!r} has no field {field!r}")
-    values = ds.values(field)
-    if any(v is None for v in values):
-        missing = sum(v is None for v in values)
-        raise ValidationError(f"--from {source}: {missing} samples have no {field!r}; compute it for every sample")
-    try:
-        X = np.array([np.asarray(v, dtype=np.float64).ravel() for v in values])
-    except (TypeError, ValueError):
-        raise ValidationError(f"--from {source}: field {field!r} is not a numeric vector per sample") from None
-    return [str(p) for p in ds.values("filepath")], X
-
-
-def _check_array(X, source: str, what: str, n_keys: int) -> np.ndarray:
+def check_array(X, source: str, what: str, n_keys: int) -> np.ndarray:
     X = np.asarray(X)
     if X.dtype.kind not in "fiu" or X.dtype == bool:
         raise ValidationError(f"--from {source}: the {what} are {X.dtype}, not numbers; store floats")
