@@ -372,3 +372,53 @@ def test_model_spec_ships_to_executors_pickled(tmp_path, user_path):
     assert np.allclose(a.probs, b.probs) and np.allclose(a.mc_probs, b.mc_probs)
     with pytest.raises(ValidationError, match="pass the model"):
         LocalExecutor().predict(uris, None, mc_samples=0, seed=0, round=0)
+
+
+class _Scripted(torch.nn.Module):
+    """A TorchScript-able digit model with dropout and an exported embedding."""
+
+    def __init__(self):
+        super().__init__()
+        self.flat = torch.nn.Flatten()
+        self.fc1 = torch.nn.Linear(256, 16)
+        self.drop = torch.nn.Dropout(0.3)
+        self.fc2 = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc2(self.drop(torch.relu(self.fc1(self.flat(x)))))
+
+    @torch.jit.export
+    def embed(self, x):
+        return torch.relu(self.fc1(self.flat(x)))
+
+
+@pytest.mark.slow
+def test_ray_ships_the_model_spec_and_equals_local(ray_address, tmp_path, monkeypatch):
+    """A TorchScript model given by spec: Ray's model actors build it from the pickled ModelSpec
+    (no .pt of the built-in CNN involved) and give the local answer, shard for shard."""
+    import ray
+    from PIL import Image
+
+    from curator import executors as ex
+    from curator.models import ModelSpec
+
+    monkeypatch.setattr(ex, "SHARD_SIZE", 16)
+    rng = np.random.default_rng(3)
+    uris = []
+    for i in range(40):
+        p = tmp_path / f"im{i}.png"
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(p)
+        uris.append(str(p))
+    path = tmp_path / "m.ts"
+    torch.jit.save(torch.jit.script(_Scripted().eval()), str(path), _extra_files={"curator.json": json.dumps(
+        {"input_spec": {"size": [16, 16], "channels": 1}, "classes": [str(i) for i in range(10)]})})
+    spec = ModelSpec.parse(str(path))
+    want = ex.LocalExecutor().predict(uris, spec, mc_samples=3, seed=5, round=2)
+    executor = ex.get_executor("ray", address=ray_address, concurrency=2, num_cpus=1, batch_size=1)
+    try:
+        got = executor.predict(uris, spec, mc_samples=3, seed=5, round=2)
+    finally:
+        ray.shutdown()
+    np.testing.assert_allclose(got.probs, want.probs, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got.embeddings, want.embeddings, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got.mc_probs, want.mc_probs, rtol=0, atol=1e-5)
