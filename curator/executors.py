@@ -3,8 +3,9 @@
 A step is read -> compute -> write; the compute part is one of three array functions, and an
 executor runs them:
 
-* ``predict(uris, model_path, *, mc_samples, seed, round, adapter=None) -> Predictions``:
-  decode, embed, class probabilities and MC-dropout probabilities of the pool;
+* ``predict(uris, model, *, mc_samples, seed, round, adapter=None) -> Predictions``:
+  decode, embed, class probabilities and MC-dropout probabilities of the pool; ``model`` is a
+  picklable ``curator.models.ModelSpec`` (or a built-in CNN ``.pt`` path), loaded where it runs;
 * ``self_pairs(x, threshold, *, exact=None, seed=0) -> (i, j, sims, info)``: the near-duplicate
   self-join (contract of ``curator.index.self_pairs``);
 * ``select(policy, pool, budget, *, seed) -> (positions, values)``: a policy's choice
@@ -34,7 +35,7 @@ from curator.settings import EXECUTORS  # the names accepted (CURATOR_EXECUTOR, 
 __all__ = [
     "SHARD_SIZE", "EXECUTORS", "Executor", "LocalExecutor", "get_executor",
     "shard_bounds", "shard_seed", "image_format", "predict_shard", "concat_predictions",
-    "prepare_select", "shard_candidates", "merge_candidates",
+    "prepare_select", "shard_candidates", "merge_candidates", "load_shipped",
 ]
 
 #: Pool positions per shard: the unit of work and of randomness. Fixed (not a knob) because a
@@ -122,6 +123,18 @@ def _check_predict(uris, mc_samples, seed, round) -> list[str]:
     return uris
 
 
+def load_shipped(model):
+    """The adapter of what a step ships to a worker: a ``curator.models.ModelSpec`` (any model a spec
+    names: it pickles, and builds the same adapter in every process) or a built-in CNN ``.pt`` path."""
+    from curator.models import ModelSpec, load_classifier
+
+    if model is None:
+        raise ValidationError("predict: pass the model (a ModelSpec or a .pt file saved by curator) or adapter")
+    if isinstance(model, ModelSpec):
+        return model.load()
+    return load_classifier(model)
+
+
 # --------------------------------------------------------------------------- select pieces
 
 
@@ -183,11 +196,7 @@ class LocalExecutor:
     def predict(self, uris, model_path=None, *, mc_samples: int, seed: int, round: int, adapter=None):
         uris = _check_predict(uris, mc_samples, seed, round)
         if adapter is None:
-            if model_path is None:
-                raise ValidationError("predict: pass model_path (a .pt file saved by curator) or adapter")
-            from curator.models import load_classifier
-
-            adapter = load_classifier(model_path)
+            adapter = load_shipped(model_path)
         mode, size = image_format(uris, adapter)
         parts = [predict_shard(adapter, uris[a:b], mc_samples=mc_samples, seed=shard_seed(seed, round, k),
                                mode=mode, size=size)

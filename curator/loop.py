@@ -90,6 +90,8 @@ class LoopConfig:
     project: str | None = None  # Label Studio project title; default "curator-<dataset>"
     subsample: int | None = 2000  # candidates scored per round (None: the whole pool)
     baseline: bool = False  # also train on random picks of the same sizes: the report's baseline
+    model: str | None = None  # a model spec (curator.models): None, the built-in CNN and its recipe
+    weights: str | None = None  # the spec's weights file (package.module:factory, smallcnn)
 
     def check(self) -> None:
         if self.labeler not in LABELERS:
@@ -284,6 +286,9 @@ def _test_error(settings, cfg: LoopConfig, model) -> float:
 def train(settings, cfg: LoopConfig, ids, labels):
     from curator import rounds
 
+    if cfg.model is not None:  # the user's model: trained by its fit hook, else used frozen
+        return rounds.train_own_model(settings, cfg.dataset, cfg.model, ids, labels, seed=cfg.seed,
+                                      weights=cfg.weights)
     return rounds.train_model(settings, cfg.dataset, ids, labels, seed=cfg.seed, epochs=cfg.epochs)
 
 
@@ -291,8 +296,8 @@ def select_next(settings, cfg: LoopConfig, ds: int, model) -> int:
     """Score the pool, select a batch without near duplicates; return the new round's number."""
     from curator import rounds
 
-    scored = rounds.score_pool(settings, cfg.dataset, model, split=cfg.pool_split,
-                               subsample=cfg.subsample, seed=cfg.seed)
+    scored = rounds.score_pool(settings, cfg.dataset, model, split=cfg.pool_split, subsample=cfg.subsample,
+                               seed=cfg.seed, mc_samples=rounds.mc_samples_for(model, cfg.policy, 20, explicit=False))
     budget = min(cfg.budget, len(scored.sample_ids))
     result = rounds.select_round(settings, cfg.dataset, model, budget=budget, policy=cfg.policy, seed=cfg.seed,
                                  split=cfg.pool_split, subsample=cfg.subsample, at_most=True, scored=scored)

@@ -35,7 +35,7 @@ from curator.store.queries import dataset_id
 __all__ = [
     "TrainedModel", "ScoredPool", "RoundResult", "train_model", "load_model", "test_error",
     "pool_ids", "policy_from", "check_pool_args", "score_pool", "select_round", "round_items", "drop_duplicates",
-    "drop_duplicates_in", "scores_of", "predictions_of",
+    "drop_duplicates_in", "scores_of", "predictions_of", "train_own_model", "trains", "mc_samples_for",
 ]
 
 #: Rounds whose selected samples are still waiting for labels.
@@ -53,6 +53,9 @@ class TrainedModel:
     adapter: object  # a curator.models.CNNAdapter (or any ModelAdapter)
     classes: list[str]
     path: str | None = None
+    #: what an executor ships to its workers (a picklable ``curator.models.ModelSpec``); None: the
+    #: built-in CNN's weights file at ``path``
+    spec: object = None
 
 
 @dataclasses.dataclass
@@ -149,39 +152,101 @@ def train_model(settings: Settings, dataset: str, sample_ids, labels, *, seed: i
     return run_step(settings, read, compute, write)
 
 
-def load_model(settings: Settings, model: int | str | Path | TrainedModel) -> TrainedModel:
-    """A TrainedModel from a model id, a saved ``.pt`` file, a model's name or a TrainedModel (as is).
+def load_model(settings: Settings, model, *, weights=None, dataset: str | None = None) -> TrainedModel:
+    """A TrainedModel from a model id, a model spec (``curator.models.resolve_model``: a curator
+    ``.pt`` file, ``package.module:factory``, a TorchScript file, a registered name) with optional
+    ``weights``, a recorded model name or path, or a TrainedModel (as is).
 
-    A file that exists is loaded (and registered if new); anything else is looked up with
-    ``curator.store.models.get`` (id, name or recorded path: the one way a model is found).
+    The model is registered (once per weights) with its spec, so ``--model <id>`` later builds the
+    same model again. ``dataset`` gives a model that declares no classes the dataset's class list.
+    The work is in ``curator.embeddings.resolve_trained`` (one read, the model built with no
+    session, one write).
     """
-    from curator.embeddings import model_identity
-    from curator.models import load_classifier
+    from curator.embeddings import resolve_trained
 
     if isinstance(model, TrainedModel):
         return model
-    is_id = isinstance(model, int) or (isinstance(model, str) and model.isdigit())
+    model_id, adapter, classes, path, spec = resolve_trained(settings, model, weights=weights, dataset=dataset)
+    return TrainedModel(model_id=model_id, adapter=adapter, classes=classes, path=path, spec=spec)
 
-    def read(s):
-        if not is_id and Path(str(model)).is_file():
-            return str(model)
-        row = store_models.get(s, model) if is_id else store_models.find(s, model)
-        if row is None:  # neither a file nor a recorded name or path: load_classifier names the missing file
-            return str(model)
-        if not row.path:
-            raise NotFoundError(f"model {model} has no weights file recorded; pass the .pt file instead")
-        return row.path
 
-    def compute(path):
-        adapter = load_classifier(path)
-        return adapter, path, model_identity(adapter)
+def trains(model: TrainedModel) -> str | None:
+    """How ``model`` learns from labels: "fit hook" (its module's ``fit``), "built-in recipe" (the
+    built-in CNN), or None: a model used frozen (scores and embeddings only)."""
+    from curator.models.spec import fit_hook
+
+    if model.spec is None or model.spec.kind in ("builtin", "file"):
+        return "built-in recipe"
+    return "fit hook" if fit_hook(model.spec) is not None else None
+
+
+def mc_samples_for(model: TrainedModel, policy: str | None, asked: int, *, explicit: bool = True) -> int:
+    """The MC-dropout passes to ask ``model`` for: ``asked``, or 0 for a model without dropout when
+    the number was a default and ``policy`` does not need them; a policy that needs them with such a
+    model is one ValidationError naming both (not an answer with BALD zero everywhere)."""
+    has_dropout = getattr(model.adapter, "has_dropout", True)
+    if has_dropout or not asked:
+        return asked
+    needs = policy is not None and "mc_probs" in policy_from(policy).requires
+    if needs or explicit:
+        what = f"policy {policy!r} needs MC-dropout samples" if needs else f"--mc {asked} asks for MC-dropout samples"
+        raise ValidationError(f"{what}, but model {getattr(model.adapter, 'name', model.model_id)} has no dropout "
+                              "layer; use a policy that does not need mc_probs (entropy, margin, least_confidence, "
+                              "novelty, kcenter, badge, typical, coverage, curator) with --mc 0, or add "
+                              "torch.nn.Dropout before the model's last layer")
+    return 0
+
+
+def train_own_model(settings: Settings, dataset: str, model, sample_ids, labels, *, seed: int = 0,
+                    weights=None) -> TrainedModel:
+    """A model given by spec, for ``labels``: trained by its fit hook (``curator.models.spec.fit_hook``)
+    from the spec's weights, saved to ``<workspace>/models/<checksum>.state.pt`` and registered with
+    the trained weights in its spec; without a hook the model as given (used frozen).
+
+    One step: read the samples' URIs; load their images and run the hook; register the model.
+    """
+    import torch
+
+    from curator.embeddings import file_sha256, model_identity
+    from curator.images import load_image
+    from curator.models.spec import ModelSpec, fit_hook, run_fit_hook, spec_record
+
+    base = load_model(settings, model, weights=weights, dataset=dataset)
+    hook = fit_hook(base.spec) if base.spec is not None else None
+    if hook is None:
+        return base
+    sample_ids = [int(i) for i in sample_ids]
+    labels = [str(x) for x in labels]
+    if not sample_ids:
+        raise ValidationError("no labeled samples to train on; label some first")
+    index = {c: i for i, c in enumerate(base.classes)}
+    unknown = sorted(set(labels) - set(index))
+    if unknown:
+        raise ValidationError(f"labels {unknown[:5]} are not classes of model {base.spec} ({base.classes}); "
+                              "declare the full class list")
+
+    def compute(uris):
+        images = [load_image(u) for u in uris]  # a list: the model's declared input resizes each
+        y = [index[x] for x in labels]
+        module = run_fit_hook(hook, base.adapter, images, y, classes=base.classes, seed=seed, label=str(base.spec))
+        path = _models_dir(settings) / f"{model_identity(base.adapter)[1]}-{seed}-{len(y)}.tmp"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, path)
+        final = path.with_name(f"{file_sha256(path)[:16]}.state.pt")  # named by content: the same training, one file
+        path.replace(final)
+        trained = ModelSpec(base.spec.kind, base.spec.target, str(final), dict(base.spec.options))
+        adapter = trained.load()  # from the file, as every worker will build it
+        return adapter, trained, model_identity(adapter), len(y)
 
     def write(s, result):
-        adapter, path, (name, version, checksum) = result
-        model_id = store_models.register(s, name, version, checksum=checksum, path=path).id
-        return TrainedModel(model_id=model_id, adapter=adapter, classes=[str(c) for c in adapter.classes], path=path)
+        adapter, trained, (name, version, checksum), n = result
+        params = {"spec": spec_record(trained), "weights_sha256": file_sha256(trained.weights), "seed": seed,
+                  "n_labels": n, "dataset": dataset, "trained_by": "fit hook"}
+        row = store_models.register(s, name, version, checksum=checksum, path=trained.weights, params=params)
+        return TrainedModel(model_id=row.id, adapter=adapter, classes=base.classes, path=trained.weights,
+                            spec=trained)
 
-    return run_step(settings, read, compute, write)
+    return run_step(settings, lambda s: store_samples.uris(s, sample_ids), compute, write)
 
 
 def test_error(settings: Settings, dataset: str, model, *, split: str | None = "test") -> float:
@@ -281,12 +346,14 @@ class _PoolRead:
     uris: list[str] | None  # of ``ids``, to score them (None: scores given)
     cold: tuple | None  # (stored, uris) of ids + taken for dedup
     labeled: tuple | None  # (stored, uris) of taken: the model's embeddings of labeled samples
+    vectors: np.ndarray | None = None  # stored embeddings of ``ids`` (imported: no model to run)
 
 
 def _read_pool(s: Session, settings, dataset, split, subsample, seed, model_id, *, dedup, scored,
-               only=None) -> _PoolRead:
+               only=None, stored: bool = False) -> _PoolRead:
     """READ: the pool of the next round and everything its scoring needs (see ``_PoolRead``);
-    ``only``: sample ids the pool is narrowed to (None: all)."""
+    ``only``: sample ids the pool is narrowed to (None: all); ``stored``: the embeddings of the pool too
+    (a set imported with ``curator embed --from``)."""
     ds = dataset_id(s, dataset)
     pool, taken = store_samples.pool_ids(s, ds, split)
     if only is not None:
@@ -305,8 +372,13 @@ def _read_pool(s: Session, settings, dataset, split, subsample, seed, model_id, 
         labeled = _stored_or_uris(s, settings, ds, model_id, taken) if len(taken) else None
     cold = _cold_read(s, settings, ds, np.concatenate([ids, taken])) if dedup and (len(ids) >= 2 or len(taken)) \
         else None
+    vectors = None
+    if stored and len(ids):
+        from curator.store import embeddings as store_emb
+
+        vectors = store_emb.vectors_of(s, settings.embeddings_dir, ds, model_id, ids)
     return _PoolRead(dataset_id=ds, number=number, classes=store_samples.classes(s, ds), pool_size=len(pool),
-                     ids=ids, taken=taken, uris=uris, cold=cold, labeled=labeled)
+                     ids=ids, taken=taken, uris=uris, cold=cold, labeled=labeled, vectors=vectors)
 
 
 def _build_pool(got: _PoolRead, model: TrainedModel, seed: int, mc_samples: int, scored=None, executor=None):
@@ -333,21 +405,25 @@ def _build_pool(got: _PoolRead, model: TrainedModel, seed: int, mc_samples: int,
     if scored is not None:
         return ids[keep], scored.pool.subset(keep) if removed else scored.pool, removed
     ids = ids[keep]
+    if model.adapter is None:  # imported embeddings: the pool is the stored vectors, no model runs
+        L = got.labeled[0] if got.labeled is not None else None
+        return ids, Pool(embeddings=got.vectors[keep], labeled_embeddings=L, ids=ids), removed
     uris = [got.uris[i] for i in keep.tolist()]
-    # COMPUTE: the model, on the executor (Ray ships the weights file to its model actors)
+    # COMPUTE: the model, on the executor (Ray ships the model spec, or the weights file, to its model actors)
+    ref = model.spec if model.spec is not None else model.path
     if executor.name == "local":
         shipped = {"adapter": model.adapter}
-    elif not model.path or not Path(model.path).is_file():
+    elif model.spec is None and (not model.path or not Path(model.path).is_file()):
         raise ValidationError(f"model {model.model_id}: no weights file ({model.path or 'none recorded'}); the "
                               f"{executor.name} executor loads the model from it on its workers (pass --model FILE.pt)")
     else:
         shipped = {}
-    pred = executor.predict(uris, model.path, mc_samples=mc_samples, seed=seed, round=got.number, **shipped)
+    pred = executor.predict(uris, ref, mc_samples=mc_samples, seed=seed, round=got.number, **shipped)
     L = None
     if got.labeled is not None:
         stored, labeled_uris = got.labeled
         L = stored if stored is not None else \
-            executor.predict(labeled_uris, model.path, mc_samples=0, seed=seed, round=got.number, **shipped).embeddings
+            executor.predict(labeled_uris, ref, mc_samples=0, seed=seed, round=got.number, **shipped).embeddings
     pool = Pool(embeddings=pred.embeddings, probs=pred.probs, mc_probs=pred.mc_probs,
                 labeled_embeddings=L, ids=ids)
     return ids, pool, removed
@@ -518,7 +594,7 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
     for _attempt in range(SELECT_TRIES):
         def read(s, scored=scored):
             got = _read_pool(s, settings, dataset, split, subsample, seed, model.model_id, dedup=dedup, scored=scored,
-                             only=only)
+                             only=only, stored=model.adapter is None)
             _check_size("select", dataset, got.pool_size, split=split, subsample=subsample, budget=budget,
                         at_most=at_most)
             return got

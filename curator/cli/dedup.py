@@ -9,13 +9,34 @@ import click
 from curator.cli import connect_executor, dataset_option, executor_options, settings_from
 
 
-def load_dataset_embeddings(settings, dataset: str, model: str | None):
+def load_dataset_embeddings(settings, dataset: str, model: str | None, *, weights: str | None = None,
+                            embedding_set: str | None = None):
     """(sample ids, uris, sha256, labeled mask, embeddings, embedding name) of a dataset.
 
     Without ``model`` the cold-start embedding is used (stored, or computed from the images);
     with it, the stored embedding set of that model (an id, a model name or a recorded weights
-    path: ``curator.store.models.find``). One step: read, then compute the missing vectors.
+    path: ``curator.store.models.find``; a model spec is resolved to its id first); with
+    ``embedding_set``, that stored set (imported with ``curator embed --from``, or "newest").
+    One step: read, then compute the missing vectors.
     """
+    from pathlib import Path
+
+    from curator.exceptions import ValidationError
+    from curator.models.spec import looks_like_spec
+
+    label = model
+    if embedding_set is not None:
+        if model or weights:
+            raise ValidationError("--embeddings names a stored set; drop --model/--weights")
+        from curator.embeddings import stored_set
+
+        model, label = str(stored_set(settings, dataset, embedding_set)), f"set {embedding_set}"
+    elif weights is not None and not model:
+        raise ValidationError("--weights goes with --model SPEC")
+    elif model is not None and (weights is not None or looks_like_spec(model) or Path(model).expanduser().is_file()):
+        from curator.rounds import load_model
+
+        model = str(load_model(settings, model, weights=weights, dataset=dataset).model_id)  # a spec: its model id
     import numpy as np
 
     from curator import coldstart
@@ -27,8 +48,9 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None):
     from curator.store import samples as store_samples
     from curator.store.queries import agreed_labels, dataset_id
 
-    run_first = (f"run first: curator embed --dataset {dataset} --model {model} "
-                 "(or omit --model to use the cold-start embedding)")
+    run_first = (f"run first: curator embed --dataset {dataset} --model {label} "
+                 "(or omit --model to use the cold-start embedding)") if embedding_set is None else \
+        f"import it again: curator embed --dataset {dataset} --from FILE --name {embedding_set}"
 
     def read(s):
         ds = dataset_id(s, dataset)
@@ -38,15 +60,15 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None):
         if model is not None and len(rows.ids):
             found = store_models.find(s, model)
             if found is None:
-                raise NotFoundError(f"model {model!r} is not known; {run_first}")
+                raise NotFoundError(f"model {label!r} is not known; {run_first}")
             try:
                 stored = store_emb.vectors_of(s, settings.embeddings_dir, ds, found.id, rows.ids)
             except store_emb.MissingSamples as exc:
                 raise NotFoundError(
-                    f"embeddings of dataset {dataset!r} by model {model!r} lack {len(exc.missing)} samples "
+                    f"embeddings of dataset {dataset!r} by model {label!r} lack {len(exc.missing)} samples "
                     f"(e.g. id {exc.missing[0]}) added after they were computed; {run_first}") from None
             except NotFoundError:
-                raise NotFoundError(f"embeddings of dataset {dataset!r} by model {model!r} were never computed; "
+                raise NotFoundError(f"embeddings of dataset {dataset!r} by model {label!r} were never computed; "
                                     f"{run_first}") from None
         return ds, rows, labeled_ids, stored
 
@@ -56,18 +78,21 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None):
     labeled = np.isin(rows.ids, labeled_ids)
     if stored is None:
         return rows.ids, rows.uris, rows.sha256, labeled, coldstart_vectors(settings, ds, rows.ids), coldstart.MODEL_NAME
-    return rows.ids, rows.uris, rows.sha256, labeled, stored, f"model {model}"
+    return rows.ids, rows.uris, rows.sha256, labeled, stored, f"model {label}" if embedding_set is None else label
 
 
 @click.command()
 @dataset_option()
-@click.option("--model", "-m", help="Use the stored embeddings of this model (id, name or .pt path; see curator embed). "
+@click.option("--model", "-m", help="Use the stored embeddings of this model (a model spec, id, or name; see curator embed). "
               "Default: the cold-start thumbnail embedding, computed from the images.")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Weights (state_dict) for a --model package.module:factory.")
+@click.option("--embeddings", "embedding_set", metavar="NAME",
+              help="Use a stored embedding set: one imported with curator embed --from FILE --name NAME, or 'newest'.")
 @click.option("--threshold", "-t", type=float, help="Cosine similarity in (0, 1] above which two samples are copies.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @executor_options
 @click.pass_context
-def dedup(ctx, dataset, model, threshold, as_json):
+def dedup(ctx, dataset, model, weights, embedding_set, threshold, as_json):
     """Find exact and near-duplicate groups of a dataset; representative first.
 
     Exact copies are found by content hash, near copies by cosine similarity
@@ -78,7 +103,8 @@ def dedup(ctx, dataset, model, threshold, as_json):
     settings = settings_from(ctx)
     t = check_threshold(threshold, caller="curator dedup --threshold")
     executor = connect_executor(settings)
-    ids, uris, hashes, labeled, E, name = load_dataset_embeddings(settings, dataset, model)
+    ids, uris, hashes, labeled, E, name = load_dataset_embeddings(settings, dataset, model, weights=weights,
+                                                              embedding_set=embedding_set)
     groups, info = find_duplicates(E, t, hashes=hashes, labeled=labeled, return_info=True,
                                    search=executor.self_pairs)
     out = {

@@ -8,26 +8,51 @@ import click
 
 from curator.cli import connect_executor, dataset_option, executor_options, settings_from
 
-_MODEL_HELP = ("Model: a saved .pt file of the built-in CNN or a model id. Without it, the built-in CNN "
+_MODEL_HELP = ("Model spec: smallcnn, a .pt file saved by curator, package.module:factory[#layer], a TorchScript "
+               "file, a registered name (entry point curator.models), or a model id. Without it, the built-in CNN "
                "is trained on the dataset's current labels.")
+_WEIGHTS_HELP = "Weights (a state_dict file) for a --model package.module:factory, registered name or smallcnn."
 
 
-def _model(settings, dataset: str, model: str | None, seed: int, steps: int | None = None):
+def _model(settings, dataset: str, model: str | None, seed: int, steps: int | None = None, weights: str | None = None):
     from curator import rounds
-
-    if model:
-        return rounds.load_model(settings, model)
     from curator.exceptions import ValidationError
+
+    if weights is not None and not model:
+        raise ValidationError("--weights goes with --model SPEC (package.module:factory, a registered name or smallcnn)")
+    if model:
+        return rounds.load_model(settings, model, weights=weights, dataset=dataset)
     from curator.steps import run_step
     from curator.store.queries import agreed_labels, dataset_id
 
     labels = run_step(settings, lambda s: agreed_labels(s, dataset_id(s, dataset)))
     if not labels:
         raise ValidationError(
-            f"dataset {dataset!r} has no labels to train a model on; pass --model PATH or label some samples first"
+            f"dataset {dataset!r} has no labels to train a model on; pass --model SPEC or label some samples first"
         )
     ids = sorted(labels)
     return rounds.train_model(settings, dataset, ids, [labels[i][0] for i in ids], seed=seed, steps=steps)
+
+
+def _mc_given(ctx) -> bool:
+    """Whether --mc was given on the command line (else its default may drop to 0 for a model
+    without dropout, when the policy does not need MC samples)."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source("mc_samples") not in (ParameterSource.DEFAULT, None)
+
+
+def _from_options(f):
+    for opt in reversed([
+        click.option("--from", "source", metavar="FILE",
+                     help="Import precomputed outputs instead of running a model: .npy (with --ids), .npz, "
+                          ".parquet, or fiftyone:DATASET.FIELD."),
+        click.option("--ids", "ids_file", metavar="FILE",
+                     help="With a .npy --from: the sample id (or URI) of each row (.npy of ids, or text, one a line)."),
+        click.option("--name", "set_name", help="Name of the imported set (default: the file's stem)."),
+    ]):
+        f = opt(f)
+    return f
 
 
 def _dataset(settings, name: str | None) -> str:
@@ -57,19 +82,10 @@ def _params(items: tuple[str, ...]) -> dict:
     return out
 
 
-def _check_model(model: str | None) -> None:
-    """A --model that names a file must exist (a model id is looked up when it is loaded)."""
-    from pathlib import Path
-
-    from curator.exceptions import ValidationError
-
-    if model is not None and not model.isdigit() and not Path(model).is_file():
-        raise ValidationError(f"--model {model}: no such file; pass a saved .pt file or a model id")
-
-
 def _pool_options(f):
     for opt in reversed([
         click.option("--model", "-m", help=_MODEL_HELP),
+        click.option("--weights", type=click.Path(dir_okay=False), help=_WEIGHTS_HELP),
         click.option("--steps", type=click.IntRange(min=1),
                      help="Training steps when no --model is given (default: 50 epochs, 200-2000)."),
         click.option("--split", help="Only samples of this split (e.g. train)."),
@@ -87,21 +103,29 @@ def _pool_options(f):
 @click.command()
 @dataset_option(required=False, help="Dataset (default: the only one).")
 @_pool_options
+@_from_options
 @executor_options
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="Samples to show per score.")
 @click.pass_context
-def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_json, top):
-    """Score the dataset's unlabeled pool (entropy, margin, BALD, novelty ...) and store the scores."""
+def score(ctx, dataset, model, weights, steps, split, subsample, seed, mc_samples, as_json, source, ids_file, set_name,
+          top):
+    """Score the dataset's unlabeled pool (entropy, margin, BALD, novelty ...) and store the scores.
+
+    With --from, store the scores of class probabilities computed elsewhere (one column per class
+    of the dataset, rows summing to 1) instead of running a model."""
     import numpy as np
 
     from curator import rounds
 
     settings = settings_from(ctx)
     dataset = _dataset(settings, dataset)
+    if source is not None:
+        _import_probs(settings, dataset, source, ids_file, set_name, model, weights, as_json, top)
+        return
     connect_executor(settings)
-    _check_model(model)
     rounds.check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples)
-    trained = _model(settings, dataset, model, seed, steps)
+    trained = _model(settings, dataset, model, seed, steps, weights)
+    mc_samples = rounds.mc_samples_for(trained, None, mc_samples, explicit=_mc_given(ctx))
     res = rounds.score_pool(settings, dataset, trained, split=split, subsample=subsample, seed=seed,
                             mc_samples=mc_samples)
     summary = {
@@ -120,6 +144,26 @@ def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_jso
         click.echo(f"  {kind:17} mean {row['mean']:.4f}  max {row['max']:.4f}  top samples {row['top']}")
 
 
+def _import_probs(settings, dataset, source, ids_file, set_name, model, weights, as_json, top):
+    """``curator score --from``: store imported probabilities' scores (no model runs)."""
+    import numpy as np
+
+    from curator.embeddings import import_predictions
+    from curator.exceptions import ValidationError
+
+    if model or weights:
+        raise ValidationError("--from imports predictions made elsewhere; drop --model/--weights (or drop --from)")
+    model_id, n, scores = import_predictions(settings, dataset, source, name=set_name, ids=ids_file)
+    summary = {"dataset": dataset, "model_id": model_id, "imported": n, "source": str(source),
+               "scores": {kind: {"mean": float(v.mean()), "max": float(v.max()),
+                                 "top": [int(i) for i in np.argsort(-v, kind="stable")[:top]]}
+                          for kind, v in scores.items()}}
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(f"{dataset}: stored the scores of {n} imported predictions from {source} as model {model_id}")
+
+
 @click.command()
 @dataset_option(required=False, help="Dataset (default: the only one).")
 @click.option("--budget", "-n", type=click.IntRange(min=1), required=True, help="Samples to select.")
@@ -128,22 +172,40 @@ def score(ctx, dataset, model, steps, split, subsample, seed, mc_samples, as_jso
               help="Policy parameter (JSON value), repeatable, e.g. --param novelty_weight=0.5.")
 @click.option("--dedup/--no-dedup", default=True, show_default=True,
               help="Remove near copies (of each other and of labeled samples) from the candidates first.")
+@click.option("--embeddings", "embedding_set", metavar="NAME",
+              help="Select on a stored embedding set (imported with curator embed --from, or 'newest') without "
+                   "running a model; for policies that need embeddings only (kcenter, novelty, typical, coverage).")
 @_pool_options
 @executor_options
 @click.pass_context
-def select(ctx, dataset, budget, policy, params, dedup, model, steps, split, subsample, seed, mc_samples, as_json):
+def select(ctx, dataset, budget, policy, params, dedup, embedding_set, model, weights, steps, split, subsample, seed,
+           mc_samples, as_json):
     """Select a batch of the dataset's pool with a policy and record it as a new round."""
     from curator import rounds
+    from curator.exceptions import ValidationError
 
     settings = settings_from(ctx)
     dataset = _dataset(settings, dataset)
     connect_executor(settings)
     params = _params(params)
-    _check_model(model)
+    if embedding_set is not None:
+        if model or weights:
+            raise ValidationError("--embeddings selects on stored vectors without a model; drop --model/--weights")
+        needs = set(rounds.policy_from(policy, params).requires) - {"embeddings"}
+        if needs:
+            raise ValidationError(f"policy {policy!r} needs {', '.join(sorted(needs))}, which a stored embedding set "
+                                  "does not give; use kcenter, novelty, typical, coverage or random, or pass --model")
+        mc_samples = 0
     # every argument, the dataset and the pool's size are checked before a model is trained or loaded
     rounds.check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples,
                            budget=budget, policy=policy, params=params)
-    trained = _model(settings, dataset, model, seed, steps)
+    if embedding_set is not None:
+        from curator.embeddings import stored_set
+
+        trained = rounds.TrainedModel(model_id=stored_set(settings, dataset, embedding_set), adapter=None, classes=[])
+    else:
+        trained = _model(settings, dataset, model, seed, steps, weights)
+        mc_samples = rounds.mc_samples_for(trained, policy, mc_samples, explicit=_mc_given(ctx))
     res = rounds.select_round(settings, dataset, trained, budget=budget, policy=policy, seed=seed,
                               params=params, split=split, subsample=subsample, mc_samples=mc_samples,
                               dedup=dedup)
@@ -181,25 +243,45 @@ def policies_cmd(as_json):
 @click.command()
 @dataset_option(required=False, help="Dataset (default: the only one).")
 @click.option("--model", "-m", help=_MODEL_HELP)
+@click.option("--weights", type=click.Path(dir_okay=False), help=_WEIGHTS_HELP)
+@_from_options
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed when a model is trained.")
 @click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Images embedded at once.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
-def embed(ctx, dataset, model, seed, batch_size, as_json):
-    """Compute and store the dataset's embeddings with a model (resumes if interrupted)."""
+def embed(ctx, dataset, model, weights, source, ids_file, set_name, seed, batch_size, as_json):
+    """Compute and store the dataset's embeddings with a model (resumes if interrupted).
+
+    With --from, store embeddings computed elsewhere instead (checked: one finite row for every
+    sample, no unknown or duplicate ids), as an embedding set that select --embeddings, dedup
+    --embeddings and novelty then use without a model."""
     from curator import embeddings
+    from curator.exceptions import ValidationError
     from curator.steps import run_step
     from curator.store.queries import dataset_id
 
     settings = settings_from(ctx)
     dataset = _dataset(settings, dataset)
-    _check_model(model)
-    run_step(settings, lambda s: dataset_id(s, dataset))  # an unknown dataset is refused before a model is trained
-    trained = _model(settings, dataset, model, seed)
-    info = embeddings.compute_embeddings(settings, dataset, trained.adapter, model_id=trained.model_id,
-                                         batch_size=batch_size)
+    if source is not None:
+        if model or weights:
+            raise ValidationError("--from imports embeddings made elsewhere; drop --model/--weights (or drop --from)")
+        info = embeddings.import_embeddings(settings, dataset, source, name=set_name, ids=ids_file)
+        name = set_name or None
+    else:
+        if ids_file or set_name:
+            raise ValidationError("--ids and --name go with --from FILE (imported embeddings)")
+        run_step(settings, lambda s: dataset_id(s, dataset))  # an unknown dataset is refused before a model is trained
+        trained = _model(settings, dataset, model, seed, weights=weights)
+        info = embeddings.compute_embeddings(settings, dataset, trained.adapter, model_id=trained.model_id,
+                                             batch_size=batch_size)
+        name = None
     out = {"dataset": dataset, "model_id": info.model_id, "count": info.count, "dim": info.dim, "done": info.done}
+    if source is not None:
+        out["source"] = str(source)
     if as_json:
         click.echo(json.dumps(out))
+    elif source is not None:
+        click.echo(f"{dataset}: imported {info.count} embeddings of dimension {info.dim} from {source} "
+                   f"(model id {info.model_id}{f', set {name}' if name else ''})")
     else:
         click.echo(f"{dataset}: {info.done}/{info.count} embeddings of dimension {info.dim} by model {info.model_id}")

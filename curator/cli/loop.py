@@ -32,6 +32,11 @@ def loop_options(f):
         click.option("--baseline/--no-baseline", default=False, show_default=True,
                      help="Also train on random picks of the same sizes (needs ground truth): the report's "
                           "random-selection baseline."),
+        click.option("--model", "-m", help="Model spec (package.module:factory, a TorchScript file, a registered "
+                     "name, smallcnn; see docs/models.md). Trained by its fit hook if it has one, else used frozen. "
+                     "Default: the built-in CNN and its recipe."),
+        click.option("--weights", type=click.Path(dir_okay=False),
+                     help="Initial weights (state_dict) for a --model package.module:factory or registered name."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -86,8 +91,27 @@ def loop(ctx, dataset, **kw):
             "the test error on; ingest a test set with its labels or pass --test-split"
         )
     connect_executor(settings)
+    if cfg.model is not None:
+        _say_how_model_learns(settings, cfg)
+    elif cfg.weights is not None:
+        raise ValidationError("--weights goes with --model SPEC")
     result = run_loop(settings, cfg)
     print_result(settings, result, dataset, kw["target_error"])
+
+
+def _say_how_model_learns(settings, cfg) -> None:
+    """Build the user's model once (a bad spec is one line now, before round 0) and say whether the
+    loop trains it (its fit hook) or uses it frozen; refuse a policy that needs MC dropout it lacks."""
+    from curator import rounds
+
+    model = rounds.load_model(settings, cfg.model, weights=cfg.weights, dataset=cfg.dataset)
+    rounds.mc_samples_for(model, cfg.policy, 20, explicit=False)
+    how = rounds.trains(model)
+    if how is None:
+        click.echo(f"model {model.spec}: no training hook (fit in its module), so the loop uses it frozen: "
+                   "scores and embeddings only")
+    else:
+        click.echo(f"model {model.spec}: trained on each round's labels by its {how}")
 
 
 @click.command()

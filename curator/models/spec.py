@@ -26,11 +26,14 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from curator._registry import Registry
 from curator.exceptions import NotFoundError, ValidationError
 
 __all__ = ["ModelSpec", "resolve_model", "register", "unregister", "available", "origin", "rescan", "GROUP",
-           "KINDS", "is_torchscript"]
+           "KINDS", "is_torchscript", "spec_record", "spec_from_record", "looks_like_spec", "fit_hook",
+           "run_fit_hook"]
 
 GROUP = "curator.models"
 KINDS = ("builtin", "file", "factory", "torchscript", "registered")
@@ -439,3 +442,82 @@ def resolve_model(spec, *, weights=None, classes=None, device=None, **options) -
     except ImportError:  # pragma: no cover - torch is a core dependency
         pass
     return ModelSpec.parse(spec, weights=weights, classes=classes, **options).load(device=device)
+
+
+# --------------------------------------------------------------------------- records and training hooks
+
+
+def spec_record(spec: ModelSpec) -> dict:
+    """The JSON form of ``spec`` stored with a model row, so ``--model <id>`` rebuilds it."""
+    def plain(value):
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+    return {"kind": spec.kind, "target": spec.target, "weights": spec.weights, "options": plain(spec.options)}
+
+
+def spec_from_record(record: dict) -> ModelSpec:
+    """The ModelSpec a model row recorded (``spec_record``)."""
+    options = dict(record.get("options") or {})
+    if isinstance(options.get("input_spec"), dict) and options["input_spec"].get("size") is not None:
+        options["input_spec"] = {**options["input_spec"], "size": tuple(options["input_spec"]["size"])}
+    return ModelSpec(record["kind"], record["target"], record.get("weights"), options)
+
+
+def looks_like_spec(text: str) -> bool:
+    """Whether ``text`` names a model by spec syntax (``module:factory``, a registered or built-in
+    name) rather than a recorded model name."""
+    text = str(text).strip()
+    if _FACTORY.match(text) or text in BUILTINS:
+        return True
+    try:
+        return text in _registry.names()
+    except Exception:  # a broken plugin is reported when it is used, not here
+        return False
+
+
+def fit_hook(spec: ModelSpec):
+    """The training hook of ``spec``'s model, or None (the model is used frozen).
+
+    The hook is a function ``fit(model, images, labels, *, classes, seed)`` in the module that
+    defines the factory (``package.module:factory`` or a registered factory): it trains the
+    ``torch.nn.Module`` the factory returned, in place (or returns the trained module). ``images``
+    is a list of decoded uint8 images, ``labels`` int64 indices into ``classes``. The built-in CNN
+    trains with curator's own recipe; a curator ``.pt`` file and a TorchScript file have no hook.
+    """
+    if spec.kind == "factory":
+        module = importlib.import_module(_FACTORY.match(spec.target)["module"])
+    elif spec.kind == "registered":
+        module = inspect.getmodule(_registry.lookup(spec.target))
+    else:
+        return None
+    hook = getattr(module, "fit", None)
+    return hook if callable(hook) else None
+
+
+def run_fit_hook(hook, adapter, images, labels, *, classes, seed: int, label: str):
+    """Train ``adapter``'s module with ``hook`` under a fixed torch seed; the trained module in eval
+    mode. A hook that raises or returns something else is one ValidationError naming it."""
+    import torch
+
+    module = getattr(adapter, "module", None)
+    if not isinstance(module, torch.nn.Module):
+        raise ValidationError(f"model {label}: its factory returns a ready adapter, so its fit hook has no "
+                              "torch.nn.Module to train; return the nn.Module from the factory")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        module.train()
+        try:
+            out = hook(module, images, np.asarray(labels, dtype=np.int64), classes=list(classes), seed=int(seed))
+        except Exception as exc:
+            raise ValidationError(f"model {label}: its fit hook raised {type(exc).__name__}: {exc}; fix "
+                                  "fit(model, images, labels, *, classes, seed) in the factory's module") from None
+    if out is not None and not isinstance(out, torch.nn.Module):
+        raise ValidationError(f"model {label}: its fit hook returned {type(out).__name__}; return None (trained in "
+                              "place) or the trained torch.nn.Module")
+    return (out if out is not None else module).eval()

@@ -23,7 +23,7 @@ from curator.exceptions import NotFoundError, ValidationError
 from curator.store.schema import EmbeddingSet
 
 __all__ = ["EmbeddingInfo", "MissingSamples", "file_names", "find", "get", "newest_complete", "start",
-           "set_done", "open_array", "load", "vectors_of", "all_file_names"]
+           "set_done", "record_complete", "of_models", "open_array", "load", "vectors_of", "all_file_names"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +91,24 @@ def start(session: Session, dataset_id: int, model_id: int, *, dim: int, count: 
         session.execute(update(EmbeddingSet).where(EmbeddingSet.dataset_id == dataset_id,
                                                    EmbeddingSet.model_id == model_id).values(**values))
     return get(session, dataset_id, model_id)
+
+
+def record_complete(session: Session, dataset_id: int, model_id: int, *, dim: int, count: int) -> EmbeddingInfo:
+    """Record a set whose files are already complete on disk (imported: ``curator embed --from``)."""
+    start(session, dataset_id, model_id, dim=dim, count=count)
+    set_done(session, dataset_id, model_id, count)
+    return get(session, dataset_id, model_id)
+
+
+def of_models(session: Session, dataset_id: int, model_ids) -> list[EmbeddingInfo]:
+    """The dataset's sets made by any of ``model_ids``, newest first."""
+    ids = [int(m) for m in model_ids]
+    if not ids:
+        return []
+    rows = session.execute(select(*_COLUMNS).where(EmbeddingSet.dataset_id == dataset_id,
+                                                   EmbeddingSet.model_id.in_(ids))
+                           .order_by(EmbeddingSet.id.desc())).all()
+    return [EmbeddingInfo(*map(int, r)) for r in rows]
 
 
 def set_done(session: Session, dataset_id: int, model_id: int, done: int) -> None:

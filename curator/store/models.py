@@ -20,7 +20,11 @@ from sqlalchemy.orm import Session
 from curator.exceptions import NotFoundError
 from curator.store.schema import Model
 
-__all__ = ["ModelInfo", "register", "find", "get", "by_version", "paths", "newest_trained_on"]
+#: The keys of ``params`` that say how a model is built (``curator.models.spec.spec_record``) and
+#: the checksum of its weights file; no migration: ``params`` is a JSON column.
+SPEC_KEYS = ("spec", "weights_sha256", "kind")
+
+__all__ = ["SPEC_KEYS", "ModelInfo", "register", "find", "get", "by_version", "paths", "newest_trained_on", "newest_named", "ids_named"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,15 +54,22 @@ def by_version(session: Session, name: str, version: str) -> ModelInfo | None:
 
 def register(session: Session, name: str, version: str, *, checksum: str, path: str | None = None,
              params: dict | None = None) -> ModelInfo:
-    """The model (name, version), created if new; a weights ``path`` is recorded where none was."""
+    """The model (name, version), created if new; a weights ``path`` is recorded where none was, and
+    so is the model spec (``params["spec"]``, ``params["weights_sha256"]``) where none was: an
+    existing row then also knows how to be built again."""
     got = by_version(session, name, version)
     if got is None:
         session.execute(insert(Model).values(name=name, version=version, checksum=checksum,
                                              path=str(path) if path else None, params=params))
         return by_version(session, name, version)
+    changes: dict[str, Any] = {}
     if path and not got.path:
-        session.execute(update(Model).where(Model.id == got.id).values(path=str(path)))
-        return dataclasses.replace(got, path=str(path))
+        changes["path"] = str(path)
+    if params and "spec" in params and "spec" not in (got.params or {}):
+        changes["params"] = {**(got.params or {}), **{k: params[k] for k in SPEC_KEYS if k in params}}
+    if changes:
+        session.execute(update(Model).where(Model.id == got.id).values(**changes))
+        return dataclasses.replace(got, **changes)
     return got
 
 
@@ -88,6 +99,17 @@ def get(session: Session, ref: int | str | Path) -> ModelInfo:
 def paths(session: Session) -> list[str]:
     """Every recorded weights path (``curator doctor`` keeps the files they name)."""
     return [p for p in session.scalars(select(Model.path)) if p]
+
+
+def newest_named(session: Session, name: str) -> ModelInfo | None:
+    """The newest model row called ``name``, or None."""
+    row = session.execute(select(*_COLUMNS).where(Model.name == name).order_by(Model.id.desc()).limit(1)).first()
+    return _info(row) if row is not None else None
+
+
+def ids_named(session: Session, name: str) -> list[int]:
+    """Ids of every model row called ``name``, newest first."""
+    return [int(i) for i in session.scalars(select(Model.id).where(Model.name == name).order_by(Model.id.desc()))]
 
 
 def newest_trained_on(session: Session, dataset: str) -> ModelInfo | None:

@@ -193,7 +193,8 @@ def pool_size(link: Link) -> int:
         return len(rounds.pool_ids(s, dataset_id(s, link.dataset))[0])
 
 
-MODEL_HELP = "Model id or saved .pt file; empty: the dataset's newest model, or train one on the current labels."
+MODEL_HELP = ("Model id or spec (a saved .pt file, package.module:factory, a TorchScript file, a registered name); "
+              "empty: the dataset's newest model, or train one on the current labels.")
 
 
 def model_for(link: Link, model: str | None = None):
@@ -204,7 +205,7 @@ def model_for(link: Link, model: str | None = None):
     from curator.store.session import transaction
 
     if model:
-        return rounds.load_model(link.settings, model)
+        return rounds.load_model(link.settings, model, dataset=link.dataset)
     with transaction(link.settings) as s:
         newest = store.newest_model_with_file(s, link.dataset)
         labels = {} if newest is not None else store.agreed_labels(s, dataset_id(s, link.dataset))

@@ -1,4 +1,4 @@
-"""The Ray executor (``curator[ray]``): the compute part of each step on a Ray cluster.
+"""The Ray executor (``curator-loop[ray]``): the compute part of each step on a Ray cluster.
 
 Importing this package imports ``ray``; nothing in curator imports it except
 ``curator.executors.get_executor`` when the Ray executor is asked for.

@@ -20,6 +20,7 @@ import ray
 
 from curator import executors as ex
 from curator.exceptions import CuratorError, IntegrationError, ValidationError
+from curator.models.spec import ModelSpec
 
 __all__ = ["RayExecutor"]
 
@@ -82,10 +83,8 @@ class _Predictor:
     predicts whole shards (decoded inside the actor, so memory is bounded by the batch)."""
 
     def __init__(self, model, mc_samples: int, mode: str, size):
-        if isinstance(model, str):
-            from curator.models import load_classifier
-
-            model = load_classifier(model)
+        if isinstance(model, str) or isinstance(model, ModelSpec):
+            model = ex.load_shipped(model)  # a ModelSpec (any model a spec names) or a .pt path: built here
         self.adapter = model
         self.mc_samples, self.mode, self.size = mc_samples, mode, tuple(size)
 
@@ -226,9 +225,11 @@ class RayExecutor:
         """Ray Data over the shard list: one row per shard (index, URIs, MC seed), a pool of model
         actors, results streamed back and put in shard order."""
         uris = ex._check_predict(uris, mc_samples, seed, round)
-        if adapter is None:
+        if adapter is None and isinstance(model_path, ModelSpec):
+            model = model_path  # plain data: pickled to the actors, each builds the adapter once
+        elif adapter is None:
             if model_path is None:
-                raise ValidationError("predict: pass model_path (a .pt file saved by curator) or adapter")
+                raise ValidationError("predict: pass the model (a ModelSpec or a .pt file saved by curator) or adapter")
             path = Path(model_path).resolve()
             if not path.is_file():
                 raise ValidationError(f"model file {path} does not exist; train one with curator.models.train_classifier")
