@@ -58,7 +58,6 @@ def config_from(dataset, **kw):
 
 def print_result(settings, result, dataset, target_error: float = 0.05):
     from curator.forecast import forecast
-
     from curator.loop import ESTIMATES, TEST_METRIC
 
     random = dict(result.baseline)
@@ -85,21 +84,18 @@ def loop(ctx, dataset, **kw):
     """Run (or resume) rounds of the loop: train, score, de-duplicate, select, label, pull, version, evaluate.
 
     Every step is recorded in the database; after an interruption, run the same
-    command again and it continues where it stopped.
+    command again and it continues where it stopped. A pool with no ground truth
+    works too: declare its classes (--classes), label with people (--labeler
+    labelstudio) or a file (--labeler answers); round 0 is then chosen by the
+    `typical` policy and the curve is estimated on held-out human labels.
     """
     from curator.loop import run_loop
     from curator.rounds import policy_from
-    from curator.steps import run_step
-    from curator.store.queries import count_with_truth, dataset_id
 
     settings = settings_from(ctx)
     cfg = config_from(dataset, **kw)
     cfg.check()
     policy_from(cfg.policy)  # an unknown policy is refused now, not after the seed round is trained
-    if not run_step(settings, lambda s: count_with_truth(s, dataset_id(s, dataset), cfg.test_split)):
-        click.echo(f"no ground truth in split {cfg.test_split!r}: the learning curve is estimated on held-out "
-                   "human labels (cross-validation while they are few, then a validation share of each round)",
-                   err=True)
     connect_executor(settings)
     result = run_loop(settings, cfg)
     print_result(settings, result, dataset, kw["target_error"])

@@ -102,9 +102,7 @@ def declare_classes(session: Session, dataset_id: int, names: Sequence[str], *, 
     names = [str(n) for n in names]
     what = f"dataset {dataset!r}" if dataset else f"dataset id {dataset_id}"
     current = class_list(session, dataset_id)
-    if current.declared:
-        if list(current.names) == names:
-            return False
+    if current.declared and list(current.names) != names:
         raise ValidationError(
             f"{what} has declared classes {list(current.names)}; now given {names}. A dataset's class list "
             "cannot change (its models and labeling configuration use it): pass the same list, or none"
@@ -115,6 +113,8 @@ def declare_classes(session: Session, dataset_id: int, names: Sequence[str], *, 
             f"{what}: its ground truth has classes {extra[:10]} that the declared list {names[:20]} lacks; "
             "declare every class of the ground truth (or declare none: the classes then come from it)"
         )
+    if current.declared:
+        return False
     session.execute(update(Dataset).where(Dataset.id == dataset_id).values(classes=names, classes_declared=True))
     return True
 
