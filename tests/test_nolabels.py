@@ -237,10 +237,10 @@ def test_loop_without_ground_truth_resumes_after_a_kill(db_settings, tmp_path):
     (tmp_path / "ref").mkdir()
     reference = Settings(workspace=tmp_path / "ref" / "ws")  # SQLite: the same rows on either backend
     unlabeled_pool(reference, tmp_path / "ref", n=200, classes=None)
-    argv = ["loop", "-d", name, "--rounds", "2", "--budget", "6", "--subsample", "0", "--labeler", "answers",
-            "--answers", str(answers), "--classes", ",".join(CLASSES)]
-    cfg = LoopConfig(dataset=name, rounds=2, budget=6, initial=20, subsample=None, labeler="answers",
-                     answers=str(answers), classes=CLASSES)
+    argv = ["loop", "-d", name, "--rounds", "1", "--budget", "6", "--subsample", "0", "--labeler", "answers",
+            "--answers", str(answers), "--classes", ",".join(CLASSES), "--epochs", "1"]
+    cfg = LoopConfig(dataset=name, rounds=1, budget=6, initial=20, subsample=None, labeler="answers",
+                     answers=str(answers), classes=CLASSES, epochs=1)
     run_loop(reference, cfg, plots=False)
     want = rows_of(reference)
     dispose_all()

@@ -36,6 +36,9 @@ def loop_options(f):
                      help="Error the forecast aims at, in (0, 1)."),
         click.option("--subsample", default=2000, show_default=True, type=click.IntRange(min=0),
                      help="Pool samples scored per round (0: all)."),
+        click.option("--epochs", type=click.IntRange(min=1), default=None,
+                     help="Training epochs of each round's model (default: the built-in recipe, 200 to 2,000 "
+                          "steps); fewer for a quick run."),
         click.option("--baseline/--no-baseline", default=False, show_default=True,
                      help="Also train on random picks of the same sizes (needs ground truth): the report's "
                           "random-selection baseline."),
