@@ -31,7 +31,9 @@ def loop_options(f):
                           "with one per line, or a Label Studio labeling config's Choice values. Stored with "
                           "the dataset; must cover its ground truth where it has some."),
         click.option("--pool-split", default="train", show_default=True),
-        click.option("--test-split", default="test", show_default=True),
+        click.option("--test-split", default="test", show_default=True,
+                     help="Split with ground truth for the test error; when the default split has none, the "
+                          "curve is estimated on held-out human labels instead."),
         click.option("--target-error", default=0.05, show_default=True, type=_UNIT,
                      help="Error the forecast aims at, in (0, 1)."),
         click.option("--subsample", default=2000, show_default=True, type=click.IntRange(min=0),
@@ -92,13 +94,27 @@ def loop(ctx, dataset, **kw):
     labelstudio) or a file (--labeler answers); round 0 is then chosen by the
     `typical` policy and the curve is estimated on held-out human labels.
     """
+    from click.core import ParameterSource
+
+    from curator.exceptions import ValidationError
     from curator.loop import run_loop
     from curator.rounds import policy_from
+    from curator.steps import run_step
+    from curator.store.queries import count_with_truth, dataset_id
 
     settings = settings_from(ctx)
     cfg = config_from(dataset, **kw)
     cfg.check()
     policy_from(cfg.policy)  # an unknown policy is refused now, not after the seed round is trained
+    # no ground truth in the default test split: the curve is estimated on held-out human labels;
+    # a split named on purpose that has none is a mistake (a typo), refused before any work
+    named = ctx.get_parameter_source("test_split") != ParameterSource.DEFAULT
+    if named and not run_step(settings, lambda s: count_with_truth(s, dataset_id(s, dataset), cfg.test_split)):
+        raise ValidationError(
+            f"dataset {dataset!r} has no samples with ground truth in split {cfg.test_split!r} to measure "
+            "the test error on; ingest a test set with its labels, pass another --test-split, or leave it "
+            "out to estimate the curve on held-out human labels"
+        )
     connect_executor(settings)
     result = run_loop(settings, cfg)
     print_result(settings, result, dataset, kw["target_error"])
