@@ -7,10 +7,19 @@ Each round moves through states recorded on its ``rounds`` row:
 and every step is idempotent, so ``run_loop`` called again after an
 interruption (a killed process, a server restart, labelers not finished yet)
 continues from the recorded state without repeating finished work or losing
-labels. Round 0 is the seed set (balanced by ground truth when it exists).
+labels. Round 0 is the seed set: balanced by ground truth when every pool
+sample has some (a benchmark), else chosen without a model by the ``typical``
+policy (TypiClust) on the cold-start embedding.
+
+The learning curve: the error on a ground-truth test split when the dataset
+has one; without one (a pool with no labels), an estimate from the human labels
+themselves: k-fold cross-validation while they are few, a validation share of
+each round's labels (kept out of training) once that share is large enough
+(``curve_metric``). Each point records which (its metric), and the report says so.
 
 Labelers: ``"oracle"`` answers from ground truth inside the database (demos
-without a server); ``"labelstudio-oracle"`` pushes to a real Label Studio
+without a server); ``"answers"`` from a file of labels the loop reads for nothing
+else (a pool with no ground truth, labeled as a person would: tests, benchmarks); ``"labelstudio-oracle"`` pushes to a real Label Studio
 server and has the oracle stand-in answer there, as a person would;
 ``"labelstudio"`` pushes and waits for people (the loop returns while
 labels are missing; run it again later).
@@ -39,11 +48,11 @@ from curator.exceptions import ValidationError
 from curator.steps import run_step
 from curator.store import rounds as store_rounds
 from curator.store import samples as store_samples
-from curator.store.queries import add_annotations, agreed_labels, annotated_sample_ids, dataset_id
+from curator.store.queries import add_annotations, agreed_labels, annotated_sample_ids, count_with_truth, dataset_id
 
 log = logging.getLogger(__name__)
 
-LABELERS = ("oracle", "labelstudio-oracle", "labelstudio")
+LABELERS = ("oracle", "answers", "labelstudio-oracle", "labelstudio")
 STATES = ("selected", "pushed", "labeled", "versioned", "done")
 
 #: Fault injection: ``CURATOR_FAULT_AT=<step>:<round>`` ends the process with exit status 137 (as
@@ -92,10 +101,21 @@ class LoopConfig:
     baseline: bool = False  # also train on random picks of the same sizes: the report's baseline
     model: str | None = None  # a model spec (curator.models): None, the built-in CNN and its recipe
     weights: str | None = None  # the spec's weights file (package.module:factory, smallcnn)
+    classes: list[str] | None = None  # declared class list (a pool with no ground truth); stored with the dataset
+    answers: str | None = None  # labeler "answers": CSV (key,label) or JSON {key: label}; key: URI or file name
 
     def check(self) -> None:
         if self.labeler not in LABELERS:
             raise ValidationError(f"labeler must be one of {', '.join(LABELERS)}; got {self.labeler!r}")
+        if (self.labeler == "answers") != (self.answers is not None):
+            raise ValidationError("--answers FILE goes with --labeler answers (and that labeler needs it); "
+                                  f"got labeler {self.labeler!r} and answers {self.answers!r}")
+        if self.answers is not None and not os.path.isfile(self.answers):
+            raise ValidationError(f"answers file {self.answers} does not exist; pass a CSV or JSON file of labels")
+        if self.classes is not None:
+            from curator.classlist import check_names
+
+            self.classes = check_names(self.classes, "classes")
         for name in ("rounds", "budget", "initial"):
             if getattr(self, name) < (0 if name == "rounds" else 1):
                 raise ValidationError(f"{name} must be positive; got {getattr(self, name)}")
@@ -108,6 +128,94 @@ class LoopResult:
     errors: list[tuple[int, float]]
     waiting: str | None = None  # why the loop stopped early (labels still missing)
     baseline: list[tuple[int, float]] = dataclasses.field(default_factory=list)  # random selection, if asked
+    metrics: list[str] = dataclasses.field(default_factory=list)  # the estimate of each point of ``errors``
+
+
+# -- the learning curve's estimate ------------------------------------------------------------
+
+#: The curve's metrics: error on a ground-truth test split; without one, estimated on human labels by
+#: k-fold cross-validation or on a held-out validation share of them (``curve_metric``).
+TEST_METRIC, CV_METRIC, HOLDOUT_METRIC = "test_error", "cv_error", "holdout_error"
+CURVE_METRICS = (TEST_METRIC, CV_METRIC, HOLDOUT_METRIC)
+#: Folds of the cross-validation estimate (stratified by label; each fold trains the round's recipe).
+CV_FOLDS = 5
+#: Share of each round's human labels held out for validation once labels are many (not trained on).
+VALIDATION_SHARE = 0.2
+#: Fewest validation labels a held-out estimate may rest on: its binomial standard error
+#: sqrt(p(1-p)/m) is at most 0.05 at m = 100. Below that (fewer than MIN_VALIDATION / VALIDATION_SHARE
+#: = 500 labels) every label validates once by cross-validation, at CV_FOLDS trainings per round,
+#: which are cheap exactly then: the training sets are small.
+MIN_VALIDATION = 100
+
+#: What each metric is, as the report and the CLI say it.
+ESTIMATES = {
+    TEST_METRIC: "test error on the ground truth of the test split",
+    CV_METRIC: (f"validation error estimated on the human labels by {CV_FOLDS}-fold cross-validation "
+                f"(stratified by label; used while a {VALIDATION_SHARE:.0%} validation share would hold fewer "
+                f"than {MIN_VALIDATION} labels); the model that selects trains on all labels"),
+    HOLDOUT_METRIC: (f"validation error on a held-out {VALIDATION_SHARE:.0%} of each round's human labels, kept "
+                     f"out of training (used from {int(MIN_VALIDATION / VALIDATION_SHARE)} labels on)"),
+}
+
+
+def curve_metric(n_labels: int, has_test: bool) -> str:
+    """The estimate of a curve point: the test split when it has ground truth; else cross-validation
+    while a validation share would be under ``MIN_VALIDATION`` labels, then the held-out share."""
+    if has_test:
+        return TEST_METRIC
+    return HOLDOUT_METRIC if VALIDATION_SHARE * n_labels >= MIN_VALIDATION else CV_METRIC
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundLabels:
+    """The human labels as of a round, as the curve's estimate splits them."""
+
+    metric: str
+    n_labels: int  # every label as of the round (the x of the curve: what was paid for)
+    train_ids: list[int]
+    train_labels: list[str]
+    val_ids: list[int]  # HOLDOUT_METRIC: kept out of training
+    val_labels: list[str]
+
+
+def _labels_read(s, cfg, ds: int, upto: int | None):
+    """READ: the labels as of ``upto``, whether a ground-truth test split exists, each sample's round."""
+    ids, labels = _labeled(s, ds, cfg.pool_split, upto)
+    has_test = bool(count_with_truth(s, ds, cfg.test_split))
+    round_of: dict[int, int] = {}
+    if not has_test:
+        numbers, items = store_rounds.all_items(s, ds)
+        for number, sid in zip(numbers.tolist(), items.sample_id.tolist()):
+            round_of.setdefault(int(sid), int(number))
+    return ids, labels, has_test, round_of
+
+
+def _split_labels(seed: int, ids, labels, has_test: bool, round_of: dict[int, int]) -> RoundLabels:
+    """COMPUTE: the training and validation labels. The held-out share is drawn per round from
+    (seed, round number) alone, so a round's validation samples stay the same as labels grow."""
+    ids = [int(i) for i in ids]
+    metric = curve_metric(len(ids), has_test)
+    if metric != HOLDOUT_METRIC:
+        return RoundLabels(metric, len(ids), ids, list(labels), [], [])
+    by_round: dict[int, list[int]] = {}
+    for sid in ids:
+        if sid in round_of:  # labeled outside the loop's rounds: trained on, never held out
+            by_round.setdefault(round_of[sid], []).append(sid)
+    held: set[int] = set()
+    for number, members in by_round.items():
+        members = sorted(members)
+        order = seeds.rng(seed, round=number, stage="validation").permutation(len(members))
+        held.update(members[j] for j in order[: int(round(VALIDATION_SHARE * len(members)))])
+    train = [(i, y) for i, y in zip(ids, labels) if i not in held]
+    val = [(i, y) for i, y in zip(ids, labels) if i in held]
+    return RoundLabels(metric, len(ids), [i for i, _ in train], [y for _, y in train],
+                       [i for i, _ in val], [y for _, y in val])
+
+
+def round_labels(settings, cfg: "LoopConfig", ds: int, upto: int | None) -> RoundLabels:
+    """The labels as of round ``upto``, split as the curve's estimate needs (one read)."""
+    return run_step(settings, lambda s: _labels_read(s, cfg, ds, upto),
+                    lambda got: _split_labels(cfg.seed, *got))
 
 
 # -- state -----------------------------------------------------------------------------------
@@ -151,29 +259,76 @@ def _balanced(truth: store_samples.Truth, initial: int, seed: int) -> list[int]:
     return chosen
 
 
+#: The cold-start policy of a seed round without ground truth, and how it is recorded.
+SEED_POLICY = "typical"
+
+
+def _typical_read(s, settings, cfg: LoopConfig, ds: int):
+    """READ: the pool (its scored subsample), the labeled-or-pending samples, their cold-start vectors."""
+    from curator.embeddings import coldstart_read
+    from curator.rounds import _subsample
+
+    pool, taken = store_samples.pool_ids(s, ds, cfg.pool_split)
+    ids = _subsample(pool, cfg.subsample, cfg.seed, 0)
+    cold = coldstart_read(s, settings, ds, np.concatenate([ids, taken])) if len(ids) >= cfg.initial else None
+    return len(pool), ids, taken, cold
+
+
+def _typical(pool_size: int, ids: np.ndarray, taken: np.ndarray, cold, cfg: LoopConfig):
+    """COMPUTE: ``initial`` pool samples chosen without a model: ``typical`` (TypiClust) on the cold-start
+    embedding, clusters holding labeled or pending samples counted as covered. (chosen, scores, params)."""
+    from curator import coldstart, policies
+    from curator.embeddings import coldstart_compute
+    from curator.pool import Pool
+
+    if len(ids) < cfg.initial:
+        raise ValidationError(f"dataset has {pool_size} unlabeled pool samples in split {cfg.pool_split!r}, fewer "
+                              f"than initial={cfg.initial}; ingest more or lower --initial")
+    vectors = coldstart_compute(cold)
+    pool = Pool(embeddings=vectors[: len(ids)], labeled_embeddings=vectors[len(ids):] if len(taken) else None,
+                ids=ids)
+    policy = policies.get(SEED_POLICY)
+    positions, scores = policy.select_scored(pool, cfg.initial, seeds.derive(cfg.seed, round=0, stage="seed-set"))
+    params = {"initial": cfg.initial, "embedding": coldstart.MODEL_NAME, "pool_size": int(pool_size),
+              **({"subsample": cfg.subsample} if cfg.subsample and pool_size > cfg.subsample else {}),
+              **policy.get_params()}
+    return [int(i) for i in ids[positions]], np.asarray(scores, dtype=float), params
+
+
 def seed_round(settings, cfg: LoopConfig, ds: int) -> None:
-    """Round 0: ``initial`` samples balanced over ground-truth classes (random without it)."""
+    """Round 0, chosen without a model: balanced over ground-truth classes when every pool sample has
+    ground truth (a benchmark's seed set, as before); otherwise (a pool with no labels) the ``typical``
+    policy on the cold-start embedding: the densest sample of each of ``initial`` clusters."""
 
     def read(s):
         if store_rounds.find(s, ds, 0) is not None:
             return None
-        return store_samples.truth(s, ds, split=cfg.pool_split, pool_only=True)
+        truth = store_samples.truth(s, ds, split=cfg.pool_split, pool_only=True)
+        if len(truth) and all(label is not None for label in truth.labels):
+            return "balanced", truth
+        return "typical", _typical_read(s, settings, cfg, ds)
 
-    def compute(truth):
-        if truth is None:
+    def compute(got):
+        if got is None:
             return None
-        if len(truth) < cfg.initial:
+        kind, data = got
+        if kind == "typical":
+            chosen, scores, params = _typical(*data, cfg)
+            return chosen, scores, f"seed-{SEED_POLICY}", params
+        if len(data) < cfg.initial:
             raise ValidationError(
-                f"dataset has {len(truth)} pool samples in split {cfg.pool_split!r}, fewer than initial={cfg.initial}"
+                f"dataset has {len(data)} pool samples in split {cfg.pool_split!r}, fewer than initial={cfg.initial}"
             )
-        return _balanced(truth, cfg.initial, cfg.seed)
+        chosen = _balanced(data, cfg.initial, cfg.seed)
+        return chosen, np.full(len(chosen), np.nan), "seed-balanced", {"initial": cfg.initial}
 
-    def write(s, chosen):
-        if chosen is None:
+    def write(s, got):
+        if got is None:
             return
+        chosen, scores, policy, params = got
         try:
-            store_rounds.create(s, ds, chosen, np.full(len(chosen), np.nan), number=0, policy="seed-balanced",
-                                params={"initial": cfg.initial}, budget=cfg.initial, seed=cfg.seed, model_id=None)
+            store_rounds.create(s, ds, chosen, scores, number=0, policy=policy,
+                                params=params, budget=cfg.initial, seed=cfg.seed, model_id=None)
         except store_rounds.SamplesTaken:
             if store_rounds.find(s, ds, 0) is not None:  # another run of the loop recorded it meanwhile
                 return
@@ -183,6 +338,56 @@ def seed_round(settings, cfg: LoopConfig, ds: int) -> None:
             ) from None
 
     run_step(settings, read, compute, write)
+
+
+def read_answers(path: str) -> dict[str, str]:
+    """The labels of an answers file: JSON ``{key: label}``, or CSV lines ``key,label`` (a first line
+    ``...,label`` is a header). A key is a sample's URI or its file name."""
+    import csv
+    import json
+
+    try:
+        text = open(path, encoding="utf-8").read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"answers file {path} cannot be read ({exc}); pass a UTF-8 CSV or JSON file") from None
+    if path.lower().endswith(".json"):
+        try:
+            got = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"answers file {path} is not valid JSON ({exc}); fix the file") from None
+        if not isinstance(got, dict):
+            raise ValidationError(f"answers file {path}: JSON must be an object of KEY: LABEL")
+        return {str(k): str(v) for k, v in got.items()}
+    rows = [r for r in csv.reader(text.splitlines()) if r]
+    if rows and rows[0][-1].strip().lower() == "label":
+        rows = rows[1:]
+    bad = [i for i, r in enumerate(rows) if len(r) != 2 or not r[1].strip()]
+    if bad:
+        raise ValidationError(f"answers file {path}: line {bad[0] + 1} is not KEY,LABEL; fix the file")
+    return {r[0].strip(): r[1].strip() for r in rows}
+
+
+def answers_label(settings, cfg: LoopConfig, ds: int, number: int) -> int:
+    """Answers for a round's samples from ``cfg.answers`` (by URI, else file name), stored as annotations
+    of tool "answers": a person's labels in a file, which the loop reads for nothing else."""
+    answers = read_answers(cfg.answers)
+
+    def write(s):
+        wanted = store_rounds.sample_ids(s, store_rounds.get(s, ds, number)).tolist()
+        uris = store_samples.uris(s, wanted)
+        got = {int(sid): answers.get(uri, answers.get(os.path.basename(uri))) for sid, uri in zip(wanted, uris)}
+        missing = [uri for uri, sid in zip(uris, wanted) if got[int(sid)] is None]
+        if missing:
+            raise ValidationError(f"answers file {cfg.answers} has no label for {len(missing)} of round {number}'s "
+                                  f"samples (first: {missing[0]}); key each line by the sample's URI or file name")
+        classes = store_samples.class_list(s, ds).names
+        unknown = sorted(set(got.values()) - set(classes)) if classes else []
+        if unknown:
+            raise ValidationError(f"answers file {cfg.answers} gives labels {unknown[:5]} that are not classes of "
+                                  f"dataset {cfg.dataset!r} ({list(classes)[:20]}); fix the file or the class list")
+        return add_annotations(s, "answers", got, annotator="answers-file")
+
+    return run_step(settings, write=lambda s, _: write(s))
 
 
 def oracle_label(settings, ds: int, number: int) -> int:
@@ -202,29 +407,85 @@ def oracle_label(settings, ds: int, number: int) -> int:
     return run_step(settings, write=lambda s, _: write(s))
 
 
-def evaluate(settings, cfg: LoopConfig, ds: int, number: int):
-    """Train on the labels as of round ``number`` and record the test error under that round, once.
+def _recorded(s, round_id: int):
+    """READ: the curve's point recorded under the round (whichever estimate it is), or None."""
+    for metric in CURVE_METRICS:
+        done = store_rounds.evaluation(s, round_id, metric)
+        if done is not None:
+            return done
+    return None
 
-    The round is the stored one, and so is the training set (``labeled_arrays(upto=number)``): a
+
+def evaluate(settings, cfg: LoopConfig, ds: int, number: int):
+    """Train on the labels as of round ``number`` and record the curve's point under that round, once.
+
+    The point is the test error where the dataset has a ground-truth test split, else an estimate on
+    the human labels (``curve_metric``: cross-validation or a held-out share, recorded as its metric).
+    The round is the stored one, and so is the training set (``round_labels(upto=number)``): a
     run resumed after a kill files the point where an uninterrupted run would have. Returns
     (n_labels, error, model) where model is None when the point was already recorded (the loop
-    then trains again only if it needs to select).
+    then trains again only if it needs to select); the model is the one the next round selects with.
     """
 
     def read(s):
         round_id = store_rounds.get(s, ds, number).id
-        done = store_rounds.evaluation(s, round_id, "test_error")
-        return round_id, done, (None if done is not None else _labeled(s, ds, cfg.pool_split, number))
+        done = _recorded(s, round_id)
+        return round_id, done, (None if done is not None else _labels_read(s, cfg, ds, number))
 
-    round_id, done, labeled = run_step(settings, read)
+    round_id, done, got = run_step(settings, read)
     if done is not None:
         return done.n_labels, done.value, None
-    ids, labels = labeled
-    model = train(settings, cfg, ids, labels)
-    error = _test_error(settings, cfg, model)
+    split = _split_labels(cfg.seed, *got)
+    model = train(settings, cfg, split.train_ids, split.train_labels)
+    if split.metric == TEST_METRIC:
+        error = _test_error(settings, cfg, model)
+    elif split.metric == HOLDOUT_METRIC:
+        error = _error_on(settings, model, split.val_ids, split.val_labels)
+    else:
+        error = _cv_error(settings, cfg, split, number)
     run_step(settings, write=lambda s, _: store_rounds.add_evaluation(
-        s, ds, round_id, model_id=model.model_id, n_labels=len(ids), metric="test_error", value=error))
-    return len(ids), error, model
+        s, ds, round_id, model_id=model.model_id, n_labels=split.n_labels, metric=split.metric, value=error))
+    return split.n_labels, error, model
+
+
+def _error_on(settings, model, ids, labels) -> float:
+    """Error of ``model`` on samples ``ids`` whose (human) labels are ``labels``."""
+    from curator.rounds import _probs
+
+    def compute(uris):
+        index = {c: i for i, c in enumerate(model.classes)}
+        y = np.array([index.get(str(x), -1) for x in labels])
+        return float((_probs(model.adapter, uris).argmax(1) != y).mean())
+
+    return run_step(settings, lambda s: store_samples.uris(s, ids), compute)
+
+
+def cv_folds(labels, k: int, seed: int, number: int) -> np.ndarray:
+    """COMPUTE: the fold of each label: stratified (each class dealt round the folds in a seeded order)."""
+    n = len(labels)
+    order = seeds.rng(seed, round=number, stage="cv-folds").permutation(n)
+    order = sorted(order.tolist(), key=lambda j: str(labels[j]))  # stable: seeded order within each class
+    folds = np.empty(n, dtype=np.int64)
+    folds[order] = np.arange(n) % k
+    return folds
+
+
+def _cv_error(settings, cfg: LoopConfig, split: RoundLabels, number: int) -> float:
+    """Out-of-fold error of ``CV_FOLDS`` models, each trained (the round's recipe and seed) on the other
+    folds: every human label validates once."""
+    n = len(split.train_ids)
+    k = min(CV_FOLDS, n)
+    if k < 2:
+        raise ValidationError(f"round {number}: {n} label(s) cannot estimate an error by cross-validation; "
+                              "start with --initial 2 or more")
+    folds = cv_folds(split.train_labels, k, cfg.seed, number)
+    ids, labels = np.asarray(split.train_ids), np.asarray(split.train_labels, dtype=object)
+    wrong = 0.0
+    for f in range(k):
+        held = folds == f
+        model = train(settings, cfg, ids[~held].tolist(), labels[~held].tolist())
+        wrong += _error_on(settings, model, ids[held].tolist(), labels[held].tolist()) * int(held.sum())
+    return wrong / n
 
 
 #: Evaluation metric of the random-selection baseline (points at the loop's label counts).
@@ -321,7 +582,7 @@ def _answered(settings, wanted: list[int]) -> set[int]:
 
 def push(settings, cfg: LoopConfig, ds: int, number: int) -> None:
     """Send the round to Label Studio (exactly once per sample, so a re-run is safe)."""
-    if cfg.labeler == "oracle":
+    if cfg.labeler in ("oracle", "answers"):
         return
     from curator.integrations.labelstudio.push import push as ls_push
 
@@ -332,6 +593,9 @@ def label(settings, cfg: LoopConfig, ds: int, number: int) -> str | None:
     """Get the round labeled; return why not when labels are still missing."""
     if cfg.labeler == "oracle":
         oracle_label(settings, ds, number)
+        return None
+    if cfg.labeler == "answers":
+        answers_label(settings, cfg, ds, number)
         return None
     from curator.integrations.labelstudio import oracle
     from curator.integrations.labelstudio.pull import pull
@@ -413,8 +677,13 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = Tr
     _check_fault()
     def start(s):
         ds = dataset_id(s, cfg.dataset)
+        if cfg.classes is not None:  # refused (nothing written) when the ground truth has other classes
+            store_samples.declare_classes(s, ds, cfg.classes, dataset=cfg.dataset)
         if cfg.baseline:
             _pool_truth(s, cfg, ds)  # fail before any work
+            if not count_with_truth(s, ds, cfg.test_split):
+                raise ValidationError(f"a random baseline is measured on a test split with ground truth, and "
+                                      f"split {cfg.test_split!r} has none; run without --baseline")
         return ds
 
     ds = run_step(settings, start)
@@ -432,8 +701,8 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = Tr
         elif not exists:
             _boundary("select", number)
             if model is None:  # recorded by an earlier run: the same labels and seed train the same model
-                ids, labels = labeled_arrays(settings, ds, cfg.pool_split, upto=number - 1)
-                model = train(settings, cfg, ids, labels)
+                labeled = round_labels(settings, cfg, ds, upto=number - 1)
+                model = train(settings, cfg, labeled.train_ids, labeled.train_labels)
             selected = select_next(settings, cfg, ds, model)
             if selected != number:  # rounds numbered with gaps (deleted by hand): nothing to resume safely
                 raise ValidationError(f"dataset {cfg.dataset!r}: the loop selected round {selected} where round "
@@ -446,7 +715,7 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = Tr
         _boundary("evaluate", number)
         n_labels, error, model = evaluate(settings, cfg, ds, number)
         stale |= model is not None
-        log.info("round %d: %d labels, test error %.4f", number, n_labels, error)
+        log.info("round %d: %d labels, error %.4f", number, n_labels, error)
         if cfg.baseline:
             _boundary("baseline", number)
             before = _count(settings, ds, BASELINE_METRIC)
@@ -461,14 +730,16 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = Tr
         _report(settings, cfg, plots)
 
     def summary(s):
-        errors = [(p.n_labels, p.value) for p in store_rounds.evaluations(s, ds, "test_error")]
+        points = [p for p in store_rounds.evaluations(s, ds) if p.metric in CURVE_METRICS]
+        errors = [(p.n_labels, p.value) for p in points]
         done = sum(1 for r in store_rounds.list_rounds(s, ds) if r.status == "done" and r.number > 0)
         baseline = sorted(((p.n_labels, p.value) for p in store_rounds.evaluations(s, ds, BASELINE_METRIC)),
                           key=lambda e: e[0])
-        return errors, done, baseline, len(_labeled(s, ds, cfg.pool_split, None)[0])
+        return errors, done, baseline, len(_labeled(s, ds, cfg.pool_split, None)[0]), [p.metric for p in points]
 
-    errors, done, baseline, n_labels = run_step(settings, summary)
-    return LoopResult(rounds_done=done, n_labels=n_labels, errors=errors, waiting=waiting, baseline=baseline)
+    errors, done, baseline, n_labels, metrics = run_step(settings, summary)
+    return LoopResult(rounds_done=done, n_labels=n_labels, errors=errors, waiting=waiting, baseline=baseline,
+                      metrics=metrics)
 
 
 def _count(settings, ds: int, metric: str) -> int:

@@ -3,6 +3,10 @@
 Plots people would rather see than read: test error against labels (with the
 learning-curve forecast and an optional random baseline), class balance of
 each batch, duplicates removed, and the scores of the selected samples.
+
+Without a ground-truth test split the curve's points are validation estimates on
+held-out human labels (``curator.loop.curve_metric``); the report says which
+estimate each point is and how it was made.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from curator.forecast import forecast
 from curator.steps import run_step
 from curator.store import rounds as store_rounds
 from curator.store import samples as store_samples
-from curator.store.queries import dataset_id
+from curator.store.queries import agreed_labels, dataset_id
 
 
 @dataclasses.dataclass
@@ -35,16 +39,18 @@ class RoundFacts:
 
 
 def _read(s, dataset: str):
-    """READ: the dataset's evaluations, rounds, round items and the ground truth of those items."""
+    """READ: the dataset's evaluations, rounds, round items, the ground truth of those items and the
+    human labels (the class balance of a pool without ground truth)."""
     ds = dataset_id(s, dataset)
     numbers, items = store_rounds.all_items(s, ds)
     truth = store_samples.truth(s, sample_ids=items.sample_id)
-    return store_rounds.evaluations(s, ds), store_rounds.list_rounds(s, ds), numbers, items, truth
+    human = {int(k): v[0] for k, v in agreed_labels(s, ds).items()}
+    return store_rounds.evaluations(s, ds), store_rounds.list_rounds(s, ds), numbers, items, truth, human
 
 
-def _facts(evals, rounds, numbers, items, truth) -> tuple[list[dict], list[RoundFacts]]:
+def _facts(evals, rounds, numbers, items, truth, human=None) -> tuple[list[dict], list[RoundFacts]]:
     """COMPUTE: the report's plain data from what ``_read`` read."""
-    label_of = dict(zip(truth.ids.tolist(), truth.labels))
+    label_of = {**(human or {}), **{k: v for k, v in zip(truth.ids.tolist(), truth.labels) if v is not None}}
     out = [{"n_labels": p.n_labels, "metric": p.metric, "value": p.value, "round": p.number} for p in evals]
     facts = []
     for rnd in rounds:
@@ -67,12 +73,25 @@ def collect(settings, dataset: str) -> tuple[list[dict], list[RoundFacts]]:
     return run_step(settings, lambda s: _read(s, dataset), lambda got: _facts(*got))
 
 
+def _curve(evals) -> list[dict]:
+    from curator.loop import CURVE_METRICS
+
+    return [e for e in evals if e["metric"] in CURVE_METRICS]
+
+
+def _validated(errs) -> bool:
+    """Whether any point of the curve is a validation estimate (no ground-truth test split)."""
+    from curator.loop import TEST_METRIC
+
+    return any(e["metric"] != TEST_METRIC for e in errs)
+
+
 def _plot_curve(ax, evals, baseline, target):
-    errs = [e for e in evals if e["metric"] == "test_error"]
+    errs = _curve(evals)
     if errs:
         n = np.array([e["n_labels"] for e in errs], float)
         y = np.array([e["value"] for e in errs], float)
-        ax.plot(n, y, "o-", label="curator loop")
+        ax.plot(n, y, "o-", label="curator loop" + (" (validation estimate)" if _validated(errs) else ""))
         if len(n) >= 3 and target:
             f = forecast(n, y, target)
             grid = np.linspace(n.min(), max(n.max() * 2, min(f.labels_needed, n.max() * 4)
@@ -82,7 +101,7 @@ def _plot_curve(ax, evals, baseline, target):
     if baseline:
         ax.plot(baseline["n_labels"], baseline["error"], "s-", alpha=0.7, label="random baseline")
     ax.set_xlabel("labels")
-    ax.set_ylabel("test error")
+    ax.set_ylabel("validation error (human labels)" if _validated(errs) else "test error")
     ax.set_yscale("log")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -97,14 +116,14 @@ def _plot(path: Path, evals, facts, baseline, target) -> None:
 
     fig, axes = plt.subplots(2, 2, figsize=(12, 9))
     _plot_curve(axes[0, 0], evals, baseline, target)
-    axes[0, 0].set_title("test error vs labels")
+    axes[0, 0].set_title(("validation" if _validated(_curve(evals)) else "test") + " error vs labels")
     classes = sorted({c for f in facts for c in f.classes}, key=lambda c: (not c.isdigit(), int(c) if c.isdigit() else 0, c))
     bottom = np.zeros(len(facts))
     for c in classes:
         counts = np.array([f.classes.get(c, 0) for f in facts], float)
         axes[0, 1].bar([f.number for f in facts], counts, bottom=bottom, label=c)
         bottom += counts
-    axes[0, 1].set_title("class balance of each batch (ground truth)")
+    axes[0, 1].set_title("class balance of each batch (ground truth, else human labels)")
     axes[0, 1].set_xlabel("round")
     if classes:
         axes[0, 1].legend(ncol=2, fontsize=7)
@@ -146,8 +165,18 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
         _plot(out_dir / "report.png", evals, facts, baseline, target)
 
     lines = [f"# curator report: {dataset}", ""] + (["![plots](report.png)", ""] if plots else [])
-    errs = [e for e in evals if e["metric"] == "test_error"]
-    if errs and random:
+    errs = _curve(evals)
+    if errs and _validated(errs):
+        from curator.loop import ESTIMATES
+
+        lines += ["| round | labels | validation error | estimate |", "|---|---|---|---|"]
+        lines += [f"| {_round_cell(e)} | {e['n_labels']} | {e['value']:.4f} | {e['metric']} |" for e in errs]
+        lines += ["", "## How the curve is measured", "",
+                  "No ground-truth test split: each point is a validation estimate on the human labels "
+                  "(labels: every human label as of the round).", ""]
+        lines += [f"- `{m}`: {ESTIMATES[m]}." for m in dict.fromkeys(e["metric"] for e in errs)]
+        lines.append("")
+    elif errs and random:
         lines += ["| round | labels | test error | random selection |", "|---|---|---|---|"]
         lines += [f"| {_round_cell(e)} | {e['n_labels']} | {e['value']:.4f} | "
                   f"{_random_cell(e, random_of_round, random)} |" for e in errs]
@@ -158,7 +187,8 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
         lines.append("")
     if len(errs) >= 3 and target:
         f = forecast([e["n_labels"] for e in errs], [e["value"] for e in errs], target)
-        lines += ["## Forecast", "", f"Fit: error = {f.curve.c:.4f} + {f.curve.a:.3f} * n^-{f.curve.b:.2f}.",
+        lines += ["## Forecast", "", f"Fit: error = {f.curve.c:.4f} + {f.curve.a:.3f} * n^-{f.curve.b:.2f}"
+                  + (" (on the validation estimates)." if _validated(errs) else "."),
                   "", f"{f.summary()}.", ""]
     if facts:
         lines += ["## Rounds", "", "| round | policy | status | selected | duplicates removed | classes |",

@@ -26,6 +26,8 @@ STAGES = (
     "score",  # MC-dropout passes of the model over the pool
     "select",  # the selection policy
     "baseline",  # the random baseline's order of the pool
+    "validation",  # which of a round's human labels are held out for the curve (no ground-truth test split)
+    "cv-folds",  # the cross-validation folds of the human labels (no ground-truth test split)
 )
 
 

@@ -43,9 +43,12 @@ def detect_source(path: Path) -> str:
 @click.option("--max-pixels", type=int, default=None,
               help="Largest image (width x height) to decode; default $CURATOR_MAX_PIXELS or 89,478,485 "
                    "(a guard against decompression bombs).")
+@click.option("--classes", "classes", default=None, metavar="a,b,c|@FILE|CONFIG.xml",
+              help="Declare the class list (a pool with no labels yet): comma-separated names, @FILE with one per "
+                   "line, or a Label Studio labeling config's Choice values; ground truth must fit it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.pass_context
-def ingest(ctx, path, dataset, labels, split, skip_bad, no_class_folders, batch_size, max_pixels, as_json):
+def ingest(ctx, path, dataset, labels, split, skip_bad, no_class_folders, batch_size, max_pixels, classes, as_json):
     """Ingest PATH (an image folder, an IDX file, or a .npy/.npz array) into a dataset.
 
     Every sample is hashed; running it again adds nothing. Nothing is stored
@@ -55,6 +58,7 @@ def ingest(ctx, path, dataset, labels, split, skip_bad, no_class_folders, batch_
     leaves neither (see `curator doctor`).
     """
     from curator import ingest as ing
+    from curator.classlist import parse_classes
     from curator.exceptions import ValidationError
     from curator.images import max_pixels as pixel_limit
     from curator.ingest._common import check_batch_size
@@ -62,6 +66,7 @@ def ingest(ctx, path, dataset, labels, split, skip_bad, no_class_folders, batch_
     settings = settings_from(ctx)
     check_batch_size(batch_size)
     limit = pixel_limit(max_pixels)
+    declared = parse_classes(classes) if classes else None
     if not path.exists():
         raise ValidationError(f"{path} does not exist; pass an image folder, an IDX file or a .npy/.npz file")
     kind = detect_source(path)
@@ -73,14 +78,14 @@ def ingest(ctx, path, dataset, labels, split, skip_bad, no_class_folders, batch_
     if kind == "folder":
         report = ing.ingest_folder(
             path, dataset=dataset, split=split, class_folders=not no_class_folders,
-            skip_bad=skip_bad, settings=settings, batch_size=batch_size, max_image_pixels=limit,
+            skip_bad=skip_bad, settings=settings, batch_size=batch_size, max_image_pixels=limit, classes=declared,
         )
     elif kind == "arrays":
         report = ing.ingest_arrays(path, labels, dataset=dataset, split=split, settings=settings,
-                                   batch_size=batch_size, max_image_pixels=limit)
+                                   batch_size=batch_size, max_image_pixels=limit, classes=declared)
     else:
         report = ing.ingest_idx(path, labels, dataset=dataset, split=split, settings=settings,
-                                batch_size=batch_size, max_image_pixels=limit)
+                                batch_size=batch_size, max_image_pixels=limit, classes=declared)
     if as_json:
         click.echo(json.dumps(report.as_dict()))
         return

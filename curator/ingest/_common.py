@@ -146,6 +146,7 @@ def write_records(
     report: IngestReport,
     total: int | None = None,
     session=None,
+    classes: Sequence[str] | None = None,
 ) -> IngestReport:
     """Store the records of all batches in one transaction (see module docstring).
 
@@ -163,14 +164,14 @@ def write_records(
         batches = list(batches)
         if any(r.data is not None for b in batches for r in b):
             raise ValueError("write_records(session=...) takes records of existing files only")
-        _store(settings, dataset, batches, report, total, None, session=session)
+        _store(settings, dataset, batches, report, total, None, session=session, classes=classes)
         return report
 
     private_workspace(settings.workspace)
     with private_umask():
         recover(settings)
         with Staging(settings.media_dir) as staging:
-            _store(settings, dataset, batches, report, total, staging)
+            _store(settings, dataset, batches, report, total, staging, classes=classes)
             try:
                 staging.publish()
             except OSError as exc:
@@ -182,18 +183,18 @@ def write_records(
     return report
 
 
-def _store(settings, dataset, batches, report, total, staging, session=None) -> None:
+def _store(settings, dataset, batches, report, total, staging, session=None, classes=None) -> None:
     """The write step of an ingest: every batch in one transaction (the caller's ``session``, or one
     opened by ``curator.steps.run_step``), through ``curator.store.samples``."""
     from curator.steps import run_step
 
     if session is not None:
-        _write(session, dataset, batches, report, total, staging)
+        _write(session, dataset, batches, report, total, staging, classes)
     else:
-        run_step(settings, write=lambda s, _: _write(s, dataset, batches, report, total, staging))
+        run_step(settings, write=lambda s, _: _write(s, dataset, batches, report, total, staging, classes))
 
 
-def _write(s, dataset, batches, report, total, staging) -> None:
+def _write(s, dataset, batches, report, total, staging, declared=None) -> None:
     from curator._progress import progress
     from curator.store import samples as store_samples
 
@@ -230,7 +231,10 @@ def _write(s, dataset, batches, report, total, staging) -> None:
         report.added += len(new)
     if report.seen == 0:
         raise nothing_to_ingest(report)
-    if classes:
+    listed = store_samples.class_list(s, ds)
+    if declared is not None or listed.declared:  # checked against the ground truth, in this transaction
+        store_samples.declare_classes(s, ds, declared if declared is not None else listed.names, dataset=dataset)
+    elif classes:
         store_samples.set_classes(s, ds, sort_classes(classes))
     report.total = store_samples.count(s, ds)
 

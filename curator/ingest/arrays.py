@@ -101,6 +101,7 @@ def ingest_arrays(
     settings=None,
     batch_size: int = DEFAULT_BATCH,
     max_image_pixels: int | None = None,
+    classes=None,
 ) -> IngestReport:
     """Ingest uint8 image arrays; ``name`` keys the files (defaults to the file stem).
 
@@ -142,4 +143,4 @@ def ingest_arrays(
             lab = None if label_names is None else label_names[start : start + len(block)]
             yield png_records(block, start, folder, split, lab)
 
-    return write_records(settings, dataset, batches(), IngestReport(dataset), total=len(images))
+    return write_records(settings, dataset, batches(), IngestReport(dataset), total=len(images), classes=classes)

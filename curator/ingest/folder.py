@@ -101,6 +101,7 @@ def ingest_folder(
     settings=None,
     batch_size: int = DEFAULT_BATCH,
     max_image_pixels: int | None = None,
+    classes=None,
 ) -> IngestReport:
     """Ingest every image under ``root``; with ``class_folders`` the first sub-folder is the class.
 
@@ -133,4 +134,4 @@ def ingest_folder(
                     report.skipped.append((str(path), str(exc)))
             yield records
 
-    return write_records(settings, dataset, batches(), report, total=len(paths))
+    return write_records(settings, dataset, batches(), report, total=len(paths), classes=classes)

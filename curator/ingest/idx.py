@@ -140,6 +140,7 @@ def ingest_idx(
     settings=None,
     batch_size: int = DEFAULT_BATCH,
     max_image_pixels: int | None = None,
+    classes=None,
 ) -> IngestReport:
     """Ingest an IDX images file (and optional labels file) as PNG samples.
 
@@ -175,4 +176,4 @@ def ingest_idx(
             lab = None if label_names is None else label_names[start : start + len(block)]
             yield png_records(block, start, folder, split, lab)
 
-    return write_records(settings, dataset, batches(), IngestReport(dataset), total=n)
+    return write_records(settings, dataset, batches(), IngestReport(dataset), total=n, classes=classes)

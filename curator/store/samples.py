@@ -16,13 +16,13 @@ import numpy as np
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from curator.exceptions import NotFoundError
+from curator.exceptions import NotFoundError, ValidationError
 from curator.store import rounds as store_rounds
 from curator.store.queries import agreed_labels, fetch_all
 from curator.store.schema import Dataset, Sample, Score
 
 __all__ = [
-    "SampleRows", "Truth", "classes", "set_classes", "pool_ids", "candidate_ids", "ids", "uris", "listing",
+    "SampleRows", "Truth", "ClassList", "classes", "set_classes", "class_list", "declare_classes", "truth_classes", "pool_ids", "candidate_ids", "ids", "uris", "listing",
     "truth", "in_split", "count", "all_uris", "stored_uris", "summaries", "write_scores",
     "lock_dataset_name", "find_or_create_dataset", "first_of_hashes", "known_uris", "insert_samples",
     "mark_duplicates",
@@ -69,6 +69,54 @@ def classes(session: Session, dataset_id: int) -> list[str]:
 
 def set_classes(session: Session, dataset_id: int, names: Sequence[str]) -> None:
     session.execute(update(Dataset).where(Dataset.id == dataset_id).values(classes=list(names)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassList:
+    """A dataset's classes in order; ``declared``: the user declared them (else: read from ground truth)."""
+
+    names: tuple[str, ...]
+    declared: bool
+
+
+def class_list(session: Session, dataset_id: int) -> ClassList:
+    row = session.execute(select(Dataset.classes, Dataset.classes_declared).where(Dataset.id == dataset_id)).first()
+    if row is None:
+        raise NotFoundError(f"dataset id {dataset_id} does not exist")
+    return ClassList(names=tuple(str(c) for c in row[0] or []), declared=bool(row[1]))
+
+
+def truth_classes(session: Session, dataset_id: int) -> set[str]:
+    """The distinct ground-truth labels of the dataset's samples."""
+    return {str(r[0]) for r in session.execute(select(Sample.gt_label).distinct().where(
+        Sample.dataset_id == dataset_id, Sample.gt_label.is_not(None)))}
+
+
+def declare_classes(session: Session, dataset_id: int, names: Sequence[str], *, dataset: str = "") -> bool:
+    """Record ``names`` as the dataset's declared class list; whether anything changed.
+
+    Refused (ValidationError, nothing written): a ground-truth label outside ``names`` (a
+    mismatch between the declaration and the data), or a dataset that declared another list
+    already (models, labeling configurations and label versions use its order).
+    """
+    names = [str(n) for n in names]
+    what = f"dataset {dataset!r}" if dataset else f"dataset id {dataset_id}"
+    current = class_list(session, dataset_id)
+    if current.declared and list(current.names) != names:
+        raise ValidationError(
+            f"{what} has declared classes {list(current.names)}; now given {names}. A dataset's class list "
+            "cannot change (its models and labeling configuration use it): pass the same list, or none"
+        )
+    extra = sorted(truth_classes(session, dataset_id) - set(names))
+    if extra:
+        raise ValidationError(
+            f"{what}: its ground truth has classes {extra[:10]} that the declared list {names[:20]} lacks; "
+            "declare every class of the ground truth (or declare none: the classes then come from it)"
+        )
+    if current.declared:
+        return False
+    session.execute(update(Dataset).where(Dataset.id == dataset_id).values(classes=names, classes_declared=True))
+    return True
 
 
 def summaries(session: Session) -> list[dict]:

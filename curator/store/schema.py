@@ -54,12 +54,14 @@ class Base(DeclarativeBase):
 
 
 class Dataset(Base):
-    """A named pool of samples; ``classes`` lists the label names in order."""
+    """A named pool of samples; ``classes`` lists the label names in order; ``classes_declared``:
+    the user declared them (a pool with no labels yet), rather than ingest reading ground truth."""
 
     __tablename__ = "datasets"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     classes: Mapped[Optional[list[Any]]]
+    classes_declared: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow
     )
@@ -387,7 +389,7 @@ class LabelProject(Base):
     pulled_at: Mapped[Optional[dt.datetime]] = mapped_column(DateTime(timezone=True))
 
 
-# -- webhook events (issue 17, migration 0007l17) ----------------------------------------------
+# -- webhook events (issue 17, migration 0008) ----------------------------------------------
 
 
 class LabelEvent(Base):

@@ -8,8 +8,8 @@ nothing; a delete's row is the tombstone that keeps a late, older update from
 bringing the annotation back. ``outcome`` says what the event did (added,
 updated, deleted, stale, unlinked).
 
-Revision ID: 0007l17
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 """
 from typing import Sequence, Union
 
@@ -17,8 +17,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision: str = "0007l17"
-down_revision: Union[str, None] = "0006"
+revision: str = "0008"
+down_revision: Union[str, None] = "0007"
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
