@@ -32,7 +32,6 @@ and, at scale, in ``benchmarks/dedup_scale``.
 from __future__ import annotations
 
 import math
-import mmap
 import time
 
 import numpy as np
@@ -209,21 +208,60 @@ def probe_cells(
 ) -> np.ndarray:
     """Which of each query's nearest cells may hold a vector within ``threshold``.
 
-    For unit vectors a, b with cos(a, b) >= t, and b stored in cell c2 while
-    a is nearest to c1: <a,m1> - <a,m2> <= |a - b| |m1 - m2| <= sqrt(2 - 2t)
-    |m1 - m2|. So probing every cell whose similarity gap to the nearest one
-    is within that bound finds every pair: the search is exact unless a
-    query's last candidate still qualifies (it is then truncated).
+    For unit vectors a, b with cos(a, b) >= t, and b stored in its nearest cell
+    c, for *every* other cell k: <a,m_k> - <a,m_c> = <a - b, m_k - m_c> +
+    (<b,m_k> - <b,m_c>) <= |a - b| |m_k - m_c| <= sqrt(2 - 2t) |m_k - m_c|,
+    because b is no nearer to m_k than to m_c. Each k gives a necessary
+    condition for probing c, so c is probed only if it passes all of them for
+    the P cells known (the nearest one, k = 0, was the only one checked before:
+    this is tighter and still exact). The search is exact unless a query's
+    last candidate still qualifies (it is then truncated).
     ``sims``, ``cells``: (n, P) similarities to and ids of the P nearest
-    cells; ``gram``: centroid inner products. Returns an (n, P) bool mask.
+    cells, nearest first; ``gram``: centroid inner products. Returns an (n, P) bool mask.
     """
     radius = math.sqrt(max(0.0, 2.0 - 2.0 * threshold))
-    first = cells[:, :1]
-    dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram[first, cells]))
-    need = (sims[:, :1] - sims) <= radius * dist + SIM_EPS
-    need &= cells >= 0
+    n, p = cells.shape
+    valid = cells >= 0
+    safe = np.where(valid, cells, 0)
+    need = np.empty((n, p), bool)
+    step = 1 << 15
+    for s in range(0, n, step):
+        c = safe[s:s + step]
+        sm = sims[s:s + step].astype(np.float32)
+        dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram[c[:, :, None], c[:, None, :]]))  # [row, k, c]
+        gap = sm[:, :, None] - sm[:, None, :]  # <a,m_k> - <a,m_c>
+        need[s:s + step] = (gap <= radius * dist + SIM_EPS).all(axis=1)
+    need &= valid
     need[:, 0] = True
     return need
+
+
+#: Kinds of entry in the streamed self-join's probe list (``self_join_probes``).
+OWN, FULL, REVERSE = 0, 1, 2
+
+
+def self_join_probes(need: np.ndarray, cells: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+    """What each row searches in a self-join: (n, P) int8, -1 nothing, ``OWN`` its own cell
+    (searched once as a triangle), ``FULL`` all rows of a cell, ``REVERSE`` only the
+    truncated rows of a cell.
+
+    For a pair (a, b) with cos >= t, a in cell c_a < c_b of b, ``probe_cells`` holds for a
+    probing c_b *and* for b probing c_a (a necessary condition on every true pair, seen
+    from either row), so one side suffices: a row probes a cell above its own in full,
+    and a cell below its own only against that cell's truncated rows (those whose list
+    of P cells may have stopped short of c_b). A truncated row probes every listed cell
+    in full. So a pair is found whenever a lists c_b or b lists c_a, as when both sides
+    searched everything: the cross-cell search about halves and nothing found before is lost
+    (one case aside: a untruncated yet c_b beyond its list while still qualifying, which
+    the rank order of the bound makes rare; the both-sides search then found the pair from
+    b, this one does not; measured in ``tests/test_index.py`` and ``benchmarks/scale_out``).
+    """
+    kind = np.full(need.shape, -1, np.int8)
+    up = cells > cells[:, :1]
+    kind[need & (up | truncated[:, None])] = FULL
+    kind[need & ~up & ~truncated[:, None]] = REVERSE
+    kind[:, 0] = OWN
+    return kind
 
 
 def cell_plan(base, queries, t, *, self_join: bool, seed: int):
@@ -381,18 +419,6 @@ def _read(x, key) -> np.ndarray:
     return normalize(np.asarray(x[key]), copy=True)
 
 
-def _release(x) -> None:
-    """Drop the pages of a read-only memory-mapped ``x`` from this process (they stay in the page
-    cache), so that reading all of it does not count its whole size into the resident set."""
-    base = x.x if isinstance(x, RowsView) else x
-    mm = getattr(base, "_mmap", None)
-    if isinstance(base, np.memmap) and getattr(base, "mode", None) == "r" and mm is not None:
-        try:
-            mm.madvise(mmap.MADV_DONTNEED)
-        except (AttributeError, OSError, ValueError):  # pragma: no cover - platform without madvise
-            pass
-
-
 def _chunked_queries_range(base, queries, t, *, exact, seed):
     """A small base against a streamed query set: the in-memory search, one chunk of queries at a time."""
     base = as_float32(base)
@@ -405,18 +431,19 @@ def _chunked_queries_range(base, queries, t, *, exact, seed):
         out_b.append(b)
         out_s.append(sim)
         truncated += info.get("truncated", 0)
-        _release(queries)
     return (np.concatenate(out_q), np.concatenate(out_b), np.concatenate(out_s),
             {**info, "truncated": truncated, "query_chunks": len(out_q)})
 
 
-def _assign(quant, x, probes, gram, t, n_cells, *, keep_probes: bool):
+def _assign(quant, x, probes, gram, t, n_cells, *, keep_probes: bool, self_join: bool = False):
     """One pass over ``x`` by chunks: nearest cell of every row, row norms, and (for queries)
-    the (row, cell) probe list by the ``probe_cells`` bound."""
+    the (row, cell, kind) probe list by the ``probe_cells`` bound (kinds: ``self_join_probes``
+    in a self-join, else all ``FULL``) and which rows were truncated."""
     n = len(x)
     home = np.empty(n, np.int32)
     norms = np.empty(n, np.float64)
-    rows, cells, truncated = [], [], 0
+    cut_rows = np.zeros(n, bool)
+    rows, cells, kinds = [], [], []
     for s in range(0, n, STREAM_CHUNK):
         raw = np.asarray(x[s:s + STREAM_CHUNK], dtype=np.float32)
         norms[s:s + len(raw)] = np.linalg.norm(raw.astype(np.float64), axis=1)
@@ -426,22 +453,26 @@ def _assign(quant, x, probes, gram, t, n_cells, *, keep_probes: bool):
         home[s:s + len(chunk)] = near[:, 0]
         if keep_probes:
             need = probe_cells(sims, near, gram, t)
-            if probes < n_cells:
-                truncated += int(need[:, -1].sum())
-            r, c = np.nonzero(need)
+            cut = need[:, -1] if probes < n_cells else np.zeros(len(need), bool)
+            cut_rows[s:s + len(chunk)] = cut
+            kind = self_join_probes(need, near, cut) if self_join else np.where(need, FULL, -1).astype(np.int8)
+            r, c = np.nonzero(kind > OWN)  # a self-join searches each cell's own rows apart
             rows.append((r + s).astype(np.int64))
             cells.append(near[r, c].astype(np.int32))
-        _release(x)
+            kinds.append(kind[r, c])
     if not keep_probes:
-        return home, norms, None, None, 0
-    return home, norms, np.concatenate(rows), np.concatenate(cells), truncated
+        return home, norms, None, None, None, cut_rows
+    return home, norms, np.concatenate(rows), np.concatenate(cells), np.concatenate(kinds), cut_rows
 
 
 def _streamed_range(base, queries, t, *, seed):
     """Partitioned range search reading ``base`` (and ``queries``; None: self-join) by chunks,
     candidates re-ranked exactly: (query rows, base rows, similarities, info).
 
-    Self-join pairs come back once each as (i < j), sorted, like ``self_pairs``.
+    Self-join pairs come back once each as (i < j), sorted, like ``self_pairs``. Pages of a
+    memory-mapped ``x`` stay mapped between passes: they are the page cache's (file-backed,
+    shared, reclaimable), and dropping them made every later pass fault them back in (half the
+    CPU time went to the kernel in the 10M run that did so, ``benchmarks/scale_out``).
     """
     faiss = _faiss()
     clock = [time.perf_counter()]
@@ -451,51 +482,62 @@ def _streamed_range(base, queries, t, *, seed):
     km = faiss.Kmeans(d, n_cells, niter=KMEANS_ITERATIONS, spherical=True, seed=seed,
                       max_points_per_centroid=256, verbose=False)
     km.train(_read(base, _sample(n, n_cells * TRAIN_POINTS_PER_CELL, seed)))
-    _release(base)
     centroids = km.centroids
     gram = centroids @ centroids.T
     quant = faiss.IndexFlatIP(d)
     quant.add(centroids)
     probes = min(MAX_PROBES, n_cells)
     clock.append(time.perf_counter())
-    home, b_norms, q_rows, probed, truncated = _assign(quant, base, probes, gram, t, n_cells,
-                                                       keep_probes=self_join)
+    home, b_norms, q_rows, probed, kinds, cut = _assign(quant, base, probes, gram, t, n_cells,
+                                                        keep_probes=self_join, self_join=self_join)
     if self_join:
         queries, q_norms = base, b_norms
     else:
-        _, q_norms, q_rows, probed, truncated = _assign(quant, queries, probes, gram, t, n_cells,
-                                                        keep_probes=True)
+        _, q_norms, q_rows, probed, kinds, cut = _assign(quant, queries, probes, gram, t, n_cells,
+                                                         keep_probes=True)
     n_q = len(queries)
-    mean_probes = float(len(q_rows) / max(1, n_q))
+    truncated = int(cut.sum())
+    # probes a row: its own cell (self-join: searched apart, as a triangle) plus its list
+    mean_probes = float(len(q_rows) / max(1, n_q)) + (1.0 if self_join else 0.0)
+    mean_reverse = float((kinds == REVERSE).sum() / max(1, n_q))
     clock.append(time.perf_counter())
-    order = np.argsort(probed, kind="stable")
-    q_rows, probed = q_rows[order], probed[order]
+    slot = probed.astype(np.int64) * 3 + kinds  # (cell, kind): FULL and REVERSE apart
+    del probed, kinds
+    order = np.argsort(slot, kind="stable")
+    q_rows, slot = q_rows[order], slot[order]
     del order
-    q_bounds = np.searchsorted(probed, np.arange(n_cells + 1))
-    del probed
+    q_bounds = np.searchsorted(slot, np.arange(3 * n_cells + 1))
+    del slot
     b_order = np.argsort(home, kind="stable")
     b_bounds = np.searchsorted(home[b_order], np.arange(n_cells + 1))
     del home
     keys = []
     for c in range(n_cells):
         b_idx = b_order[b_bounds[c]:b_bounds[c + 1]]
-        q_idx = q_rows[q_bounds[c]:q_bounds[c + 1]]
-        if len(b_idx) == 0 or len(q_idx) == 0:
+        if len(b_idx) == 0:
             continue
-        r, b, _ = _block_range(_read(base, b_idx), _read(queries, q_idx), t)
-        qi, bi = q_idx[r], b_idx[b]
+        cell = _read(base, b_idx)
         if self_join:
-            keep = qi != bi
-            qi, bi = np.minimum(qi[keep], bi[keep]), np.maximum(qi[keep], bi[keep])
-            keys.append(qi * n + bi)
-        else:
-            keys.append(qi * n + bi)
-        if c % 64 == 63:
-            _release(base)
-            _release(queries)
+            r, b = _block_self(cell, t)
+            keys.append(b_idx[r] * n + b_idx[b])  # b_idx is sorted, so r < b means row i < row j
+        for kind in (FULL, REVERSE):
+            q_idx = q_rows[q_bounds[3 * c + kind]:q_bounds[3 * c + kind + 1]]
+            if len(q_idx) == 0:
+                continue
+            if kind == REVERSE:  # only the cell's truncated rows
+                sub = np.flatnonzero(cut[b_idx])
+                if len(sub) == 0:
+                    continue
+                r, b, _ = _block_range(cell[sub], _read(queries, q_idx), t)
+                b = sub[b]
+            else:
+                r, b, _ = _block_range(cell, _read(queries, q_idx), t)
+            qi, bi = q_idx[r], b_idx[b]
+            if self_join:
+                keys.append(np.minimum(qi, bi) * n + np.maximum(qi, bi))
+            else:
+                keys.append(qi * n + bi)
     del q_rows, b_order
-    _release(base)
-    _release(queries)
     clock.append(time.perf_counter())
     keys = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
     qi, bi = keys // n, keys % n
@@ -510,11 +552,30 @@ def _streamed_range(base, queries, t, *, seed):
         "cells": n_cells,
         "max_probes": probes,
         "mean_probes": mean_probes,
+        "mean_reverse_probes": mean_reverse,
         "truncated": truncated,
         "candidates": int(len(qi)),
         "reranked_out": int((~keep).sum()),
     }
     return qi[keep], bi[keep], sims[keep].astype(np.float32), info
+
+
+#: Rows of one block of ``_block_self``: small enough that the skipped lower triangle is most
+#: of the saving, large enough for BLAS to run near its peak (512 x 128 x cell rows).
+_SELF_BLOCK = 512
+
+
+def _block_self(x: np.ndarray, t: float):
+    """Pairs r < c of rows of ``x`` with inner product >= ``t``: the self-join inside one cell,
+    by row blocks against the rows from the block on (about half of ``_block_range(x, x)``)."""
+    rows, cols = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for start in range(0, len(x), _SELF_BLOCK):
+        block = x[start:start + _SELF_BLOCK] @ x[start:].T
+        r, c = np.nonzero(block >= t)
+        keep = c > r
+        rows.append(r[keep] + start)
+        cols.append(c[keep] + start)
+    return np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64)
 
 
 def _pair_cosines(a, i, a_norms, b, j, b_norms, *, block: int = 1 << 16) -> np.ndarray:
@@ -550,7 +611,6 @@ def _compressed_search(base, queries, k: int):
         raw = np.asarray(base[s:s + STREAM_CHUNK], dtype=np.float32)
         norms[s:s + len(raw)] = np.linalg.norm(raw.astype(np.float64), axis=1)
         index.add(normalize(raw))
-        _release(base)
     index.nprobe = min(IVF_NPROBE, nlist)
     kk = min(n, k * PQ_RERANK)
     sims_out = np.full((len(queries), k), -np.inf, np.float32)
@@ -569,8 +629,6 @@ def _compressed_search(base, queries, k: int):
         sims_out[s:s + len(raw)] = np.take_along_axis(exact, best, 1)
         pos_out[s:s + len(raw)] = np.where(np.isfinite(sims_out[s:s + len(raw)]),
                                            np.take_along_axis(cand, best, 1), -1)
-        _release(base)
-        _release(queries)
     return sims_out, pos_out
 
 
