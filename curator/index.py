@@ -246,28 +246,39 @@ def probe_cells(
 OWN, FULL, REVERSE = 0, 1, 2
 
 
-def self_join_probes(need: np.ndarray, cells: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+def self_join_probes(need: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """What each row searches in a self-join: (n, P) int8, -1 nothing, ``OWN`` its own cell
-    (searched once as a triangle), ``FULL`` all rows of a cell, ``REVERSE`` only the
-    truncated rows of a cell.
+    (searched once, as a triangle), ``FULL`` every row of a cell, ``REVERSE`` only a cell's
+    *open* rows (``open_rows``: those whose list of P cells may miss a cell they need).
 
     For a pair (a, b) with cos >= t, a in cell c_a < c_b of b, ``probe_cells`` holds for a
     probing c_b *and* for b probing c_a (a necessary condition on every true pair, seen
-    from either row), so one side suffices: a row probes a cell above its own in full,
-    and a cell below its own only against that cell's truncated rows (those whose list
-    of P cells may have stopped short of c_b). A truncated row probes every listed cell
-    in full. So a pair is found whenever a lists c_b or b lists c_a, as when both sides
-    searched everything: the cross-cell search about halves and nothing found before is lost
-    (one case aside: a untruncated yet c_b beyond its list while still qualifying, which
-    the rank order of the bound makes rare; the both-sides search then found the pair from
-    b, this one does not; measured in ``tests/test_index.py`` and ``benchmarks/scale_out``).
+    from either row), so one side suffices: a row probes the listed cells above its own in
+    full and those below only against their open rows. If a is not open it lists c_b and
+    finds the pair; if a is open, b finds it through its reverse probe of c_a whenever b
+    lists c_a. So a pair is missed only when neither row lists the other's cell, exactly
+    as when both sides searched everything (and then both rows are open and counted), at
+    about half the dense products across borders.
     """
     kind = np.full(need.shape, -1, np.int8)
     up = cells > cells[:, :1]
-    kind[need & (up | truncated[:, None])] = FULL
-    kind[need & ~up & ~truncated[:, None]] = REVERSE
+    kind[need & up] = FULL
+    kind[need & ~up] = REVERSE
     kind[:, 0] = OWN
     return kind
+
+
+def open_rows(sims: np.ndarray, cells: np.ndarray, reach: np.ndarray, threshold: float) -> np.ndarray:
+    """Rows whose P listed cells may not hold every cell they need to probe.
+
+    A cell c beyond a row's list has <a,m_c> <= <a,m_P> (the last listed), so if
+    <a,m_1> - <a,m_P> > sqrt(2 - 2t) * reach[c_1], with ``reach`` the largest distance from
+    a centroid to any other, the nearest-cell condition of ``probe_cells`` fails for every
+    such c: the list is complete. Otherwise the row is open (a superset of the truncated
+    rows, whose last listed cell still qualifies).
+    """
+    radius = math.sqrt(max(0.0, 2.0 - 2.0 * threshold))
+    return (sims[:, 0] - sims[:, -1]) <= radius * reach[cells[:, 0]] + SIM_EPS
 
 
 def cell_plan(base, queries, t, *, self_join: bool, seed: int):
@@ -449,12 +460,13 @@ def _chunked_queries_range(base, queries, t, *, exact, seed):
 def _assign(quant, x, probes, gram, t, n_cells, *, keep_probes: bool, self_join: bool = False):
     """One pass over ``x`` by chunks: nearest cell of every row, row norms, and (for queries)
     the (row, cell, kind) probe list by the ``probe_cells`` bound (kinds: ``self_join_probes``
-    in a self-join, else all ``FULL``) and which rows were truncated."""
+    in a self-join, else all ``FULL``), which rows are open (``open_rows``) and how many truncated."""
     n = len(x)
     home = np.empty(n, np.int32)
     norms = np.empty(n, np.float64)
-    cut_rows = np.zeros(n, bool)
-    rows, cells, kinds = [], [], []
+    opened = np.zeros(n, bool)
+    reach = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram.min(axis=1)))
+    rows, cells, kinds, truncated = [], [], [], 0
     for s in range(0, n, STREAM_CHUNK):
         raw = np.asarray(x[s:s + STREAM_CHUNK], dtype=np.float32)
         norms[s:s + len(raw)] = np.linalg.norm(raw.astype(np.float64), axis=1)
@@ -464,16 +476,17 @@ def _assign(quant, x, probes, gram, t, n_cells, *, keep_probes: bool, self_join:
         home[s:s + len(chunk)] = near[:, 0]
         if keep_probes:
             need = probe_cells(sims, near, gram, t)
-            cut = need[:, -1] if probes < n_cells else np.zeros(len(need), bool)
-            cut_rows[s:s + len(chunk)] = cut
-            kind = self_join_probes(need, near, cut) if self_join else np.where(need, FULL, -1).astype(np.int8)
+            if probes < n_cells:
+                truncated += int(need[:, -1].sum())
+                opened[s:s + len(chunk)] = open_rows(sims, near, reach, t)
+            kind = self_join_probes(need, near) if self_join else np.where(need, FULL, -1).astype(np.int8)
             r, c = np.nonzero(kind > OWN)  # a self-join searches each cell's own rows apart
             rows.append((r + s).astype(np.int64))
             cells.append(near[r, c].astype(np.int32))
             kinds.append(kind[r, c])
     if not keep_probes:
-        return home, norms, None, None, None, cut_rows
-    return home, norms, np.concatenate(rows), np.concatenate(cells), np.concatenate(kinds), cut_rows
+        return home, norms, None, None, None, opened, 0
+    return home, norms, np.concatenate(rows), np.concatenate(cells), np.concatenate(kinds), opened, truncated
 
 
 def _streamed_range(base, queries, t, *, seed):
@@ -499,22 +512,21 @@ def _streamed_range(base, queries, t, *, seed):
     quant.add(centroids)
     probes = min(MAX_PROBES, n_cells)
     clock.append(time.perf_counter())
-    home, b_norms, q_rows, probed, kinds, cut = _assign(quant, base, probes, gram, t, n_cells,
-                                                        keep_probes=self_join, self_join=self_join)
+    home, b_norms, q_rows, probed, kinds, opened, truncated = _assign(
+        quant, base, probes, gram, t, n_cells, keep_probes=self_join, self_join=self_join)
     if self_join:
         queries, q_norms = base, b_norms
     else:
-        _, q_norms, q_rows, probed, kinds, cut = _assign(quant, queries, probes, gram, t, n_cells,
-                                                         keep_probes=True)
+        _, q_norms, q_rows, probed, kinds, _, truncated = _assign(quant, queries, probes, gram, t, n_cells,
+                                                                  keep_probes=True)
     n_q = len(queries)
-    truncated = int(cut.sum())
     # probes a row: its own cell (self-join: searched apart, as a triangle) plus its list
     mean_probes = float(len(q_rows) / max(1, n_q)) + (1.0 if self_join else 0.0)
     mean_reverse = float((kinds == REVERSE).sum() / max(1, n_q))
     clock.append(time.perf_counter())
     log.info("streamed range search: %d rows, %d cells, k-means %.1f s, assignment %.1f s, %.3f probes "
-             "a row (%.3f reverse), %d truncated", n, n_cells, clock[1] - clock[0], clock[2] - clock[1],
-             mean_probes, mean_reverse, truncated)
+             "a row (%.3f reverse), %d truncated, %d open", n, n_cells, clock[1] - clock[0],
+             clock[2] - clock[1], mean_probes, mean_reverse, truncated, int(opened.sum()))
     slot = probed.astype(np.int64) * 3 + kinds  # (cell, kind): FULL and REVERSE apart
     del probed, kinds
     order = np.argsort(slot, kind="stable")
@@ -538,8 +550,8 @@ def _streamed_range(base, queries, t, *, seed):
             q_idx = q_rows[q_bounds[3 * c + kind]:q_bounds[3 * c + kind + 1]]
             if len(q_idx) == 0:
                 continue
-            if kind == REVERSE:  # only the cell's truncated rows
-                sub = np.flatnonzero(cut[b_idx])
+            if kind == REVERSE:  # only the cell's open rows
+                sub = np.flatnonzero(opened[b_idx])
                 if len(sub) == 0:
                     continue
                 r, b, _ = _block_range(cell[sub], _read(queries, q_idx), t)
@@ -571,6 +583,7 @@ def _streamed_range(base, queries, t, *, seed):
         "mean_probes": mean_probes,
         "mean_reverse_probes": mean_reverse,
         "truncated": truncated,
+        "open": int(opened.sum()),
         "candidates": int(len(qi)),
         "reranked_out": int((~keep).sum()),
     }
