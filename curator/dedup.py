@@ -115,7 +115,6 @@ def _check_by_chunks(x: np.ndarray, *, name: str, caller: str) -> np.ndarray:
                 f"{caller}: {name} has all-zero rows {rows} (no direction, so no cosine similarity); "
                 "drop them or recompute their embeddings"
             )
-        index._release(x)
     return x
 
 

@@ -31,11 +31,13 @@ and, at scale, in ``benchmarks/dedup_scale``.
 
 from __future__ import annotations
 
+import logging
 import math
-import mmap
 import time
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 #: Largest base searched exactly. A flat self-join costs n^2 d: on the 2-core
 #: benchmark VM, idle, 0.20 s at 10,000 x 128 (partitioned 0.06 s), 0.62 s at
@@ -182,8 +184,11 @@ def _flat_range(base: np.ndarray, queries: np.ndarray, t: float):
     return rows, ids.astype(np.int64), sims
 
 
-#: Most similarities held at once by one block of the in-cell search (64 MiB of float32).
-_BLOCK_ELEMENTS = 1 << 24
+#: Most similarities held at once by one block of the in-cell search (16 MiB of float32). Under
+#: glibc's largest dynamic mmap threshold (32 MiB), so the block's memory is reused from the heap;
+#: 64 MiB blocks were mapped and unmapped each time, and the page faults took a third of the CPU
+#: time of 8,000 x 3,000 blocks (2.4 of 6.3 CPU s, measured under load 10).
+_BLOCK_ELEMENTS = 1 << 22
 
 
 def _block_range(base: np.ndarray, queries: np.ndarray, t: float):
@@ -209,21 +214,71 @@ def probe_cells(
 ) -> np.ndarray:
     """Which of each query's nearest cells may hold a vector within ``threshold``.
 
-    For unit vectors a, b with cos(a, b) >= t, and b stored in cell c2 while
-    a is nearest to c1: <a,m1> - <a,m2> <= |a - b| |m1 - m2| <= sqrt(2 - 2t)
-    |m1 - m2|. So probing every cell whose similarity gap to the nearest one
-    is within that bound finds every pair: the search is exact unless a
-    query's last candidate still qualifies (it is then truncated).
+    For unit vectors a, b with cos(a, b) >= t, and b stored in its nearest cell
+    c, for *every* other cell k: <a,m_k> - <a,m_c> = <a - b, m_k - m_c> +
+    (<b,m_k> - <b,m_c>) <= |a - b| |m_k - m_c| <= sqrt(2 - 2t) |m_k - m_c|,
+    because b is no nearer to m_k than to m_c. Each k gives a necessary
+    condition for probing c, so c is probed only if it passes all of them for
+    the P cells known (the nearest one, k = 0, was the only one checked before:
+    this is tighter and still exact). The search is exact unless a query's
+    last candidate still qualifies (it is then truncated).
     ``sims``, ``cells``: (n, P) similarities to and ids of the P nearest
-    cells; ``gram``: centroid inner products. Returns an (n, P) bool mask.
+    cells, nearest first; ``gram``: centroid inner products. Returns an (n, P) bool mask.
     """
     radius = math.sqrt(max(0.0, 2.0 - 2.0 * threshold))
-    first = cells[:, :1]
-    dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram[first, cells]))
-    need = (sims[:, :1] - sims) <= radius * dist + SIM_EPS
-    need &= cells >= 0
+    n, p = cells.shape
+    valid = cells >= 0
+    safe = np.where(valid, cells, 0)
+    need = np.empty((n, p), bool)
+    step = 1 << 15
+    for s in range(0, n, step):
+        c = safe[s:s + step]
+        sm = sims[s:s + step].astype(np.float32)
+        dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram[c[:, :, None], c[:, None, :]]))  # [row, k, c]
+        gap = sm[:, :, None] - sm[:, None, :]  # <a,m_k> - <a,m_c>
+        need[s:s + step] = (gap <= radius * dist + SIM_EPS).all(axis=1)
+    need &= valid
     need[:, 0] = True
     return need
+
+
+#: Kinds of entry in the streamed self-join's probe list (``self_join_probes``).
+OWN, FULL, REVERSE = 0, 1, 2
+
+
+def self_join_probes(need: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """What each row searches in a self-join: (n, P) int8, -1 nothing, ``OWN`` its own cell
+    (searched once, as a triangle), ``FULL`` every row of a cell, ``REVERSE`` only a cell's
+    *open* rows (``open_rows``: those whose list of P cells may miss a cell they need).
+
+    For a pair (a, b) with cos >= t, a in cell c_a < c_b of b, ``probe_cells`` holds for a
+    probing c_b *and* for b probing c_a (a necessary condition on every true pair, seen
+    from either row), so one side suffices: a row probes the listed cells above its own in
+    full and those below only against their open rows. If a is not open it lists c_b and
+    finds the pair; if a is open, b finds it through its reverse probe of c_a whenever b
+    lists c_a. So a pair is missed only when neither row lists the other's cell, exactly
+    as when both sides searched everything (and then both rows are open and counted), at
+    about half the dense products across borders.
+    """
+    kind = np.full(need.shape, -1, np.int8)
+    up = cells > cells[:, :1]
+    kind[need & up] = FULL
+    kind[need & ~up] = REVERSE
+    kind[:, 0] = OWN
+    return kind
+
+
+def open_rows(sims: np.ndarray, cells: np.ndarray, reach: np.ndarray, threshold: float) -> np.ndarray:
+    """Rows whose P listed cells may not hold every cell they need to probe.
+
+    A cell c beyond a row's list has <a,m_c> <= <a,m_P> (the last listed), so if
+    <a,m_1> - <a,m_P> > sqrt(2 - 2t) * reach[c_1], with ``reach`` the largest distance from
+    a centroid to any other, the nearest-cell condition of ``probe_cells`` fails for every
+    such c: the list is complete. Otherwise the row is open (a superset of the truncated
+    rows, whose last listed cell still qualifies).
+    """
+    radius = math.sqrt(max(0.0, 2.0 - 2.0 * threshold))
+    return (sims[:, 0] - sims[:, -1]) <= radius * reach[cells[:, 0]] + SIM_EPS
 
 
 def cell_plan(base, queries, t, *, self_join: bool, seed: int):
@@ -378,19 +433,12 @@ def take_rows(x, rows):
 
 def _read(x, key) -> np.ndarray:
     """Rows ``key`` (slice or positions) of ``x`` as unit float32 rows: a copy of those rows only."""
-    return normalize(np.asarray(x[key]), copy=True)
-
-
-def _release(x) -> None:
-    """Drop the pages of a read-only memory-mapped ``x`` from this process (they stay in the page
-    cache), so that reading all of it does not count its whole size into the resident set."""
-    base = x.x if isinstance(x, RowsView) else x
-    mm = getattr(base, "_mmap", None)
-    if isinstance(base, np.memmap) and getattr(base, "mode", None) == "r" and mm is not None:
-        try:
-            mm.madvise(mmap.MADV_DONTNEED)
-        except (AttributeError, OSError, ValueError):  # pragma: no cover - platform without madvise
-            pass
+    rows = np.asarray(x[key])
+    # positions give a fresh float32 copy already, normalised in place; a slice is a view of ``x``
+    src = x.x if isinstance(x, RowsView) else x
+    fresh = isinstance(key, np.ndarray) and rows.dtype == np.float32 and rows.flags.writeable \
+        and rows.flags.c_contiguous and not np.may_share_memory(rows, src)
+    return normalize(rows, copy=not fresh)
 
 
 def _chunked_queries_range(base, queries, t, *, exact, seed):
@@ -405,18 +453,20 @@ def _chunked_queries_range(base, queries, t, *, exact, seed):
         out_b.append(b)
         out_s.append(sim)
         truncated += info.get("truncated", 0)
-        _release(queries)
     return (np.concatenate(out_q), np.concatenate(out_b), np.concatenate(out_s),
             {**info, "truncated": truncated, "query_chunks": len(out_q)})
 
 
-def _assign(quant, x, probes, gram, t, n_cells, *, keep_probes: bool):
+def _assign(quant, x, probes, gram, t, n_cells, *, keep_probes: bool, self_join: bool = False):
     """One pass over ``x`` by chunks: nearest cell of every row, row norms, and (for queries)
-    the (row, cell) probe list by the ``probe_cells`` bound."""
+    the (row, cell, kind) probe list by the ``probe_cells`` bound (kinds: ``self_join_probes``
+    in a self-join, else all ``FULL``), which rows are open (``open_rows``) and how many truncated."""
     n = len(x)
     home = np.empty(n, np.int32)
     norms = np.empty(n, np.float64)
-    rows, cells, truncated = [], [], 0
+    opened = np.zeros(n, bool)
+    reach = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram.min(axis=1)))
+    rows, cells, kinds, truncated = [], [], [], 0
     for s in range(0, n, STREAM_CHUNK):
         raw = np.asarray(x[s:s + STREAM_CHUNK], dtype=np.float32)
         norms[s:s + len(raw)] = np.linalg.norm(raw.astype(np.float64), axis=1)
@@ -428,20 +478,25 @@ def _assign(quant, x, probes, gram, t, n_cells, *, keep_probes: bool):
             need = probe_cells(sims, near, gram, t)
             if probes < n_cells:
                 truncated += int(need[:, -1].sum())
-            r, c = np.nonzero(need)
+                opened[s:s + len(chunk)] = open_rows(sims, near, reach, t)
+            kind = self_join_probes(need, near) if self_join else np.where(need, FULL, -1).astype(np.int8)
+            r, c = np.nonzero(kind > OWN)  # a self-join searches each cell's own rows apart
             rows.append((r + s).astype(np.int64))
             cells.append(near[r, c].astype(np.int32))
-        _release(x)
+            kinds.append(kind[r, c])
     if not keep_probes:
-        return home, norms, None, None, 0
-    return home, norms, np.concatenate(rows), np.concatenate(cells), truncated
+        return home, norms, None, None, None, opened, 0
+    return home, norms, np.concatenate(rows), np.concatenate(cells), np.concatenate(kinds), opened, truncated
 
 
 def _streamed_range(base, queries, t, *, seed):
     """Partitioned range search reading ``base`` (and ``queries``; None: self-join) by chunks,
     candidates re-ranked exactly: (query rows, base rows, similarities, info).
 
-    Self-join pairs come back once each as (i < j), sorted, like ``self_pairs``.
+    Self-join pairs come back once each as (i < j), sorted, like ``self_pairs``. Pages of a
+    memory-mapped ``x`` stay mapped between passes: they are the page cache's (file-backed,
+    shared, reclaimable), and dropping them made every later pass fault them back in (half the
+    CPU time went to the kernel in the 10M run that did so, ``benchmarks/scale_out``).
     """
     faiss = _faiss()
     clock = [time.perf_counter()]
@@ -451,51 +506,67 @@ def _streamed_range(base, queries, t, *, seed):
     km = faiss.Kmeans(d, n_cells, niter=KMEANS_ITERATIONS, spherical=True, seed=seed,
                       max_points_per_centroid=256, verbose=False)
     km.train(_read(base, _sample(n, n_cells * TRAIN_POINTS_PER_CELL, seed)))
-    _release(base)
     centroids = km.centroids
     gram = centroids @ centroids.T
     quant = faiss.IndexFlatIP(d)
     quant.add(centroids)
     probes = min(MAX_PROBES, n_cells)
     clock.append(time.perf_counter())
-    home, b_norms, q_rows, probed, truncated = _assign(quant, base, probes, gram, t, n_cells,
-                                                       keep_probes=self_join)
+    home, b_norms, q_rows, probed, kinds, opened, truncated = _assign(
+        quant, base, probes, gram, t, n_cells, keep_probes=self_join, self_join=self_join)
     if self_join:
         queries, q_norms = base, b_norms
     else:
-        _, q_norms, q_rows, probed, truncated = _assign(quant, queries, probes, gram, t, n_cells,
-                                                        keep_probes=True)
+        _, q_norms, q_rows, probed, kinds, _, truncated = _assign(quant, queries, probes, gram, t, n_cells,
+                                                                  keep_probes=True)
     n_q = len(queries)
-    mean_probes = float(len(q_rows) / max(1, n_q))
+    # probes a row: its own cell (self-join: searched apart, as a triangle) plus its list
+    mean_probes = float(len(q_rows) / max(1, n_q)) + (1.0 if self_join else 0.0)
+    mean_reverse = float((kinds == REVERSE).sum() / max(1, n_q))
     clock.append(time.perf_counter())
-    order = np.argsort(probed, kind="stable")
-    q_rows, probed = q_rows[order], probed[order]
+    log.info("streamed range search: %d rows, %d cells, k-means %.1f s, assignment %.1f s, %.3f probes "
+             "a row (%.3f reverse), %d truncated, %d open", n, n_cells, clock[1] - clock[0],
+             clock[2] - clock[1], mean_probes, mean_reverse, truncated, int(opened.sum()))
+    slot = probed.astype(np.int64) * 3 + kinds  # (cell, kind): FULL and REVERSE apart
+    del probed, kinds
+    order = np.argsort(slot, kind="stable")
+    q_rows, slot = q_rows[order], slot[order]
     del order
-    q_bounds = np.searchsorted(probed, np.arange(n_cells + 1))
-    del probed
+    q_bounds = np.searchsorted(slot, np.arange(3 * n_cells + 1))
+    del slot
     b_order = np.argsort(home, kind="stable")
     b_bounds = np.searchsorted(home[b_order], np.arange(n_cells + 1))
     del home
     keys = []
     for c in range(n_cells):
         b_idx = b_order[b_bounds[c]:b_bounds[c + 1]]
-        q_idx = q_rows[q_bounds[c]:q_bounds[c + 1]]
-        if len(b_idx) == 0 or len(q_idx) == 0:
+        if len(b_idx) == 0:
             continue
-        r, b, _ = _block_range(_read(base, b_idx), _read(queries, q_idx), t)
-        qi, bi = q_idx[r], b_idx[b]
+        cell = _read(base, b_idx)
         if self_join:
-            keep = qi != bi
-            qi, bi = np.minimum(qi[keep], bi[keep]), np.maximum(qi[keep], bi[keep])
-            keys.append(qi * n + bi)
-        else:
-            keys.append(qi * n + bi)
-        if c % 64 == 63:
-            _release(base)
-            _release(queries)
+            r, b = _block_self(cell, t)
+            keys.append(b_idx[r] * n + b_idx[b])  # b_idx is sorted, so r < b means row i < row j
+        for kind in (FULL, REVERSE):
+            q_idx = q_rows[q_bounds[3 * c + kind]:q_bounds[3 * c + kind + 1]]
+            if len(q_idx) == 0:
+                continue
+            if kind == REVERSE:  # only the cell's open rows
+                sub = np.flatnonzero(opened[b_idx])
+                if len(sub) == 0:
+                    continue
+                r, b, _ = _block_range(cell[sub], _read(queries, q_idx), t)
+                b = sub[b]
+            else:
+                r, b, _ = _block_range(cell, _read(queries, q_idx), t)
+            qi, bi = q_idx[r], b_idx[b]
+            if self_join:
+                keys.append(np.minimum(qi, bi) * n + np.maximum(qi, bi))
+            else:
+                keys.append(qi * n + bi)
+        if (c + 1) % max(1, n_cells // 10) == 0:
+            log.info("streamed range search: %d of %d cells searched, %.1f s", c + 1, n_cells,
+                     time.perf_counter() - clock[2])
     del q_rows, b_order
-    _release(base)
-    _release(queries)
     clock.append(time.perf_counter())
     keys = np.unique(np.concatenate(keys)) if keys else np.empty(0, np.int64)
     qi, bi = keys // n, keys % n
@@ -510,11 +581,31 @@ def _streamed_range(base, queries, t, *, seed):
         "cells": n_cells,
         "max_probes": probes,
         "mean_probes": mean_probes,
+        "mean_reverse_probes": mean_reverse,
         "truncated": truncated,
+        "open": int(opened.sum()),
         "candidates": int(len(qi)),
         "reranked_out": int((~keep).sum()),
     }
     return qi[keep], bi[keep], sims[keep].astype(np.float32), info
+
+
+#: Rows of one block of ``_block_self``: small enough that the skipped lower triangle is most
+#: of the saving, large enough for BLAS to run near its peak (512 x 128 x cell rows).
+_SELF_BLOCK = 512
+
+
+def _block_self(x: np.ndarray, t: float):
+    """Pairs r < c of rows of ``x`` with inner product >= ``t``: the self-join inside one cell,
+    by row blocks against the rows from the block on (about half of ``_block_range(x, x)``)."""
+    rows, cols = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for start in range(0, len(x), _SELF_BLOCK):
+        block = x[start:start + _SELF_BLOCK] @ x[start:].T
+        r, c = np.nonzero(block >= t)
+        keep = c > r
+        rows.append(r[keep] + start)
+        cols.append(c[keep] + start)
+    return np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64)
 
 
 def _pair_cosines(a, i, a_norms, b, j, b_norms, *, block: int = 1 << 16) -> np.ndarray:
@@ -550,7 +641,6 @@ def _compressed_search(base, queries, k: int):
         raw = np.asarray(base[s:s + STREAM_CHUNK], dtype=np.float32)
         norms[s:s + len(raw)] = np.linalg.norm(raw.astype(np.float64), axis=1)
         index.add(normalize(raw))
-        _release(base)
     index.nprobe = min(IVF_NPROBE, nlist)
     kk = min(n, k * PQ_RERANK)
     sims_out = np.full((len(queries), k), -np.inf, np.float32)
@@ -569,8 +659,6 @@ def _compressed_search(base, queries, k: int):
         sims_out[s:s + len(raw)] = np.take_along_axis(exact, best, 1)
         pos_out[s:s + len(raw)] = np.where(np.isfinite(sims_out[s:s + len(raw)]),
                                            np.take_along_axis(cand, best, 1), -1)
-        _release(base)
-        _release(queries)
     return sims_out, pos_out
 
 

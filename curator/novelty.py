@@ -60,7 +60,7 @@ def novelty(embeddings, reference, k: int = 1) -> np.ndarray:
 
 def _check_by_chunks(x: np.ndarray) -> np.ndarray:
     """``check_embeddings`` for a pool too large to copy: finite values, read by chunks."""
-    from curator.index import STREAM_CHUNK, _release
+    from curator.index import STREAM_CHUNK
 
     if x.shape[1] == 0:
         raise ValidationError(f"novelty: embeddings has shape {x.shape}: no columns")
@@ -70,7 +70,6 @@ def _check_by_chunks(x: np.ndarray) -> np.ndarray:
             rows = (np.flatnonzero(~finite)[:5] + s).tolist()
             raise ValidationError(f"novelty: embeddings contains NaN or infinite values (rows {rows}); "
                                   "drop or fix those rows")
-        _release(x)
     return x
 
 

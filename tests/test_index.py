@@ -211,3 +211,67 @@ def test_small_sets_keep_the_in_memory_tiers():
     assert not index.is_streamed(index.STREAM_MIN_N) and index.is_streamed(index.STREAM_MIN_N + 1)
     x = clustered(300, seed=15)
     assert isinstance(index.take_rows(x, np.arange(10)), np.ndarray)
+
+
+def test_probe_bound_every_cell_is_tighter_and_still_exact():
+    """``probe_cells`` checks a probed cell against every known nearer cell, not only the
+    nearest: it must never skip a cell that holds a partner (brute force), and must skip
+    cells the nearest-cell-only bound would probe."""
+    faiss = pytest.importorskip("faiss")
+    x = clustered(4000, d=32, seed=21, copies=0.3, copy_noise=0.15)
+    t = 0.97
+    km = faiss.Kmeans(32, 60, niter=8, spherical=True, seed=0, verbose=False)
+    km.train(x)
+    cent = km.centroids
+    gram = cent @ cent.T
+    sims = x @ cent.T
+    cells = np.argsort(-sims, axis=1)[:, :8]
+    sims = np.take_along_axis(sims, cells, 1)
+    home = cells[:, 0]
+    need = index.probe_cells(sims, cells, gram, t)
+    radius = np.sqrt(2 - 2 * t)
+    old = (sims[:, :1] - sims) <= radius * np.sqrt(np.maximum(0, 2 - 2 * gram[cells[:, :1], cells])) + index.SIM_EPS
+    assert not (need & ~old).any()  # never probes more than the nearest-cell bound
+    assert need.sum() < old.sum()  # and probes fewer
+    close = (x @ x.T) >= t
+    truly = np.zeros_like(need)  # a's k-th cell holds some b within t of a
+    for k in range(8):
+        truly[:, k] = (close & (home[None, :] == cells[:, k:k + 1])).any(axis=1)
+    assert truly[:, 1:].sum() > 50  # pairs across cell borders exist
+    assert not (truly & ~need).any()
+
+
+def test_self_join_probes_one_side_of_each_border(streamed, tmp_path):
+    """The streamed self-join searches each cross-cell pair from the row in the smaller cell
+    (the other way only against open rows), each cell's own rows once as a triangle: it still
+    equals exact search, on a pool where rows are truncated and open."""
+    x, _ = _planted(n=8000, seed=22)
+    ei, ej, _, _ = index.self_pairs(x, 0.99, exact=True)
+    exact = pairs_set(ei, ej)
+    i, j, _, info = index.self_pairs(_memmap(tmp_path, x), 0.99)
+    assert info["index"] == "streamed" and info["mean_reverse_probes"] > 0
+    assert 0 < info["truncated"] <= info["open"] < len(x)
+    assert pairs_set(i, j) == exact and len(exact) > 500
+    need = np.array([[True, True, True, False], [True, True, False, True], [True, False, True, True]])
+    cells = np.array([[5, 2, 9, 1], [5, 7, 1, 3], [3, 4, 1, 8]])
+    O, F, R = index.OWN, index.FULL, index.REVERSE
+    assert index.self_join_probes(need, cells).tolist() == [[O, R, F, -1], [O, F, -1, R], [O, -1, R, F]]
+
+
+def test_open_rows_bound_the_cells_beyond_the_list():
+    """A row not open lists every cell the probe bound would ask for, however far the list goes."""
+    faiss = pytest.importorskip("faiss")
+    x = clustered(3000, d=32, seed=23)
+    km = faiss.Kmeans(32, 30, niter=8, spherical=True, seed=0, verbose=False)
+    km.train(x)
+    gram = km.centroids @ km.centroids.T
+    reach = np.sqrt(np.maximum(0, 2 - 2 * gram.min(axis=1)))
+    sims = x @ km.centroids.T
+    cells = np.argsort(-sims, axis=1)
+    sims = np.take_along_axis(sims, cells, 1)
+    t = 0.99
+    full = index.probe_cells(sims, cells, gram, t)  # every cell listed
+    assert full[:, 8:].any(axis=1).sum() > 30  # some rows need cells beyond the first 8
+    opened = index.open_rows(sims[:, :8], cells[:, :8], reach, t)
+    assert 0 < opened.sum() < len(x)
+    assert not full[~opened, 8:].any()

@@ -185,6 +185,9 @@ def child(n: int, out: Path) -> None:
     from curator.policies.base import top_k
     from curator.policies.filters import duplicate_free_order
 
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")  # phases, to stderr
     folder = DATA / str(n)
     if os.environ.get("SCALE_OUT_STREAM_MIN_N"):  # smoke tests of the streamed tier on a small pool
         index.STREAM_MIN_N = int(os.environ["SCALE_OUT_STREAM_MIN_N"])
