@@ -29,5 +29,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("datasets") as batch:
-        batch.drop_column("classes_declared")
+    # a plain DROP COLUMN too (SQLite >= 3.35): a batch rebuild would drop the table other tables
+    # reference, which SQLite refuses with foreign keys on
+    op.drop_column("datasets", "classes_declared")
