@@ -7,7 +7,10 @@ grows, so a flat figure from 10k to 100k images says no step holds the pool in m
     nice python benchmarks/own_data/run.py --n 10000 --work /tmp/own10k >> benchmarks/own_data/results.jsonl
     nice python benchmarks/own_data/run.py --n 100000 --work /big/own100k >> benchmarks/own_data/results.jsonl
 
-The generated images are kept in ``--work/images`` and reused by a rerun with the same n and seed.
+Resumable step by step: the images in ``--work/images`` are reused (a stopped generation goes on
+from the files it wrote), the workspace is ``--work/ws_<n>`` and a step recorded as done in
+``--work/steps.jsonl`` is not run again (embedding sets resume batch by batch on their own). Each step
+prints its JSON line to stdout as it ends; the last line is the whole run's summary.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import resource
 import sys
 import time
@@ -55,6 +59,7 @@ def main(argv=None):
     ap.add_argument("--work", required=True, help="folder for the images and the workspace")
     ap.add_argument("--budget", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=2, help="processes that generate the images")
     a = ap.parse_args(argv)
 
     from curator import coldstart, embeddings, ingest_folder, policies
@@ -69,13 +74,21 @@ def main(argv=None):
     work = Path(a.work)
     images = work / "images"
     steps, t_all = {}, time.perf_counter()
+    work.mkdir(parents=True, exist_ok=True)
+    log = work / "steps.jsonl"
+    done_before = {json.loads(line)["step"] for line in open(log)} if log.is_file() else set()
 
     def step(name, n):
         def done(t0):
             dt = time.perf_counter() - t0
+            c = os.times()
             steps[name] = {"s": round(dt, 1), "per_s": round(n / dt, 1) if dt else None,
-                           "peak_rss_mib": round(peak_rss_mib())}
-            print(f"{name}: {steps[name]}", file=sys.stderr)
+                           "cpu_s": round(c.user + c.system + c.children_user + c.children_system, 1),
+                           "peak_rss_mib": round(peak_rss_mib()), "load": os.getloadavg()[0]}
+            line = json.dumps({"n": a.n, "step": name, **steps[name]})
+            print(line, flush=True)
+            with open(log, "a") as fh:
+                fh.write(line + "\n")
         return done
 
     t = time.perf_counter()
@@ -83,14 +96,15 @@ def main(argv=None):
     if manifest.is_file() and sum(1 for _ in open(manifest)) == a.n:
         rows = [json.loads(line) for line in open(manifest)]
     else:
-        rows = generator().generate(images, n=a.n, seed=a.seed, copies=0.1)
+        rows = generator().generate(images, n=a.n, seed=a.seed, copies=0.1, workers=a.workers)
     step("generate", a.n)(t)
 
-    ws = work / f"ws_{a.n}_{int(time.time())}"
+    ws = work / f"ws_{a.n}"
     settings = Settings(workspace=ws)  # SQLite in the workspace, created by the first step
     t = time.perf_counter()
-    ingest_folder(images, dataset="own", settings=settings, batch_size=1000)
-    step("ingest", a.n)(t)
+    if "ingest" not in done_before:
+        ingest_folder(images, dataset="own", settings=settings, batch_size=1000)
+        step("ingest", a.n)(t)
 
     t = time.perf_counter()
     adapter = resolve_model("own_model:factory", classes=[f"c{i}" for i in range(8)])

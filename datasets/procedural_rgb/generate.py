@@ -31,6 +31,7 @@ import colorsys
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -216,18 +217,20 @@ def _save(img: Image.Image, path_stem: Path, fmt: str, *, exif_orientation: int 
         img = img.convert("L")
     elif fmt == "png-rgba":
         img = img.convert("RGBA")  # opaque alpha: curator composites it away
-    ext = ".png" if fmt.endswith("png") or fmt == "png-rgba" else ".jpg"
-    path = path_stem.with_suffix(ext)
+    path = Path(path_stem)
+    ext = path.suffix
     kwargs = {}
     if exif_orientation:
         img = img.transpose(_EXIF_TURNS[exif_orientation])
         exif = Image.Exif()
         exif[EXIF_ORIENTATION] = exif_orientation
         kwargs["exif"] = exif.tobytes()
+    tmp = path.with_name(path.name + ".part")
     if ext == ".jpg":
-        img.save(path, "JPEG", quality=92, **kwargs)
+        img.save(tmp, "JPEG", quality=92, **kwargs)
     else:
-        img.save(path, "PNG", compress_level=1, **kwargs)  # fast; files a little larger
+        img.save(tmp, "PNG", compress_level=1, **kwargs)  # fast; files a little larger
+    os.replace(tmp, path)  # whole or absent: a stopped run leaves no half-written file
     return path
 
 
@@ -236,12 +239,58 @@ def _format(rng) -> str:
                           p=[0.58, 0.18, 0.08, 0.04, 0.04, 0.08]))
 
 
+def _draw(job: tuple) -> None:
+    """Render one file (a worker's share of ``generate``): the picture of ``p``, planted with the
+    caller's random state when ``kind`` is a copy kind, saved through a temporary name so a stopped
+    run never leaves a half-written file (a rerun skips the files that exist)."""
+    p, kind, state, fmt, orient, path = job
+    path = Path(path)
+    if path.exists():
+        return
+    img = render(p)
+    if kind is not None:
+        g = np.random.Generator(np.random.PCG64())
+        g.bit_generator.state = state
+        img = plant(img, kind, g)
+    _save(img, path, fmt, exif_orientation=orient)
+
+
+def _run(jobs, workers: int) -> None:
+    """Draw ``jobs`` in order; with ``workers`` > 1 in that many processes, a chunk at a time
+    (the pending jobs stay bounded at any n)."""
+    if workers <= 1:
+        for job in jobs:
+            _draw(job)
+        return
+    import multiprocessing as mp
+    import sys
+    import types
+
+    if __name__ not in sys.modules:  # loaded by path (datasets/ is no package): let pickle find _draw
+        mod = types.ModuleType(__name__)
+        mod.__dict__.update(globals())
+        sys.modules[__name__] = mod
+    with mp.get_context("fork").Pool(workers) as pool:  # forked children see that module
+        chunk = []
+        for job in jobs:
+            chunk.append(job)
+            if len(chunk) == 256:
+                pool.map(_draw, chunk, chunksize=8)
+                chunk = []
+        pool.map(_draw, chunk, chunksize=8)
+
+
 def generate(out, n: int = 2000, seed: int = 0, copies: float = 0.1, lookalikes: float = 0.05,
-             recolours: float = 0.05) -> list[dict]:
+             recolours: float = 0.05, workers: int = 1) -> list[dict]:
     """Write ``n`` images under ``out`` (class folders) and ``out/manifest.jsonl``; return the manifest.
 
     ``copies``, ``lookalikes`` and ``recolours`` are shares of ``n``; the rest are originals. Copies,
     look-alikes and recoloured twins are made of colour originals (a grayscale original has no hue).
+
+    Every random draw is made here, in one sequence, whatever ``workers`` is: a planted copy's draws
+    are made on a blank stand-in of the same size (they depend on the size only) and the worker that
+    draws the real copy replays them from the saved generator state. So the files are the same, byte
+    for byte, with 1 or N workers; rendering and encoding (the cost) run in the workers.
     """
     for name, share in (("copies", copies), ("lookalikes", lookalikes), ("recolours", recolours)):
         if not 0 <= share < 1:
@@ -256,42 +305,48 @@ def generate(out, n: int = 2000, seed: int = 0, copies: float = 0.1, lookalikes:
     rng = np.random.default_rng(seed)
     rows, params = [], {}
 
-    def write(i: int, p: dict, img: Image.Image, fmt: str, role: str, of=None, kind=None):
+    def job(i: int, p: dict, size, fmt: str, role: str, of=None, kind=None, state=None) -> tuple:
         orient = None
         if fmt == "exif-jpeg":
             orient, fmt = int(rng.choice([6, 8, 3])), "jpeg"
-        path = _save(img, out / p["cls"] / f"{role[:4]}_{i:06d}", fmt, exif_orientation=orient)
+        ext = ".png" if fmt.endswith("png") or fmt == "png-rgba" else ".jpg"
+        path = out / p["cls"] / f"{role[:4]}_{i:06d}{ext}"
         mode = "L" if fmt.startswith("gray") else "RGBA" if fmt == "png-rgba" else "RGB"
         rows.append({"id": i, "file": str(path.relative_to(out)), "class": p["cls"], "role": role, "of": of,
-                     "kind": kind, "format": "png" if path.suffix == ".png" else "jpeg", "mode": mode,
-                     "width": img.width, "height": img.height, "exif_orientation": orient,
+                     "kind": kind, "format": "png" if ext == ".png" else "jpeg", "mode": mode,
+                     "width": size[0], "height": size[1], "exif_orientation": orient,
                      "hue": None if mode == "L" else round(p["hue"], 4)})
+        return p, (kind if role == "copy" else None), state, fmt, orient, str(path)
 
-    colour_ids = []
-    for i in range(n_orig):
-        p = _random_params(rng, CLASSES[i % len(CLASSES)])
-        fmt = _format(rng)
-        params[i] = p
-        img = render(p)
-        write(i, p, img, fmt, "original")
-        if not fmt.startswith("gray"):
-            colour_ids.append(i)
-    if not colour_ids:
-        colour_ids = list(range(n_orig))
+    def jobs():
+        colour_ids = []
+        for i in range(n_orig):
+            p = _random_params(rng, CLASSES[i % len(CLASSES)])
+            fmt = _format(rng)
+            params[i] = p
+            yield job(i, p, p["size"], fmt, "original")
+            if not fmt.startswith("gray"):
+                colour_ids.append(i)
+        if not colour_ids:
+            colour_ids = list(range(n_orig))
 
-    i = n_orig
-    sources = rng.choice(colour_ids, size=n_copy, replace=n_copy > len(colour_ids))
-    for k, j in enumerate(sources.tolist()):
-        kind = COPY_KINDS[k % len(COPY_KINDS)]
-        fmt = "exif-jpeg" if kind == "exif" else str(rng.choice(["jpeg", "png"], p=[0.7, 0.3]))
-        # the original is drawn again (not kept): memory stays flat at any n
-        write(i, params[j], plant(render(params[j]), kind, rng), fmt, "copy", of=j, kind=kind)
-        i += 1
-    for role, make, count in (("lookalike", _lookalike, n_look), ("recolour", _recolour, n_rec)):
-        for j in rng.choice(colour_ids, size=count, replace=count > len(colour_ids)).tolist():
-            q = make(rng, params[j])
-            write(i, q, render(q), str(rng.choice(["jpeg", "png"], p=[0.7, 0.3])), role, of=j)
+        i = n_orig
+        sources = rng.choice(colour_ids, size=n_copy, replace=n_copy > len(colour_ids))
+        for k, j in enumerate(sources.tolist()):
+            kind = COPY_KINDS[k % len(COPY_KINDS)]
+            fmt = "exif-jpeg" if kind == "exif" else str(rng.choice(["jpeg", "png"], p=[0.7, 0.3]))
+            state = rng.bit_generator.state
+            # the draws the worker will replay; the original is drawn again there (memory flat at any n)
+            size = plant(Image.new("RGB", tuple(params[j]["size"])), kind, rng).size
+            yield job(i, params[j], size, fmt, "copy", of=j, kind=kind, state=state)
             i += 1
+        for role, make, count in (("lookalike", _lookalike, n_look), ("recolour", _recolour, n_rec)):
+            for j in rng.choice(colour_ids, size=count, replace=count > len(colour_ids)).tolist():
+                q = make(rng, params[j])
+                yield job(i, q, q["size"], str(rng.choice(["jpeg", "png"], p=[0.7, 0.3])), role, of=j)
+                i += 1
+
+    _run(jobs(), workers)
     with open(out / "manifest.jsonl", "w") as fh:
         for r in rows:
             fh.write(json.dumps(r, sort_keys=True) + "\n")
@@ -306,9 +361,11 @@ def main(argv=None) -> int:
     ap.add_argument("--copies", type=float, default=0.1, help="share of n that are planted copies")
     ap.add_argument("--lookalikes", type=float, default=0.05, help="share of n that are distinct look-alikes")
     ap.add_argument("--recolours", type=float, default=0.05, help="share of n that are recoloured twins")
+    ap.add_argument("--workers", type=int, default=1, help="processes that render and encode (same files)")
     a = ap.parse_args(argv)
     try:
-        rows = generate(a.out, n=a.n, seed=a.seed, copies=a.copies, lookalikes=a.lookalikes, recolours=a.recolours)
+        rows = generate(a.out, n=a.n, seed=a.seed, copies=a.copies, lookalikes=a.lookalikes, recolours=a.recolours,
+                        workers=a.workers)
     except ValueError as exc:
         ap.error(str(exc))
     print(f"wrote {len(rows)} images and manifest.jsonl to {a.out}")
