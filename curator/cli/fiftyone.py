@@ -30,20 +30,47 @@ def fiftyone():
               help="2-D embedding map computed from the stored embeddings.")
 @click.option("--duplicates/--no-duplicates", default=True, show_default=True,
               help="Near-duplicate groups as `curator dedup` finds them (cold-start embedding).")
+@click.option("--into", "into", metavar="FO_DATASET",
+              help="Write curator's curator_* fields into this FiftyOne dataset of YOURS (matched sample by "
+                   "sample) instead of curator's own copy; your fields are never touched.")
+@click.option("--match", default="filepath", show_default=True,
+              help="With --into: the field of your dataset that holds the file paths curator ingested "
+                   "(or curator sample ids).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
 @click.pass_context
-def sync(ctx, dataset, round_, version, fo_name, similarity, visualization, duplicates, as_json):
+def sync(ctx, dataset, round_, version, fo_name, similarity, visualization, duplicates, into, match, as_json):
     """Create or update the FiftyOne dataset of a dataset (or of one round or version).
 
     One FiftyOne sample per curator sample; running it again updates the
     fields in place. Nothing is written unless every input checks out.
+    With --into, curator's fields go into your own FiftyOne dataset instead.
     """
+    from curator.exceptions import ValidationError
     from curator.integrations.fiftyone.sync import sync as run
     from curator.steps import run_step
     from curator.store.queries import resolve_dataset
 
     settings = settings_from(ctx)
     dataset = run_step(settings, lambda s: resolve_dataset(s, dataset))[1]
+    if into is not None:
+        given = [flag for flag, v in (("--round", round_), ("--version", version), ("--name", fo_name)) if v is not None]
+        if given:
+            raise ValidationError(f"{', '.join(given)} cannot go with --into (it writes the whole dataset's fields "
+                                  "into your dataset); drop it")
+        from curator.integrations.fiftyone.into import sync_into
+
+        report = sync_into(settings, dataset, into, match=match, duplicates=duplicates)
+        if as_json:
+            click.echo(json.dumps(report.as_dict()))
+            return
+        click.echo(f"{report.fo_dataset}: curator fields of {report.matched} samples of {report.dataset!r} "
+                   f"(matched by {report.match}; {sum(report.changed.values())} values changed, "
+                   f"{report.not_in_curator} of your samples not in curator left as they are)")
+        if report.repaired:
+            click.echo("the previous write into it was interrupted; this one completed it", err=True)
+        for what, why in report.skipped.items():
+            click.echo(f"skipped {what}: {why}", err=True)
+        return
     report = run(
         settings, dataset, round=round_, version=version, fo_name=fo_name,
         similarity=similarity, visualization=None if visualization == "none" else visualization,

@@ -494,16 +494,21 @@ def _declare_fields(fo, ds, cols: Columns) -> None:
     remove fields an earlier sync wrote that this one no longer has."""
     schema = ds.get_field_schema()
     for field, kind in [("curator_id", "int"), *cols.types.items()]:
-        ftype, kw = _field_type(fo, kind)
-        if field in schema and not isinstance(schema[field], ftype):
-            ds.delete_sample_field(field)
-            schema.pop(field)
-        if field not in schema:
-            ds.add_sample_field(field, ftype, **kw)
+        _declare_type(fo, ds, schema, field, kind)
     previous = set((ds.info.get(INFO_KEY) or {}).get("fields", []))
     for gone in sorted(previous - set(cols.values)):
         if gone in schema:
             ds.delete_sample_field(gone)
+
+
+def _declare_type(fo, ds, schema: dict, field: str, kind: str) -> None:
+    """Give ``field`` the type of ``kind`` (re-created if it had another one)."""
+    ftype, kw = _field_type(fo, kind)
+    if field in schema and not isinstance(schema[field], ftype):
+        ds.delete_sample_field(field)
+        schema.pop(field)
+    if field not in schema:
+        ds.add_sample_field(field, ftype, **kw)
 
 
 def _normal(kind: str, value):
