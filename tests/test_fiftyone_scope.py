@@ -112,3 +112,58 @@ def test_score_acts_on_the_current_view(settings, synced):
     with pytest.raises(Exception, match="none of the 3 samples in view is in the unlabeled pool"):
         foo.execute_operator(f"{URI}/score_pool", ctx={"dataset": ds, "selected": labeled,
                                                         "params": {"model": "", "mc_samples": 2}})
+
+
+@pytest.mark.labelstudio
+@pytest.mark.slow
+def test_delegated_push_sends_only_the_selected_samples_of_the_round(ls_round, fiftyone_db, monkeypatch):
+    """The push operator acts on the App's selection like score and select: a delegated run pushes
+    just the selected samples of the round, reports progress batch by batch, and leaves the round
+    unpushed until the whole of it is sent."""
+    import fiftyone
+    import fiftyone.operators as foo
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    from curator.integrations.fiftyone import sync
+    from curator.integrations.fiftyone.app import install
+    from curator.integrations.labelstudio.client import Client
+    from curator.integrations.labelstudio.push import push
+    from curator.store import rounds as store_rounds
+    from curator.store.queries import dataset_id
+    from curator.store.session import transaction
+
+    settings, number, ranked, project = ls_round
+    install(fiftyone_db["FIFTYONE_PLUGINS_DIR"])
+    for env, value in {"CURATOR_WORKSPACE": str(settings.workspace), "CURATOR_DB_URL": settings.db_url,
+                       "CURATOR_LABELSTUDIO_URL": settings.labelstudio_url,
+                       "CURATOR_LABELSTUDIO_TOKEN": settings.labelstudio_token}.items():
+        monkeypatch.setenv(env, value)
+    try:
+        sync(settings, "mnist89", fo_name="ls-scope")
+        ds = fiftyone.load_dataset("ls-scope")
+        chosen = ranked[2:5]
+        outside = [i for i in ds.values("curator_id") if i not in ranked][:2]  # not in the round: ignored
+        queued = foo.execute_operator(f"{URI}/push_to_label_studio", ctx={
+            "dataset": ds, "selected": _fo_ids(ds, chosen + outside), "request_delegation": True,
+            "params": {"round": str(number), "project": project}})
+        assert queued.delegated
+        svc = DelegatedOperationService()
+        done, = svc.execute_queued_operations(operator=f"{URI}/push_to_label_studio")
+        assert done.error is None, done.error
+        assert done.result["summary"].startswith(
+            f"round {number} (3 of the round in view) -> Label Studio project {project!r}: 3 tasks imported")
+        doc = svc.get(queued.result["id"])
+        assert (doc.status.progress, doc.status.label) == (1.0, "pushed")
+
+        with transaction(settings) as s:
+            ds_id = dataset_id(s, "mnist89")
+            status = next(r.status for r in store_rounds.list_rounds(s, ds_id) if r.number == number)
+        assert status != "pushed"  # a part of the round only
+        report = push(settings, "mnist89", number, project=project)
+        assert (report.imported, report.already_linked) == (len(ranked) - 3, 3)
+        index = Client.from_settings(settings).task_index(report.project_id)
+        assert sorted(index) == sorted(ranked) and all(len(v) == 1 for v in index.values())
+        with transaction(settings) as s:
+            assert next(r.status for r in store_rounds.list_rounds(s, ds_id) if r.number == number) == "pushed"
+    finally:
+        fiftyone.delete_datasets("*")

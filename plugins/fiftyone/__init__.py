@@ -7,8 +7,8 @@ re-synced so the App shows the new state. Install: see README.md.
 
 The long ones (score, select: they may train a model; push) may run as
 delegated operations (``fiftyone delegated launch`` runs them; the App shows
-their progress from ``ctx.set_progress``), and score and select act on the
-user's selection, or else the current view when it is narrower than the
+their progress from ``ctx.set_progress``), and score, select and push act on
+the user's selection, or else the current view when it is narrower than the
 dataset (``ctx.selected``, ``ctx.view``).
 """
 
@@ -165,11 +165,12 @@ class SelectBatch(CuratorOperator):
 class PushToLabelStudio(CuratorOperator):
     name = "push_to_label_studio"
     label = "push a round to Label Studio"
-    description = "Send the samples of a round to Label Studio as tasks, ordered by rank."
+    description = "Send the samples of a round (or those of it you selected or see) to Label Studio as tasks, ordered by rank."
     delegable = True
 
     def form(self, ctx, inputs, link):
         super().form(ctx, inputs, link)
+        self.scope_note(ctx, inputs)
         rounds = actions.round_numbers(link)
         if not rounds:
             _fail(inputs, "no_rounds", "no round selected yet; run 'curator: select the next batch' first")
@@ -182,7 +183,7 @@ class PushToLabelStudio(CuratorOperator):
 
     def run(self, ctx, link):
         return {"summary": actions.push(link, int(ctx.params["round"]), ctx.params.get("project") or None,
-                                        progress=self.progress(ctx))}
+                                        only=self.scope(ctx), progress=self.progress(ctx))}
 
 
 class PullAnnotations(CuratorOperator):

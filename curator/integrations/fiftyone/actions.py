@@ -291,15 +291,20 @@ def round_of(link: Link, only: list[int] | None) -> int | None:
     return min(found) if found else None
 
 
-def push(link: Link, round_number: int, project: str | None = None, *, progress: Progress = _noop) -> str:
-    """Push a round to Label Studio (``curator.integrations.labelstudio.push``)."""
+def push(link: Link, round_number: int, project: str | None = None, *, only: list[int] | None = None,
+         progress: Progress = _noop) -> str:
+    """Push a round to Label Studio, or the part of it in ``only`` (the App's selection or view)
+    (``curator.integrations.labelstudio.push``); progress batch by batch."""
     from curator.integrations.labelstudio.push import push as ls_push
 
-    progress(0.0, f"pushing round {round_number}")
-    report = ls_push(link.settings, link.dataset, int(round_number), project=project)
+    what = f"round {round_number}" if only is None else f"the samples in view of round {round_number}"
+    progress(0.0, f"pushing {what}")
+    report = ls_push(link.settings, link.dataset, int(round_number), project=project, only=only,
+                     on_progress=lambda done, total: progress(done / total, f"pushed {done} of {total} tasks"))
     progress(1.0, "pushed")
+    part = "" if only is None else f" ({report.selected} of the round in view)"
     return (
-        f"round {round_number} -> Label Studio project {report.project!r}: {report.imported} tasks imported, "
+        f"round {round_number}{part} -> Label Studio project {report.project!r}: {report.imported} tasks imported, "
         f"{report.already_linked} already there; {report.url}"
     )
 

@@ -325,6 +325,8 @@ def push(
     client: Client | None = None,
     lock_wait: float = LOCK_WAIT_S,
     overlap: int | None = None,
+    only: "Collection[int] | None" = None,
+    on_progress: "Callable[[int, int], None] | None" = None,
 ) -> PushReport:
     """Send round ``number`` of ``dataset`` to the Label Studio project ``project`` (see module docstring).
 
@@ -335,6 +337,8 @@ def push(
     project was deleted on the server, make a new one. ``replace_deleted``:
     push again samples whose task was deleted by hand. ``overlap``: how many labelers
     answer each task (default: the project's setting; 1 for a new project).
+    ``only``: push just these samples of the round (the App's selection or view); only a push
+    of the whole round marks it pushed (a later one finds the part already linked). ``on_progress(done, total)`` is called after each batch.
 
     Two pushes to one project at once: the project's lock (``curator.store.locks``,
     held from the reconciliation to the last recorded link) makes the second
@@ -346,14 +350,14 @@ def push(
     if overlap is not None and (isinstance(overlap, bool) or int(overlap) != overlap or overlap < 1):
         raise ValidationError(f"overlap must be a whole number of labelers >= 1, got {overlap!r}")
     given = (project, label_config, predictions)
-    plan = _plan(settings, dataset, number, *given)  # everything checked before the server is touched
+    plan = _plan(settings, dataset, number, *given, only=only)  # everything checked before the server is touched
     client = client or Client.from_settings(settings)
     client.check()
     with hold(settings, f"{TOOL}:project:{plan.name}", wait=lock_wait, what=f"project {plan.name!r}",
               on_wait=lambda m: print(f"{m}...", file=sys.stderr, flush=True)):
         # read again under the lock: another push may have created the project or linked samples meanwhile
-        return _push(settings, _plan(settings, dataset, number, *given), client, batch_size, recreate, replace_deleted,
-                     overlap)
+        return _push(settings, _plan(settings, dataset, number, *given, only=only), client, batch_size, recreate,
+                     replace_deleted, overlap, on_progress=on_progress)
 
 
 @dataclasses.dataclass
@@ -366,14 +370,23 @@ class _Plan:
     name: str
     cfg: LabelConfig
     predictions: dict
+    whole: bool = True  # the whole round (not a part given as ``only``)
 
 
-def _plan(settings, dataset, number, project, label_config, predictions) -> _Plan:
+def _plan(settings, dataset, number, project, label_config, predictions, *, only=None) -> _Plan:
     """What to push where, read in one transaction and validated (round, project, config, images)."""
     from curator.store.session import transaction
 
     with transaction(settings) as s:
         rnd, ds, items = _round_items(s, dataset, number)
+        whole = True
+        if only is not None:
+            keep = {int(i) for i in only}
+            part = [it for it in items if it.sample_id in keep]
+            if not part:
+                raise ValidationError(f"none of the {len(keep)} samples given is in round {number} of dataset "
+                                      f"{dataset!r}; choose samples of that round, or push the whole round")
+            whole, items = len(part) == len(items), part
         rnd_number, ds_name, classes = rnd.number, ds.name, list(ds.classes)
         if predictions is None:
             predictions = _stored_predictions(s, rnd, classes)
@@ -392,11 +405,11 @@ def _plan(settings, dataset, number, project, label_config, predictions) -> _Pla
     if unknown:
         raise ValidationError(f"predictions use labels {unknown[:5]} that are not choices of the labeling configuration")
     _check_images([it for it in items if it.sample_id not in linked])  # before touching the server
-    return _Plan(rnd.id, rnd_number, ds, ds_name, items, name, cfg, predictions)
+    return _Plan(rnd.id, rnd_number, ds, ds_name, items, name, cfg, predictions, whole)
 
 
 def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool,
-          replace_deleted: bool, overlap: int | None = None) -> PushReport:
+          replace_deleted: bool, overlap: int | None = None, on_progress=None) -> PushReport:
     """The push proper, under the project's lock: reconcile, import, record."""
     from curator.store.session import transaction
 
@@ -464,11 +477,15 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
             )
         _commit_links(settings, name, round_id, [(it.sample_id, int(t)) for it, t in zip(batch, ids)])
         report.imported += len(batch)
+        if on_progress is not None:
+            on_progress(report.imported, len(todo))
 
     # 3. queue order and round status
     report.view_id = _ensure_view(client, pid, rnd_number)
     if versions:
         client.call("set model version", client.sdk.projects.update, id=pid, model_version=versions[-1])
+    if not plan.whole:  # a part of the round: a whole-round push marks it
+        return report
     with transaction(settings) as s:
         from curator.store import rounds as store_rounds
 
