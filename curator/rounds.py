@@ -145,7 +145,8 @@ def train_model(settings: Settings, dataset: str, sample_ids, labels, *, seed: i
 
     def write(s, result):
         adapter, classes, path, (name, version, checksum), n = result
-        params = {"seed": seed, "epochs": epochs, "steps": steps, "n_labels": n, "dataset": dataset}
+        params = {"seed": seed, "epochs": epochs, "steps": steps, "n_labels": n, "dataset": dataset,
+                  "input_spec": adapter.input_record()}
         model = store_models.register(s, name, version, checksum=checksum, path=path, params=params)
         return TrainedModel(model_id=model.id, adapter=adapter, classes=classes, path=path)
 

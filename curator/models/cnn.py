@@ -28,11 +28,15 @@ def _nn():
 
 
 def SmallCNN(in_channels: int = 1, num_classes: int = 10, channels=(16, 32), hidden: int = 128,
-             dropout=(0.25, 0.5)):
+             dropout=(0.25, 0.5), input_size=None):
     """Two 5x5 conv + max-pool blocks, then dropout-dense-dropout-dense.
 
-    Any image size of at least 14x14 works: an adaptive pool brings the
-    feature map to 4x4. The embedding is the ``hidden``-wide dense layer
+    Any image size of at least 14x14 runs: an adaptive pool brings the
+    feature map to 4x4. But the filters learn shapes at the scale they were
+    trained at, so the model records that size: ``input_size`` (H, W), set by
+    the first batch it trains on (``config``, saved with the weights), and
+    declares it with its channels as its ``input_spec``, through which pools of
+    other sizes are resized. The embedding is the ``hidden``-wide dense layer
     (submodule ``"act"``).
     """
     import torch
@@ -43,7 +47,8 @@ def SmallCNN(in_channels: int = 1, num_classes: int = 10, channels=(16, 32), hid
             super().__init__()
             c1, c2 = channels
             self.config = dict(in_channels=in_channels, num_classes=num_classes, channels=list(channels),
-                               hidden=hidden, dropout=list(dropout))
+                               hidden=hidden, dropout=list(dropout),
+                               input_size=None if input_size is None else [int(v) for v in input_size])
             self.register_buffer("mean", torch.zeros(in_channels))
             self.register_buffer("std", torch.ones(in_channels))
             self.trunk = nn.Sequential(
@@ -65,7 +70,17 @@ def SmallCNN(in_channels: int = 1, num_classes: int = 10, channels=(16, 32), hid
             return self.trunk(x)
 
         def forward(self, x):
+            if self.training and self.config["input_size"] is None:  # the size it learns at
+                self.config["input_size"] = [int(x.shape[-2]), int(x.shape[-1])]
             return self.head(self.features(x))
+
+        @property
+        def input_spec(self):
+            """Size and channels; the mean/std normalisation is applied inside (its buffers)."""
+            from curator.models.base import InputSpec
+
+            size = self.config.get("input_size")
+            return InputSpec(size=tuple(size) if size else None, channels=self.config["in_channels"])
 
     return _SmallCNN()
 
@@ -84,15 +99,23 @@ class CNNAdapter(TorchAdapter):
         with mc_dropout(self.module):
             return [self.module.head(t) for _ in range(T)]
 
+    def input_record(self) -> dict:
+        """The declared input as plain data (for the model's stored params and file): size and
+        channels, which the decoder applies, and the mean/std the model applies itself."""
+        spec = self.input_spec
+        return {"size": list(spec.size) if spec.size else None, "channels": spec.channels,
+                "mean": [round(float(v), 6) for v in self.module.mean.tolist()],
+                "std": [round(float(v), 6) for v in self.module.std.tolist()], "normalised_by": "model"}
+
     def save(self, path) -> Path:
-        """Write weights and configuration to ``path`` (a ``.pt`` file)."""
+        """Write weights and configuration (its input size included) to ``path`` (a ``.pt`` file)."""
         import torch
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
         torch.save({"config": self.module.config, "state_dict": self.module.state_dict(),
-                    "classes": self.classes, "name": self.name}, buf)
+                    "classes": self.classes, "name": self.name, "input_spec": self.input_record()}, buf)
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_bytes(buf.getvalue())
         tmp.replace(path)
