@@ -432,14 +432,24 @@ def import_predictions(settings: Settings, dataset: str, source: str, *, name: s
     scores = scores_of(Pool(probs=P))
     stored = {**scores, **predictions_of(classes, SimpleNamespace(classes=classes), P)}
     checksum = _content_hash(sample_ids, P)
-    params = {"kind": PRECOMPUTED, "what": "probs", "source": str(source)}
+    params = {"kind": PRECOMPUTED, "what": "probs", "source": str(source), "classes": list(classes)}
+    root = Path(settings.embeddings_dir)  # the matrix too, for `curator select --probs NAME`
+    root.mkdir(parents=True, exist_ok=True)
+    tmp_p, tmp_ids = root / f".probs-{checksum[:16]}.f32.tmp", root / f".probs-{checksum[:16]}.ids.tmp"
 
     def write(s, _):
         row = _precomputed_row(s, name, checksum[:16], checksum, params)
         store_samples.write_scores(s, row.id, sample_ids, stored)
+        precomputed.write_probs(root, _dataset_id(s, dataset), row.id, tmp_p, tmp_ids)
         return row.id
 
-    return run_step(settings, write=write), len(sample_ids), scores
+    try:
+        P.astype(np.float32).tofile(tmp_p)
+        sample_ids.tofile(tmp_ids)
+        return run_step(settings, write=write), len(sample_ids), scores
+    finally:
+        for p in (tmp_p, tmp_ids):
+            p.unlink(missing_ok=True)
 
 
 def stored_set(settings: Settings, dataset: str, name: str) -> int:

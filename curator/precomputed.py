@@ -24,7 +24,7 @@ import numpy as np
 
 from curator.exceptions import MissingExtraError, ValidationError
 
-__all__ = ["read", "match", "check_array", "check_probs", "FORMATS"]
+__all__ = ["read", "match", "check_array", "check_probs", "FORMATS", "probs_files", "write_probs", "probs_of"]
 
 FORMATS = ".npy (with --ids), .npz, .parquet, fiftyone:DATASET.FIELD"
 _ARRAY = {"embeddings": ("embeddings", "embedding"), "probs": ("probs", "probabilities")}
@@ -216,3 +216,48 @@ def check_probs(P: np.ndarray, classes: list[str], source: str, atol: float = 1e
         raise ValidationError(f"--from {source}: {int(off.sum())} rows do not sum to 1 (row {r} sums to "
                               f"{sums[r]:.4f}); give softmax outputs, not logits")
     return np.clip(P, 0, None) / np.clip(P, 0, None).sum(1, keepdims=True)
+
+
+# -- imported probabilities, kept for selection -------------------------------------------------
+#
+# The scores ``curator score --from`` stores are one number a kind; a policy ranks on the whole
+# probability matrix (entropy, margin, ...), so the matrix is kept too: two files beside the
+# embedding sets (not an embedding set: probabilities are not a space to measure distances in),
+# named by dataset and model row, written whole (temporary name, then moved) in the step that
+# records the model row.
+
+
+def probs_files(dataset_id: int, model_id: int) -> tuple[str, str]:
+    """File names of the (n, classes) float32 matrix and its int64 sample ids."""
+    return f"probs-{dataset_id}-{model_id}.f32", f"probs-{dataset_id}-{model_id}.ids.i64"
+
+
+def write_probs(root, dataset_id: int, model_id: int, tmp_probs: Path, tmp_ids: Path) -> None:
+    """Move matrix and ids written under temporary names into place (the import's write step)."""
+    import os
+
+    vec, ids = probs_files(dataset_id, model_id)
+    os.replace(tmp_probs, Path(root) / vec)
+    os.replace(tmp_ids, Path(root) / ids)
+
+
+def probs_of(root, dataset_id: int, model_id: int, sample_ids, n_classes: int, name: str = "") -> np.ndarray:
+    """The imported probabilities of ``sample_ids``, row for row (float32); a clear error when the
+    files are gone or lack some of the samples (added after the import)."""
+    from curator.exceptions import NotFoundError
+
+    vec, ids_name = probs_files(dataset_id, model_id)
+    root = Path(root)
+    if not (root / vec).is_file() or not (root / ids_name).is_file():
+        raise NotFoundError(f"the probabilities of imported predictions {name or model_id!r} are not stored (imported "
+                            "before they were kept); import them again: curator score --from FILE --name NAME")
+    stored = np.fromfile(root / ids_name, dtype=np.int64)
+    P = np.fromfile(root / vec, dtype=np.float32).reshape(len(stored), int(n_classes))
+    want = np.asarray(sample_ids, dtype=np.int64).ravel()
+    pos = {int(i): k for k, i in enumerate(stored.tolist())}
+    rows = [pos.get(int(i), -1) for i in want.tolist()]
+    if min(rows, default=0) < 0:
+        miss = [int(i) for i, r in zip(want.tolist(), rows) if r < 0]
+        raise ValidationError(f"imported predictions {name or model_id!r} lack {len(miss)} pool samples (e.g. sample "
+                              f"{miss[0]}) added after the import; import predictions for every sample again")
+    return P[np.asarray(rows, dtype=np.int64)]

@@ -56,6 +56,9 @@ class TrainedModel:
     #: what an executor ships to its workers (a picklable ``curator.models.ModelSpec``); None: the
     #: built-in CNN's weights file at ``path``
     spec: object = None
+    #: with no adapter: what the stored outputs of ``model_id`` are, "embeddings" (``curator embed
+    #: --from``) or "probs" (``curator score --from``), selected on without running a model
+    stored: str = "embeddings"
 
 
 @dataclasses.dataclass
@@ -351,10 +354,10 @@ class _PoolRead:
 
 
 def _read_pool(s: Session, settings, dataset, split, subsample, seed, model_id, *, dedup, scored,
-               only=None, stored: bool = False) -> _PoolRead:
+               only=None, stored: bool | str = False) -> _PoolRead:
     """READ: the pool of the next round and everything its scoring needs (see ``_PoolRead``);
     ``only``: sample ids the pool is narrowed to (None: all); ``stored``: the embeddings of the pool too
-    (a set imported with ``curator embed --from``)."""
+    (a set imported with ``curator embed --from``), or "probs": its imported probabilities."""
     ds = dataset_id(s, dataset)
     pool, taken = store_samples.pool_ids(s, ds, split)
     if only is not None:
@@ -374,7 +377,11 @@ def _read_pool(s: Session, settings, dataset, split, subsample, seed, model_id, 
     cold = _cold_read(s, settings, ds, np.concatenate([ids, taken])) if dedup and (len(ids) >= 2 or len(taken)) \
         else None
     vectors = None
-    if stored and len(ids):
+    if stored == "probs" and len(ids):
+        from curator.precomputed import probs_of
+
+        vectors = probs_of(settings.embeddings_dir, ds, model_id, ids, len(store_samples.classes(s, ds)))
+    elif stored and len(ids):
         from curator.store import embeddings as store_emb
 
         vectors = store_emb.vectors_of(s, settings.embeddings_dir, ds, model_id, ids)
@@ -406,6 +413,8 @@ def _build_pool(got: _PoolRead, model: TrainedModel, seed: int, mc_samples: int,
     if scored is not None:
         return ids[keep], scored.pool.subset(keep) if removed else scored.pool, removed
     ids = ids[keep]
+    if model.adapter is None and model.stored == "probs":  # imported probabilities: no model runs
+        return ids, Pool(probs=got.vectors[keep], ids=ids), removed
     if model.adapter is None:  # imported embeddings: the pool is the stored vectors, no model runs
         L = got.labeled[0] if got.labeled is not None else None
         return ids, Pool(embeddings=got.vectors[keep], labeled_embeddings=L, ids=ids), removed
@@ -595,7 +604,7 @@ def select_round(settings: Settings, dataset: str, model, *, budget: int, policy
     for _attempt in range(SELECT_TRIES):
         def read(s, scored=scored):
             got = _read_pool(s, settings, dataset, split, subsample, seed, model.model_id, dedup=dedup, scored=scored,
-                             only=only, stored=model.adapter is None)
+                             only=only, stored=model.stored if model.adapter is None else False)
             _check_size("select", dataset, got.pool_size, split=split, subsample=subsample, budget=budget,
                         at_most=at_most)
             return got

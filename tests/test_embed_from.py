@@ -236,3 +236,43 @@ def test_fiftyone_field_import(data, fiftyone_db, tmp_path):
         _refused(run("embed", "-d", DS, "--from", f"fiftyone:{name}.nofield"), "has no field 'nofield'")
     finally:
         ds.delete()
+
+
+def test_select_on_imported_probabilities_without_a_model(data, tmp_path):
+    """`curator select --probs NAME` ranks the pool by the imported probabilities: no model is
+    trained or run, and the uncertainty picks are those the imported matrix says."""
+    settings, ids, uris, classes, run = data
+    k = len(classes)
+    rng = np.random.default_rng(7)
+    sharp = rng.uniform(0.5, 12.0, size=N)  # per-row temperature: a spread of entropies
+    logits = rng.normal(size=(N, k)) * sharp[:, None]
+    P = np.exp(logits - logits.max(1, keepdims=True))
+    P /= P.sum(1, keepdims=True)
+    np.savez(tmp_path / "p.npz", probs=P, ids=ids)
+    res = run("score", "-d", DS, "--from", str(tmp_path / "p.npz"), "--name", "teacher", "--json")
+    assert res.exit_code == 0, res.output
+    models_before = _stored(settings)[0]
+
+    res = run("select", "-d", DS, "--probs", "teacher", "--policy", "entropy", "-n", "5", "--no-dedup", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    entropy = -(P * np.log(np.clip(P, 1e-12, None))).sum(1)
+    assert out["pool"] == N
+    assert out["sample_ids"] == [int(ids[i]) for i in np.argsort(-entropy, kind="stable")[:5]]
+    assert np.allclose(out["scores"], np.sort(entropy)[::-1][:5], atol=1e-5)
+    assert _stored(settings)[0] == models_before  # no model trained or registered
+
+    # the next round, by margin, on what is left: the smallest margins among the rest
+    res = run("select", "-d", DS, "--probs", "teacher", "--policy", "margin", "-n", "3", "--no-dedup", "--json")
+    assert res.exit_code == 0, res.output
+    top2 = np.sort(P, 1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    left = [i for i in range(N) if int(ids[i]) not in set(out["sample_ids"])]
+    want = sorted(left, key=lambda i: margin[i])[:3]
+    assert json.loads(res.output)["sample_ids"] == [int(ids[i]) for i in want]
+
+    _refused(run("select", "-d", DS, "--probs", "teacher", "--policy", "kcenter", "-n", "2"),
+             "policy 'kcenter' needs embeddings", "imported predictions do not give")
+    _refused(run("select", "-d", DS, "--probs", "nobody", "--policy", "entropy", "-n", "2"),
+             "no imported predictions named 'nobody'", "curator score --from FILE --name nobody")
+    _refused(run("select", "-d", DS, "--probs", "teacher", "--model", "smallcnn", "-n", "2"), "drop --model")

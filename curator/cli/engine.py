@@ -175,11 +175,14 @@ def _import_probs(settings, dataset, source, ids_file, set_name, model, weights,
 @click.option("--embeddings", "embedding_set", metavar="NAME",
               help="Select on a stored embedding set (imported with curator embed --from, or 'newest') without "
                    "running a model; for policies that need embeddings only (kcenter, novelty, typical, coverage).")
+@click.option("--probs", "probs_set", metavar="NAME",
+              help="Select on predictions imported with curator score --from FILE --name NAME, without running a "
+                   "model; for policies that need probabilities only (entropy, margin, least_confidence, ...).")
 @_pool_options
 @executor_options
 @click.pass_context
-def select(ctx, dataset, budget, policy, params, dedup, embedding_set, model, weights, steps, split, subsample, seed,
-           mc_samples, as_json):
+def select(ctx, dataset, budget, policy, params, dedup, embedding_set, probs_set, model, weights, steps, split,
+           subsample, seed, mc_samples, as_json):
     """Select a batch of the dataset's pool with a policy and record it as a new round."""
     from curator import rounds
     from curator.exceptions import ValidationError
@@ -188,6 +191,16 @@ def select(ctx, dataset, budget, policy, params, dedup, embedding_set, model, we
     dataset = _dataset(settings, dataset)
     connect_executor(settings)
     params = _params(params)
+    if probs_set is not None:
+        if model or weights or embedding_set is not None:
+            raise ValidationError("--probs selects on imported predictions without a model; drop "
+                                  "--model/--weights/--embeddings")
+        needs = set(rounds.policy_from(policy, params).requires) - {"probs"}
+        if needs:
+            raise ValidationError(f"policy {policy!r} needs {', '.join(sorted(needs))}, which imported predictions do "
+                                  "not give; use entropy, margin, least_confidence, variation_ratio or random, or "
+                                  "pass --model")
+        mc_samples = 0
     if embedding_set is not None:
         if model or weights:
             raise ValidationError("--embeddings selects on stored vectors without a model; drop --model/--weights")
@@ -203,6 +216,9 @@ def select(ctx, dataset, budget, policy, params, dedup, embedding_set, model, we
         from curator.embeddings import stored_set
 
         trained = rounds.TrainedModel(model_id=stored_set(settings, dataset, embedding_set), adapter=None, classes=[])
+    elif probs_set is not None:
+        trained = rounds.TrainedModel(model_id=_imported_probs(settings, probs_set), adapter=None, classes=[],
+                                      stored="probs")
     else:
         trained = _model(settings, dataset, model, seed, steps, weights)
         mc_samples = rounds.mc_samples_for(trained, policy, mc_samples, explicit=_mc_given(ctx))
@@ -219,6 +235,25 @@ def select(ctx, dataset, budget, policy, params, dedup, embedding_set, model, we
                f"with {policy} (model {trained.model_id}, seed {seed}; {res.duplicates_removed} near duplicates removed first)")
     for rank, (sid, sc) in enumerate(zip(res.sample_ids, res.scores)):
         click.echo(f"  {rank:4d}  sample {sid}  score {'-' if sc is None else f'{sc:.4f}'}")
+
+
+def _imported_probs(settings, name: str) -> int:
+    """The model row of the predictions imported as ``name`` (newest import of that name)."""
+    from curator.embeddings import PRECOMPUTED
+    from curator.exceptions import NotFoundError
+    from curator.steps import run_step
+    from curator.store import models as store_models
+
+    def read(s):
+        ids = [int(name)] if str(name).isdigit() else store_models.ids_named(s, name)
+        rows = [store_models.get(s, i) for i in ids]
+        return [r for r in rows if (r.params or {}).get("kind") == PRECOMPUTED and r.params.get("what") == "probs"]
+
+    rows = run_step(settings, read)
+    if not rows:
+        raise NotFoundError(f"no imported predictions named {name!r}; import them with: curator score --from FILE "
+                            f"--name {name}")
+    return rows[0].id
 
 
 @click.command("policies")
