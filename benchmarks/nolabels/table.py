@@ -23,7 +23,7 @@ for key in sorted({(r["data"], r["seed"]) for r in rows}):
     sel = [r for r in rows if (r["data"], r["seed"]) == key]
     d = [r["estimate"] - r["true_test_error"] for r in sel]
     inside = sum(abs(x) <= 2 * se(r) for x, r in zip(d, sel))
-    print(f"- {key[0]} seed {key[1]}: seed round `{sel[0]['seed_policy']}` covered {sel[0]['seed_classes']} of 10 "
+    print(f"- {key[0]} seed {key[1]}: seed round `{sel[0]['seed_policy']}` covered {sel[0]['seed_classes']} of {sel[0].get('n_classes', 10)} "
           f"classes; mean |estimate - true| {sum(abs(x) for x in d) / len(d):.3f}, mean signed "
           f"{sum(d) / len(d):+.3f}, within 2 SE in {inside} of {len(sel)}; loop wall {sel[0]['loop_wall_s']:.0f} s "
           f"({sel[0]['machine']})")
