@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import mimetypes
 import os
 import sys
@@ -175,6 +176,54 @@ def image_url(uri: str, sha256: str, media_root: Path) -> tuple[str, str | None]
     if not link.is_symlink():
         os.symlink(path.resolve(), link)
     return "/data/local-files/?d=" + quote(f"{LINK_DIR}/{link.name}"), LINK_DIR
+
+
+def _signed(settings, url: str) -> str:
+    """A local-files URL (``image_url``) as a signed URL of curator's media server; data URIs unchanged."""
+    from urllib.parse import unquote
+
+    from curator.integrations.labelstudio import media
+
+    prefix = "/data/local-files/?d="
+    return media.signed_url(settings, unquote(url[len(prefix):])) if url.startswith(prefix) else url
+
+
+#: Files per upload request (Django's DATA_UPLOAD_MAX_NUMBER_FILES, Label Studio's default 100).
+UPLOAD_FILES = 100
+
+
+def _upload(client: Client, pid: int, name: str, items: list[_Item]) -> dict[int, str]:
+    """Upload the images of ``items`` to the server (no tasks made: ``commit_to_project=false``);
+    sample_id -> the URL the server serves its copy at. A push killed after an upload leaves
+    unused uploads on the server, never a task twice (tasks are still reconciled by sample id)."""
+    out: dict[int, str] = {}
+    for start in range(0, len(items), UPLOAD_FILES):
+        chunk = items[start : start + UPLOAD_FILES]
+        files = []
+        for it in chunk:
+            path = Path(it.uri)
+            mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            files.append((f"s{it.sample_id}", (f"s{it.sample_id}{path.suffix.lower()}", path.read_bytes(), mime)))
+        resp = client.http("POST", f"api/projects/{pid}/import", f"upload {len(chunk)} images to {name!r}",
+                           files=files, params={"commit_to_project": "false"})
+        ids = (resp or {}).get("file_upload_ids") or []
+        if len(ids) != len(chunk):
+            raise LabelStudioError(
+                f"Label Studio at {client.url} stored {len(ids)} of {len(chunk)} uploaded images for {name!r}; "
+                "push again (nothing was imported for them)"
+            )
+        listed = client.http("GET", f"api/projects/{pid}/file-uploads", f"list uploads of {name!r}",
+                             params={"ids": json.dumps(ids)})
+        by_id = {int(f["id"]): str(f["file"]) for f in listed or []}
+        for it, fid in zip(chunk, ids):
+            stored = by_id.get(int(fid))
+            if stored is None or not stored.rsplit("/", 1)[-1].endswith(f"s{it.sample_id}{Path(it.uri).suffix.lower()}"):
+                raise LabelStudioError(
+                    f"Label Studio at {client.url} did not list upload {fid} as sample {it.sample_id}'s image; "
+                    "push again"
+                )
+            out[it.sample_id] = "/data/" + stored.lstrip("/")
+    return out
 
 
 def _check_images(items: list[_Item]) -> None:
@@ -325,6 +374,7 @@ def push(
     client: Client | None = None,
     lock_wait: float = LOCK_WAIT_S,
     overlap: int | None = None,
+    media: str | None = None,
 ) -> PushReport:
     """Send round ``number`` of ``dataset`` to the Label Studio project ``project`` (see module docstring).
 
@@ -334,7 +384,9 @@ def push(
     configuration, validated against the dataset's classes. ``recreate``: the
     project was deleted on the server, make a new one. ``replace_deleted``:
     push again samples whose task was deleted by hand. ``overlap``: how many labelers
-    answer each task (default: the project's setting; 1 for a new project).
+    answer each task (default: the project's setting; 1 for a new project). ``media``: how
+    images reach the server (``curator.integrations.labelstudio.media``: local-files, upload,
+    serve; default the ``labelstudio_media`` setting, auto).
 
     Two pushes to one project at once: the project's lock (``curator.store.locks``,
     held from the reconciliation to the last recorded link) makes the second
@@ -345,6 +397,9 @@ def push(
         raise ValidationError(f"batch_size must be >= 1, got {batch_size}")
     if overlap is not None and (isinstance(overlap, bool) or int(overlap) != overlap or overlap < 1):
         raise ValidationError(f"overlap must be a whole number of labelers >= 1, got {overlap!r}")
+    from curator.integrations.labelstudio import media as media_modes
+
+    media_mode = media_modes.choose(settings, media)
     given = (project, label_config, predictions)
     plan = _plan(settings, dataset, number, *given)  # everything checked before the server is touched
     client = client or Client.from_settings(settings)
@@ -353,7 +408,7 @@ def push(
               on_wait=lambda m: print(f"{m}...", file=sys.stderr, flush=True)):
         # read again under the lock: another push may have created the project or linked samples meanwhile
         return _push(settings, _plan(settings, dataset, number, *given), client, batch_size, recreate, replace_deleted,
-                     overlap)
+                     overlap, media_mode)
 
 
 @dataclasses.dataclass
@@ -396,7 +451,7 @@ def _plan(settings, dataset, number, project, label_config, predictions) -> _Pla
 
 
 def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool,
-          replace_deleted: bool, overlap: int | None = None) -> PushReport:
+          replace_deleted: bool, overlap: int | None = None, media_mode: str = "local-files") -> PushReport:
     """The push proper, under the project's lock: reconcile, import, record."""
     from curator.store.session import transaction
 
@@ -447,11 +502,16 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
         urls[it.sample_id], folder = image_url(it.uri, it.sha256, media_root)
         if folder:
             folders.add(folder)
-    _ensure_storages(client, pid, media_root, folders)
+    if media_mode == "local-files":
+        _ensure_storages(client, pid, media_root, folders)
+    elif media_mode == "serve":
+        urls = {sid: _signed(settings, url) for sid, url in urls.items()}
     from curator._progress import progress
 
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
     for batch in progress(batches, total=len(todo), desc=f"push to {name}", weight=len):
+        if media_mode == "upload":
+            urls.update(_upload(client, pid, name, [it for it in batch if not urls[it.sample_id].startswith("data:")]))
         tasks = [_task(cfg, it, urls[it.sample_id], rnd_number, ds_name, predictions.get(it.sample_id))
                  for it in batch]
         resp = client.http("POST", f"api/projects/{pid}/import", f"import {len(tasks)} tasks into {name!r}",
