@@ -149,7 +149,12 @@ def remote_ls():
     env["HOME"] = str(home)
     subprocess.run(["chown", "-R", REMOTE_USER, str(home)], check=True)
     home.chmod(0o700)
-    code = (f"import site, sys; site.addsitedir({str(site)!r}); sys.argv[0] = 'label-studio'; "
+    # The system's 3.11 may predate 3.11.3, where redis (Label Studio's) still imports async_timeout,
+    # a backport of asyncio.timeout that the venv does not carry: alias it to the standard one.
+    code = (f"import site, sys, asyncio, types, importlib.util; site.addsitedir({str(site)!r}); "
+            "sys.argv[0] = 'label-studio'\n"
+            "if importlib.util.find_spec('async_timeout') is None:\n"
+            "    sys.modules['async_timeout'] = types.SimpleNamespace(timeout=asyncio.timeout)\n"
             "from label_studio.server import main; sys.exit(main())")
     log = open(home / "server.log", "ab")
     proc = subprocess.Popen(
@@ -165,11 +170,15 @@ def remote_ls():
             time.sleep(1.0)
         yield remote
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(proc.pid, sig)
+                proc.wait(timeout=30)
+                break
+            except ProcessLookupError:
+                break
+            except subprocess.TimeoutExpired:
+                continue
         log.close()
         shutil.rmtree(home, ignore_errors=True)
 

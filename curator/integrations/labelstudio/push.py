@@ -20,7 +20,9 @@ by the prediction score only, which matches uncertainty policies but not
 curator's diversity-aware ranking, and faking the score would show labelers a
 wrong confidence.
 
-Images: files under the workspace's media folder are served by Label Studio's
+Images reach the server one of three ways (``media``: local-files, upload, serve; see
+``curator.integrations.labelstudio.media``, which also says how the default is chosen).
+With local-files, files under the workspace's media folder are served by Label Studio's
 local-file storage (a storage connection per top folder, never synced, which
 only authorises serving); images ingested from elsewhere are embedded as
 base64 data URIs when small (``EMBED_MAX``, MNIST-like), so the server needs
@@ -199,11 +201,11 @@ def _upload(client: Client, pid: int, name: str, items: list[_Item]) -> dict[int
     out: dict[int, str] = {}
     for start in range(0, len(items), UPLOAD_FILES):
         chunk = items[start : start + UPLOAD_FILES]
-        files = []
+        files = {}  # a dict: the SDK's request sends a list of files as nothing at all
         for it in chunk:
             path = Path(it.uri)
             mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-            files.append((f"s{it.sample_id}", (f"s{it.sample_id}{path.suffix.lower()}", path.read_bytes(), mime)))
+            files[f"s{it.sample_id}"] = (f"s{it.sample_id}{path.suffix.lower()}", path.read_bytes(), mime)
         resp = client.http("POST", f"api/projects/{pid}/import", f"upload {len(chunk)} images to {name!r}",
                            files=files, params={"commit_to_project": "false"})
         ids = (resp or {}).get("file_upload_ids") or []
