@@ -511,31 +511,56 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
     from curator._progress import progress
 
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    for batch in progress(batches, total=len(todo), desc=f"push to {name}", weight=len):
-        if media_mode == "upload":
-            urls.update(_upload(client, pid, name, [it for it in batch if not urls[it.sample_id].startswith("data:")]))
-        tasks = [_task(cfg, it, urls[it.sample_id], rnd_number, ds_name, predictions.get(it.sample_id))
-                 for it in batch]
-        resp = client.http("POST", f"api/projects/{pid}/import", f"import {len(tasks)} tasks into {name!r}",
-                           json=tasks, params={"return_task_ids": "true"})
-        ids = (resp or {}).get("task_ids") or []
-        if len(ids) != len(batch):
-            raise LabelStudioError(
-                f"Label Studio at {client.url} imported {len(ids)} of {len(batch)} tasks into {name!r}; "
-                "push again: curator reconciles by sample id"
-            )
-        _commit_links(settings, name, round_id, [(it.sample_id, int(t)) for it, t in zip(batch, ids)])
-        report.imported += len(batch)
 
-    # 3. queue order and round status
+    def body(batch: list[_Item]) -> bytes:
+        """The import request of ``batch``, encoded (pure: no server, no database)."""
+        return json.dumps([_task(cfg, it, urls[it.sample_id], rnd_number, ds_name, predictions.get(it.sample_id))
+                           for it in batch]).encode()
+
+    # The next batch's body is encoded in a thread while the server imports this one (the server
+    # is the slow side); links are still committed batch by batch, after the server confirmed it
+    # and before the next import is sent.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="curator-push") as pool:
+        upcoming = None if media_mode == "upload" or not batches else pool.submit(body, batches[0])
+        for k, batch in enumerate(progress(batches, total=len(todo), desc=f"push to {name}", weight=len)):
+            if media_mode == "upload":
+                urls.update(_upload(client, pid, name, [it for it in batch if not urls[it.sample_id].startswith("data:")]))
+                encoded = body(batch)
+            else:
+                encoded = upcoming.result()
+                upcoming = pool.submit(body, batches[k + 1]) if k + 1 < len(batches) else None
+            resp = client.http("POST", f"api/projects/{pid}/import", f"import {len(batch)} tasks into {name!r}",
+                               json=encoded, params={"return_task_ids": "true"})
+            _confirm(settings, client, name, round_id, batch, resp, report)
+    _finish(settings, client, pid, rnd_number, ds, versions, report)
+    return report
+
+
+def _confirm(settings, client: Client, name: str, round_id: int, batch: list[_Item], resp, report: PushReport) -> None:
+    """Record the links of an imported batch (one transaction), or fail when the server's answer
+    does not account for every task."""
+    ids = (resp or {}).get("task_ids") or []
+    if len(ids) != len(batch):
+        raise LabelStudioError(
+            f"Label Studio at {client.url} imported {len(ids)} of {len(batch)} tasks into {name!r}; "
+            "push again: curator reconciles by sample id"
+        )
+    _commit_links(settings, name, round_id, [(it.sample_id, int(t)) for it, t in zip(batch, ids)])
+    report.imported += len(batch)
+
+
+def _finish(settings, client: Client, pid: int, rnd_number: int, ds, versions: list[str], report: PushReport) -> None:
+    """3. Queue order (the round's view), the project's model version, and the round's status."""
+    from curator.store import rounds as store_rounds
+    from curator.store.session import transaction
+
     report.view_id = _ensure_view(client, pid, rnd_number)
     if versions:
         client.call("set model version", client.sdk.projects.update, id=pid, model_version=versions[-1])
     with transaction(settings) as s:
-        from curator.store import rounds as store_rounds
-
         store_rounds.set_status(s, ds.id, rnd_number, "pushed", only_from=("pending", "selected"))
-    return report
 
 
 def _remove_duplicates(client: Client, sample_id: int, ids: list[int], linked: int | None) -> int:
