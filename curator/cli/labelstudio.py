@@ -104,12 +104,11 @@ def backend(ctx, dataset, host, port):
 
 
 @labelstudio.command()
-@dataset_option(required=False, help="Dataset whose images are served (all of the workspace's media folder).")
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
 @click.pass_context
-def media(ctx, dataset, host, port):
-    """Serve the workspace's images to Label Studio's labelers by signed, expiring URLs (push --media serve).
+def media(ctx, host, port):
+    """Serve the workspace's media folder to Label Studio's labelers by signed, expiring URLs (push --media serve).
 
     Only a URL signed with CURATOR_LABELSTUDIO_MEDIA_SECRET for one file, before
     its expiry, is answered; the log shows paths, never signatures. Set
