@@ -95,5 +95,13 @@ def test_version_records_its_aggregation_and_dawid_skene_outvotes_flipping_label
     assert rec["method"] == "dawid-skene" and rec["changed_from_majority"] == 1
     acc = rec["labeler_accuracy"]
     assert min(acc["alice"], acc["bob"], acc["erin"]) > 0.95 and max(acc["carl"], acc["dora"]) < 0.05
+    from click.testing import CliRunner
+
+    from curator.cli import cli
+
+    shown = CliRunner().invoke(cli, ["version", "show", "by-ds", "-d", DS],
+                               env={"CURATOR_WORKSPACE": str(db_settings.workspace),
+                                    "CURATOR_DB_URL": db_settings.database_url})
+    assert "labels    by dawid-skene (9 samples with 2+ answers, 1 differ from the majority)" in shown.output
     with pytest.raises(ValidationError, match="use one of majority, dawid-skene"):
         create_version("bad", dataset=DS, settings=db_settings, aggregate="mean")

@@ -131,6 +131,11 @@ def show(ctx, name, dataset, as_json):
     for r in lin.get("rounds", []):
         click.echo(f"  round {r['number']}: {r['samples']} samples, policy {r['policy']}, model {r['model'] or '-'}")
     click.echo(f"  outside any round: {lin.get('outside_rounds', 0)} samples")
+    agg = lin.get("aggregation")
+    if agg:  # versions made before issue 17 do not record it (they used the majority)
+        click.echo(f"labels    by {agg['method']} ({agg.get('samples_with_several_answers', 0)} samples with 2+ answers"
+                   + (f", {agg['changed_from_majority']} differ from the majority" if "changed_from_majority" in agg
+                      else "") + ")")
 
 
 @version.command("diff")
