@@ -80,7 +80,9 @@ def _label(result: list[dict], from_name: str) -> str | None:
 
 
 #: What a pull needs of each task, annotations included, from the Data Manager's paged list.
-FULL_FIELDS = "id,updated_at,total_annotations,cancelled_annotations,annotations"
+#: ``include`` filters the annotations' own fields too, so theirs are named here as well.
+FULL_FIELDS = ("id,updated_at,total_annotations,cancelled_annotations,annotations,"
+               "result,completed_by,was_cancelled,created_at")
 #: Tasks per page of that list: each request stays well inside the read timeout on a loaded
 #: server (one export of 10,000 tasks did not, and a retry redid all of it).
 FULL_PAGE = 1000
