@@ -195,6 +195,7 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
                   "|---|---|---|---|---|---|"]
         lines += [f"| {f.number} | {f.policy} | {f.status} | {f.selected}/{f.budget} | {f.duplicates_removed} | "
                   f"{json.dumps(f.classes, sort_keys=True)} |" for f in facts]
+    lines += agreement_lines(agreement_of(settings, dataset))
     path = out_dir / "report.md"
     _replace(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return path
@@ -216,3 +217,33 @@ def _replace(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write(tmp)
     os.replace(tmp, path)
+
+
+def agreement_of(settings, dataset: str) -> dict:
+    """Agreement between labelers on the dataset's samples answered twice or more, every project
+    together (``curator.integrations.labelstudio.agreement.report``, the figures of ``pull --json``)."""
+    from curator.integrations.labelstudio.agreement import report
+    from curator.store.annotations import answers_of_dataset
+
+    return run_step(settings, lambda s: answers_of_dataset(s, dataset_id(s, dataset)), report)
+
+
+def _num(x) -> str:
+    return "-" if x is None else format(x, ".3f")
+
+
+def agreement_lines(agr: dict) -> list[str]:
+    """The report's agreement section; nothing when no sample has two answers (overlap 1)."""
+    if not agr.get("items"):
+        return []
+    lines = ["", "## Agreement between labelers", "",
+             f"{agr['items']} samples answered by 2+ of {agr['labelers']} labelers: Fleiss' kappa "
+             f"{_num(agr['fleiss_kappa'])}, Krippendorff's alpha {_num(agr['krippendorff_alpha'])}"
+             + (f", Cohen's kappa {_num(agr['cohen_kappa'])}" if agr.get("cohen_kappa") is not None else "")
+             + " (1 = perfect, 0 = chance; '-' = undefined).", "",
+             "| class | answers | kappa |", "|---|---|---|"]
+    lines += [f"| {c} | {v['answers']} | {_num(v['kappa'])} |" for c, v in agr["per_class"].items()]
+    lines += ["", "| labeler | shared samples | agreement with the others | mean Cohen's kappa |", "|---|---|---|---|"]
+    lines += [f"| {who} | {v['items']} | {_num(v['agreement'])} | {_num(v['mean_cohen_kappa'])} |"
+              for who, v in agr["per_labeler"].items()]
+    return lines

@@ -25,6 +25,10 @@ ENV = {
     "CURATOR_LABELSTUDIO_CONNECT_TIMEOUT": "labelstudio_connect_timeout",
     "CURATOR_LABELSTUDIO_RETRIES": "labelstudio_retries",
     "CURATOR_LABELSTUDIO_WEBHOOK_SECRET": "labelstudio_webhook_secret",
+    "CURATOR_LABELSTUDIO_MEDIA": "labelstudio_media",
+    "CURATOR_LABELSTUDIO_MEDIA_URL": "labelstudio_media_url",
+    "CURATOR_LABELSTUDIO_MEDIA_SECRET": "labelstudio_media_secret",
+    "CURATOR_LABELSTUDIO_MEDIA_TTL": "labelstudio_media_ttl",
     "CURATOR_EXECUTOR": "executor",
     "CURATOR_RAY_ADDRESS": "ray_address",
     "CURATOR_RAY_BATCH_SIZE": "ray_batch_size",
@@ -35,7 +39,7 @@ ENV = {
 #: Where the compute part of each step runs (curator.executors.EXECUTORS; kept here so the
 #: settings stay standard-library only).
 EXECUTORS = ("local", "ray")
-SECRET_FIELDS = frozenset({"labelstudio_token", "labelstudio_webhook_secret"})
+SECRET_FIELDS = frozenset({"labelstudio_token", "labelstudio_webhook_secret", "labelstudio_media_secret"})
 CONFIG_ENV = "CURATOR_CONFIG"
 DEFAULT_CONFIG_NAME = "curator.toml"
 
@@ -54,6 +58,15 @@ class Settings:
     labelstudio_retries: int = 2
     #: Shared secret Label Studio sends (header X-Curator-Secret) with each webhook; curator's receiver checks it.
     labelstudio_webhook_secret: str | None = dataclasses.field(default=None, repr=False)
+    #: How images reach Label Studio (curator.integrations.labelstudio.media): local-files, upload,
+    #: serve, or auto (local-files when the server's URL is this machine, else upload).
+    labelstudio_media: str = "auto"
+    #: Where curator's signed-URL media server is reached by the labelers' browsers (--media serve).
+    labelstudio_media_url: str | None = None
+    #: HMAC key that signs media URLs (--media serve); never logged.
+    labelstudio_media_secret: str | None = dataclasses.field(default=None, repr=False)
+    #: Seconds a signed media URL stays valid (a push signs; push again to renew).
+    labelstudio_media_ttl: float = 7 * 24 * 3600.0
     #: Where the compute part of each step runs: "local" (this process) or "ray" (a Ray cluster).
     executor: str = "local"
     #: The Ray cluster (host:port, ray://host:port or auto); unset starts or joins a local one.
@@ -71,6 +84,7 @@ class Settings:
         object.__setattr__(self, "workspace", Path(self.workspace).expanduser())
         for name, kind, low in (("labelstudio_timeout", float, 0.0), ("labelstudio_connect_timeout", float, 0.0),
                                 ("labelstudio_retries", int, -1), ("ray_batch_size", int, 0),
+                                ("labelstudio_media_ttl", float, 0.0),
                                 ("ray_concurrency", int, 0), ("ray_num_cpus", float, 0.0),
                                 ("ray_num_gpus", float, -1.0)):
             object.__setattr__(self, name, _number(name, getattr(self, name), kind, low))

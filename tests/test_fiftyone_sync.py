@@ -63,6 +63,12 @@ def test_sync_writes_one_sample_per_curator_sample_with_its_state(db_settings, f
     assert by_id[first].human_label.label == data["human"][first]
     assert by_id[first].human_label.confidence == pytest.approx(0.5)
     assert by_id[first].curator_annotations == 2
+    # labelers' agreement (issue 17): ann and bob disagree on the first sample only
+    assert by_id[first].curator_agreement == pytest.approx(0.5) and by_id[first].curator_disagreement
+    for sid in data["human"]:
+        if sid != first:
+            assert by_id[sid].curator_agreement == 1.0 and by_id[sid].curator_disagreement is False
+    assert all(s.curator_disagreement is None for s in ds if s.human_label is None)
     assert sum(s.human_label is not None for s in ds) == len(data["human"])
 
     # planted copies: an exact one (first copy kept) and a shifted one (the labeled original kept)
@@ -75,7 +81,9 @@ def test_sync_writes_one_sample_per_curator_sample_with_its_state(db_settings, f
     assert by_id[data["ids"][5]].curator_dup_group is None
     assert by_id[data["ids"][5]].curator_is_representative
 
-    assert set(report.views) == {"next-batch", "duplicate-groups", "most-uncertain", "disagreements"}
+    assert set(report.views) == {"next-batch", "duplicate-groups", "most-uncertain", "disagreements",
+                                 "labeler-disagreements"}
+    assert ds.load_saved_view("labeler-disagreements").values("curator_id") == [first]
     assert ds.load_saved_view("next-batch").values("curator_id") == data["round"]
     assert ds.load_saved_view("duplicate-groups").values("curator_id") == [a, b, c, d]
     assert (report.embeddings, report.similarity) == ("coldstart", "curator_similarity")

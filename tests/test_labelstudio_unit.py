@@ -62,6 +62,14 @@ def test_image_urls_serve_media_embed_small_and_link_large(tmp_path):
     url, folder = image_url(str(large), "2" * 64, media)
     assert folder == "_linked" and url == f"/data/local-files/?d=_linked/{'2' * 64}.jpg"
     assert (media / "_linked" / f"{'2' * 64}.jpg").resolve() == large.resolve()
+    # the same file by other spellings: through a symlinked workspace, with "..", at the root itself
+    (tmp_path / "alias").symlink_to(tmp_path)
+    via_link = tmp_path / "alias" / "media" / "ds" / "split" / "a.png"
+    assert image_url(str(via_link), "0" * 64, media) == ("/data/local-files/?d=ds/split/a.png", "ds")
+    dotted = f"{media}/ds/other/../split/a.png"
+    assert image_url(dotted, "0" * 64, media) == ("/data/local-files/?d=ds/split/a.png", "ds")
+    (media / "top.png").write_bytes(b"\x89PNG small")  # no top folder to make a storage of: embedded
+    assert image_url(str(media / "top.png"), "3" * 64, media)[0].startswith("data:image/png;base64,")
 
 
 def test_server_env_is_offline_and_serves_only_media(tmp_path, monkeypatch):

@@ -35,7 +35,40 @@ HERE = Path(__file__).resolve().parent
 MNIST = HERE.parents[2] / "shared" / "datasets" / "mnist"
 
 
+SERVER_PID: int | None = None  # the Label Studio process whose CPU seconds each step reports
+_last = {"cpu": None, "server": None}
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _server_cpu() -> float | None:
+    """CPU seconds of the server process and its threads (Linux /proc), or None when unknown."""
+    if SERVER_PID is None:
+        return None
+    try:
+        fields = Path(f"/proc/{SERVER_PID}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def mark() -> None:
+    """Start of a timed step: CPU counters are read here and again in ``log``."""
+    _last["cpu"], _last["server"] = _cpu(), _server_cpu()
+
+
 def log(record: dict, out: Path) -> None:
+    """One JSON line; with the CPU seconds of this process and of the server since ``mark``, and the
+    load average, so that figures taken on a loaded machine still mean something."""
+    if _last["cpu"] is not None:
+        record["cpu_s"] = round(_cpu() - _last["cpu"], 2)
+        server_now = _server_cpu()
+        if server_now is not None and _last["server"] is not None:
+            record["server_cpu_s"] = round(server_now - _last["server"], 2)
+    record["load1"] = round(os.getloadavg()[0], 2)
     record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **record}
     print(json.dumps(record), flush=True)
     with open(out, "a") as fh:
@@ -48,7 +81,10 @@ def main() -> None:
     ap.add_argument("--oracle", type=int, default=200)
     ap.add_argument("--workspace", type=Path)
     ap.add_argument("--out", type=Path, default=HERE / "results.jsonl")
+    ap.add_argument("--server-pid", type=int, help="pid of the running server, to report its CPU seconds")
     args = ap.parse_args()
+    global SERVER_PID
+    SERVER_PID = args.server_pid
     os.environ.setdefault("CURATOR_PROGRESS", "0")
 
     from sqlalchemy import select
@@ -71,13 +107,16 @@ def main() -> None:
 
         base = dataclasses.replace(base, labelstudio_url="http://127.0.0.1:8191",
                                    labelstudio_token=secrets.token_hex(16))
+        mark()
         t0 = time.perf_counter()
         server.start(base, timeout=600)
         started = True
+        SERVER_PID = server.status(base)["pid"]
         log({"step": "server start", "seconds": round(time.perf_counter() - t0, 2)}, args.out)
     settings = base
     machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "n": args.n}
     try:
+        mark()
         t0 = time.perf_counter()
         ingest_idx(MNIST / "t10k-images-idx3-ubyte.gz", MNIST / "t10k-labels-idx1-ubyte.gz",
                    dataset="mnist-t10k", split="test", settings=settings)
@@ -94,9 +133,11 @@ def main() -> None:
                        for sid, lab in rows}
         tag = secrets.token_hex(3)
 
+        mark()
         t0 = time.perf_counter()
         rep = push(settings, "mnist-t10k", number, project=f"bench-push-{tag}", predictions=predictions)
         log({"step": "push", "tasks": rep.imported, "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+        mark()
         t0 = time.perf_counter()
         again = push(settings, "mnist-t10k", number, project=f"bench-push-{tag}", predictions=predictions)
         log({"step": "re-push", "imported": again.imported, "already": again.already_linked,
@@ -109,6 +150,7 @@ def main() -> None:
 
         cfg = image_classification([str(c) for c in range(10)])
         pid = client.call("create", client.sdk.projects.create, title=name, label_config=cfg.xml).id
+        mark()
         t0 = time.perf_counter()
         tasks = [{"data": {"image": "data:image/png;base64,", "sample_id": sid, "round": number, "rank": r,
                            "score": None, "dataset": "mnist-t10k"},
@@ -124,25 +166,30 @@ def main() -> None:
 
             s.add(LabelProject(tool=TOOL, name=name, external_id=pid, dataset_id=ds.id, label_config=cfg.xml,
                                from_name=cfg.from_name, to_name=cfg.to_name, image_field=cfg.image_field))
+        mark()
         t0 = time.perf_counter()
         rec = push(settings, "mnist-t10k", number, project=name)
         log({"step": "reconcile (push finds all on the server)", "reconciled": rec.reconciled,
              "imported": rec.imported, "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+        mark()
         t0 = time.perf_counter()
         got = pull(settings, name)
         log({"step": "pull", "new": got.new, "labeled_samples": got.labeled_samples,
              "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+        mark()
         t0 = time.perf_counter()
         got = pull(settings, name)
         log({"step": "re-pull", "new": got.new, "unchanged": got.unchanged,
              "seconds": round(time.perf_counter() - t0, 2)}, args.out)
 
         if args.oracle:
+            mark()
             t0 = time.perf_counter()
             done = oracle.annotate(settings, f"bench-push-{tag}", limit=args.oracle)
             secs = time.perf_counter() - t0
             log({"step": "oracle via API (next task + submit)", "annotations": done.annotated,
                  "seconds": round(secs, 2), "per_second": round(done.annotated / secs, 1)}, args.out)
+            mark()
             t0 = time.perf_counter()
             got = pull(settings, f"bench-push-{tag}")
             log({"step": "pull after oracle (10,000 tasks)", "new": got.new,

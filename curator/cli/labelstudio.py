@@ -104,6 +104,35 @@ def backend(ctx, dataset, host, port):
 
 
 @labelstudio.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free one).")
+@click.pass_context
+def media(ctx, host, port):
+    """Serve the workspace's media folder to Label Studio's labelers by signed, expiring URLs (push --media serve).
+
+    Only a URL signed with CURATOR_LABELSTUDIO_MEDIA_SECRET for one file, before
+    its expiry, is answered; the log shows paths, never signatures. Set
+    CURATOR_LABELSTUDIO_MEDIA_URL to this server's address as the browsers reach it.
+    """
+    from curator.integrations.labelstudio.media import MediaServer
+
+    settings = settings_from(ctx)
+    try:
+        server = MediaServer(settings, host=host, port=port)
+    except OSError as exc:
+        from curator.exceptions import ValidationError
+
+        raise ValidationError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
+    click.echo(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@labelstudio.command()
 @dataset_option(required=False, help="Dataset whose default project to connect.")
 @name_option("--project", kind="project", help="Project title (default: the only project, or curator-<dataset>).")
 @click.option("--url", default="http://127.0.0.1:9090", show_default=True,
@@ -152,10 +181,14 @@ def _read_predictions(path: Path | None) -> dict | None:
 @click.option("--replace-deleted", is_flag=True, help="Push again samples whose task was deleted by hand.")
 @click.option("--overlap", type=click.IntRange(min=1), default=None,
               help="Labelers per task (the project's maximum annotations; default 1 for a new project).")
+@click.option("--media", "media", type=click.Choice(["auto", "local-files", "upload", "serve"]), default=None,
+              help="How images reach the server: its local-file storage (same machine), upload through the "
+                   "API, or URLs signed by `curator labelstudio media`. Default: CURATOR_LABELSTUDIO_MEDIA, "
+                   "else auto (local-files for a server on 127.0.0.1/localhost, upload otherwise).")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def push(ctx, number, dataset, project, label_config, predictions, batch_size, recreate, replace_deleted, overlap,
-         as_json):
+         media, as_json):
     """Push a selection round to Label Studio; each sample reaches a project exactly once.
 
     Safe to run again after an interruption: samples already on the server are
@@ -172,7 +205,7 @@ def push(ctx, number, dataset, project, label_config, predictions, batch_size, r
         settings, dataset, number, project=project,
         label_config=label_config.read_text() if label_config else None,
         predictions=_read_predictions(predictions), batch_size=batch_size,
-        recreate=recreate, replace_deleted=replace_deleted, overlap=overlap,
+        recreate=recreate, replace_deleted=replace_deleted, overlap=overlap, media=media,
     )
     if as_json:
         click.echo(json.dumps(report.as_dict()))

@@ -65,9 +65,11 @@ def version():
 @click.option("--root", is_flag=True, help="Start a new line of versions (no parent).")
 @click.option("--split", multiple=True, help="Only samples of this split (repeatable).")
 @click.option("--round", "rounds", multiple=True, type=int, help="Only samples selected in this round number (repeatable).")
+@click.option("--aggregate", type=click.Choice(["majority", "dawid-skene"]), default="majority", show_default=True,
+              help="How several labelers' answers to a sample become its label (recorded in the lineage).")
 @click.option("--json", "as_json", is_flag=True, help="Print the version as JSON.")
 @click.pass_context
-def create(ctx, name, dataset, message, parent, root, split, rounds, as_json):
+def create(ctx, name, dataset, message, parent, root, split, rounds, aggregate, as_json):
     """Freeze the current agreed labels as version NAME."""
     from curator.exceptions import ValidationError
     from curator.versions import LATEST, create_version
@@ -76,7 +78,7 @@ def create(ctx, name, dataset, message, parent, root, split, rounds, as_json):
         raise ValidationError("--root and --parent exclude each other; pass one")
     v = create_version(
         name, dataset=dataset, message=message, parent=None if root else (parent or LATEST),
-        split=list(split) or None, rounds=list(rounds) or None, settings=settings_from(ctx),
+        split=list(split) or None, rounds=list(rounds) or None, settings=settings_from(ctx), aggregate=aggregate,
     )
     if as_json:
         _echo_json(v.as_dict())
@@ -129,6 +131,11 @@ def show(ctx, name, dataset, as_json):
     for r in lin.get("rounds", []):
         click.echo(f"  round {r['number']}: {r['samples']} samples, policy {r['policy']}, model {r['model'] or '-'}")
     click.echo(f"  outside any round: {lin.get('outside_rounds', 0)} samples")
+    agg = lin.get("aggregation")
+    if agg:  # versions made before issue 17 do not record it (they used the majority)
+        click.echo(f"labels    by {agg['method']} ({agg.get('samples_with_several_answers', 0)} samples with 2+ answers"
+                   + (f", {agg['changed_from_majority']} differ from the majority" if "changed_from_majority" in agg
+                      else "") + ")")
 
 
 @version.command("diff")

@@ -42,6 +42,7 @@ __all__ = [
     "model_label", "newest_model_with_file", "naive_utc",
     "AnswerState", "EventRow", "project_by_external_id", "link_of_task", "answer_state", "claim_event", "set_event_outcome",
     "deleted_by_event", "events_of", "stored_predictions", "answers_of_project",
+    "answers_of_dataset",
 ]
 
 _CHUNK = 5000
@@ -490,5 +491,16 @@ def answers_of_project(s: Session, tool: str, project: str) -> list[tuple[int, s
         .join(TaskLink, TaskLink.id == Annotation.task_link_id)
         .where(Annotation.tool == tool, TaskLink.tool == tool, TaskLink.project == project,
                Annotation.deleted.is_(False), Annotation.skipped.is_(False))
+        .order_by(Annotation.id)).all()
+    return [(int(sid), who or f"annotation {ext}", label) for sid, who, ext, label in rows]
+
+
+def answers_of_dataset(s: Session, dataset: int) -> list[tuple[int, str, str]]:
+    """(sample id, annotator, label) of every live, not skipped answer to samples of ``dataset``,
+    in every project and tool (agreement and aggregation's input, as ``answers_of_project``)."""
+    rows = s.execute(
+        select(Annotation.sample_id, Annotation.annotator, Annotation.external_id, Annotation.label)
+        .join(Sample, Sample.id == Annotation.sample_id)
+        .where(Sample.dataset_id == dataset, Annotation.deleted.is_(False), Annotation.skipped.is_(False))
         .order_by(Annotation.id)).all()
     return [(int(sid), who or f"annotation {ext}", label) for sid, who, ext, label in rows]

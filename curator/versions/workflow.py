@@ -179,6 +179,27 @@ def _lineage(s, ds: int, members: _Labels) -> dict[str, Any]:
     }
 
 
+def _aggregate(s, ds: int, agreed: dict[int, str], method: str) -> tuple[dict[int, str], dict[str, Any]]:
+    """The labels of the samples in ``agreed`` by ``method``, and what the lineage records of it:
+    the method, how many samples had several answers, how many labels differ from the majority,
+    and (Dawid-Skene) each labeler's estimated accuracy."""
+    from curator.aggregate import METHODS, dawid_skene
+    from curator.store.annotations import answers_of_dataset
+
+    if method not in METHODS:
+        raise ValidationError(f"aggregation {method!r}: use one of {', '.join(METHODS)} (--aggregate)")
+    answers = [a for a in answers_of_dataset(s, ds) if a[0] in agreed]
+    per_sample = Counter(a[0] for a in answers)
+    record: dict[str, Any] = {"method": method, "samples_with_several_answers": sum(n > 1 for n in per_sample.values())}
+    if method == "majority":
+        return agreed, record
+    voted, accuracy = dawid_skene(answers)
+    labels = {sid: voted.get(sid, lab) for sid, lab in agreed.items()}
+    record["changed_from_majority"] = sum(labels[sid] != agreed[sid] for sid in agreed)
+    record["labeler_accuracy"] = {who: round(acc, 4) for who, acc in sorted(accuracy.items())}
+    return labels, record
+
+
 # --------------------------------------------------------------------------- session-level API
 
 
@@ -193,11 +214,14 @@ def create(
     rounds: Sequence[int] | None = None,
     labels: dict[int, str] | None = None,
     source: str | None = None,
+    aggregate: str = "majority",
 ) -> VersionInfo:
     """Freeze labels into a new version inside the caller's transaction.
 
     ``labels`` (sample_id -> label) replaces the agreed labels; it is how a
     manifest is re-imported. ``parent=None`` starts a new line of versions.
+    ``aggregate``: how several answers to a sample become its label (``curator.aggregate``:
+    majority, the agreed label; or dawid-skene), recorded in the lineage.
     """
     name = version_name(name)
     ds, ds_name = store.lock_dataset(s, dataset)
@@ -209,8 +233,10 @@ def create(
     filters = {k: v for k, v in (("split", sorted(split or [])), ("rounds", sorted(rounds or []))) if v}
     if source:
         filters["source"] = source
+    aggregation = None
     if labels is None:
         labels = store.current_labels(s, ds, split, rounds)
+        labels, aggregation = _aggregate(s, ds, labels, aggregate)
     if not labels:
         where = f" matching {filters}" if filters else ""
         raise ValidationError(
@@ -240,7 +266,8 @@ def create(
         s,
         dataset_id=ds, name=name, message=message, parent_id=pv.id if pv else None,
         checksum=_checksum(shas, new.codes, new.vocab), size=size,
-        counts=_ordered_counts(new.counts(), dataset_classes(s, ds_name)), lineage=_lineage(s, ds, new),
+        counts=_ordered_counts(new.counts(), dataset_classes(s, ds_name)),
+        lineage={**_lineage(s, ds, new), **({"aggregation": aggregation} if aggregation else {})},
         filters=filters, changes=changes, snapshot=snapshot, chain_rows=chain_rows,
     )
     if pv:
@@ -371,7 +398,7 @@ def _tx(settings):
 
 def create_version(name: str, *, dataset: str | None = None, message: str | None = None,
                    parent: str | None = LATEST, split: Sequence[str] | str | None = None,
-                   rounds: Sequence[int] | None = None, settings=None) -> VersionInfo:
+                   rounds: Sequence[int] | None = None, settings=None, aggregate: str = "majority") -> VersionInfo:
     """Freeze the dataset's current agreed labels as version ``name`` (one transaction)."""
     from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -379,7 +406,8 @@ def create_version(name: str, *, dataset: str | None = None, message: str | None
         split = [split]
     try:
         with _tx(settings) as s:
-            return create(s, name, dataset=dataset, message=message, parent=parent, split=split, rounds=rounds)
+            return create(s, name, dataset=dataset, message=message, parent=parent, split=split, rounds=rounds,
+                          aggregate=aggregate)
     except IntegrityError as exc:
         raise StoreError(
             f"version {name!r} was not created: the database refused it ({_first_line(exc)}); "

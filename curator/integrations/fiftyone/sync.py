@@ -23,14 +23,19 @@ field                       from
                             confidence (score kinds ``prediction`` =
                             class index, ``confidence``)
 ``human_label``             agreed human label (``confidence`` = agreement)
-``curator_annotations``     number of live annotations behind it
+``curator_annotations``     number of live annotations behind it (one per
+                            labeler: the number of annotators)
+``curator_agreement``,      share of those annotators who gave the agreed
+``curator_disagreement``    label; True when 2+ answered and not all agreed
 ``curator_version``,        the newest version holding the sample, and its
 ``version_label``           label there
 ==========================  ===============================================
 
 Saved views: ``next-batch`` (latest round in rank order), ``duplicate-groups``,
 ``most-uncertain`` (unlabeled, by the first uncertainty score present) and
-``disagreements`` (prediction differs from the human label).
+``disagreements`` (prediction differs from the human label) and
+``labeler-disagreements`` (labelers disagree, least agreement first; only
+when there is one).
 
 Brain runs ``curator_similarity`` (sort by similarity) and
 ``curator_visualization`` (2-D map) use the newest stored embeddings of a
@@ -65,7 +70,7 @@ UNCERTAINTY_KINDS = ("entropy", "bald", "margin", "least_confidence", "variation
 #: Score kinds that carry the model's prediction rather than a score.
 PREDICTION_KINDS = ("prediction", "confidence")
 INFO_KEY = "curator"
-VIEWS = ("next-batch", "duplicate-groups", "most-uncertain", "disagreements")
+VIEWS = ("next-batch", "duplicate-groups", "most-uncertain", "disagreements", "labeler-disagreements")
 SIMILARITY_KEY = "curator_similarity"
 VISUALIZATION_KEY = "curator_visualization"
 
@@ -212,6 +217,10 @@ def _collect(s, settings, dataset: str, round: int | None, version: str | None):
     if agreed:
         cols.put("human_label", "classification", {k: (lab, agr) for k, (lab, agr, _) in agreed.items()})
         cols.put("curator_annotations", "int", {k: n for k, (_, _, n) in agreed.items()})
+        # labelers' agreement on the sample: the share who gave the agreed label; a disagreement is
+        # a sample answered 2+ times not unanimously (the labeler-disagreements view)
+        cols.put("curator_agreement", "float", {k: float(agr) for k, (_, agr, _) in agreed.items()})
+        cols.put("curator_disagreement", "bool", {k: n >= 2 and agr < 1.0 for k, (_, agr, n) in agreed.items()})
     else:
         cols.skipped["human_label"] = "no annotations yet; pull them from Label Studio first"
 
@@ -591,6 +600,9 @@ def save_views(ds, cols: Columns) -> list[str]:
         views["disagreements"] = ds.exists("prediction").exists("human_label").match(
             F("prediction.label") != F("human_label.label")
         )
+    if any(cols.values.get("curator_disagreement") or ()):
+        views["labeler-disagreements"] = ds.match(F("curator_disagreement") == True).sort_by(  # noqa: E712
+            [("curator_agreement", 1), ("curator_id", 1)])
     for name in VIEWS:
         if name in views:
             ds.save_view(name, views[name], description=f"curator: {name.replace('-', ' ')}", overwrite=True)

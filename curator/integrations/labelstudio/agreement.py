@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-Answer = tuple[int, str, str]  # (item, labeler, label)
+from curator.aggregate import Answer, dawid_skene, majority  # noqa: F401 (the aggregations live in the core)
 
 
 def _none_if_nan(x: float) -> float | None:
@@ -133,41 +133,3 @@ def report(answers: Sequence[Answer]) -> dict:
         out["per_labeler"][who] = {"items": len(mine), "agreement": agree / total if total else None,
                                    "mean_cohen_kappa": float(np.mean(kappas)) if kappas else None}
     return out
-
-
-def majority(answers: Sequence[Answer]) -> dict[int, str]:
-    """item -> most frequent label (ties: the alphabetically first, so it is reproducible)."""
-    by_item: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for item, _, label in answers:
-        by_item[item][label] += 1
-    return {i: min(c, key=lambda lab: (-c[lab], lab)) for i, c in by_item.items()}
-
-
-def dawid_skene(answers: Sequence[Answer], *, iterations: int = 50, tol: float = 1e-6) -> tuple[dict[int, str], dict]:
-    """Dawid & Skene (1979) EM: each labeler has a confusion matrix; returns item -> most probable
-    label and {labeler: accuracy estimate}. Started from the majority vote, as in the paper."""
-    items = sorted({i for i, _, _ in answers})
-    labelers = sorted({w for _, w, _ in answers})
-    cats = sorted({lab for _, _, lab in answers})
-    ii, ww, kk = ({v: k for k, v in enumerate(xs)} for xs in (items, labelers, cats))
-    obs = np.array([(ii[i], ww[w], kk[lab]) for i, w, lab in answers], dtype=int).reshape(-1, 3)
-    K = len(cats)
-    T = np.zeros((len(items), K))  # posterior of the true label per item
-    np.add.at(T, (obs[:, 0], obs[:, 2]), 1.0)
-    T /= T.sum(1, keepdims=True)
-    for _ in range(iterations):
-        prior = T.mean(0) + 1e-9
-        conf = np.full((len(labelers), K, K), 1e-6)  # labeler x true x given, smoothed
-        for true in range(K):
-            np.add.at(conf[:, true, :], (obs[:, 1], obs[:, 2]), T[obs[:, 0], true])
-        conf /= conf.sum(2, keepdims=True)
-        log_t = np.tile(np.log(prior), (len(items), 1))
-        np.add.at(log_t, obs[:, 0], np.log(conf[obs[:, 1], :, obs[:, 2]]))
-        new = np.exp(log_t - log_t.max(1, keepdims=True))
-        new /= new.sum(1, keepdims=True)
-        done = np.abs(new - T).max() < tol
-        T = new
-        if done:
-            break
-    accuracy = {w: float((np.diag(conf[k]) * prior).sum() / prior.sum()) for w, k in ww.items()}
-    return {i: cats[int(T[r].argmax())] for i, r in ii.items()}, accuracy

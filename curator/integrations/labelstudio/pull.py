@@ -7,7 +7,9 @@ after the cursor, the newest task time seen by the previous pull, in
 ``label_projects.pulled_at``); only those are exported with their annotations
 (Label Studio's export is the slow part, ~1 ms a task on an idle machine, ~10
 on a loaded one). A first pull of a mostly annotated project needs every task in
-full anyway and reads them with one export, without the listing.
+full anyway and reads them, without the listing, from the Data Manager's task list with
+annotations, in pages of ``FULL_PAGE`` (one export of 10,000 tasks outlasted the read
+timeout on a loaded server, and each retry redid it all).
 New annotations are inserted, changed ones (answer, skip, annotator or
 ``updated_at``) updated, and those gone from the server (deleted, or their
 task deleted by hand) marked ``deleted``. A pull run twice changes nothing the
@@ -77,13 +79,28 @@ def _label(result: list[dict], from_name: str) -> str | None:
     return None
 
 
+#: What a pull needs of each task, annotations included, from the Data Manager's paged list.
+#: ``include`` filters the annotations' own fields too, so theirs are named here as well.
+FULL_FIELDS = ("id,updated_at,total_annotations,cancelled_annotations,annotations,"
+               "result,completed_by,was_cancelled,created_at")
+#: Tasks per page of that list: each request stays well inside the read timeout on a loaded
+#: server (one export of 10,000 tasks did not, and a retry redid all of it).
+FULL_PAGE = 1000
+
+
+def _everything(client: Client, project_id: int) -> list[dict]:
+    """Every task with its annotations, page by page (the export's content, without its
+    single, unbounded request)."""
+    return client.tasks(project_id, FULL_FIELDS, page_size=FULL_PAGE, fields="all")
+
+
 def _details(client: Client, project_id: int, task_ids: list[int], batch: int = 500) -> list[dict]:
-    """Tasks with their annotations: an export of just ``task_ids`` (all annotated tasks when
-    most changed, one request instead of many)."""
+    """Tasks with their annotations: an export of just ``task_ids`` (every task, page by page,
+    when most changed)."""
     if not task_ids:
         return []
     if len(task_ids) > 4 * batch:
-        return client.export(project_id, all_tasks=False)
+        return _everything(client, project_id)
     out = []
     for start in range(0, len(task_ids), batch):
         out.extend(client.export(project_id, all_tasks=True, ids=task_ids[start : start + batch]))
@@ -147,7 +164,7 @@ def _pull(settings, project: str, client: Client | None) -> PullReport:
         # export serves as the listing too (the listing costs a third of such a pull).
         first = cursor is None and not stored and _mostly_annotated(client.project(pid))
         if first:
-            listing = client.export(pid, all_tasks=True)
+            listing = _everything(client, pid)
         else:  # cheap: ids, update times and annotation counts of every task
             listing = client.tasks(pid, "id,updated_at,total_annotations,cancelled_annotations")
     except NotOnServer:

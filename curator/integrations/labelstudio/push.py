@@ -20,7 +20,9 @@ by the prediction score only, which matches uncertainty policies but not
 curator's diversity-aware ranking, and faking the score would show labelers a
 wrong confidence.
 
-Images: files under the workspace's media folder are served by Label Studio's
+Images reach the server one of three ways (``media``: local-files, upload, serve; see
+``curator.integrations.labelstudio.media``, which also says how the default is chosen).
+With local-files, files under the workspace's media folder are served by Label Studio's
 local-file storage (a storage connection per top folder, never synced, which
 only authorises serving); images ingested from elsewhere are embedded as
 base64 data URIs when small (``EMBED_MAX``, MNIST-like), so the server needs
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import mimetypes
 import os
 import sys
@@ -159,6 +162,14 @@ def _commit_links(settings, name: str, round_id: int, pairs: list[tuple[int, int
 # -- images ---------------------------------------------------------------------------------
 def image_url(uri: str, sha256: str, media_root: Path) -> tuple[str, str | None]:
     """(URL for the task, top folder of the media root that must be a storage, or None)."""
+    # Fast path, string only: an absolute path already inside the (resolved) media root is
+    # served through that path. Resolving every file (a realpath per component) was most of
+    # curator's share of a 10,000-task push.
+    plain = os.path.normpath(uri)
+    root = str(media_root) + os.sep
+    if os.path.isabs(plain) and plain.startswith(root) and os.sep in plain[len(root):]:
+        rel_text = plain[len(root):].replace(os.sep, "/")
+        return "/data/local-files/?d=" + quote(rel_text), rel_text.split("/", 1)[0]
     path = Path(uri)
     try:
         rel = path.resolve().relative_to(media_root)
@@ -177,8 +188,56 @@ def image_url(uri: str, sha256: str, media_root: Path) -> tuple[str, str | None]
     return "/data/local-files/?d=" + quote(f"{LINK_DIR}/{link.name}"), LINK_DIR
 
 
+def _signed(settings, url: str) -> str:
+    """A local-files URL (``image_url``) as a signed URL of curator's media server; data URIs unchanged."""
+    from urllib.parse import unquote
+
+    from curator.integrations.labelstudio import media
+
+    prefix = "/data/local-files/?d="
+    return media.signed_url(settings, unquote(url[len(prefix):])) if url.startswith(prefix) else url
+
+
+#: Files per upload request (Django's DATA_UPLOAD_MAX_NUMBER_FILES, Label Studio's default 100).
+UPLOAD_FILES = 100
+
+
+def _upload(client: Client, pid: int, name: str, items: list[_Item]) -> dict[int, str]:
+    """Upload the images of ``items`` to the server (no tasks made: ``commit_to_project=false``);
+    sample_id -> the URL the server serves its copy at. A push killed after an upload leaves
+    unused uploads on the server, never a task twice (tasks are still reconciled by sample id)."""
+    out: dict[int, str] = {}
+    for start in range(0, len(items), UPLOAD_FILES):
+        chunk = items[start : start + UPLOAD_FILES]
+        files = {}  # a dict: the SDK's request sends a list of files as nothing at all
+        for it in chunk:
+            path = Path(it.uri)
+            mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+            files[f"s{it.sample_id}"] = (f"s{it.sample_id}{path.suffix.lower()}", path.read_bytes(), mime)
+        resp = client.http("POST", f"api/projects/{pid}/import", f"upload {len(chunk)} images to {name!r}",
+                           files=files, params={"commit_to_project": "false"})
+        ids = (resp or {}).get("file_upload_ids") or []
+        if len(ids) != len(chunk):
+            raise LabelStudioError(
+                f"Label Studio at {client.url} stored {len(ids)} of {len(chunk)} uploaded images for {name!r}; "
+                "push again (nothing was imported for them)"
+            )
+        listed = client.http("GET", f"api/projects/{pid}/file-uploads", f"list uploads of {name!r}",
+                             params={"ids": json.dumps(ids)})
+        by_id = {int(f["id"]): str(f["file"]) for f in listed or []}
+        for it, fid in zip(chunk, ids):
+            stored = by_id.get(int(fid))
+            if stored is None or not stored.rsplit("/", 1)[-1].endswith(f"s{it.sample_id}{Path(it.uri).suffix.lower()}"):
+                raise LabelStudioError(
+                    f"Label Studio at {client.url} did not list upload {fid} as sample {it.sample_id}'s image; "
+                    "push again"
+                )
+            out[it.sample_id] = "/data/" + stored.lstrip("/")
+    return out
+
+
 def _check_images(items: list[_Item]) -> None:
-    missing = [it for it in items if not Path(it.uri).is_file()]
+    missing = [it for it in items if not os.path.isfile(it.uri)]
     if missing:
         shown = ", ".join(f"sample {it.sample_id} ({it.uri})" for it in missing[:3])
         raise ValidationError(
@@ -327,6 +386,7 @@ def push(
     overlap: int | None = None,
     only: "Collection[int] | None" = None,
     on_progress: "Callable[[int, int], None] | None" = None,
+    media: str | None = None,
 ) -> PushReport:
     """Send round ``number`` of ``dataset`` to the Label Studio project ``project`` (see module docstring).
 
@@ -339,6 +399,8 @@ def push(
     answer each task (default: the project's setting; 1 for a new project).
     ``only``: push just these samples of the round (the App's selection or view); only a push
     of the whole round marks it pushed (a later one finds the part already linked). ``on_progress(done, total)`` is called after each batch.
+    ``media``: how images reach the server (``curator.integrations.labelstudio.media``: local-files,
+    upload, serve; default the ``labelstudio_media`` setting, auto).
 
     Two pushes to one project at once: the project's lock (``curator.store.locks``,
     held from the reconciliation to the last recorded link) makes the second
@@ -349,6 +411,9 @@ def push(
         raise ValidationError(f"batch_size must be >= 1, got {batch_size}")
     if overlap is not None and (isinstance(overlap, bool) or int(overlap) != overlap or overlap < 1):
         raise ValidationError(f"overlap must be a whole number of labelers >= 1, got {overlap!r}")
+    from curator.integrations.labelstudio import media as media_modes
+
+    media_mode = media_modes.choose(settings, media)
     given = (project, label_config, predictions)
     plan = _plan(settings, dataset, number, *given, only=only)  # everything checked before the server is touched
     client = client or Client.from_settings(settings)
@@ -357,7 +422,7 @@ def push(
               on_wait=lambda m: print(f"{m}...", file=sys.stderr, flush=True)):
         # read again under the lock: another push may have created the project or linked samples meanwhile
         return _push(settings, _plan(settings, dataset, number, *given, only=only), client, batch_size, recreate,
-                     replace_deleted, overlap, on_progress=on_progress)
+                     replace_deleted, overlap, media_mode, on_progress=on_progress)
 
 
 @dataclasses.dataclass
@@ -409,7 +474,8 @@ def _plan(settings, dataset, number, project, label_config, predictions, *, only
 
 
 def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool,
-          replace_deleted: bool, overlap: int | None = None, on_progress=None) -> PushReport:
+          replace_deleted: bool, overlap: int | None = None, media_mode: str = "local-files",
+          on_progress=None) -> PushReport:
     """The push proper, under the project's lock: reconcile, import, record."""
     from curator.store.session import transaction
 
@@ -454,43 +520,76 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
 
     # 2. import the rest, rank order, batch by batch
     media_root = Path(settings.media_dir).resolve()
-    _check_images(todo)  # a task deleted by hand may bring back a sample not checked above
+    came_back = set(gone)
+    _check_images([it for it in todo if it.sample_id in came_back])  # a task deleted by hand brings back
+    # a sample whose file _plan did not check (it was linked then); the others were checked under this lock
     urls, folders = {}, set()
     for it in todo:
         urls[it.sample_id], folder = image_url(it.uri, it.sha256, media_root)
         if folder:
             folders.add(folder)
-    _ensure_storages(client, pid, media_root, folders)
+    if media_mode == "local-files":
+        _ensure_storages(client, pid, media_root, folders)
+    elif media_mode == "serve":
+        urls = {sid: _signed(settings, url) for sid, url in urls.items()}
     from curator._progress import progress
 
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
-    for batch in progress(batches, total=len(todo), desc=f"push to {name}", weight=len):
-        tasks = [_task(cfg, it, urls[it.sample_id], rnd_number, ds_name, predictions.get(it.sample_id))
-                 for it in batch]
-        resp = client.http("POST", f"api/projects/{pid}/import", f"import {len(tasks)} tasks into {name!r}",
-                           json=tasks, params={"return_task_ids": "true"})
-        ids = (resp or {}).get("task_ids") or []
-        if len(ids) != len(batch):
-            raise LabelStudioError(
-                f"Label Studio at {client.url} imported {len(ids)} of {len(batch)} tasks into {name!r}; "
-                "push again: curator reconciles by sample id"
-            )
-        _commit_links(settings, name, round_id, [(it.sample_id, int(t)) for it, t in zip(batch, ids)])
-        report.imported += len(batch)
-        if on_progress is not None:
-            on_progress(report.imported, len(todo))
 
-    # 3. queue order and round status
+    def body(batch: list[_Item]) -> bytes:
+        """The import request of ``batch``, encoded (pure: no server, no database)."""
+        return json.dumps([_task(cfg, it, urls[it.sample_id], rnd_number, ds_name, predictions.get(it.sample_id))
+                           for it in batch]).encode()
+
+    # The next batch's body is encoded in a thread while the server imports this one (the server
+    # is the slow side); links are still committed batch by batch, after the server confirmed it
+    # and before the next import is sent.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="curator-push") as pool:
+        upcoming = None if media_mode == "upload" or not batches else pool.submit(body, batches[0])
+        for k, batch in enumerate(progress(batches, total=len(todo), desc=f"push to {name}", weight=len)):
+            if media_mode == "upload":
+                urls.update(_upload(client, pid, name, [it for it in batch if not urls[it.sample_id].startswith("data:")]))
+                encoded = body(batch)
+            else:
+                encoded = upcoming.result()
+                upcoming = pool.submit(body, batches[k + 1]) if k + 1 < len(batches) else None
+            resp = client.http("POST", f"api/projects/{pid}/import", f"import {len(batch)} tasks into {name!r}",
+                               json=encoded, params={"return_task_ids": "true"})
+            _confirm(settings, client, name, round_id, batch, resp, report)
+            if on_progress is not None:
+                on_progress(report.imported, len(todo))
+    _finish(settings, client, pid, rnd_number, ds, versions, report, whole=plan.whole)
+    return report
+
+
+def _confirm(settings, client: Client, name: str, round_id: int, batch: list[_Item], resp, report: PushReport) -> None:
+    """Record the links of an imported batch (one transaction), or fail when the server's answer
+    does not account for every task."""
+    ids = (resp or {}).get("task_ids") or []
+    if len(ids) != len(batch):
+        raise LabelStudioError(
+            f"Label Studio at {client.url} imported {len(ids)} of {len(batch)} tasks into {name!r}; "
+            "push again: curator reconciles by sample id"
+        )
+    _commit_links(settings, name, round_id, [(it.sample_id, int(t)) for it, t in zip(batch, ids)])
+    report.imported += len(batch)
+
+
+def _finish(settings, client: Client, pid: int, rnd_number: int, ds, versions: list[str], report: PushReport,
+            *, whole: bool = True) -> None:
+    """3. Queue order (the round's view), the project's model version, and the round's status."""
+    from curator.store import rounds as store_rounds
+    from curator.store.session import transaction
+
     report.view_id = _ensure_view(client, pid, rnd_number)
     if versions:
         client.call("set model version", client.sdk.projects.update, id=pid, model_version=versions[-1])
-    if not plan.whole:  # a part of the round: a whole-round push marks it
-        return report
+    if not whole:  # a part of the round: a whole-round push marks it
+        return
     with transaction(settings) as s:
-        from curator.store import rounds as store_rounds
-
         store_rounds.set_status(s, ds.id, rnd_number, "pushed", only_from=("pending", "selected"))
-    return report
 
 
 def _remove_duplicates(client: Client, sample_id: int, ids: list[int], linked: int | None) -> int:
