@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from curator.cli import connect_executor, dataset_option, executor_options, settings_from
+from curator.cli import connect_executor, dataset_option, executor_options, name_option, settings_from
 
 _UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
 
@@ -103,6 +103,8 @@ def live_options(f):
                      help="With --live: how Label Studio reaches that port (default http://127.0.0.1:PORT)."),
         click.option("--until-labels", type=click.IntRange(min=1), default=None,
                      help="With --live: stop once this many samples are labeled and the queue re-ranked."),
+        name_option("--project", kind="project", default=None,
+                    help="With --live: Label Studio project title (default: curator-<dataset>)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -133,9 +135,13 @@ def loop(ctx, dataset, **kw):
     from curator.store.queries import count_with_truth, dataset_id
 
     settings = settings_from(ctx)
-    live = {k: kw.pop(k) for k in ("live", "queue", "retrain_every", "port", "callback_url", "until_labels")}
+    live = {k: kw.pop(k) for k in ("live", "queue", "retrain_every", "port", "callback_url", "until_labels", "project")}
     if live["live"]:
         return _run_live(settings, dataset, kw, live)
+    given = [f"--{k.replace('_', '-')}" for k, v in live.items() if k not in ("live", "retrain_every", "port")
+             and v is not None]
+    if given:
+        raise ValidationError(f"{', '.join(given)} go(es) with --live; add --live or leave them out")
     cfg = config_from(dataset, **kw)
     cfg.check()
     policy_from(cfg.policy)  # an unknown policy is refused now, not after the seed round is trained
@@ -166,8 +172,12 @@ def _run_live(settings, dataset, kw, live) -> None:
     if kw["labeler"] != "labelstudio":
         raise ValidationError(f"--live goes with --labeler labelstudio (people answer in Label Studio); "
                               f"got --labeler {kw['labeler']}")
+    ignored = [name for name, value in (("--classes", kw["classes"]), ("--baseline", kw["baseline"])) if value]
+    if ignored:
+        raise ValidationError(f"{', '.join(ignored)} do(es) not apply to --live (the queue has no rounds to "
+                              "evaluate); leave it out")
     policy_from(kw["policy"])
-    cfg = LiveConfig(dataset=dataset, queue=live["queue"], retrain_every=live["retrain_every"], policy=kw["policy"],
+    cfg = LiveConfig(dataset=dataset, project=live["project"], queue=live["queue"], retrain_every=live["retrain_every"], policy=kw["policy"],
                      seed=kw["seed"], initial=kw["initial"], pool_split=kw["pool_split"],
                      subsample=kw["subsample"] or None, epochs=kw["epochs"], model=kw["model"], weights=kw["weights"],
                      port=live["port"], callback_url=live["callback_url"], until_labels=live["until_labels"])

@@ -151,6 +151,8 @@ class LiveLoop:
         self.external_id = None  # Label Studio's
         self.view_id = None
         self.generations = 0  # made by this process
+        self.phases: dict[str, float] = {}
+        self._task_data: dict[int, dict] = {}  # task id -> its data as on the server (only this process edits it)  # seconds of each part of the newest refresh (benchmark)
 
     # -- set-up and reconciliation ------------------------------------------------------------
     def open(self) -> None:
@@ -171,6 +173,10 @@ class LiveLoop:
                                   "choose another --port") from None
         self.backend.start()
         self.reconcile()
+        try:  # torch's import (seconds) now, not between the K-th answer and the re-ranked queue
+            import torch  # noqa: F401
+        except ImportError:  # a --model that needs no torch
+            pass
 
     def reconcile(self) -> None:
         """Bring the server to what the database says (after a start, or a kill): the seed round,
@@ -205,11 +211,14 @@ class LiveLoop:
                           pool_split=c.pool_split, epochs=c.epochs, project=self.project, subsample=c.subsample,
                           model=c.model, weights=c.weights)
 
-    def _push_open(self) -> None:
+    def _push_open(self, only: int | None = None) -> None:
+        """Push the open rounds (``only``: that one): push imports what the server lacks, by sample id."""
         from curator.integrations.labelstudio.push import push
         from curator.store import live as store_live
 
-        for number in run_step(self.settings, lambda s: store_live.open_live_rounds(s, self.ds)):
+        numbers = [only] if only is not None else run_step(self.settings,
+                                                            lambda s: store_live.open_live_rounds(s, self.ds))
+        for number in numbers:
             push(self.settings, self.cfg.dataset, number, project=self.project, client=self.client)
 
     def _ensure_view(self) -> int:
@@ -236,11 +245,14 @@ class LiveLoop:
             tid = links.get(sid)
             if tid is None:
                 continue
-            task = self.client.http("GET", f"api/tasks/{tid}", f"read task {tid}")
-            data = dict(task.get("data") or {})
+            if tid not in self._task_data:  # read once; afterwards this process wrote it
+                self._task_data[tid] = dict(self.client.http("GET", f"api/tasks/{tid}", f"read task {tid}")
+                                            .get("data") or {})
+            data = self._task_data[tid]
             if data.get("rank") != position:
-                data["rank"] = position
+                data = {**data, "rank": position}
                 self.client.http("PATCH", f"api/tasks/{tid}", f"re-rank task {tid}", json={"data": data})
+                self._task_data[tid] = data
                 changed += 1
         return changed
 
@@ -291,6 +303,7 @@ class LiveLoop:
         if len(set(labels)) < 2:  # one class cannot train a classifier: keep the queue as it is
             return None
         model = train(self.settings, self._loop_config(), ids, labels)
+        phases = {"train": time.perf_counter() - started}
         size = self._target_size()
         _kill_point("select", number)
         queued = run_step(self.settings, lambda s: store_live.queue(s, self.ds))
@@ -305,15 +318,20 @@ class LiveLoop:
                                           policy=self.cfg.policy, seed=self.cfg.seed, split=self.cfg.pool_split,
                                           subsample=self.cfg.subsample, at_most=True, scored=scored)
                 round_number = got.number
+        phases["select"] = time.perf_counter() - started - sum(phases.values())
         _kill_point("record", number)
         gen = self._record(model, round_number, started, size, labels=len(ids))
+        phases["rank"] = time.perf_counter() - started - sum(phases.values())
         _kill_point("push", number)
-        self._push_open()
+        if round_number is not None:
+            self._push_open(only=round_number)
         _kill_point("rank", number)
         self._apply_ranks()
+        phases["push"] = time.perf_counter() - started - sum(phases.values())
         self.generations += 1
+        self.phases = phases
         self.log(f"live: generation {gen.number}: {gen.n_labels} labels, queue {size}, model {gen.model_id}, "
-                 f"{gen.seconds:.1f} s")
+                 + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
         return gen
 
     def _record(self, model, round_number, started: float, size: int, labels: int = 0):
