@@ -294,3 +294,89 @@ def test_killed_loop_restarts_with_the_queue_exactly_once(live_settings):
     order = [s for s, _ in gens[-1][1]]
     assert {sid: on_server[sid][1] for sid in order} == {sid: i for i, sid in enumerate(order)}
     assert set(order) == set(selected) - set(answered)
+
+
+#: Where the browser test also saves its screenshot (the one committed in docs/ was made so).
+SCREENSHOT_ENV = "CURATOR_LIVE_SCREENSHOT"
+
+
+@pytest.mark.labelstudio
+@pytest.mark.slow
+def test_labeler_in_the_browser_while_the_loop_runs(live_settings, tmp_path):
+    """A labeler in headless Chromium opens the live tab and labels with the keyboard: each answer is in
+    the database within 1 s of Submit; after K answers the next task the UI serves is the re-ranked
+    queue's first."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import sync_playwright
+
+    from curator.integrations.labelstudio import server
+    from curator.integrations.labelstudio.client import Client
+    from curator.store.queries import agreed_labels
+    from ls_fixtures import CHROMIUM, CHROMIUM_FLAGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is missing")
+    settings, project = live_settings, f"live-{uuid.uuid4().hex[:8]}"
+    client = Client.from_settings(settings)
+    loop = LiveLoop(settings, _config(project), client=client)
+    loop.open()
+    truth = run_step(settings, lambda s: store_ann.linked_truth(s, TOOL, project))
+    stop = threading.Event()
+    runner = threading.Thread(target=loop.run, args=(stop,))
+    runner.start()
+    url = settings.labelstudio_url.rstrip("/")
+    latencies, seen = [], []
+
+    def shown(page) -> int:
+        text = page.get_by_text("Sample ").first.inner_text()  # "Sample <id>, rank <n>" (push's config)
+        return int(text.split()[1].rstrip(","))
+
+    def label_current(page) -> int:
+        sid = shown(page)
+        page.keyboard.press(str((int(truth[sid]) + 1) % 10))  # the choices' hotkeys: 0 -> [1] ... 9 -> [0]
+        page.get_by_role("button", name="Submit").first.click()
+        clicked = time.monotonic()
+        _wait(f"the answer to sample {sid} in the database",
+              lambda: sid in run_step(settings, lambda s: agreed_labels(s, loop.ds)), timeout=10, every=0.02)
+        latencies.append(time.monotonic() - clicked)
+        seen.append(sid)
+        _wait("the next task", lambda: shown(page) != sid, timeout=60, every=0.1)
+        return sid
+
+    try:
+        seed = [s for s, _ in _generations(settings, project)[0][1]]
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 900})
+                page.goto(f"{url}/user/login/")
+                page.fill("input[name=email]", os.environ.get(server.USER_ENV, server.DEFAULT_USER))
+                page.fill("input[name=password]", os.environ.get(server.PASSWORD_ENV) or settings.labelstudio_token)
+                page.click("button[type=submit]")
+                page.wait_for_load_state("networkidle")
+                page.goto(f"{url}/projects/{loop.external_id}/data?tab={loop.view_id}")
+                page.get_by_role("button", name="Label All Tasks").first.click()
+                page.get_by_text("Sample ").first.wait_for(timeout=60_000)
+                for _ in range(3):  # K answers, in the queue's order
+                    label_current(page)
+                assert seen == seed[:3]
+                _wait("generation 1", lambda: len(_generations(settings, project)) == 2)
+                g1, ranks1 = _generations(settings, project)[1]
+                assert g1.model_id is not None and g1.n_labels == 3
+                assert {s for s, _ in ranks1} >= set(seed[3:])
+                # the task on screen was served before the re-ranking; the one after it is the new order's first
+                _wait("the order on the server", lambda: all(
+                    _server_ranks(client, loop.external_id).get(sid) == (1, i) for i, (sid, _) in enumerate(ranks1)),
+                    timeout=30)
+                current = label_current(page)
+                expected = next(s for s, _ in ranks1 if s != current)
+                assert shown(page) == expected
+                page.wait_for_timeout(1000)  # the image paints
+                shot = Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "live_queue.png")
+                page.screenshot(path=str(shot))
+            finally:
+                browser.close()
+    finally:
+        stop.set()
+        runner.join()
+    assert len(latencies) == 4 and max(latencies) <= 1.0, latencies
