@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from curator.integrations.labelstudio import TOOL
-from curator.integrations.labelstudio.live import LiveConfig, LiveLoop, pace, queue_size, rank_queue
+from curator.live import LiveConfig, LiveLoop, pace, queue_size, rank_queue
 from curator.steps import run_step
 from curator.store import annotations as store_ann
 from curator.store import live as store_live

@@ -74,7 +74,7 @@ def main() -> None:
     from curator.ingest import ingest_idx
     from curator.integrations.labelstudio import oracle
     from curator.integrations.labelstudio.client import Client
-    from curator.integrations.labelstudio.live import LiveConfig, LiveLoop
+    from curator.live import LiveConfig, LiveLoop
     from curator.settings import Settings
     from curator.steps import run_step
     from curator.store import live as store_live

@@ -166,7 +166,7 @@ def loop(ctx, dataset, **kw):
 def _run_live(settings, dataset, kw, live) -> None:
     """``--live``: the queue that follows the model, until interrupted (or --until-labels)."""
     from curator.exceptions import ValidationError
-    from curator.integrations.labelstudio.live import LiveConfig, LiveLoop
+    from curator.live import LiveConfig, LiveLoop
     from curator.rounds import policy_from
 
     if kw["labeler"] != "labelstudio":
