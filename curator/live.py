@@ -50,11 +50,15 @@ import time
 
 import numpy as np
 
-from curator.exceptions import ValidationError
+from curator.exceptions import CuratorError, ValidationError
 from curator.integrations.labelstudio import TOOL
 from curator.steps import run_step
 
 DEFAULT_RETRAIN_EVERY = 10
+#: Warm retrain (``LiveLoop._train``): passes over the labels, a floor of steps, the CNN's batch.
+WARM_EPOCHS = 5
+WARM_MIN_STEPS = 20
+BATCH = 64
 PER_LABELER = 3
 PACE_ANSWERS = 50
 #: Seconds between reconciliation pulls while the loop runs (webhooks carry the answers; a pull
@@ -197,11 +201,19 @@ class LiveLoop:
         url = self.cfg.callback_url or self.backend.url
         connect(self.settings, self.project, url, client=self.client)
         self.view_id = self._ensure_view()
-        pull(self.settings, self.project, client=self.client)
+        self._pull()
         latest = run_step(self.settings, lambda s: store_live.latest_generation(s, self.project_id))
         if latest is None:  # generation 0: the seed round, in its own order, no model yet
             self._record(None, None, time.perf_counter(), self._target_size())
         self._apply_ranks()
+
+    def _pull(self) -> None:
+        """The reconciliation pull, one at a time with the receiver's events: the project's database lock
+        is per process, so within this one the receiver's own lock keeps pull and webhook apart."""
+        from curator.integrations.labelstudio.pull import pull
+
+        with self.backend.receiver._lock:  # noqa: SLF001 - the receiver's per-process event lock
+            pull(self.settings, self.project, client=self.client)
 
     def _loop_config(self):
         from curator.loop import LoopConfig
@@ -264,6 +276,23 @@ class LiveLoop:
         ids = sorted(got)
         return ids, [got[i][0] for i in ids]
 
+    def _train(self, ids: list[int], labels: list[str]):
+        """The generation's model: the built-in CNN warm-started from the newest generation's model for
+        ``--epochs`` (default ``WARM_EPOCHS``) passes over every label, at least ``WARM_MIN_STEPS`` steps:
+        what earlier labels taught stays in the weights, so a retrain costs seconds, not the cold recipe's
+        200+ steps. The first retrain and a user's ``--model`` use the loop's own training. A restarted
+        loop starts from the same recorded model, so it trains the same weights."""
+        from curator import rounds
+        from curator.loop import train
+        from curator.store import live as store_live
+
+        previous = run_step(self.settings, lambda s: store_live.latest_generation(s, self.project_id)).model_id
+        if previous is None or self.cfg.model is not None:
+            return train(self.settings, self._loop_config(), ids, labels)
+        steps = max(WARM_MIN_STEPS, (self.cfg.epochs or WARM_EPOCHS) * math.ceil(len(ids) / BATCH))
+        return rounds.train_model(self.settings, self.cfg.dataset, ids, labels, seed=self.cfg.seed, steps=steps,
+                                  init=rounds.load_model(self.settings, previous))
+
     def _target_size(self) -> int:
         from curator.store import live as store_live
 
@@ -293,7 +322,6 @@ class LiveLoop:
     def refresh(self):
         """Retrain, top the queue up, re-rank it, record the generation, push, write the order."""
         from curator import rounds
-        from curator.loop import train
         from curator.store import live as store_live
 
         started = time.perf_counter()
@@ -302,7 +330,7 @@ class LiveLoop:
         ids, labels = self._labels()
         if len(set(labels)) < 2:  # one class cannot train a classifier: keep the queue as it is
             return None
-        model = train(self.settings, self._loop_config(), ids, labels)
+        model = self._train(ids, labels)
         phases = {"train": time.perf_counter() - started}
         size = self._target_size()
         _kill_point("select", number)
@@ -385,7 +413,10 @@ class LiveLoop:
                 elif self.cfg.until_labels is not None and len(self._labels()[0]) >= self.cfg.until_labels:
                     break
                 if time.monotonic() - last_pull > PULL_EVERY_S:
-                    pull(self.settings, self.project, client=self.client)
+                    try:
+                        self._pull()
+                    except CuratorError as exc:  # the server away for a moment: the next pull catches up
+                        self.log(f"live: reconciliation pull failed ({exc}); trying again in {PULL_EVERY_S:g} s")
                     last_pull = time.monotonic()
                 stop.wait(self.cfg.poll_s)
         finally:
