@@ -397,3 +397,17 @@ def test_labeler_in_the_browser_while_the_loop_runs(live_settings, tmp_path):
     assert len(latencies["saved -> database"]) == 4 and len(seen) == 4, report
     print("live browser latencies (s):", report, "load", os.getloadavg())
     assert max(latencies["Submit answered -> database"]) <= 1.0, report
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--queue", "5"], "--queue go(es) with --live"),
+    (["--live"], "--live goes with --labeler labelstudio"),
+    (["--live", "--labeler", "labelstudio", "--baseline"], "--baseline do(es) not apply to --live"),
+])
+def test_live_flags_are_refused_in_one_line(tmp_path, argv, says):
+    """A live flag without --live, --live without people to label, or with a loop-only option: one line, exit 2."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CURATOR_WORKSPACE": str(tmp_path / "ws")}
+    done = subprocess.run([sys.executable, "-m", "curator", "loop", "-d", "x", *argv], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", (done.stdout, done.stderr)
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: ") and says in done.stderr, done.stderr
