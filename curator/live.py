@@ -155,8 +155,8 @@ class LiveLoop:
         self.external_id = None  # Label Studio's
         self.view_id = None
         self.generations = 0  # made by this process
-        self.phases: dict[str, float] = {}
-        self._task_data: dict[int, dict] = {}  # task id -> its data as on the server (only this process edits it)  # seconds of each part of the newest refresh (benchmark)
+        self.phases: dict[str, float] = {}  # seconds of each part of the newest refresh (benchmark)
+        self._task_data: dict[int, dict] = {}  # task id -> its data as on the server (only this process edits it)
 
     # -- set-up and reconciliation ------------------------------------------------------------
     def open(self) -> None:
@@ -176,7 +176,11 @@ class LiveLoop:
             raise ValidationError(f"cannot listen on {self.cfg.host}:{self.cfg.port} ({exc.strerror}); "
                                   "choose another --port") from None
         self.backend.start()
-        self.reconcile()
+        try:
+            self.reconcile()
+        except BaseException:
+            self.close()  # nothing left listening when the start fails (one error line from the CLI)
+            raise
         try:  # torch's import (seconds) now, not between the K-th answer and the re-ranked queue
             import torch  # noqa: F401
         except ImportError:  # a --model that needs no torch
@@ -187,7 +191,6 @@ class LiveLoop:
         every open round pushed, webhook and backend connected, missed answers pulled, the newest
         generation's order on the tasks."""
         from curator.integrations.labelstudio.backend import connect
-        from curator.integrations.labelstudio.pull import pull
         from curator.loop import seed_round
         from curator.store import annotations as store_ann
         from curator.store import live as store_live
@@ -400,8 +403,6 @@ class LiveLoop:
     def run(self, stop: threading.Event | None = None) -> int:
         """Serve and retrain until ``stop`` is set or ``until_labels`` labels are in and ranked;
         returns the generations this process made."""
-        from curator.integrations.labelstudio.pull import pull
-
         stop = stop or threading.Event()
         if self.backend is None:
             self.open()
