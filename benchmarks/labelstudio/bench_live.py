@@ -24,7 +24,6 @@ One JSON line per repeat is appended to live_results.jsonl as it finishes.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
