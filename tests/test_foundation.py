@@ -148,7 +148,7 @@ def _layer(module: str) -> int:
     top = parts[1] if len(parts) > 1 else ""
     if top in ("cli", "__main__"):
         return 5
-    if top in ("loop", "report"):
+    if top in ("loop", "report", "live"):  # live: the live loop (issue 17)
         return 4
     if top == "integrations":
         return 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from curator.cli import connect_executor, dataset_option, executor_options, settings_from
+from curator.cli import connect_executor, dataset_option, executor_options, name_option, settings_from
 
 _UNIT = click.FloatRange(0, 1, min_open=True, max_open=True)
 
@@ -85,9 +85,36 @@ def print_result(settings, result, dataset, target_error: float = 0.05):
     click.echo(f"report: {settings.workspace / 'reports' / dataset / 'report.md'}")
 
 
+def live_options(f):
+    """The flags of the live loop (``--live``): additive to the loop's own."""
+    options = [
+        click.option("--live", is_flag=True,
+                     help="With --labeler labelstudio: keep a short queue ahead of the labelers, receive answers by "
+                          "webhook, retrain every --retrain-every answers and re-rank the queue (runs until "
+                          "interrupted; docs/labelstudio_live.md)."),
+        click.option("--queue", "queue", type=click.IntRange(min=1), default=None,
+                     help="With --live: tasks kept ahead of the labelers (default: from their pace: K + answers "
+                          "during a retrain + one per labeler, at least 3 per labeler)."),
+        click.option("--retrain-every", type=click.IntRange(min=1), default=10, show_default=True,
+                     help="With --live: retrain and re-rank after this many new answers (K)."),
+        click.option("--port", type=click.IntRange(0, 65535), default=9090, show_default=True,
+                     help="With --live: port of the ML backend and webhook receiver (127.0.0.1)."),
+        click.option("--callback-url", default=None,
+                     help="With --live: how Label Studio reaches that port (default http://127.0.0.1:PORT)."),
+        click.option("--until-labels", type=click.IntRange(min=1), default=None,
+                     help="With --live: stop once this many samples are labeled and the queue re-ranked."),
+        name_option("--project", kind="project", default=None,
+                    help="With --live: Label Studio project title (default: curator-<dataset>)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @click.command()
 @dataset_option()
 @loop_options
+@live_options
 @executor_options
 @click.pass_context
 def loop(ctx, dataset, **kw):
@@ -108,6 +135,13 @@ def loop(ctx, dataset, **kw):
     from curator.store.queries import count_with_truth, dataset_id
 
     settings = settings_from(ctx)
+    live = {k: kw.pop(k) for k in ("live", "queue", "retrain_every", "port", "callback_url", "until_labels", "project")}
+    if live["live"]:
+        return _run_live(settings, dataset, kw, live)
+    given = [f"--{k.replace('_', '-')}" for k, v in live.items() if k not in ("live", "retrain_every", "port")
+             and v is not None]
+    if given:
+        raise ValidationError(f"{', '.join(given)} go(es) with --live; add --live or leave them out")
     cfg = config_from(dataset, **kw)
     cfg.check()
     policy_from(cfg.policy)  # an unknown policy is refused now, not after the seed round is trained
@@ -127,6 +161,38 @@ def loop(ctx, dataset, **kw):
         raise ValidationError("--weights goes with --model SPEC")
     result = run_loop(settings, cfg)
     print_result(settings, result, dataset, kw["target_error"])
+
+
+def _run_live(settings, dataset, kw, live) -> None:
+    """``--live``: the queue that follows the model, until interrupted (or --until-labels)."""
+    from curator.exceptions import ValidationError
+    from curator.live import LiveConfig, LiveLoop
+    from curator.rounds import policy_from
+
+    if kw["labeler"] != "labelstudio":
+        raise ValidationError(f"--live goes with --labeler labelstudio (people answer in Label Studio); "
+                              f"got --labeler {kw['labeler']}")
+    ignored = [name for name, value in (("--classes", kw["classes"]), ("--baseline", kw["baseline"])) if value]
+    if ignored:
+        raise ValidationError(f"{', '.join(ignored)} do(es) not apply to --live (the queue has no rounds to "
+                              "evaluate); leave it out")
+    policy_from(kw["policy"])
+    cfg = LiveConfig(dataset=dataset, project=live["project"], queue=live["queue"], retrain_every=live["retrain_every"], policy=kw["policy"],
+                     seed=kw["seed"], initial=kw["initial"], pool_split=kw["pool_split"],
+                     subsample=kw["subsample"] or None, epochs=kw["epochs"], model=kw["model"], weights=kw["weights"],
+                     port=live["port"], callback_url=live["callback_url"], until_labels=live["until_labels"])
+    connect_executor(settings)
+    runner = LiveLoop(settings, cfg, log=lambda m: click.echo(m, err=True))
+    runner.open()
+    click.echo(f"live loop: project {runner.project!r}, backend {runner.backend.url}; labelers open the "
+               f"{'live queue'!r} tab: {settings.labelstudio_url.rstrip('/')}/projects/{runner.external_id}/data"
+               f"?tab={runner.view_id}", err=True)
+    try:
+        made = runner.run()
+    except KeyboardInterrupt:
+        runner.close()
+        made = runner.generations
+    click.echo(f"live loop stopped: {made} re-ranking(s) this run")
 
 
 def _say_how_model_learns(settings, cfg) -> None:

@@ -410,3 +410,35 @@ class LabelEvent(Base):
     annotation_id: Mapped[str] = mapped_column(String(100))
     outcome: Mapped[str] = mapped_column(String(20))
     received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# -- the live loop's queue (issue 17 item 3, migration 0009_liveloop17) --------------------------
+
+
+class LiveGeneration(Base):
+    """One retrain of the live loop for a project: the model, the label count it was trained on,
+    the top-up round it selected (None: nothing to add) and the queue size it aimed at."""
+
+    __tablename__ = "live_generations"
+    __table_args__ = (UniqueConstraint("project_id", "number"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("label_projects.id", ondelete="CASCADE"))
+    number: Mapped[int]
+    model_id: Mapped[Optional[int]] = mapped_column(ForeignKey("models.id"))
+    n_labels: Mapped[int]
+    round_number: Mapped[Optional[int]]
+    queue_size: Mapped[int]
+    seconds: Mapped[float]
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LiveRank(Base):
+    """The queue order a generation wrote to the server: one position per unstarted sample."""
+
+    __tablename__ = "live_ranks"
+    __table_args__ = (UniqueConstraint("generation_id", "sample_id"), UniqueConstraint("generation_id", "position"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation_id: Mapped[int] = mapped_column(ForeignKey("live_generations.id", ondelete="CASCADE"))
+    sample_id: Mapped[int] = mapped_column(ForeignKey("samples.id"))
+    position: Mapped[int]
+    score: Mapped[Optional[float]]

@@ -1,0 +1,431 @@
+"""The live loop: a short queue in Label Studio that follows the model (issue 17, item 3).
+
+``curator loop --labeler labelstudio --live`` runs curator's ML backend and
+webhook receiver in this process, connects them to the project, and then:
+
+1. answers arrive by webhook and are in the database at once (``webhooks``);
+2. after every K new answers (``--retrain-every``) it retrains on every label,
+   scores the pool and selects a top-up round that brings the queue back to
+   its size; one read -> compute -> write step per part (``run_step``);
+3. it re-ranks the whole queue (unstarted tasks and the top-up) by the new
+   model's uncertainty (margin), records that order as a *generation*, pushes
+   the top-up (push's reconcile-by-sample-id) and writes the order to the
+   tasks' ``data.rank``, which the project's "live queue" tab sorts by; so the
+   next task a labeler opens from that tab is the newest model's first pick.
+
+Re-rank, never remove. A queued task that no labeler has answered may still be
+open in someone's editor (Label Studio locks it for them; Community has no
+"delete if nobody has it open"), so deleting it could throw away their work.
+The queue is short, so a task that the new model ranks low costs little: it
+moves to the back of the queue and is answered last.
+
+The queue is not a second list: it is the items of the dataset's open rounds
+without a live answer (``store.live.queue``). So a sample is in it once (a
+sample is in one open round at most; push links it to one task per project,
+unique in the database), and a loop killed anywhere (SIGKILL included) loses
+nothing: on start it pushes every open round again (push finds what the
+server already has by sample id), pulls (answers given while it was down),
+and writes the newest generation's order again. A round selected but not yet
+pushed when the loop died is still open, so it is pushed then; one whose
+answers are all in is closed (``labeled``).
+
+Queue size (``queue_size``): K answers trigger a retrain; while it runs
+(T seconds, the last generation's measured time) the labelers answer
+``pace x T`` more; each labeler also holds one task open. A queue shorter than
+``K + pace x T + labelers`` runs dry before the new ranking lands; a longer one
+only serves more tasks ranked by an older model. At least ``PER_LABELER`` per
+labeler. The pace is the labelers' answers per minute over their last
+``PACE_ANSWERS`` answers (created times, as Label Studio stamps them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+from curator.exceptions import CuratorError, ValidationError
+from curator.integrations.labelstudio import TOOL
+from curator.steps import run_step
+
+DEFAULT_RETRAIN_EVERY = 10
+#: Warm retrain (``LiveLoop._train``): passes over the labels, a floor of steps, the CNN's batch.
+WARM_EPOCHS = 5
+WARM_MIN_STEPS = 20
+BATCH = 64
+PER_LABELER = 3
+PACE_ANSWERS = 50
+#: Seconds between reconciliation pulls while the loop runs (webhooks carry the answers; a pull
+#: catches one Label Studio failed to deliver: it does not retry).
+PULL_EVERY_S = 60.0
+VIEW_TITLE = "live queue"
+#: Fault injection for the kill tests: ``<stage>:<generation>`` sends this process SIGKILL just
+#: before ``stage`` of that generation (stages: ``KILL_STAGES``).
+KILL_ENV = "CURATOR_LIVE_KILL_AT"
+KILL_STAGES = ("select", "record", "push", "rank")
+
+
+def _kill_point(stage: str, generation: int) -> None:
+    if os.environ.get(KILL_ENV) == f"{stage}:{generation}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def queue_size(retrain_every: int, per_min: float, retrain_s: float, labelers: int,
+               per_labeler: int = PER_LABELER) -> int:
+    """COMPUTE: the queue that lasts from one re-ranking to the next (module docstring)."""
+    labelers = max(1, int(labelers))
+    need = int(retrain_every) + math.ceil(max(per_min, 0.0) * max(retrain_s, 0.0) / 60.0) + labelers
+    return max(need, per_labeler * labelers)
+
+
+def pace(times: list[tuple[str | None, dt.datetime]]) -> tuple[float, int]:
+    """COMPUTE: (answers per minute, labelers) from (annotator, created_at) of recent answers."""
+    if not times:
+        return 0.0, 1
+    labelers = len({who for who, _ in times}) or 1
+    stamps = sorted(t.replace(tzinfo=None) if t.tzinfo is None else t.astimezone(dt.timezone.utc).replace(tzinfo=None)
+                    for _, t in times)
+    span = (stamps[-1] - stamps[0]).total_seconds()
+    if len(stamps) < 2 or span <= 0:
+        return 0.0, labelers
+    return (len(stamps) - 1) / span * 60.0, labelers
+
+
+def rank_queue(sample_ids: list[int], probs: np.ndarray | None) -> list[tuple[int, float | None]]:
+    """COMPUTE: the queue, most uncertain first by the model's margin (ties: the given order);
+    no model yet: the given order."""
+    if probs is None or not len(sample_ids):
+        return [(int(s), None) for s in sample_ids]
+    from curator.scores import margin
+
+    m = margin(probs)
+    order = sorted(range(len(sample_ids)), key=lambda i: (-m[i], i))
+    return [(int(sample_ids[i]), float(m[i])) for i in order]
+
+
+@dataclasses.dataclass
+class LiveConfig:
+    dataset: str
+    project: str | None = None
+    queue: int | None = None  # None: from the labelers' pace (queue_size)
+    retrain_every: int = DEFAULT_RETRAIN_EVERY
+    policy: str = "curator"
+    seed: int = 0
+    initial: int = 20
+    pool_split: str | None = "train"
+    subsample: int | None = 2000
+    epochs: int | None = None
+    model: str | None = None
+    weights: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 9090
+    callback_url: str | None = None  # how Label Studio reaches this process (default http://host:port)
+    poll_s: float = 0.2
+    until_labels: int | None = None  # stop once this many labels are in and ranked (tests, benchmarks)
+
+    def check(self) -> None:
+        if self.retrain_every < 1:
+            raise ValidationError(f"--retrain-every must be >= 1 answer; got {self.retrain_every}")
+        if self.queue is not None and self.queue < 1:
+            raise ValidationError(f"--queue must be >= 1 task; got {self.queue}")
+        if not 0 <= self.port <= 65535:
+            raise ValidationError(f"--port must be in 0..65535; got {self.port}")
+
+
+class LiveLoop:
+    """One live loop over one project; ``run`` until ``stop`` is set (or ``until_labels``)."""
+
+    def __init__(self, settings, cfg: LiveConfig, *, client=None, log=None):
+        from curator.integrations.labelstudio.push import default_project_name
+
+        cfg.check()
+        self.settings, self.cfg = settings, cfg
+        self.project = cfg.project or default_project_name(cfg.dataset)
+        self.client = client
+        self.log = log or (lambda m: None)
+        self.backend = None
+        self.ds = None
+        self.project_id = None  # curator's row id of the project
+        self.external_id = None  # Label Studio's
+        self.view_id = None
+        self.generations = 0  # made by this process
+        self.phases: dict[str, float] = {}  # seconds of each part of the newest refresh (benchmark)
+        self._task_data: dict[int, dict] = {}  # task id -> its data as on the server (only this process edits it)
+
+    # -- set-up and reconciliation ------------------------------------------------------------
+    def open(self) -> None:
+        from curator.integrations.labelstudio.backend import Backend
+        from curator.integrations.labelstudio.client import Client
+        from curator.integrations.labelstudio.webhooks import require_secret
+        from curator.store.queries import dataset_id
+
+        secret = require_secret(self.settings)
+        self.client = self.client or Client.from_settings(self.settings)
+        self.client.check()
+        self.ds = run_step(self.settings, lambda s: dataset_id(s, self.cfg.dataset))
+        try:
+            self.backend = Backend(self.settings, self.cfg.dataset, secret, host=self.cfg.host, port=self.cfg.port,
+                                   client=self.client, log=self.log)
+        except OSError as exc:
+            raise ValidationError(f"cannot listen on {self.cfg.host}:{self.cfg.port} ({exc.strerror}); "
+                                  "choose another --port") from None
+        self.backend.start()
+        try:
+            self.reconcile()
+        except BaseException:
+            self.close()  # nothing left listening when the start fails (one error line from the CLI)
+            raise
+        try:  # torch's import (seconds) now, not between the K-th answer and the re-ranked queue
+            import torch  # noqa: F401
+        except ImportError:  # a --model that needs no torch
+            pass
+
+    def reconcile(self) -> None:
+        """Bring the server to what the database says (after a start, or a kill): the seed round,
+        every open round pushed, webhook and backend connected, missed answers pulled, the newest
+        generation's order on the tasks."""
+        from curator.integrations.labelstudio.backend import connect
+        from curator.loop import seed_round
+        from curator.store import annotations as store_ann
+        from curator.store import live as store_live
+        from curator.store import rounds as store_rounds
+
+        if run_step(self.settings, lambda s: store_rounds.find(s, self.ds, 0)) is None:
+            seed_round(self.settings, self._loop_config(), self.ds)
+        self._push_open()
+        row = run_step(self.settings, lambda s: store_ann.project(s, TOOL, self.project))
+        self.project_id, self.external_id = row.id, row.external_id
+        url = self.cfg.callback_url or self.backend.url
+        connect(self.settings, self.project, url, client=self.client)
+        self.view_id = self._ensure_view()
+        self._pull()
+        latest = run_step(self.settings, lambda s: store_live.latest_generation(s, self.project_id))
+        if latest is None:  # generation 0: the seed round, in its own order, no model yet
+            self._record(None, None, time.perf_counter(), self._target_size())
+        self._apply_ranks()
+
+    def _pull(self) -> None:
+        """The reconciliation pull, one at a time with the receiver's events: the project's database lock
+        is per process, so within this one the receiver's own lock keeps pull and webhook apart."""
+        from curator.integrations.labelstudio.pull import pull
+
+        with self.backend.receiver._lock:  # noqa: SLF001 - the receiver's per-process event lock
+            pull(self.settings, self.project, client=self.client)
+
+    def _loop_config(self):
+        from curator.loop import LoopConfig
+
+        c = self.cfg
+        return LoopConfig(dataset=c.dataset, initial=c.initial, policy=c.policy, seed=c.seed, labeler="labelstudio",
+                          pool_split=c.pool_split, epochs=c.epochs, project=self.project, subsample=c.subsample,
+                          model=c.model, weights=c.weights)
+
+    def _push_open(self, only: int | None = None) -> None:
+        """Push the open rounds (``only``: that one): push imports what the server lacks, by sample id."""
+        from curator.integrations.labelstudio.push import push
+        from curator.store import live as store_live
+
+        numbers = [only] if only is not None else run_step(self.settings,
+                                                            lambda s: store_live.open_live_rounds(s, self.ds))
+        for number in numbers:
+            push(self.settings, self.cfg.dataset, number, project=self.project, client=self.client)
+
+    def _ensure_view(self) -> int:
+        views = self.client.call("list views", self.client.sdk.views.list, project=self.external_id)
+        for v in views:
+            if (v.data or {}).get("title") == VIEW_TITLE:
+                return v.id
+        return self.client.call("create view", self.client.sdk.views.create, project=self.external_id,
+                                data={"title": VIEW_TITLE, "ordering": ["tasks:data.rank"]}).id
+
+    def _apply_ranks(self) -> int:
+        """Write the newest generation's order to the tasks' ``data.rank`` (only where it differs);
+        how many tasks changed."""
+        from curator.store import annotations as store_ann
+        from curator.store import live as store_live
+
+        def read(s):
+            g = store_live.latest_generation(s, self.project_id)
+            return store_live.ranks_of(s, g.id), store_ann.links(s, TOOL, self.project)
+
+        ranks, links = run_step(self.settings, read)
+        changed = 0
+        for position, (sid, _) in enumerate(ranks):
+            tid = links.get(sid)
+            if tid is None:
+                continue
+            if tid not in self._task_data:  # read once; afterwards this process wrote it
+                self._task_data[tid] = dict(self.client.http("GET", f"api/tasks/{tid}", f"read task {tid}")
+                                            .get("data") or {})
+            data = self._task_data[tid]
+            if data.get("rank") != position:
+                data = {**data, "rank": position}
+                self.client.http("PATCH", f"api/tasks/{tid}", f"re-rank task {tid}", json={"data": data})
+                self._task_data[tid] = data
+                changed += 1
+        return changed
+
+    # -- one generation -----------------------------------------------------------------------
+    def _labels(self):
+        from curator.store.queries import agreed_labels
+
+        got = run_step(self.settings, lambda s: agreed_labels(s, self.ds))
+        ids = sorted(got)
+        return ids, [got[i][0] for i in ids]
+
+    def _train(self, ids: list[int], labels: list[str]):
+        """The generation's model: the built-in CNN warm-started from the newest generation's model for
+        ``--epochs`` (default ``WARM_EPOCHS``) passes over every label, at least ``WARM_MIN_STEPS`` steps:
+        what earlier labels taught stays in the weights, so a retrain costs seconds, not the cold recipe's
+        200+ steps. The first retrain and a user's ``--model`` use the loop's own training. A restarted
+        loop starts from the same recorded model, so it trains the same weights."""
+        from curator import rounds
+        from curator.loop import train
+        from curator.store import live as store_live
+
+        previous = run_step(self.settings, lambda s: store_live.latest_generation(s, self.project_id)).model_id
+        if previous is None or self.cfg.model is not None:
+            return train(self.settings, self._loop_config(), ids, labels)
+        steps = max(WARM_MIN_STEPS, (self.cfg.epochs or WARM_EPOCHS) * math.ceil(len(ids) / BATCH))
+        return rounds.train_model(self.settings, self.cfg.dataset, ids, labels, seed=self.cfg.seed, steps=steps,
+                                  init=rounds.load_model(self.settings, previous))
+
+    def _target_size(self) -> int:
+        from curator.store import live as store_live
+
+        if self.cfg.queue is not None:
+            return self.cfg.queue
+
+        def read(s):
+            g = store_live.latest_generation(s, self.project_id) if self.project_id else None
+            return store_live.recent_answers(s, self.ds, PACE_ANSWERS), (g.seconds if g else 0.0)
+
+        times, retrain_s = run_step(self.settings, read)
+        per_min, labelers = pace(times)
+        return queue_size(self.cfg.retrain_every, per_min, retrain_s, labelers)
+
+    def due(self) -> bool:
+        """K new answers since the newest generation, or the queue ran dry with new answers in."""
+        from curator.store import live as store_live
+        from curator.store.queries import agreed_labels
+
+        def read(s):
+            g = store_live.latest_generation(s, self.project_id)
+            return len(agreed_labels(s, self.ds)), g.n_labels if g else 0, len(store_live.queue(s, self.ds))
+
+        n, last, queued = run_step(self.settings, read)
+        return n - last >= self.cfg.retrain_every or (queued == 0 and n > last)
+
+    def refresh(self):
+        """Retrain, top the queue up, re-rank it, record the generation, push, write the order."""
+        from curator import rounds
+        from curator.store import live as store_live
+
+        started = time.perf_counter()
+        number = run_step(self.settings, lambda s: (lambda g: 0 if g is None else g.number + 1)(
+            store_live.latest_generation(s, self.project_id)))
+        ids, labels = self._labels()
+        if len(set(labels)) < 2:  # one class cannot train a classifier: keep the queue as it is
+            return None
+        model = self._train(ids, labels)
+        phases = {"train": time.perf_counter() - started}
+        size = self._target_size()
+        _kill_point("select", number)
+        queued = run_step(self.settings, lambda s: store_live.queue(s, self.ds))
+        need = size - len(queued)
+        round_number = None
+        if need > 0:
+            scored = rounds.score_pool(self.settings, self.cfg.dataset, model, split=self.cfg.pool_split,
+                                       subsample=self.cfg.subsample, seed=self.cfg.seed,
+                                       mc_samples=rounds.mc_samples_for(model, self.cfg.policy, 20, explicit=False))
+            if len(scored.sample_ids):
+                got = rounds.select_round(self.settings, self.cfg.dataset, model, budget=min(need, len(scored.sample_ids)),
+                                          policy=self.cfg.policy, seed=self.cfg.seed, split=self.cfg.pool_split,
+                                          subsample=self.cfg.subsample, at_most=True, scored=scored)
+                round_number = got.number
+        phases["select"] = time.perf_counter() - started - sum(phases.values())
+        _kill_point("record", number)
+        gen = self._record(model, round_number, started, size, labels=len(ids))
+        phases["rank"] = time.perf_counter() - started - sum(phases.values())
+        _kill_point("push", number)
+        if round_number is not None:
+            self._push_open(only=round_number)
+        _kill_point("rank", number)
+        self._apply_ranks()
+        phases["push"] = time.perf_counter() - started - sum(phases.values())
+        self.generations += 1
+        self.phases = phases
+        self.log(f"live: generation {gen.number}: {gen.n_labels} labels, queue {size}, model {gen.model_id}, "
+                 + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
+        return gen
+
+    def _record(self, model, round_number, started: float, size: int, labels: int = 0):
+        """Rank the queue by ``model`` (read -> compute -> write) and record the generation; rounds whose
+        samples are all answered are closed in the same transaction."""
+        from curator.store import live as store_live
+        from curator.store import rounds as store_rounds
+        from curator.store import samples as store_samples
+
+        def read(s):
+            queued = store_live.queue(s, self.ds)
+            ids = [q.sample_id for q in queued]
+            return ids, (store_samples.uris(s, ids) if model is not None and ids else None), \
+                store_live.open_live_rounds(s, self.ds)
+
+        def compute(got):
+            ids, uris, open_rounds = got
+            probs = None
+            if uris:
+                from curator.rounds import _probs
+
+                probs = _probs(model.adapter, uris)
+            return rank_queue(ids, probs), open_rounds
+
+        def write(s, result):
+            ranks, open_rounds = result
+            still = {q.round_number for q in store_live.queue(s, self.ds)}
+            for n in open_rounds:
+                if n not in still and (round_number is None or n != round_number):
+                    store_rounds.set_status(s, self.ds, n, "labeled", only_from=("pushed",))
+            return store_live.add_generation(s, self.project_id, model_id=None if model is None else model.model_id,
+                                             n_labels=labels, round_number=round_number, queue_size=size,
+                                             seconds=time.perf_counter() - started, ranks=ranks)
+
+        return run_step(self.settings, read, compute, write)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self, stop: threading.Event | None = None) -> int:
+        """Serve and retrain until ``stop`` is set or ``until_labels`` labels are in and ranked;
+        returns the generations this process made."""
+        stop = stop or threading.Event()
+        if self.backend is None:
+            self.open()
+        last_pull = time.monotonic()
+        try:
+            while not stop.is_set():
+                if self.due():
+                    self.refresh()
+                elif self.cfg.until_labels is not None and len(self._labels()[0]) >= self.cfg.until_labels:
+                    break
+                if time.monotonic() - last_pull > PULL_EVERY_S:
+                    try:
+                        self._pull()
+                    except CuratorError as exc:  # the server away for a moment: the next pull catches up
+                        self.log(f"live: reconciliation pull failed ({exc}); trying again in {PULL_EVERY_S:g} s")
+                    last_pull = time.monotonic()
+                stop.wait(self.cfg.poll_s)
+        finally:
+            self.close()
+        return self.generations
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.shutdown()
+            self.backend.server_close()
+            self.backend = None
