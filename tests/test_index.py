@@ -250,7 +250,7 @@ def test_self_join_probes_one_side_of_each_border(streamed, tmp_path):
     exact = pairs_set(ei, ej)
     i, j, _, info = index.self_pairs(_memmap(tmp_path, x), 0.99)
     assert info["index"] == "streamed" and info["mean_reverse_probes"] > 0
-    assert 0 < info["truncated"] <= info["open"] < len(x)
+    assert 0 < info["truncated"] == info["open"] < len(x)
     assert pairs_set(i, j) == exact and len(exact) > 500
     need = np.array([[True, True, True, False], [True, True, False, True], [True, False, True, True]])
     cells = np.array([[5, 2, 9, 1], [5, 7, 1, 3], [3, 4, 1, 8]])
@@ -258,20 +258,35 @@ def test_self_join_probes_one_side_of_each_border(streamed, tmp_path):
     assert index.self_join_probes(need, cells).tolist() == [[O, R, F, -1], [O, F, -1, R], [O, -1, R, F]]
 
 
-def test_open_rows_bound_the_cells_beyond_the_list():
-    """A row not open lists every cell the probe bound would ask for, however far the list goes."""
+def test_nearest_cells_lists_what_the_bound_needs_and_opens_only_incomplete_rows():
+    """The streamed assignment (one product, candidates within reach of the nearest cell, no
+    k-nearest search) lists the same nearest cells as a full sort wherever the bound looks, keeps
+    the same probed cells, and a row it does not open lists every cell the bound would ask for
+    over all cells; it opens fewer rows than taking every unlisted cell as ``reach`` away."""
     faiss = pytest.importorskip("faiss")
     x = clustered(3000, d=32, seed=23)
     km = faiss.Kmeans(32, 30, niter=8, spherical=True, seed=0, verbose=False)
     km.train(x)
-    gram = km.centroids @ km.centroids.T
+    cent = km.centroids
+    gram = cent @ cent.T
     reach = np.sqrt(np.maximum(0, 2 - 2 * gram.min(axis=1)))
-    sims = x @ km.centroids.T
-    cells = np.argsort(-sims, axis=1)
-    sims = np.take_along_axis(sims, cells, 1)
-    t = 0.99
-    full = index.probe_cells(sims, cells, gram, t)  # every cell listed
+    t = 0.99 - index.SIM_EPS
+    sims = x @ cent.T
+    order = np.argsort(-sims, axis=1)
+    sorted_sims = np.take_along_axis(sims, order, 1)
+    full = index.probe_cells(sorted_sims, order, gram, t)  # every cell listed
     assert full[:, 8:].any(axis=1).sum() > 30  # some rows need cells beyond the first 8
-    opened = index.open_rows(sims[:, :8], cells[:, :8], reach, t)
-    assert 0 < opened.sum() < len(x)
-    assert not full[~opened, 8:].any()
+    s8, c8, opened = index._nearest_cells(x, cent, gram, reach, t, 8)
+    listed = c8 >= 0
+    assert (c8[:, 0] == order[:, 0]).all() and listed[:, 1].any() and not listed.all()
+    assert (c8[listed] == order[:, :8][listed]).all()  # a prefix of the full ranking
+    assert np.allclose(s8[listed], sorted_sims[:, :8][listed], atol=1e-6)
+    kept = index.probe_cells(s8, c8, gram, t)
+    kept_top8 = index.probe_cells(sorted_sims[:, :8], order[:, :8], gram, t)
+    assert [set(c[k]) for c, k in zip(c8, kept)] == [set(c[k]) for c, k in zip(order[:, :8], kept_top8)]
+    needed = [set(o[f]) for o, f in zip(order, full)]
+    for row in np.flatnonzero(~opened):
+        assert needed[row] <= set(c8[row][listed[row]])
+    assert any(not needed[row] <= set(order[row, :8]) for row in np.flatnonzero(opened))
+    loose = (sorted_sims[:, 0] - sorted_sims[:, 7]) <= np.sqrt(2 - 2 * t) * reach[order[:, 0]] + index.SIM_EPS
+    assert 0 < opened.sum() < loose.sum() and not (opened & ~loose).any()
