@@ -290,3 +290,21 @@ def test_nearest_cells_lists_what_the_bound_needs_and_opens_only_incomplete_rows
     assert any(not needed[row] <= set(order[row, :8]) for row in np.flatnonzero(opened))
     loose = (sorted_sims[:, 0] - sorted_sims[:, 7]) <= np.sqrt(2 - 2 * t) * reach[order[:, 0]] + index.SIM_EPS
     assert 0 < opened.sum() < loose.sum() and not (opened & ~loose).any()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_streamed_queries_knn_in_a_small_base_equals_faiss_exact(streamed, tmp_path, monkeypatch, k):
+    """A streamed query set against a small base (novelty's labeled rows) is searched by matrix
+    products and a top-k per row, not FAISS: the same neighbours and similarities, queries
+    normalised as read (the memmap holds them scaled), blocks and chunks of odd sizes."""
+    monkeypatch.setattr(index, "_ASSIGN_BLOCK", 700)
+    base = clustered(400, d=32, seed=31, copies=0.0)
+    queries = clustered(7000, d=32, seed=32, copies=0.0)
+    scale = np.random.default_rng(3).uniform(0.5, 3.0, len(queries)).astype(np.float32)
+    sims, pos = index.search(base, _memmap(tmp_path, queries, scale), k)
+    monkeypatch.setattr(index, "STREAM_MIN_N", 10**9)
+    esims, epos = index.search(base, queries, k, exact=True)
+    assert sims.shape == (len(queries), k) and pos.dtype == np.int64
+    assert (pos == epos).all()
+    assert np.allclose(sims, esims, atol=1e-5)
+    assert (np.diff(sims, axis=1) <= 0).all()
