@@ -170,8 +170,9 @@ def search(
 def _flat_knn_chunks(base, queries, k: int):
     """Exact kNN of a streamed query set (read by chunks, normalised as read) in a small base:
     one matrix product per block of queries into a reused buffer, then the ``k`` largest of each
-    row, in order (equal similarities: the lower position first). FAISS's flat search took 2.5 CPU s a chunk of 262,144
-    queries against 1,000 rows where this takes 1.8 (the novelty pass of the 10M round)."""
+    row, in order (equal similarities: the lower position first). FAISS's flat search took
+    2.5 CPU s a chunk of 262,144 queries against 1,000 rows where this takes 1.8 (the novelty
+    pass of the 10M round)."""
     n = len(queries)
     sims_out = np.empty((n, k), np.float32)
     pos_out = np.empty((n, k), np.int64)
@@ -508,8 +509,9 @@ def _nearest_cells(rows, centroids, gram, reach, threshold, probes, out=None):
     candidate beyond its list passes that condition with its own |m_c0 - m_c| (not ``reach``):
     every cell a complete row needs is listed, which is what ``self_join_probes`` relies on.
     That is tighter than the first version's test (every unlisted cell taken as ``reach`` away:
-    a third more open rows on the 10M pool) and still exact. Found by one matrix product, a comparison and a sort of the candidates only,
-    not a k-nearest search (FAISS's heap selection ran at half the product's rate).
+    a third more open rows on the 10M pool) and still exact. Found by one matrix product, a
+    comparison and a sort of the candidates only, not a k-nearest search (FAISS's heap
+    selection ran at half the product's rate).
     """
     n = len(rows)
     n_cells = len(centroids)
