@@ -495,10 +495,22 @@ _ASSIGN_BLOCK = 8192
 #: tolerance is ``SIM_EPS``), so that float32 rounding never drops a cell the bound would keep.
 _CANDIDATE_SLACK = 1e-4
 
+#: Rows partially sorted at once in ``_nearest_cells`` (those with more candidates than probes):
+#: ``argpartition`` returns int64 positions of every cell, 2,048 x 3,130 x 8 bytes = 49 MiB.
+_PARTIAL_ROWS = 2048
+
+#: Rows with more candidates than probes have them sorted (a sort of the candidates, cheap where
+#: they are few: 41 a row of 3,130 cells at 10M) unless they exceed this fraction of the cells,
+#: where a partial sort of the whole rows is cheaper (cells much coarser than the data's clusters:
+#: a 400,000-row slice of the 10M pool, 632 cells, took 10.2 CPU s to assign sorting, 7.5 with FAISS).
+_SORT_FRACTION = 0.125
+
 
 def _nearest_cells(rows, centroids, gram, reach, threshold, probes, out=None):
-    """The cells a unit row may need: (sims, cells, opened), sims and cells (n, probes) nearest
-    first, padded with (-inf, -1); ``opened`` (n,) bool: rows whose list may miss a needed cell.
+    """The cells a unit row may need: (sims, cells, opened), sims and cells (n, probes), the
+    nearest first (then nearest first where a row has more candidates than ``probes``, in cell
+    order otherwise), padded with (-inf, -1); ``opened`` (n,) bool: rows whose list may miss a
+    needed cell.
 
     A row needs cell c (``probe_cells``, k = the nearest cell c0) only if
     <a,m_c0> - <a,m_c> <= sqrt(2 - 2t) |m_c0 - m_c|, so only cells within
@@ -510,8 +522,10 @@ def _nearest_cells(rows, centroids, gram, reach, threshold, probes, out=None):
     every cell a complete row needs is listed, which is what ``self_join_probes`` relies on.
     That is tighter than the first version's test (every unlisted cell taken as ``reach`` away:
     a third more open rows on the 10M pool) and still exact. Found by one matrix product, a
-    comparison and a sort of the candidates only, not a k-nearest search (FAISS's heap
-    selection ran at half the product's rate).
+    comparison and a sort of the candidates of the rows with more than ``probes`` (a partial sort
+    of those rows where the candidates are more than an eighth of the cells), not a
+    k-nearest search (FAISS's heap selection ran at half the product's rate; a full sort of the
+    candidates cost more than it saved where cells are much coarser than the data's clusters).
     """
     n = len(rows)
     n_cells = len(centroids)
@@ -531,18 +545,51 @@ def _nearest_cells(rows, centroids, gram, reach, threshold, probes, out=None):
         floor = (best - (radius * reach[near] + _CANDIDATE_SLACK)).astype(np.float32)
         flat = np.flatnonzero(sim >= floor[:, None])  # row-major: rows ascending
         r, c = np.divmod(flat, n_cells)
-        v = sim.reshape(-1)[flat]
         del flat
-        # nearest first within each row: sort by row, then by -similarity
-        order = np.argsort(r * 4.0 + (1.0 - v.astype(np.float64)), kind="stable")
-        r, c, v = r[order], c[order], v[order]
-        rank = np.arange(len(r)) - np.searchsorted(r, np.arange(b))[r]
-        keep = rank < probes
-        sims_out[s + r[keep], rank[keep]] = v[keep]
-        cells_out[s + r[keep], rank[keep]] = c[keep]
-        r, c, v = r[~keep], c[~keep], v[~keep]
-        dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram[near[r], c]))
-        opened[s + r[best[r] - v <= radius * dist + SIM_EPS + _CANDIDATE_SLACK]] = True
+        count = np.bincount(r, minlength=b)
+        few = count[r] <= probes  # rows whose candidates all fit: listed as found, nearest swapped first
+        rf, cf = r[few], c[few]
+        rank = np.arange(len(rf)) - np.searchsorted(rf, np.arange(b))[rf]
+        at = np.flatnonzero(cf == near[rf])  # the nearest cell of each row, at rank k: swap with rank 0
+        k = rank[at]
+        rank[at - k] = k
+        rank[at] = 0
+        sims_out[s + rf, rank] = sim[rf, cf]
+        cells_out[s + rf, rank] = cf
+        rest = ~few
+        rm_all, cm_all = r[rest], c[rest]
+        many_all = np.flatnonzero(count > probes)  # the rest: their nearest ``probes`` listed
+        if len(rm_all) < _SORT_FRACTION * len(many_all) * n_cells:  # few candidates: sort them
+            v = sim[rm_all, cm_all]
+            order = np.argsort(rm_all * 4.0 + (1.0 - v.astype(np.float64)), kind="stable")
+            rm, cm, v = rm_all[order], cm_all[order], v[order]
+            rank = np.arange(len(rm)) - np.searchsorted(rm, np.arange(b))[rm]
+            keep = rank < probes
+            sims_out[s + rm[keep], rank[keep]] = v[keep]
+            cells_out[s + rm[keep], rank[keep]] = cm[keep]
+            rm, cm, v = rm[~keep], cm[~keep], v[~keep]
+            dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram[near[rm], cm]))
+            opened[s + rm[best[rm] - v <= radius * dist + SIM_EPS + _CANDIDATE_SLACK]] = True
+            many_all = many_all[:0]
+        for m0 in range(0, len(many_all), _PARTIAL_ROWS):  # else a partial sort of their rows, by parts
+            many = many_all[m0:m0 + _PARTIAL_ROWS]
+            sub = sim[many]
+            top = np.argpartition(-sub, probes - 1, axis=1)[:, :probes]
+            top = np.take_along_axis(top, np.argsort(-np.take_along_axis(sub, top, 1), axis=1,
+                                                     kind="stable"), 1)
+            sims_out[s + many] = np.take_along_axis(sub, top, 1)
+            cells_out[s + many] = top
+            listed = np.zeros(sub.shape, bool)
+            np.put_along_axis(listed, top, True, 1)
+            # candidates of those rows left off their list: open if one passes the nearest-cell bound
+            lo, hi = np.searchsorted(rm_all, [many[0], many[-1] + 1])
+            rm, cm = rm_all[lo:hi], cm_all[lo:hi]
+            where = np.searchsorted(many, rm)
+            off = ~listed[where, cm]
+            rm, cm, where = rm[off], cm[off], where[off]
+            dist = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram[near[rm], cm]))
+            passes = best[rm] - sub[where, cm] <= radius * dist + SIM_EPS + _CANDIDATE_SLACK
+            opened[s + rm[passes]] = True
     return sims_out, cells_out, opened
 
 

@@ -258,12 +258,16 @@ def test_self_join_probes_one_side_of_each_border(streamed, tmp_path):
     assert index.self_join_probes(need, cells).tolist() == [[O, R, F, -1], [O, F, -1, R], [O, -1, R, F]]
 
 
-def test_nearest_cells_lists_what_the_bound_needs_and_opens_only_incomplete_rows():
+@pytest.mark.parametrize("sort_fraction", [0.0, 1.0])  # partial sorts of rows, sorts of candidates
+def test_nearest_cells_lists_what_the_bound_needs_and_opens_only_incomplete_rows(monkeypatch, sort_fraction):
     """The streamed assignment (one product, candidates within reach of the nearest cell, no
     k-nearest search) lists the same nearest cells as a full sort wherever the bound looks, keeps
     the same probed cells, and a row it does not open lists every cell the bound would ask for
     over all cells; it opens fewer rows than taking every unlisted cell as ``reach`` away."""
     faiss = pytest.importorskip("faiss")
+    monkeypatch.setattr(index, "_ASSIGN_BLOCK", 700)  # several blocks, several partial sorts in each
+    monkeypatch.setattr(index, "_PARTIAL_ROWS", 50)
+    monkeypatch.setattr(index, "_SORT_FRACTION", sort_fraction)
     x = clustered(3000, d=32, seed=23)
     km = faiss.Kmeans(32, 30, niter=8, spherical=True, seed=0, verbose=False)
     km.train(x)
@@ -279,8 +283,10 @@ def test_nearest_cells_lists_what_the_bound_needs_and_opens_only_incomplete_rows
     s8, c8, opened = index._nearest_cells(x, cent, gram, reach, t, 8)
     listed = c8 >= 0
     assert (c8[:, 0] == order[:, 0]).all() and listed[:, 1].any() and not listed.all()
-    assert (c8[listed] == order[:, :8][listed]).all()  # a prefix of the full ranking
-    assert np.allclose(s8[listed], sorted_sims[:, :8][listed], atol=1e-6)
+    m = listed.sum(axis=1)  # the m nearest cells of the full ranking, the nearest first
+    assert [set(c[:k]) for c, k in zip(c8, m)] == [set(o[:k]) for o, k in zip(order, m)]
+    assert np.allclose(s8[listed], np.take_along_axis(sims, np.where(listed, c8, 0), 1)[listed], atol=1e-6)
+    assert (m == 8).any() and (m < 8).any()
     kept = index.probe_cells(s8, c8, gram, t)
     kept_top8 = index.probe_cells(sorted_sims[:, :8], order[:, :8], gram, t)
     assert [set(c[k]) for c, k in zip(c8, kept)] == [set(c[k]) for c, k in zip(order[:, :8], kept_top8)]
