@@ -1,3 +1,8 @@
+"""perf14: streamed cell assignment (_assign) old vs new at a given centroid count on rows of the 10M pool.
+
+    git show bb789be:curator/index.py > /tmp/index_old.py
+    PYTHONPATH=. python benchmarks/scale_out/perf14/assign_old_new.py 3130 524288 old,new,old,new
+"""
 import time, sys, importlib.util, numpy as np, faiss
 sys.path.insert(0, ".")
 from curator import index as new

@@ -1,3 +1,4 @@
+"""perf14: in-cell search of one 10M-sized cell (triangle + full probes), old vs new code, CPU ms."""
 import time, sys, importlib.util, numpy as np
 sys.path.insert(0, ".")
 from curator import index as new
