@@ -250,7 +250,7 @@ def test_self_join_probes_one_side_of_each_border(streamed, tmp_path):
     exact = pairs_set(ei, ej)
     i, j, _, info = index.self_pairs(_memmap(tmp_path, x), 0.99)
     assert info["index"] == "streamed" and info["mean_reverse_probes"] > 0
-    assert 0 < info["truncated"] <= info["open"] < len(x)
+    assert 0 < info["truncated"] == info["open"] < len(x)
     assert pairs_set(i, j) == exact and len(exact) > 500
     need = np.array([[True, True, True, False], [True, True, False, True], [True, False, True, True]])
     cells = np.array([[5, 2, 9, 1], [5, 7, 1, 3], [3, 4, 1, 8]])
@@ -258,20 +258,59 @@ def test_self_join_probes_one_side_of_each_border(streamed, tmp_path):
     assert index.self_join_probes(need, cells).tolist() == [[O, R, F, -1], [O, F, -1, R], [O, -1, R, F]]
 
 
-def test_open_rows_bound_the_cells_beyond_the_list():
-    """A row not open lists every cell the probe bound would ask for, however far the list goes."""
+@pytest.mark.parametrize("sort_fraction", [0.0, 1.0])  # partial sorts of rows, sorts of candidates
+def test_nearest_cells_lists_what_the_bound_needs_and_opens_only_incomplete_rows(monkeypatch, sort_fraction):
+    """The streamed assignment (one product, candidates within reach of the nearest cell, no
+    k-nearest search) lists the same nearest cells as a full sort wherever the bound looks, keeps
+    the same probed cells, and a row it does not open lists every cell the bound would ask for
+    over all cells; it opens fewer rows than taking every unlisted cell as ``reach`` away."""
     faiss = pytest.importorskip("faiss")
+    monkeypatch.setattr(index, "_ASSIGN_BLOCK", 700)  # several blocks, several partial sorts in each
+    monkeypatch.setattr(index, "_PARTIAL_ROWS", 50)
+    monkeypatch.setattr(index, "_SORT_FRACTION", sort_fraction)
     x = clustered(3000, d=32, seed=23)
     km = faiss.Kmeans(32, 30, niter=8, spherical=True, seed=0, verbose=False)
     km.train(x)
-    gram = km.centroids @ km.centroids.T
+    cent = km.centroids
+    gram = cent @ cent.T
     reach = np.sqrt(np.maximum(0, 2 - 2 * gram.min(axis=1)))
-    sims = x @ km.centroids.T
-    cells = np.argsort(-sims, axis=1)
-    sims = np.take_along_axis(sims, cells, 1)
-    t = 0.99
-    full = index.probe_cells(sims, cells, gram, t)  # every cell listed
+    t = 0.99 - index.SIM_EPS
+    sims = x @ cent.T
+    order = np.argsort(-sims, axis=1)
+    sorted_sims = np.take_along_axis(sims, order, 1)
+    full = index.probe_cells(sorted_sims, order, gram, t)  # every cell listed
     assert full[:, 8:].any(axis=1).sum() > 30  # some rows need cells beyond the first 8
-    opened = index.open_rows(sims[:, :8], cells[:, :8], reach, t)
-    assert 0 < opened.sum() < len(x)
-    assert not full[~opened, 8:].any()
+    s8, c8, opened = index._nearest_cells(x, cent, gram, reach, t, 8)
+    listed = c8 >= 0
+    assert (c8[:, 0] == order[:, 0]).all() and listed[:, 1].any() and not listed.all()
+    m = listed.sum(axis=1)  # the m nearest cells of the full ranking, the nearest first
+    assert [set(c[:k]) for c, k in zip(c8, m)] == [set(o[:k]) for o, k in zip(order, m)]
+    assert np.allclose(s8[listed], np.take_along_axis(sims, np.where(listed, c8, 0), 1)[listed], atol=1e-6)
+    assert (m == 8).any() and (m < 8).any()
+    kept = index.probe_cells(s8, c8, gram, t)
+    kept_top8 = index.probe_cells(sorted_sims[:, :8], order[:, :8], gram, t)
+    assert [set(c[k]) for c, k in zip(c8, kept)] == [set(c[k]) for c, k in zip(order[:, :8], kept_top8)]
+    needed = [set(o[f]) for o, f in zip(order, full)]
+    for row in np.flatnonzero(~opened):
+        assert needed[row] <= set(c8[row][listed[row]])
+    assert any(not needed[row] <= set(order[row, :8]) for row in np.flatnonzero(opened))
+    loose = (sorted_sims[:, 0] - sorted_sims[:, 7]) <= np.sqrt(2 - 2 * t) * reach[order[:, 0]] + index.SIM_EPS
+    assert 0 < opened.sum() < loose.sum() and not (opened & ~loose).any()
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_streamed_queries_knn_in_a_small_base_equals_faiss_exact(streamed, tmp_path, monkeypatch, k):
+    """A streamed query set against a small base (novelty's labeled rows) is searched by matrix
+    products and a top-k per row, not FAISS: the same neighbours and similarities, queries
+    normalised as read (the memmap holds them scaled), blocks and chunks of odd sizes."""
+    monkeypatch.setattr(index, "_ASSIGN_BLOCK", 700)
+    base = clustered(400, d=32, seed=31, copies=0.0)
+    queries = clustered(7000, d=32, seed=32, copies=0.0)
+    scale = np.random.default_rng(3).uniform(0.5, 3.0, len(queries)).astype(np.float32)
+    sims, pos = index.search(base, _memmap(tmp_path, queries, scale), k)
+    monkeypatch.setattr(index, "STREAM_MIN_N", 10**9)
+    esims, epos = index.search(base, queries, k, exact=True)
+    assert sims.shape == (len(queries), k) and pos.dtype == np.int64
+    assert (pos == epos).all()
+    assert np.allclose(sims, esims, atol=1e-5)
+    assert (np.diff(sims, axis=1) <= 0).all()
