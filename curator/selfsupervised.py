@@ -299,12 +299,13 @@ def _nt_xent(z1, z2, temperature: float):
 
 def train_encoder(images, *, input_spec=None, seed: int = 0, steps: int | None = None, epochs: float | None = None,
                   batch_size: int = 128, lr: float = 2e-3, checkpoint=None, progress: bool = True,
-                  device=None, threads: int | None = None, width: int = 16) -> Encoder:
+                  device=None, threads: int | None = None, width: int = 16,
+                  checkpoint_every: int = CHECKPOINT_EVERY) -> Encoder:
     """Train an encoder on unlabeled uint8 ``images`` (n, H, W) or (n, H, W, C).
 
     ``steps`` (default ``DEFAULT_STEPS``) or ``epochs`` (passes over the pool) set the budget.
     ``checkpoint`` (a path): the state is saved there every ``CHECKPOINT_EVERY`` steps and at the
-    end; a run finding a checkpoint of the same configuration continues from it (a different
+    end (``checkpoint_every``); a run finding a checkpoint of the same configuration continues from it (a different
     configuration or pool size is refused rather than mixed in). ``threads``: torch CPU threads
     for the run (default: as set). Returns the Encoder (its ``meta`` records the budget and time).
     """
@@ -392,7 +393,7 @@ def train_encoder(images, *, input_spec=None, seed: int = 0, steps: int | None =
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
-            if (step + 1) % CHECKPOINT_EVERY == 0 and step + 1 < steps:
+            if (step + 1) % checkpoint_every == 0 and step + 1 < steps:
                 cpu_now = cpu_s + time.process_time() - t_cpu
                 cpu_s, t_cpu = cpu_now, time.process_time()
                 save_ckpt(step + 1)
