@@ -39,16 +39,17 @@ def _copy(img, kind, rng):
         buf = io.BytesIO()
         im.save(buf, format="JPEG", quality=70)
         return np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+    h, w = img.shape
     z = rng.uniform(0.92, 1.08)
-    big = im.resize((round(28 * z), round(28 * z)), Image.Resampling.BILINEAR)
-    out = Image.new("L", (28, 28))
-    out.paste(big, ((28 - big.width) // 2, (28 - big.height) // 2))
+    big = im.resize((round(w * z), round(h * z)), Image.Resampling.BILINEAR)
+    out = Image.new("L", (w, h))
+    out.paste(big, ((w - big.width) // 2, (h - big.height) // 2))
     return np.asarray(out)
 
 
 @pytest.mark.slow
 def test_planted_copies_are_nearer_than_distinct_samples():
-    """300 digits + 60 planted copies (rotation, zoom, JPEG), a short training on that pool: a
+    """300 digits (16 x 16, the bundled 1989 set) + 60 planted copies (rotation, zoom, JPEG), a short training on that pool: a
     copy is nearer its original than the original's nearest distinct digit, for most copies, and
     far more often than on the untrained network."""
     X = _digits(300)

@@ -30,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+THREADS = int(os.environ.get("BENCH_THREADS", "2"))
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 import torch  # noqa: E402
 
-torch.set_num_threads(2)
+torch.set_num_threads(THREADS)
 
 from curator import coldstart, selfsupervised  # noqa: E402
 from curator.dedup import DEFAULT_THRESHOLD, find_duplicates  # noqa: E402
