@@ -41,8 +41,12 @@ MODEL_NAME = "ssl-encoder"
 DEFAULT_STEPS = 1500
 #: NT-Xent temperature: SSCD uses 0.05; 0.1 is SimCLR's small-batch value.
 TEMPERATURE = 0.1
-#: Width of the embedding (the backbone's pooled features).
-EMBED_DIM = 128
+#: Width of the backbone's pooled features.
+BACKBONE_DIM = 128
+#: Width of the embedding: the projection head's output, the space the loss compares by cosine.
+#: (The backbone's features come after a ReLU: all non-negative, so every cosine between them is
+#: high (MNIST nearest neighbours at 0.99 after 80 steps) and a threshold has no room.)
+EMBED_DIM = 64
 #: Side of the images the encoder sees when the pool's images are larger (RGB photos are
 #: resized to it): small enough for CPU training, large enough to keep a shape's outline.
 MAX_SIDE = 32
@@ -70,8 +74,8 @@ def default_input_spec(sample: np.ndarray):
 
 def _network(in_channels: int, width: int = 16):
     """Four 3x3 conv blocks with batch norm (the first three halve the size), global average pool:
-    ``EMBED_DIM`` features, about 3 M multiply-adds per 28 x 28 image (a CPU budget); a
-    two-layer projection head for the loss only (SimCLR: the features before it transfer better)."""
+    ``BACKBONE_DIM`` features, about 3 M multiply-adds per 28 x 28 image (a CPU budget); then a
+    two-layer projection head to ``EMBED_DIM``, whose output is the embedding."""
     import torch.nn as nn
 
     class _Encoder(nn.Module):
@@ -87,9 +91,9 @@ def _network(in_channels: int, width: int = 16):
                 return layers
 
             self.backbone = nn.Sequential(*block(in_channels, w, True), *block(w, 2 * w, True),
-                                          *block(2 * w, 4 * w, True), *block(4 * w, EMBED_DIM, False),
+                                          *block(2 * w, 4 * w, True), *block(4 * w, BACKBONE_DIM, False),
                                           nn.AdaptiveAvgPool2d(1), nn.Flatten())
-            self.head = nn.Sequential(nn.Linear(EMBED_DIM, 256), nn.ReLU(inplace=True), nn.Linear(256, 64))
+            self.head = nn.Sequential(nn.Linear(BACKBONE_DIM, 256), nn.ReLU(inplace=True), nn.Linear(256, EMBED_DIM))
 
         def forward(self, x):
             return self.backbone(x)
@@ -232,7 +236,7 @@ class Encoder:
         out = []
         with torch.no_grad():
             for s in range(0, len(x), self.batch_size):
-                f = self.module(self._normalise(x[s: s + self.batch_size].to(self.device)))
+                f = self.module.head(self.module(self._normalise(x[s: s + self.batch_size].to(self.device))))
                 out.append(torch.nn.functional.normalize(f, dim=1).cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, EMBED_DIM), np.float32)
 
