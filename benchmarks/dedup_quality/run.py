@@ -227,13 +227,19 @@ def main():
     emit(args.out, {**base, "unit": "embed-ssl", "wall_s": wall, "cpu_s": cpu})
     E_th, wall, cpu = timed(lambda: coldstart.embed_images(X))
     emit(args.out, {**base, "unit": "embed-thumb", "wall_s": wall, "cpu_s": cpu})
-    cal_ssl, wall, cpu = timed(lambda: selfsupervised.calibrate(X, E_ssl, enc.embed, seed=args.seed,
-                                                                input_spec=enc.input_spec))
-    emit(args.out, {**base, "unit": "calibrate-ssl", "wall_s": wall, "cpu_s": cpu, **cal_ssl})
-    cal_th, wall, cpu = timed(lambda: selfsupervised.calibrate(X, E_th, coldstart.embed_images, seed=args.seed))
-    emit(args.out, {**base, "unit": "calibrate-thumb", "wall_s": wall, "cpu_s": cpu, **cal_th})
-    for method, E, t in (("thumb@0.99", E_th, DEFAULT_THRESHOLD), ("thumb-calibrated", E_th, cal_th["threshold"]),
-                         ("ssl-calibrated", E_ssl, cal_ssl["threshold"])):
+    cal = {}
+    for strength in (selfsupervised.CALIBRATION_STRENGTH, 1.0):
+        for name, E, fn, spec in (("ssl", E_ssl, enc.embed, enc.input_spec), ("thumb", E_th, coldstart.embed_images, None)):
+            c, wall, cpu = timed(lambda: selfsupervised.calibrate(X, E, fn, seed=args.seed, input_spec=spec,
+                                                                  strength=strength))
+            cal[name, strength] = c
+            emit(args.out, {**base, "unit": f"calibrate-{name}", "wall_s": wall, "cpu_s": cpu, **c})
+    s0 = selfsupervised.CALIBRATION_STRENGTH
+    methods = [("thumb@0.99", E_th, DEFAULT_THRESHOLD), ("thumb-calibrated", E_th, cal["thumb", s0]["threshold"]),
+               ("ssl-calibrated", E_ssl, cal["ssl", s0]["threshold"]),
+               ("thumb-calibrated-s1", E_th, cal["thumb", 1.0]["threshold"]),
+               ("ssl-calibrated-s1", E_ssl, cal["ssl", 1.0]["threshold"])]
+    for method, E, t in methods:
         groups, wall, cpu = timed(lambda: find_duplicates(E, t))
         emit(args.out, {**base, "unit": "dedup", "method": method, "threshold": t, "wall_s": wall, "cpu_s": cpu,
                         **scores(groups, origin, kind)})
