@@ -35,9 +35,10 @@ __all__ = ["Encoder", "train_encoder", "load_encoder", "augment", "augment_numpy
 
 #: Model name of every encoder trained here (its version is the checksum of the weights).
 MODEL_NAME = "ssl-encoder"
-#: Default training budget in optimiser steps (batch 128): about 2-4 CPU minutes on 28 x 28
-#: images on 2 cores (benchmarks/dedup_quality); a budget in steps, not epochs, keeps the time
-#: independent of the pool's size.
+#: Default training budget in optimiser steps (batch 128): 0.28-0.38 CPU s a step on 28 x 28
+#: images with one torch thread (benchmarks/dedup_quality), so about 8 CPU minutes; a budget in
+#: steps, not epochs, keeps the time independent of the pool's size. (Only 150 steps were measured
+#: for quality so far.)
 DEFAULT_STEPS = 1500
 #: NT-Xent temperature: SSCD uses 0.05; 0.1 is SimCLR's small-batch value.
 TEMPERATURE = 0.1
