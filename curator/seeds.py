@@ -28,6 +28,9 @@ STAGES = (
     "baseline",  # the random baseline's order of the pool
     "validation",  # which of a round's human labels are held out for the curve (no ground-truth test split)
     "cv-folds",  # the cross-validation folds of the human labels (no ground-truth test split)
+    "ssl-init",  # the self-supervised encoder's initial weights (curator.selfsupervised)
+    "ssl",  # each training step's batch and augmentations (shard = step), so a resumed run agrees
+    "ssl-calibrate",  # the samples and synthetic copies of the dedup threshold's calibration
 )
 
 

@@ -35,6 +35,7 @@ ENV = {
     "CURATOR_RAY_CONCURRENCY": "ray_concurrency",
     "CURATOR_RAY_NUM_CPUS": "ray_num_cpus",
     "CURATOR_RAY_NUM_GPUS": "ray_num_gpus",
+    "CURATOR_SSL_REFRESH_SHARE": "ssl_refresh_share",
 }
 #: Where the compute part of each step runs (curator.executors.EXECUTORS; kept here so the
 #: settings stay standard-library only).
@@ -78,6 +79,9 @@ class Settings:
     #: CPUs and GPUs each model actor reserves.
     ray_num_cpus: float = 1.0
     ray_num_gpus: float = 0.0
+    #: The self-supervised encoder of a dataset is trained again only once the pool has grown by
+    #: this share since it was trained (curator.selfsupervised_store.needs_refresh).
+    ssl_refresh_share: float = 0.2
     config_file: Path | None = None
 
     def __post_init__(self):
@@ -86,7 +90,7 @@ class Settings:
                                 ("labelstudio_retries", int, -1), ("ray_batch_size", int, 0),
                                 ("labelstudio_media_ttl", float, 0.0),
                                 ("ray_concurrency", int, 0), ("ray_num_cpus", float, 0.0),
-                                ("ray_num_gpus", float, -1.0)):
+                                ("ray_num_gpus", float, -1.0), ("ssl_refresh_share", float, 0.0)):
             object.__setattr__(self, name, _number(name, getattr(self, name), kind, low))
         if self.ray_num_gpus < 0:
             raise ValidationError(f"ray_num_gpus must be a number >= 0; got {self.ray_num_gpus!r} "
@@ -146,6 +150,8 @@ def _number(name: str, value, kind, low):
         if name.startswith("ray_"):
             what = f"a whole number >= {int(low) + 1}" if kind is int else \
                 "a number >= 0" if low < 0 else f"a number > {low:g}"
+        elif name == "ssl_refresh_share":
+            what = "a share of the pool > 0 (0.2 = 20 %)"
         else:
             what = "a number of seconds > 0" if kind is float else "a whole number >= 0"
         raise ValidationError(

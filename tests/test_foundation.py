@@ -152,7 +152,7 @@ def _layer(module: str) -> int:
         return 4
     if top == "integrations":
         return 3
-    if top in ("ingest", "rounds", "versions", "embeddings", "steps"):
+    if top in ("ingest", "rounds", "versions", "embeddings", "steps", "selfsupervised_store"):
         return 2
     if top == "store":
         return 1

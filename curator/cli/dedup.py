@@ -88,11 +88,17 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None, *, weight
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights (state_dict) for a --model package.module:factory.")
 @click.option("--embeddings", "embedding_set", metavar="NAME",
               help="Use a stored embedding set: one imported with curator embed --from FILE --name NAME, or 'newest'.")
-@click.option("--threshold", "-t", type=float, help="Cosine similarity in (0, 1] above which two samples are copies.")
+@click.option("--self-supervised", "self_supervised", is_flag=True,
+              help="Use the dataset's self-supervised embedding (curator embed --self-supervised), with a threshold "
+                   "calibrated on the pool unless --threshold is given.")
+@click.option("--threshold", "-t", type=float, help="Cosine similarity in (0, 1] above which two samples are copies "
+              "(default: 0.99 on the cold-start embedding; calibrated with --self-supervised).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Seed of the calibration's samples and synthetic copies (--self-supervised).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @executor_options
 @click.pass_context
-def dedup(ctx, dataset, model, weights, embedding_set, threshold, as_json):
+def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, threshold, seed, as_json):
     """Find exact and near-duplicate groups of a dataset; representative first.
 
     Exact copies are found by content hash, near copies by cosine similarity
@@ -100,8 +106,27 @@ def dedup(ctx, dataset, model, weights, embedding_set, threshold, as_json):
     that copy a labeled one are listed under it.
     """
     from curator.dedup import check_threshold, find_duplicates
+    from curator.exceptions import ValidationError
+
     settings = settings_from(ctx)
     t = check_threshold(threshold, caller="curator dedup --threshold")
+    calibration = None
+    if self_supervised:
+        if model or weights or embedding_set:
+            raise ValidationError("--self-supervised uses the dataset's own encoder; drop --model/--weights/--embeddings")
+        from curator import selfsupervised_store
+        from curator.steps import run_step
+
+        row = run_step(settings, lambda s: selfsupervised_store.newest_encoder(s, dataset))
+        if row is None:
+            from curator.exceptions import NotFoundError
+
+            raise NotFoundError(f"dataset {dataset!r} has no self-supervised embedding; compute it first: "
+                                f"curator embed --dataset {dataset} --self-supervised")
+        embedding_set = str(row.id)
+        if threshold is None:
+            calibration = selfsupervised_store.calibrate_dataset(settings, dataset, seed=seed)
+            t = check_threshold(calibration["threshold"], caller="curator dedup (calibrated)")
     executor = connect_executor(settings)
     ids, uris, hashes, labeled, E, name = load_dataset_embeddings(settings, dataset, model, weights=weights,
                                                               embedding_set=embedding_set)
@@ -111,6 +136,8 @@ def dedup(ctx, dataset, model, weights, embedding_set, threshold, as_json):
         "dataset": dataset,
         "embedding": name,
         "threshold": t,
+        "threshold_source": "calibrated" if calibration else ("given" if threshold is not None else "default"),
+        "calibration": calibration,
         "samples": len(ids),
         "groups": [[uris[i] for i in grp.tolist()] for grp in groups],
         "sample_ids": [[int(ids[i]) for i in grp.tolist()] for grp in groups],
@@ -120,7 +147,7 @@ def dedup(ctx, dataset, model, weights, embedding_set, threshold, as_json):
         click.echo(json.dumps(out))
         return
     click.echo(f"{dataset}: {len(groups)} duplicate groups, {info['duplicates']} duplicates among "
-               f"{len(ids)} samples (threshold {t}, embedding {name})")
+               f"{len(ids)} samples (threshold {t}{' calibrated on the pool' if calibration else ''}, embedding {name})")
     for grp in out["groups"]:
         click.echo(f"keep {grp[0]}")
         for uri in grp[1:]:

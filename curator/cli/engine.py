@@ -282,14 +282,24 @@ def policies_cmd(as_json):
 @_from_options
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed when a model is trained.")
 @click.option("--batch-size", default=1024, show_default=True, type=click.IntRange(min=1), help="Images embedded at once.")
+@click.option("--self-supervised", "self_supervised", is_flag=True,
+              help="Train a contrastive encoder on the dataset's own pool (no labels, no model) and store its "
+                   "embeddings; reused until the pool grows by ssl_refresh_share (default 0.2).")
+@click.option("--steps", "ssl_steps", type=click.IntRange(min=1),
+              help="With --self-supervised: training steps (default 1500, batch 128).")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True),
+              help="With --self-supervised: training passes over the pool instead of --steps.")
+@click.option("--refresh", is_flag=True, help="With --self-supervised: train a new encoder whatever the pool's growth.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @click.pass_context
-def embed(ctx, dataset, model, weights, source, ids_file, set_name, seed, batch_size, as_json):
+def embed(ctx, dataset, model, weights, source, ids_file, set_name, seed, batch_size, self_supervised, ssl_steps,
+          epochs, refresh, as_json):
     """Compute and store the dataset's embeddings with a model (resumes if interrupted).
 
     With --from, store embeddings computed elsewhere instead (checked: one finite row for every
     sample, no unknown or duplicate ids), as an embedding set that select --embeddings, dedup
-    --embeddings and novelty then use without a model."""
+    --embeddings and novelty then use without a model. With --self-supervised, train an encoder
+    on the pool itself (resumes from its checkpoint if interrupted) and store its embeddings."""
     from curator import embeddings
     from curator.exceptions import ValidationError
     from curator.steps import run_step
@@ -297,6 +307,15 @@ def embed(ctx, dataset, model, weights, source, ids_file, set_name, seed, batch_
 
     settings = settings_from(ctx)
     dataset = _dataset(settings, dataset)
+    if not self_supervised and (ssl_steps or epochs or refresh):
+        raise ValidationError("--steps, --epochs and --refresh go with --self-supervised")
+    if self_supervised:
+        if source is not None or model or weights or ids_file or set_name:
+            raise ValidationError("--self-supervised trains its own encoder; drop --from/--model/--weights/--ids/--name")
+        if ssl_steps and epochs:
+            raise ValidationError("give --steps or --epochs, not both")
+        _embed_ssl(settings, dataset, seed, ssl_steps, epochs, refresh, batch_size, as_json)
+        return
     if source is not None:
         if model or weights:
             raise ValidationError("--from imports embeddings made elsewhere; drop --model/--weights (or drop --from)")
@@ -320,3 +339,23 @@ def embed(ctx, dataset, model, weights, source, ids_file, set_name, seed, batch_
                    f"(model id {info.model_id}{f', set {name}' if name else ''})")
     else:
         click.echo(f"{dataset}: {info.done}/{info.count} embeddings of dimension {info.dim} by model {info.model_id}")
+
+
+def _embed_ssl(settings, dataset, seed, steps, epochs, refresh, batch_size, as_json):
+    """``curator embed --self-supervised``: the dataset's encoder (reused or trained) and its set."""
+    from curator import selfsupervised_store
+
+    res = selfsupervised_store.embed_dataset(settings, dataset, seed=seed, steps=steps, epochs=epochs,
+                                             refresh=refresh, batch_size=batch_size)
+    info = res.info
+    out = {"dataset": dataset, "model_id": res.model_id, "count": info.count, "dim": info.dim, "done": info.done,
+           "self_supervised": True, "trained": res.trained, "trained_on": res.params.get("pool"),
+           "steps": res.params.get("steps"), "cpu_s": res.params.get("cpu_s")}
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    how = (f"trained on {out['trained_on']} samples ({out['steps']} steps, {out['cpu_s']} CPU s)" if res.trained
+           else f"reused (trained on {out['trained_on']} samples; retrained once the pool grows by "
+                f"{settings.ssl_refresh_share:.0%})")
+    click.echo(f"{dataset}: {info.done}/{info.count} self-supervised embeddings of dimension {info.dim} by "
+               f"model {res.model_id}, encoder {how}")
