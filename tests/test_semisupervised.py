@@ -269,3 +269,53 @@ def test_deskew_pca_embedding_fits_on_the_pool_and_straightens_a_slanted_stroke(
     with pytest.raises(ValidationError, match="unknown embedding"):
         embed_pool("nope", pool)
     assert {"pca", "deskew-pca"} <= set(EMBEDDINGS)
+
+
+def test_supervised_only_weights_are_todays_recipe():
+    """sample_weight=None is exactly the old training: the same weights as a call without the argument."""
+    import torch
+
+    from curator.models import train_classifier
+
+    rng = np.random.default_rng(0)
+    X = rng.random((24, 16, 16)).astype(np.float32)
+    y = np.arange(24) % 3
+    a = train_classifier(X, y, steps=5, seed=3)
+    b = train_classifier(X, y, steps=5, seed=3, sample_weight=None)
+    c = train_classifier(X, y, steps=5, seed=3, sample_weight=np.r_[np.ones(12), np.zeros(12)])
+    sa, sb, sc = (m.module.state_dict() for m in (a, b, c))
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)  # the weights do reach the loss
+    with pytest.raises(ValidationError, match="sample_weight"):
+        train_classifier(X, y, steps=1, sample_weight=np.full(24, np.nan))
+
+
+@pytest.mark.slow
+def test_loop_trains_semi_supervised_by_default_and_supervised_only_on_request(db_settings):
+    """On the demo digits: the default recipe records its pseudo-labels in the model's params; with
+    supervised_only the model's params are today's (no semi key) and its weights those of the plain recipe."""
+    import dataclasses
+
+    from test_loop import config, small_dataset
+
+    from curator.loop import run_loop
+    from curator.steps import run_step
+    from curator.store import models as store_models
+    semi = run_loop(db_settings, dataclasses.replace(
+        config(small_dataset(db_settings, "semi", n_train=200, n_test=100)), rounds=1, epochs=2))
+    plain = run_loop(db_settings, dataclasses.replace(
+        config(small_dataset(db_settings, "plain", n_train=200, n_test=100)), rounds=1, epochs=2,
+        supervised_only=True))
+    assert semi.rounds_done == 1 and plain.rounds_done == 1
+
+    def params(dataset):
+        def read(s):
+            return [m.params for m in (store_models.get(s, i) for i in store_models.ids_named(s, "smallcnn"))
+                    if m.params.get("dataset") == dataset]
+        return run_step(db_settings, read)
+
+    semi_params, plain_params = params("semi"), params("plain")
+    assert semi_params and all(p["semi_supervised"] and p["semi_pseudo_labels"] > 0
+                               and p["semi_embedding"] == "coldstart" for p in semi_params)
+    assert plain_params and not any(k.startswith("semi") for p in plain_params for k in p)
+    assert {p["n_labels"] for p in plain_params} == {20, 28}
