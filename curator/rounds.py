@@ -184,17 +184,8 @@ def _semi_compute(unl, y: np.ndarray, n_classes: int, semi):
     from curator.embeddings import coldstart_compute
 
     pool, pool_uris, cold = unl
-    info = semi.params()
-    if len(pool) < 2:
-        return [], np.zeros(0, np.int64), np.zeros(0, np.float32), {**info, "semi_pseudo_labels": 0}
-    vectors = semihead.pool_vectors(semi.embedding, coldstart_compute(cold))
-    labels = np.concatenate([y, np.full(len(pool), -1, np.int64)])
-    head = semihead.fit_head(vectors, labels, classes=n_classes, k=semi.k)
-    per_class = min(semi.max_per_class, semi.ratio * -(-len(y) // n_classes))
-    pos, y_extra, w = semihead.pseudo_labels(head, per_class=per_class, min_confidence=semi.min_confidence)
-    pos = pos - len(y)
-    return ([pool_uris[i] for i in pos], y_extra, w,
-            {**info, "semi_pseudo_labels": int(len(pos)), "semi_pool": int(len(pool))})
+    pos, y_extra, w, info = semihead.pool_pseudo_labels(coldstart_compute(cold), y, n_classes, semi)
+    return [pool_uris[i] for i in pos], y_extra, w, info
 
 
 def load_model(settings: Settings, model, *, weights=None, dataset: str | None = None) -> TrainedModel:

@@ -33,7 +33,7 @@ import numpy as np
 from curator.exceptions import ValidationError
 
 __all__ = ["EMBEDDINGS", "register_embedding", "embed_pool", "deskew", "PcaEmbedding", "Head", "fit_head",
-           "fit_semisupervised", "pseudo_labels", "pool_vectors", "SemiConfig"]
+           "fit_semisupervised", "pseudo_labels", "pool_vectors", "pool_pseudo_labels", "SemiConfig"]
 
 
 # -- label-free embeddings of a pool ---------------------------------------------------------
@@ -132,7 +132,7 @@ class PcaEmbedding:
 #: name -> factory of an object with ``fit(pool_images) -> self`` and ``transform(images) -> (n, d)``.
 EMBEDDINGS: dict[str, Callable[[], object]] = {
     "pca": lambda: PcaEmbedding(dims=50),
-    "deskew-pca": lambda: PcaEmbedding(dims=50, whiten=0.5, deskew=True),
+    "deskew-pca": lambda: PcaEmbedding(dims=50, deskew=True),
 }
 
 
@@ -282,3 +282,20 @@ class SemiConfig:
 
     def params(self) -> dict:
         return {"semi_supervised": True, **{f"semi_{k}": v for k, v in dataclasses.asdict(self).items()}}
+
+
+def pool_pseudo_labels(cold: np.ndarray, y: np.ndarray, n_classes: int, semi: SemiConfig):
+    """The built-in recipe's pseudo-labels: rows 0..len(y)-1 of ``cold`` are the labeled samples
+    (labels ``y``), the rest the unlabeled pool. Returns (pool positions, labels, weights, params to
+    record): per class ``semi.ratio`` x the labels per class, at most ``semi.max_per_class``."""
+    n_pool = len(cold) - len(y)
+    info = semi.params()
+    if n_pool < 2:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), \
+            {**info, "semi_pseudo_labels": 0, "semi_pool": max(n_pool, 0)}
+    vectors = pool_vectors(semi.embedding, cold)
+    labels = np.concatenate([np.asarray(y, np.int64), np.full(n_pool, -1, np.int64)])
+    head = fit_head(vectors, labels, classes=n_classes, k=semi.k)
+    per_class = min(semi.max_per_class, semi.ratio * -(-len(y) // n_classes))
+    pos, y_extra, w = pseudo_labels(head, per_class=per_class, min_confidence=semi.min_confidence)
+    return pos - len(y), y_extra, w, {**info, "semi_pseudo_labels": int(len(pos)), "semi_pool": int(n_pool)}

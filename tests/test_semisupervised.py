@@ -319,3 +319,9 @@ def test_loop_trains_semi_supervised_by_default_and_supervised_only_on_request(d
                                and p["semi_embedding"] == "coldstart" for p in semi_params)
     assert plain_params and not any(k.startswith("semi") for p in plain_params for k in p)
     assert {p["n_labels"] for p in plain_params} == {20, 28}
+    from curator.report import write_report
+
+    semi_md = write_report(db_settings, "semi", plots=False).read_text()
+    plain_md = write_report(db_settings, "plain", plots=False).read_text()
+    assert "## Training" in semi_md and "Semi-supervised" in semi_md and "pseudo-labels" in semi_md
+    assert "Supervised only" in plain_md
