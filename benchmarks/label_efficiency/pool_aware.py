@@ -121,58 +121,59 @@ def main():
     print(f"{args.data}: pool {len(Xp)}, test {len(Xt)}, embedding {args.embedding} {E.shape[1]}-d, "
           f"kNN purity {purity:.4f}; prep {prep_wall:.1f} s wall, {prep_cpu:.1f} s CPU", flush=True)
 
+    # level by level (every run and seed to 20 labels, then every one to 30, ...): a stop keeps the
+    # small-budget points of every run, which matter most
+    state = {}
     for run in args.runs:
         for seed in args.seeds:
             key = {"data": args.data, "embedding": args.embedding, "run": run, "seed": seed}
             prev = done_rounds(out, key)
-            labeled = [i for r in prev for i in r["picked"]]
-            run_wall = sum(r["round_wall_s"] for r in prev) + prep_wall
-            run_cpu = sum(r["round_cpu_s"] for r in prev) + prep_cpu
-            rng = np.random.default_rng(seed)
-            while True:
-                n_next = args.initial if not labeled else len(labeled) + args.budget
-                if n_next > args.max_labels or (prev and prev[-1].get("stop")):
-                    break
-                t, c = time.time(), cpu_s()
-                budget = n_next - len(labeled)
-                taken = np.array(labeled, np.int64)
-                free = np.setdiff1d(np.arange(len(yp)), taken)
-                policy = "typical" if run in ("typical", "balanced") else "random"
-                if run == "balanced" and not labeled:
-                    per = budget // classes
-                    picked = np.concatenate([np.random.default_rng(seed).choice(np.flatnonzero(yp == c), per,
-                                                                                replace=False)
-                                             for c in range(classes)])
-                elif policy == "random":
-                    picked = rng.choice(free, budget, replace=False)
-                else:
-                    pool = Pool(embeddings=E[free], labeled_embeddings=E[taken] if len(taken) else None)
-                    picked = free[policies.get("typical").select(pool, budget=budget,
-                                                                 seed=seed * 1000 + len(labeled))]
-                t_sel = time.time() - t
-                labeled.extend(int(i) for i in picked)
-                y = np.full(len(yp), -1, np.int64)
-                y[labeled] = yp[labeled]
-                head = fit_head(E, y, classes=classes, k=args.k, neighbours=graph)
-                test_err = float((head.predict_proba(neighbours=test_nbrs).argmax(1) != yt).mean())
-                pool_err = float((head.probs.argmax(1) != yp).mean())
-                wall, cpu = time.time() - t, cpu_s() - c
-                run_wall += wall
-                run_cpu += cpu
-                row = {**key, "n_labels": len(labeled), "test_error": round(test_err, 5),
-                       "pool_error": round(pool_err, 5), "classes_covered": int(len(np.unique(yp[labeled]))),
-                       "picked": [int(i) for i in picked], "select_s": round(t_sel, 2),
-                       "round_wall_s": round(wall, 2), "round_cpu_s": round(cpu, 2),
-                       "run_wall_s": round(run_wall, 1), "run_cpu_s": round(run_cpu, 1),
-                       "prep_wall_s": round(prep_wall, 1), "prep_cpu_s": round(prep_cpu, 1),
-                       "knn_purity": round(purity, 5), "k": args.k, "machine": machine,
-                       "load1": round(os.getloadavg()[0], 2)}
-                with out.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                prev.append(row)
-                print(f"{run} seed {seed} labels {len(labeled)}: test error {test_err:.4f} "
-                      f"(pool {pool_err:.4f}) {wall:.1f} s wall {cpu:.1f} s CPU", flush=True)
-
+            state[(run, seed)] = {
+                "key": key, "labeled": [i for r in prev for i in r["picked"]],
+                "wall": sum(r["round_wall_s"] for r in prev) + prep_wall,
+                "cpu": sum(r["round_cpu_s"] for r in prev) + prep_cpu,
+                "rng": np.random.default_rng([seed, len(prev)])}
+    for level in range(args.initial, args.max_labels + 1, args.budget):
+        for (run, seed), st in state.items():
+            labeled, key = st["labeled"], st["key"]
+            if len(labeled) >= level:
+                continue
+            t, c = time.time(), cpu_s()
+            budget = level - len(labeled)
+            taken = np.array(labeled, np.int64)
+            free = np.setdiff1d(np.arange(len(yp)), taken)
+            if run == "balanced" and not labeled:
+                per = budget // classes
+                picked = np.concatenate([np.random.default_rng(seed).choice(np.flatnonzero(yp == c), per,
+                                                                            replace=False)
+                                         for c in range(classes)])
+            elif run == "random":
+                picked = st["rng"].choice(free, budget, replace=False)
+            else:
+                pool = Pool(embeddings=E[free], labeled_embeddings=E[taken] if len(taken) else None)
+                picked = free[policies.get("typical").select(pool, budget=budget, seed=seed * 1000 + len(labeled))]
+            t_sel = time.time() - t
+            labeled.extend(int(i) for i in picked)
+            y = np.full(len(yp), -1, np.int64)
+            y[labeled] = yp[labeled]
+            head = fit_head(E, y, classes=classes, k=args.k, neighbours=graph)
+            test_err = float((head.predict_proba(neighbours=test_nbrs).argmax(1) != yt).mean())
+            pool_err = float((head.probs.argmax(1) != yp).mean())
+            wall, cpu = time.time() - t, cpu_s() - c
+            st["wall"] += wall
+            st["cpu"] += cpu
+            row = {**key, "n_labels": len(labeled), "test_error": round(test_err, 5),
+                   "pool_error": round(pool_err, 5), "classes_covered": int(len(np.unique(yp[labeled]))),
+                   "picked": [int(i) for i in picked], "select_s": round(t_sel, 2),
+                   "round_wall_s": round(wall, 2), "round_cpu_s": round(cpu, 2),
+                   "run_wall_s": round(st["wall"], 1), "run_cpu_s": round(st["cpu"], 1),
+                   "prep_wall_s": round(prep_wall, 1), "prep_cpu_s": round(prep_cpu, 1),
+                   "knn_purity": round(purity, 5), "k": args.k, "machine": machine,
+                   "load1": round(os.getloadavg()[0], 2)}
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(f"{run} seed {seed} labels {len(labeled)}: test error {test_err:.4f} "
+                  f"(pool {pool_err:.4f}) {wall:.1f} s wall {cpu:.1f} s CPU", flush=True)
 
 if __name__ == "__main__":
     main()
