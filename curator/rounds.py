@@ -141,14 +141,14 @@ def train_model(settings: Settings, dataset: str, sample_ids, labels, *, seed: i
             raise ValidationError(f"labels {unknown[:5]} are not classes of the model ({classes})")
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[x] for x in labels], dtype=np.int64)
-        images = _images(uris, init.adapter if init else None)
-        weight, semi_info = None, {}
+        extra, weight, semi_info = [], None, {}
         if unl is not None:
             extra, y_extra, w_extra, semi_info = _semi_compute(unl, y, len(classes), semi)
             if len(extra):
-                images = np.concatenate([images, _images(extra, init.adapter if init else None)])
                 weight = np.concatenate([np.ones(len(y), np.float32), w_extra])
                 y = np.concatenate([y, y_extra])
+        # one call: labeled and pseudo-labeled images share one frame (size, mode)
+        images = _images(list(uris) + list(extra), init.adapter if init else None)
         adapter = train_classifier(images, y, num_classes=len(classes),
                                    seed=seed, epochs=epochs,
                                    steps=steps, device=device, classes=classes,
