@@ -19,9 +19,9 @@ def main():
     runs = defaultdict(list)
     for r in rows:
         runs[(r["data"], r["embedding"], r["run"], r["seed"])].append(r)
-    print("| data | embedding | run | seed | error at 20 | at 50 | at 100 | labels to 5% | labels to 2% | "
+    print("| data | embedding | run | seed | error at 20 | at 30 | at 40 | at 50 | at 100 | labels to 5% | labels to 2% | "
           "run wall s | run CPU s | load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     curves = defaultdict(dict)
     for key in sorted(runs):
         rs = sorted(runs[key], key=lambda r: r["n_labels"])
@@ -33,7 +33,7 @@ def main():
             return str(hit[0]) if hit else f"> {max(err)}"
 
         cell = lambda n: f"{err[n] * 100:.2f} %" if n in err else "-"  # noqa: E731
-        print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {cell(20)} | {cell(50)} | {cell(100)} | {reach(0.05)} | "
+        print(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {cell(20)} | {cell(30)} | {cell(40)} | {cell(50)} | {cell(100)} | {reach(0.05)} | "
               f"{reach(0.02)} | {rs[-1]['run_wall_s']:.0f} | {rs[-1]['run_cpu_s']:.0f} | "
               f"{np.mean([r['load1'] for r in rs]):.1f} |")
     try:
