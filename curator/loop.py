@@ -103,6 +103,7 @@ class LoopConfig:
     weights: str | None = None  # the spec's weights file (package.module:factory, smallcnn)
     classes: list[str] | None = None  # declared class list (a pool with no ground truth); stored with the dataset
     answers: str | None = None  # labeler "answers": CSV (key,label) or JSON {key: label}; key: URI or file name
+    supervised_only: bool = False  # built-in CNN: labels only (no pseudo-labels from the pool: curator.semihead)
 
     def check(self) -> None:
         if self.labeler not in LABELERS:
@@ -550,7 +551,15 @@ def train(settings, cfg: LoopConfig, ids, labels):
     if cfg.model is not None:  # the user's model: trained by its fit hook, else used frozen
         return rounds.train_own_model(settings, cfg.dataset, cfg.model, ids, labels, seed=cfg.seed,
                                       weights=cfg.weights)
-    return rounds.train_model(settings, cfg.dataset, ids, labels, seed=cfg.seed, epochs=cfg.epochs)
+    return rounds.train_model(settings, cfg.dataset, ids, labels, seed=cfg.seed, epochs=cfg.epochs,
+                              semi=None if cfg.supervised_only else _semi_config(), split=cfg.pool_split)
+
+
+def _semi_config():
+    """The built-in recipe's semi-supervised settings (``curator.semihead.SemiConfig``)."""
+    from curator.semihead import SemiConfig
+
+    return SemiConfig()
 
 
 def select_next(settings, cfg: LoopConfig, ds: int, model) -> int:

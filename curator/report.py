@@ -190,6 +190,9 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
         lines += ["## Forecast", "", f"Fit: error = {f.curve.c:.4f} + {f.curve.a:.3f} * n^-{f.curve.b:.2f}"
                   + (" (on the validation estimates)." if _validated(errs) else "."),
                   "", f"{f.summary()}.", ""]
+    training = _training_line(settings, dataset)
+    if training:
+        lines += ["## Training", "", training, ""]
     if facts:
         lines += ["## Rounds", "", "| round | policy | status | selected | duplicates removed | classes |",
                   "|---|---|---|---|---|---|"]
@@ -199,6 +202,23 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
     path = out_dir / "report.md"
     _replace(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     return path
+
+
+def _training_line(settings, dataset: str) -> str | None:
+    """How the newest built-in model of ``dataset`` was trained (its recorded params), or None."""
+    from curator.store import models as store_models
+
+    model = run_step(settings, lambda s: store_models.newest_trained_on(s, dataset))
+    p = (model.params or {}) if model is not None else {}
+    if model is None or p.get("trained_by") == "fit hook":
+        return None
+    if p.get("semi_supervised"):
+        return (f"Semi-supervised (model {model.id}, {p.get('n_labels')} labels): the built-in CNN trained on the "
+                f"labels and {p.get('semi_pseudo_labels', 0)} confident pseudo-labels of {p.get('semi_pool', 0)} "
+                f"unlabeled pool samples (label propagation over the kNN graph of the {p.get('semi_embedding')} "
+                "embedding, curator.semihead); `--supervised-only` trains on the labels alone.")
+    return (f"Supervised only (model {model.id}, {p.get('n_labels')} labels): the built-in CNN trained on the "
+            "labels alone (`--supervised-only`).")
 
 
 def _round_cell(e: dict) -> str:

@@ -110,12 +110,16 @@ def _probs(adapter, uris: list[str]) -> np.ndarray:
 
 def train_model(settings: Settings, dataset: str, sample_ids, labels, *, seed: int = 0,
                 epochs: int | None = None, steps: int | None = None, device=None,
-                init: TrainedModel | None = None) -> TrainedModel:
+                init: TrainedModel | None = None, semi=None, split: str | None = None) -> TrainedModel:
     """Train the built-in CNN on ``sample_ids`` with ``labels`` (class names), save and register it.
 
     One step: read the dataset's classes and the samples' URIs; train and save the weights to
     ``<workspace>/models/<checksum>.pt``; register the model (name ``smallcnn``, version =
     checksum; created once per weights).
+
+    ``semi`` (a ``curator.semihead.SemiConfig``): the semi-supervised recipe, which also trains
+    on confident pseudo-labels of the unlabeled pool samples (of ``split``), see
+    ``_semi_read``; None: labels only (the supervised recipe). Recorded in the model's params.
     """
     from curator.embeddings import model_identity
     from curator.models import train_classifier
@@ -129,31 +133,62 @@ def train_model(settings: Settings, dataset: str, sample_ids, labels, *, seed: i
 
     def read(s):
         ds = dataset_id(s, dataset)
-        return store_samples.classes(s, ds), store_samples.uris(s, sample_ids)
+        unl = _semi_read(s, settings, ds, sample_ids, semi, split, seed) if semi is not None else None
+        return store_samples.classes(s, ds), store_samples.uris(s, sample_ids), unl
 
     def compute(data):
-        stored, uris = data
+        stored, uris, unl = data
         classes = init.classes if init is not None else _classes(stored, labels)
         unknown = sorted(set(labels) - set(classes))
         if unknown:
             raise ValidationError(f"labels {unknown[:5]} are not classes of the model ({classes})")
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[x] for x in labels], dtype=np.int64)
-        adapter = train_classifier(_images(uris, init.adapter if init else None), y, num_classes=len(classes),
+        extra, weight, semi_info = [], None, {}
+        if unl is not None:
+            extra, y_extra, w_extra, semi_info = _semi_compute(unl, y, len(classes), semi)
+            if len(extra):
+                weight = np.concatenate([np.ones(len(y), np.float32), w_extra])
+                y = np.concatenate([y, y_extra])
+        # one call: labeled and pseudo-labeled images share one frame (size, mode)
+        images = _images(list(uris) + list(extra), init.adapter if init else None)
+        adapter = train_classifier(images, y, num_classes=len(classes),
                                    seed=seed, epochs=epochs,
                                    steps=steps, device=device, classes=classes,
-                                   init=init.adapter if init else None)
+                                   init=init.adapter if init else None, sample_weight=weight)
         path = adapter.save(_models_dir(settings) / f"{adapter.version}.pt")
-        return adapter, classes, str(path), model_identity(adapter), len(y)
+        return adapter, classes, str(path), model_identity(adapter), len(uris), semi_info
 
     def write(s, result):
-        adapter, classes, path, (name, version, checksum), n = result
+        adapter, classes, path, (name, version, checksum), n, semi_info = result
         params = {"seed": seed, "epochs": epochs, "steps": steps, "n_labels": n, "dataset": dataset,
-                  "input_spec": adapter.input_record()}
+                  "input_spec": adapter.input_record(), **semi_info}
         model = store_models.register(s, name, version, checksum=checksum, path=path, params=params)
         return TrainedModel(model_id=model.id, adapter=adapter, classes=classes, path=path)
 
     return run_step(settings, read, compute, write)
+
+
+def _semi_read(s: Session, settings, ds: int, labeled_ids, semi, split, seed: int):
+    """READ for the semi-supervised recipe: the unlabeled pool samples (of ``split``; at most
+    ``semi.max_pool``, a seeded subsample) and the cold-start vectors of labeled + pool samples."""
+    from curator.embeddings import coldstart_read
+
+    pool, _ = store_samples.pool_ids(s, ds, split)
+    pool = _subsample(pool[~np.isin(pool, np.asarray(labeled_ids, np.int64))], semi.max_pool, seed, 0)
+    rows = np.concatenate([np.asarray(labeled_ids, np.int64), pool])
+    return pool, store_samples.uris(s, pool), coldstart_read(s, settings, ds, rows)
+
+
+def _semi_compute(unl, y: np.ndarray, n_classes: int, semi):
+    """COMPUTE: pseudo-labels of pool samples from the labels ``y`` (label propagation over the kNN
+    graph of the pool embedding, ``curator.semihead``): (uris, labels, weights, params to record)."""
+    from curator import semihead
+    from curator.embeddings import coldstart_compute
+
+    pool, pool_uris, cold = unl
+    pos, y_extra, w, info = semihead.pool_pseudo_labels(coldstart_compute(cold), y, n_classes, semi)
+    return [pool_uris[i] for i in pos], y_extra, w, info
 
 
 def load_model(settings: Settings, model, *, weights=None, dataset: str | None = None) -> TrainedModel:

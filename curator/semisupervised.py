@@ -185,7 +185,7 @@ def _result(F: np.ndarray, steps: int) -> Propagation:
 
 
 def propagate(embeddings, labeled, labels, *, classes: int | None = None, k: int = 10, alpha: float = 0.99,
-              gamma: float = 3.0, iterations: int = 30) -> Propagation:
+              gamma: float = 3.0, iterations: int = 30, neighbours: tuple | None = None) -> Propagation:
     """Class probabilities for every row of ``embeddings`` from the labels of rows ``labeled``.
 
     ``embeddings``: (n, d), labeled and unlabeled samples together (cosine is used,
@@ -193,6 +193,9 @@ def propagate(embeddings, labeled, labels, *, classes: int | None = None, k: int
     ``labels``: their class indices; ``classes``: number of classes (default
     max label + 1). Labeled rows get propagated values too (a label that
     disagrees with its neighbourhood shows there with a low confidence).
+    ``neighbours``: ``knn_graph(unit rows, k)`` computed before (the graph does
+    not depend on the labels: a loop that adds labels round after round builds
+    it once; the search is most of the cost on a large pool).
     """
     caller = "propagate"
     X = check_embeddings(embeddings, name="embeddings", caller=caller)
@@ -201,8 +204,13 @@ def propagate(embeddings, labeled, labels, *, classes: int | None = None, k: int
         raise ValidationError(f"{caller}: too few samples ({n}); a graph needs at least 2")
     pos, y, C = _check_labels(labeled, labels, n, classes, caller)
     _check_params(k, alpha, gamma, iterations, caller)
-    X = _unit(X)
-    sims, nbr = knn_graph(X, k)
+    if neighbours is None:
+        sims, nbr = knn_graph(_unit(X), k)
+    else:
+        sims, nbr = (np.asarray(a) for a in neighbours)
+        if sims.shape != nbr.shape or sims.ndim != 2 or len(nbr) != n:
+            raise ValidationError(f"{caller}: neighbours must be (similarities, positions) of shape ({n}, k) "
+                                  f"as knn_graph returns; got {sims.shape} and {nbr.shape}")
     w = np.where(nbr >= 0, np.maximum(sims.astype(np.float64), 0.0) ** float(gamma), 0.0)
     graph = _Graph(nbr, w)
     Y = np.zeros((n, C))

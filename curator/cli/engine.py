@@ -14,7 +14,8 @@ _MODEL_HELP = ("Model spec: smallcnn, a .pt file saved by curator, package.modul
 _WEIGHTS_HELP = "Weights (a state_dict file) for a --model package.module:factory, registered name or smallcnn."
 
 
-def _model(settings, dataset: str, model: str | None, seed: int, steps: int | None = None, weights: str | None = None):
+def _model(settings, dataset: str, model: str | None, seed: int, steps: int | None = None, weights: str | None = None,
+           supervised_only: bool = False, split: str | None = None):
     from curator import rounds
     from curator.exceptions import ValidationError
 
@@ -31,7 +32,13 @@ def _model(settings, dataset: str, model: str | None, seed: int, steps: int | No
             f"dataset {dataset!r} has no labels to train a model on; pass --model SPEC or label some samples first"
         )
     ids = sorted(labels)
-    return rounds.train_model(settings, dataset, ids, [labels[i][0] for i in ids], seed=seed, steps=steps)
+    semi = None
+    if not supervised_only:  # the built-in recipe learns from the unlabeled pool too (curator.semihead)
+        from curator.semihead import SemiConfig
+
+        semi = SemiConfig()
+    return rounds.train_model(settings, dataset, ids, [labels[i][0] for i in ids], seed=seed, steps=steps,
+                              semi=semi, split=split)
 
 
 def _mc_given(ctx) -> bool:
@@ -88,6 +95,8 @@ def _pool_options(f):
         click.option("--weights", type=click.Path(dir_okay=False), help=_WEIGHTS_HELP),
         click.option("--steps", type=click.IntRange(min=1),
                      help="Training steps when no --model is given (default: 50 epochs, 200-2000)."),
+        click.option("--supervised-only", is_flag=True,
+                     help="Built-in model: train on the labels only (no pseudo-labels from the unlabeled pool)."),
         click.option("--split", help="Only samples of this split (e.g. train)."),
         click.option("--subsample", type=click.IntRange(min=1), help="Score a random subset of this many pool samples."),
         click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
@@ -107,8 +116,8 @@ def _pool_options(f):
 @executor_options
 @click.option("--top", default=5, show_default=True, type=click.IntRange(min=1), help="Samples to show per score.")
 @click.pass_context
-def score(ctx, dataset, model, weights, steps, split, subsample, seed, mc_samples, as_json, source, ids_file, set_name,
-          top):
+def score(ctx, dataset, model, weights, steps, supervised_only, split, subsample, seed, mc_samples, as_json, source,
+          ids_file, set_name, top):
     """Score the dataset's unlabeled pool (entropy, margin, BALD, novelty ...) and store the scores.
 
     With --from, store the scores of class probabilities computed elsewhere (one column per class
@@ -124,7 +133,7 @@ def score(ctx, dataset, model, weights, steps, split, subsample, seed, mc_sample
         return
     connect_executor(settings)
     rounds.check_pool_args(settings, dataset, split=split, subsample=subsample, seed=seed, mc_samples=mc_samples)
-    trained = _model(settings, dataset, model, seed, steps, weights)
+    trained = _model(settings, dataset, model, seed, steps, weights, supervised_only, split)
     mc_samples = rounds.mc_samples_for(trained, None, mc_samples, explicit=_mc_given(ctx))
     res = rounds.score_pool(settings, dataset, trained, split=split, subsample=subsample, seed=seed,
                             mc_samples=mc_samples)
@@ -181,7 +190,8 @@ def _import_probs(settings, dataset, source, ids_file, set_name, model, weights,
 @_pool_options
 @executor_options
 @click.pass_context
-def select(ctx, dataset, budget, policy, params, dedup, embedding_set, probs_set, model, weights, steps, split,
+def select(ctx, dataset, budget, policy, params, dedup, embedding_set, probs_set, model, weights, steps, supervised_only,
+           split,
            subsample, seed, mc_samples, as_json):
     """Select a batch of the dataset's pool with a policy and record it as a new round."""
     from curator import rounds
@@ -220,7 +230,7 @@ def select(ctx, dataset, budget, policy, params, dedup, embedding_set, probs_set
         trained = rounds.TrainedModel(model_id=_imported_probs(settings, probs_set), adapter=None, classes=[],
                                       stored="probs")
     else:
-        trained = _model(settings, dataset, model, seed, steps, weights)
+        trained = _model(settings, dataset, model, seed, steps, weights, supervised_only, split)
         mc_samples = rounds.mc_samples_for(trained, policy, mc_samples, explicit=_mc_given(ctx))
     res = rounds.select_round(settings, dataset, trained, budget=budget, policy=policy, seed=seed,
                               params=params, split=split, subsample=subsample, mc_samples=mc_samples,

@@ -41,6 +41,9 @@ def loop_options(f):
         click.option("--epochs", type=click.IntRange(min=1), default=None,
                      help="Training epochs of each round's model (default: the built-in recipe, 200 to 2,000 "
                           "steps); fewer for a quick run."),
+        click.option("--supervised-only", is_flag=True,
+                     help="Built-in model: train on the labels only (today's recipe), not also on confident "
+                          "pseudo-labels of the unlabeled pool."),
         click.option("--baseline/--no-baseline", default=False, show_default=True,
                      help="Also train on random picks of the same sizes (needs ground truth): the report's "
                           "random-selection baseline."),

@@ -168,7 +168,7 @@ def train_classifier(images: np.ndarray, labels, *, num_classes: int | None = No
                      epochs: int | None = None, steps: int | None = None, batch_size: int = 64,
                      lr: float = 1e-3, weight_decay: float = 5e-4, augment: bool = True,
                      channels=(16, 32), hidden: int = 128, device=None, classes=None,
-                     init: CNNAdapter | None = None) -> CNNAdapter:
+                     init: CNNAdapter | None = None, sample_weight=None) -> CNNAdapter:
     """Train the built-in CNN from scratch on labeled ``images`` and integer ``labels``.
 
     The same ``seed`` and inputs give the same weights on the CPU (the
@@ -176,7 +176,9 @@ def train_classifier(images: np.ndarray, labels, *, num_classes: int | None = No
     ``steps``; by default 50 epochs, at least 200 and at most 2,000 steps, which
     suits the small labeled sets of early rounds. ``init`` starts from the
     weights of a previous model instead (a cheap warm start between rounds);
-    its architecture and input normalisation are kept.
+    its architecture and input normalisation are kept. ``sample_weight``: a
+    weight per image in the loss (pseudo-labels of the semi-supervised recipe
+    weighted by their confidence, labels by 1); None is today's plain recipe.
     """
     import torch
     import torch.nn.functional as F
@@ -199,6 +201,13 @@ def train_classifier(images: np.ndarray, labels, *, num_classes: int | None = No
         steps = epochs * per_epoch if epochs else min(2000, max(200, 50 * per_epoch))
     steps = check_positive_int(steps, name="steps", caller="train_classifier")
     device = torch.device(device) if device is not None else default_device()
+    Wt = None
+    if sample_weight is not None:
+        w = np.asarray(sample_weight, dtype=np.float32)
+        if w.shape != y.shape or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValidationError(f"sample_weight must be {len(y)} finite non-negative numbers, not all 0; "
+                                  f"got shape {w.shape}")
+        Wt = torch.from_numpy(w)
 
     X = images_to_tensor(images)
     Y = torch.from_numpy(y.astype(np.int64))
@@ -229,7 +238,12 @@ def train_classifier(images: np.ndarray, labels, *, num_classes: int | None = No
             xb, yb = X[idx], Y[idx]
             if augment:
                 xb = _augment(xb, gen)
-            loss = F.cross_entropy(model(xb.to(device)), yb.to(device))
+            if Wt is None:
+                loss = F.cross_entropy(model(xb.to(device)), yb.to(device))
+            else:  # weighted mean over the batch
+                wb = Wt[idx].to(device)
+                per = F.cross_entropy(model(xb.to(device)), yb.to(device), reduction="none")
+                loss = (per * wb).sum() / wb.sum().clamp_min(1e-12)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -216,8 +216,10 @@ def model_for(link: Link, model: str | None = None):
             f"dataset {link.dataset!r} has no model and no labels to train one on; pull annotations first "
             "or give a model id or .pt file"
         )
-    ids = sorted(labels)
-    return rounds.train_model(link.settings, link.dataset, ids, [labels[i][0] for i in ids])
+    from curator.semihead import SemiConfig
+
+    ids = sorted(labels)  # the built-in recipe: labels + confident pseudo-labels of the pool (curator.semihead)
+    return rounds.train_model(link.settings, link.dataset, ids, [labels[i][0] for i in ids], semi=SemiConfig())
 
 
 def score_options(link: Link) -> dict[str, dict]:
