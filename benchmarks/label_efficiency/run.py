@@ -39,6 +39,21 @@ def load_mnist(split: str):
     return X, y
 
 
+def load_digits_16(test: int = 500):
+    """scikit-learn's handwritten digits (UCI optical recognition set: 1,797 8x8 images from 43
+    writers, not MNIST), upsampled to 16x16 for the CNN; a fixed split: the last ``test`` images
+    (in a permutation by seed 0) are the test set, the rest the pool."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X = (d.images / 16.0 * 255.0).astype(np.float32)
+    X = np.kron(X, np.ones((1, 2, 2), np.float32)).astype(np.uint8)  # 8x8 -> 16x16, pixel replication
+    y = d.target.astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(y))
+    tr, te = perm[:-test], perm[-test:]
+    return X[tr], y[tr], X[te], y[te]
+
+
 def balanced_start(y: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(10)])
 
@@ -156,13 +171,18 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--average", type=float, default=0.0,
                     help="share of the last training steps whose weights are averaged (train_classifier(average=))")
+    ap.add_argument("--data", choices=["mnist", "digits"], default="mnist",
+                    help="mnist (the shared files) or digits (scikit-learn's 8x8 digits, 16x16, 1,297 pool / 500 test)")
     ap.add_argument("--tag", default="", help="appended to the policy name in the results (a recipe variant)")
     args = ap.parse_args(argv)
     os.environ.setdefault("CURATOR_PROGRESS", "0")
 
-    Xtr, ytr = load_mnist("train")
-    Xte, yte = load_mnist("test")
-    data = (Xtr, ytr, Xte, yte)
+    if args.data == "digits":
+        data = load_digits_16()
+    else:
+        Xtr, ytr = load_mnist("train")
+        Xte, yte = load_mnist("test")
+        data = (Xtr, ytr, Xte, yte)
     done = finished(args.out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as out:
