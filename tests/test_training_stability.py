@@ -1,9 +1,11 @@
 """Stability of the built-in recipe (issue 16, item 5): a round's model should not depend much on
 its seed, or the learning curve jumps from round to round and no forecast can follow it.
 
-``train_classifier`` averages the weights of the last half of its steps (``average=0.5``). The
-bound below is calibrated on the bundled MNIST-1989 sample, 200 labeled digits, 150 steps:
-BOUND_NOTE records the measured disagreement of 10 seed pairs with and without averaging.
+``train_classifier`` averages the weights of the last quarter of its steps (``AVERAGE_TAIL``).
+The bound is calibrated on the bundled MNIST-1989 sample, 200 labeled digits, 150 steps, 300 test
+digits, seeds 0-4 (10 pairs): with the default the pairs disagreed on 11.7 % (seeds 0 and 1) to
+16.3 % of the test digits (mean 13.6 %), test error 17.0-20.3 %; without averaging 13.7-17.7 %
+(mean 15.3 %). The bound is the largest measured pair plus a fifth.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ import pytest
 from conftest import SAMPLE, require
 from curator.exceptions import ValidationError
 
-#: Share of 300 test digits on which two seeds' models may disagree (calibrated, see BOUND_NOTE).
-DISAGREE_BOUND = None
-BOUND_NOTE = ""
+#: Share of 300 test digits on which two seeds' models may disagree (calibrated, see above).
+DISAGREE_BOUND = 0.20
 
 
 @pytest.fixture(scope="module")
