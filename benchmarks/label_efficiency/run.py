@@ -39,11 +39,39 @@ def load_mnist(split: str):
     return X, y
 
 
+def load_digits_16(test: int = 500):
+    """scikit-learn's handwritten digits (UCI optical recognition set: 1,797 8x8 images from 43
+    writers, not MNIST), upsampled to 16x16 for the CNN; a fixed split: the last ``test`` images
+    (in a permutation by seed 0) are the test set, the rest the pool."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    X = (d.images / 16.0 * 255.0).astype(np.float32)
+    X = np.kron(X, np.ones((1, 2, 2), np.float32)).astype(np.uint8)  # 8x8 -> 16x16, pixel replication
+    y = d.target.astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(y))
+    tr, te = perm[:-test], perm[-test:]
+    return X[tr], y[tr], X[te], y[te]
+
+
 def balanced_start(y: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(10)])
 
 
-def run_one(policy_name, seed, data, args, out):
+def parse_policy(spec: str):
+    """``name`` or ``name:key=value,key=value`` (values read as JSON where they parse) -> (name, params)."""
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return name, params
+
+
+def run_one(policy_spec, seed, data, args, out):
     import torch
 
     from curator import Pool, policies
@@ -54,21 +82,25 @@ def run_one(policy_name, seed, data, args, out):
     labeled = list(balanced_start(ytr, 2, rng))
     is_labeled = np.zeros(len(ytr), bool)
     is_labeled[labeled] = True
-    policy = policies.get(policy_name)
+    name, params = parse_policy(policy_spec)
+    policy = policies.get(name, **params)
+    policy_name = policy_spec + args.tag
     run_id = uuid.uuid4().hex[:8]
     model = None
     reached = None
     rnd = 0
     torch.set_num_threads(args.threads)
     while True:
-        t0 = time.time()
+        t0, c0 = time.time(), time.process_time()
         idx = np.array(labeled)
         if model is None or not args.warm_start:
             model = train_classifier(Xtr[idx], ytr[idx], num_classes=10, seed=seed, steps=args.first_steps,
-                                     channels=tuple(args.channels), augment=args.augment, device="cpu")
+                                     channels=tuple(args.channels), augment=args.augment, device="cpu",
+                                     average=args.average)
         else:
             model = train_classifier(Xtr[idx], ytr[idx], num_classes=10, seed=seed * 1000 + rnd,
-                                     steps=args.steps, augment=args.augment, init=model, device="cpu")
+                                     steps=args.steps, augment=args.augment, init=model, device="cpu",
+                                     average=args.average)
         t_train = time.time() - t0
         err = model.evaluate(Xte, yte)
         t_eval = time.time() - t0 - t_train
@@ -77,6 +109,7 @@ def run_one(policy_name, seed, data, args, out):
             reached = n
         done = n >= args.max_labels or (reached is not None and n >= reached + args.margin)
         t1 = time.time()
+        phase = None
         if not done:
             unl = np.flatnonzero(~is_labeled)
             sub = np.sort(rng.choice(unl, size=min(args.subset, len(unl)), replace=False))
@@ -84,6 +117,7 @@ def run_one(policy_name, seed, data, args, out):
             lab = model.predict(Xtr[idx]).embeddings
             pool = Pool(embeddings=pred.embeddings, probs=pred.probs, mc_probs=pred.mc_probs,
                         labeled_embeddings=lab)
+            phase = policy.phase(pool) if hasattr(policy, "phase") else None
             pos = policy.select(pool, budget=args.acquire, seed=seed * 1000 + rnd)
             new = sub[pos]
             labeled.extend(int(i) for i in new)
@@ -91,7 +125,8 @@ def run_one(policy_name, seed, data, args, out):
         t_select = time.time() - t1
         line = {"policy": policy_name, "seed": seed, "round": rnd, "labels": n, "test_error": err,
                 "run": run_id, "t_train": round(t_train, 2), "t_eval": round(t_eval, 2),
-                "t_select": round(t_select, 2)}
+                "t_select": round(t_select, 2), "cpu_s": round(time.process_time() - c0, 2),
+                "load1": round(os.getloadavg()[0], 2), **({"phase": phase} if phase else {})}
         out.write(json.dumps(line) + "\n")
         out.flush()
         print(json.dumps(line), flush=True)
@@ -134,12 +169,20 @@ def main(argv=None):
     ap.add_argument("--augment", type=int, default=0)
     ap.add_argument("--channels", type=int, nargs=2, default=[8, 16])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--average", type=float, default=0.0,
+                    help="share of the last training steps whose weights are averaged (train_classifier(average=))")
+    ap.add_argument("--data", choices=["mnist", "digits"], default="mnist",
+                    help="mnist (the shared files) or digits (scikit-learn's 8x8 digits, 16x16, 1,297 pool / 500 test)")
+    ap.add_argument("--tag", default="", help="appended to the policy name in the results (a recipe variant)")
     args = ap.parse_args(argv)
     os.environ.setdefault("CURATOR_PROGRESS", "0")
 
-    Xtr, ytr = load_mnist("train")
-    Xte, yte = load_mnist("test")
-    data = (Xtr, ytr, Xte, yte)
+    if args.data == "digits":
+        data = load_digits_16()
+    else:
+        Xtr, ytr = load_mnist("train")
+        Xte, yte = load_mnist("test")
+        data = (Xtr, ytr, Xte, yte)
     done = finished(args.out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as out:
@@ -148,7 +191,7 @@ def main(argv=None):
                               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
         for seed in args.seeds:
             for name in args.policies:
-                if (name, seed) in done:
+                if (name + args.tag, seed) in done:
                     continue
                 run_one(name, seed, data, args, out)
 

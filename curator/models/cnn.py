@@ -21,6 +21,13 @@ from curator.models.base import TorchAdapter, default_device, images_to_tensor
 __all__ = ["SmallCNN", "CNNAdapter", "train_classifier", "load_classifier"]
 
 
+#: Default share of the last training steps whose weights are averaged (``train_classifier(average=)``).
+#: Measured on 200 MNIST-1989 digits, 150 steps, 5 seeds (tests/test_training_stability.py): 0.25 gave
+#: test error 18.9 % (sd 1.2), seeds disagreeing on 13.6 % of digits; no averaging 18.3 % (sd 1.3), 15.3 %;
+#: 0.5 20.2 % (sd 1.0), 15.1 % (half of a short run is still far from converged).
+AVERAGE_TAIL = 0.25
+
+
 def _nn():
     import torch.nn as nn
 
@@ -168,7 +175,8 @@ def train_classifier(images: np.ndarray, labels, *, num_classes: int | None = No
                      epochs: int | None = None, steps: int | None = None, batch_size: int = 64,
                      lr: float = 1e-3, weight_decay: float = 5e-4, augment: bool = True,
                      channels=(16, 32), hidden: int = 128, device=None, classes=None,
-                     init: CNNAdapter | None = None, sample_weight=None) -> CNNAdapter:
+                     init: CNNAdapter | None = None, sample_weight=None,
+                     average: float = AVERAGE_TAIL) -> CNNAdapter:
     """Train the built-in CNN from scratch on labeled ``images`` and integer ``labels``.
 
     The same ``seed`` and inputs give the same weights on the CPU (the
@@ -178,7 +186,14 @@ def train_classifier(images: np.ndarray, labels, *, num_classes: int | None = No
     weights of a previous model instead (a cheap warm start between rounds);
     its architecture and input normalisation are kept. ``sample_weight``: a
     weight per image in the loss (pseudo-labels of the semi-supervised recipe
-    weighted by their confidence, labels by 1); None is today's plain recipe.
+    weighted by their confidence, labels by 1); None is the plain recipe.
+
+    ``average``: the returned weights are the uniform average of the weights
+    after each of the last ``average`` share of the steps (tail averaging, as
+    in SWA; 0 = the last step's weights). A small labeled set gives noisy
+    minibatch gradients, so the last step lands anywhere in a wide basin and
+    the error jumps between rounds; the average sits near the basin's centre
+    (see ``AVERAGE_TAIL``, and benchmarks/label_efficiency/README.md).
     """
     import torch
     import torch.nn.functional as F
@@ -200,6 +215,10 @@ def train_classifier(images: np.ndarray, labels, *, num_classes: int | None = No
     if steps is None:
         steps = epochs * per_epoch if epochs else min(2000, max(200, 50 * per_epoch))
     steps = check_positive_int(steps, name="steps", caller="train_classifier")
+    if isinstance(average, bool) or not isinstance(average, (int, float)) or not 0 <= average < 1:
+        raise ValidationError(f"train_classifier: average (share of the last steps whose weights are averaged) "
+                              f"must be in [0, 1); got {average!r}")
+    avg_from = steps - max(1, int(round(average * steps))) if average > 0 else steps
     device = torch.device(device) if device is not None else default_device()
     Wt = None
     if sample_weight is not None:
@@ -229,7 +248,8 @@ def train_classifier(images: np.ndarray, labels, *, num_classes: int | None = No
         bs = min(batch_size, len(Y))
         order = torch.randperm(len(Y), generator=gen)
         cursor = 0
-        for _ in range(steps):
+        avg, n_avg = None, 0
+        for step in range(steps):
             if cursor + bs > len(order):
                 order = torch.cat([order[cursor:], torch.randperm(len(Y), generator=gen)])
                 cursor = 0
@@ -247,5 +267,17 @@ def train_classifier(images: np.ndarray, labels, *, num_classes: int | None = No
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if step >= avg_from:
+                n_avg += 1
+                with torch.no_grad():
+                    if avg is None:
+                        avg = [p.detach().clone() for p in model.parameters()]
+                    else:
+                        for a, p in zip(avg, model.parameters()):
+                            a.add_(p.detach() - a, alpha=1.0 / n_avg)
+        if avg is not None:
+            with torch.no_grad():
+                for a, p in zip(avg, model.parameters()):
+                    p.copy_(a)
     model.eval()
     return CNNAdapter(model, device=device, classes=classes)

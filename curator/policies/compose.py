@@ -256,41 +256,93 @@ def kmeans(X: np.ndarray, k: int, rng: np.random.Generator, weights=None, iterat
     return labels
 
 
-class Curator(_Wrapper):
-    """The default policy: uncertainty + novelty, diversified across the batch,
-    without near-duplicates.
+#: Labels per class below which ``curator`` picks by typicality (cold start), at or above by
+#: uncertainty. See ``Curator`` and docs/policies.md (the switch rule).
+COLD_PER_CLASS = 3.0
 
-    A composition: ``Subsample(Diverse(DropDuplicates(Weighted({uncertainty: 1,
-    novelty: novelty_weight})), factor))``: the candidates are the best
-    duplicate-free samples (``curator.policies.filters``, when present), and
-    one is kept per k-means cluster of candidates. Uncertainty is BALD when the pool has
-    MC-dropout passes and margin otherwise. ``subsample`` bounds the cost on
-    very large pools.
+
+class Curator(_Wrapper):
+    """The default policy: typical samples while the model knows little,
+    batch-aware uncertainty + novelty once it knows a few labels per class,
+    never near-duplicates.
+
+    **Switch rule.** Labels per class = labeled samples / classes of the
+    model (``len(pool.labeled_embeddings) / pool.probs.shape[1]``). Below
+    ``cold_per_class`` (and for a pool with no model probabilities) the pick
+    is ``typical`` (TypiClust) on the pool embedding, labeled samples marking
+    covered clusters: uncertainty of a model trained on one or two examples
+    per class points at its mistakes, not at what is worth labeling (Hacohen
+    et al. 2022). At or above it: uncertainty. A pool without
+    ``labeled_embeddings`` says nothing about the labels: uncertainty, as before.
+
+    **Uncertainty phase.** ``Subsample(Diverse(DropDuplicates(draw)), factor))``:
+    ``draw`` picks ``factor x budget`` candidates by the weighted score
+    (uncertainty 1 + novelty ``novelty_weight``, rank-normalised);
+    ``batch="power"`` draws them without replacement with probability
+    proportional to rank^-beta (stochastic batch acquisition, Kirsch et al.
+    2023: the batch stops being ten near-identical top scorers),
+    ``batch="diverse"`` takes the top ones (the earlier default). Then one
+    candidate is kept per k-means cluster. Uncertainty is BALD when the pool
+    has MC-dropout passes and margin otherwise.
     """
 
     name = "curator"
 
     def __init__(self, novelty_weight: float = 0.3, factor: int = 10, subsample: int | None = 50_000,
-                 drop_duplicates: bool = True):
+                 drop_duplicates: bool = True, cold_per_class: float = COLD_PER_CLASS, batch: str = "power",
+                 beta: float = 1.0):
+        from curator.policies.batch import Power
         from curator.policies.builtin import Novelty, Uncertainty
+        from curator.policies.coldstart import Typical
 
+        if isinstance(cold_per_class, bool) or not isinstance(cold_per_class, (int, float)) \
+                or not math.isfinite(cold_per_class) or cold_per_class < 0:
+            raise ValidationError(f"policy 'curator': cold_per_class (labels per class below which it picks "
+                                  f"typical samples) must be a number >= 0; got {cold_per_class!r}")
+        if batch not in ("power", "diverse"):
+            raise ValidationError(f"policy 'curator': batch must be 'power' or 'diverse'; got {batch!r}")
         self.novelty_weight = novelty_weight
         self.factor = factor
         self.subsample = subsample
         self.drop_duplicates = drop_duplicates
+        self.cold_per_class = float(cold_per_class)
+        self.batch = batch
+        self.beta = beta
         terms = {Uncertainty(): 1.0}
         if novelty_weight:
             terms[Novelty(k=5)] = float(novelty_weight)
         inner: Policy = Weighted(terms)
+        if batch == "power":
+            inner = Power(inner, beta=beta, mode="softrank")
         if drop_duplicates:
             inner = _with_duplicate_filter(inner)
         inner = Diverse(inner, factor=factor)
+        cold: Policy = Typical()
         if subsample:
             inner = Subsample(inner, size=subsample)
+            cold = Subsample(cold, size=subsample)
         self._inner = inner
+        self._cold = cold
+
+    @property
+    def requires(self):  # type: ignore[override]
+        return self._cold.requires  # embeddings; the uncertainty phase checks probs itself
+
+    def check_pool(self, pool):
+        Policy.check_pool(self, pool)
+
+    def phase(self, pool) -> str:
+        """"cold" (typical) or "uncertainty": which part picks for ``pool`` (the switch rule)."""
+        if pool.probs is None:
+            return "cold"
+        if pool.labeled_embeddings is None:
+            return "uncertainty"
+        per_class = len(pool.labeled_embeddings) / pool.probs.shape[1]
+        return "cold" if per_class < self.cold_per_class else "uncertainty"
 
     def _select(self, pool, budget, rng):
-        return self._inner.select_scored(pool, budget, _child_rng(rng))
+        part = self._cold if self.phase(pool) == "cold" else self._inner
+        return part.select_scored(pool, budget, _child_rng(rng))
 
 
 def _with_duplicate_filter(policy: Policy) -> Policy:
