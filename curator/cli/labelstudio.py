@@ -23,6 +23,17 @@ def labelstudio():
     """
 
 
+
+def _serve(server) -> None:
+    """Print the server's address and serve until Ctrl-C, then release the port."""
+    click.echo(server.url)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
 @labelstudio.command()
 @click.option("--timeout", default=300.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Seconds to wait for /health.")
@@ -94,13 +105,7 @@ def backend(ctx, dataset, host, port):
         from curator.exceptions import ValidationError
 
         raise ValidationError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
-    click.echo(server.url, err=False)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    _serve(server)
 
 
 @labelstudio.command()
@@ -123,13 +128,7 @@ def media(ctx, host, port):
         from curator.exceptions import ValidationError
 
         raise ValidationError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
-    click.echo(server.url)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    _serve(server)
 
 
 @labelstudio.command()
