@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import unavailable
+
 from curator.integrations.labelstudio import TOOL
 from curator.live import LiveConfig, LiveLoop, pace, queue_size, rank_queue
 from curator.steps import run_step
@@ -167,7 +169,7 @@ def live_settings(ls_server, db_settings, small_idx, tmp_path):
     from test_labelstudio_live import _accepts_loopback
 
     if not _accepts_loopback(ls_server):
-        pytest.skip("this Label Studio refuses callbacks to 127.0.0.1; start it with `curator labelstudio up`")
+        unavailable("this Label Studio refuses callbacks to 127.0.0.1; start it with `curator labelstudio up`")
     settings = dataclasses.replace(with_database(ls_server, db_settings.db_url, tmp_path),
                                    labelstudio_webhook_secret=SECRET)
     _ingest(settings, small_idx)
@@ -319,7 +321,7 @@ def test_labeler_in_the_browser_while_the_loop_runs(live_settings, tmp_path):
     from ls_fixtures import CHROMIUM, CHROMIUM_FLAGS
 
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is missing")
+        unavailable(f"{CHROMIUM} is missing: apt-get install chromium (tests/services.sh does)")
     settings, project = live_settings, f"live-{uuid.uuid4().hex[:8]}"
     client = Client.from_settings(settings)
     loop = LiveLoop(settings, _config(project), client=client)
