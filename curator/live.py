@@ -65,6 +65,17 @@ PACE_ANSWERS = 50
 #: catches one Label Studio failed to deliver: it does not retry).
 PULL_EVERY_S = 60.0
 VIEW_TITLE = "live queue"
+#: The live tab: tasks by ``data.rank``, compared as numbers (Label Studio compares a data field as text
+#: unless the tab says the column is a Number: rank 10 would come before rank 2).
+VIEW_DATA = {"title": VIEW_TITLE, "ordering": ["tasks:data.rank"],
+             "columnsDisplayType": {"tasks:data.rank": "Number"}}
+#: The project's sampling once a model ranks the queue: Label Studio's "Label All Tasks" stream ignores a
+#: tab's order (the Data Manager drops it from the request) and serves, under sequential sampling, the
+#: lowest task id; under uncertainty sampling it serves the task whose prediction of the project's
+#: ``model_version`` has the lowest score. So each generation gives every queued task a prediction of its
+#: own version scored ``1 - margin`` (the gap between the two likeliest classes): lowest first is the
+#: queue's order, and "Label Tasks As Displayed" on the live tab (``data.rank``) serves the same.
+SAMPLING = "Uncertainty sampling"
 #: Fault injection for the kill tests: ``<stage>:<generation>`` sends this process SIGKILL just
 #: before ``stage`` of that generation (stages: ``KILL_STAGES``).
 KILL_ENV = "CURATOR_LIVE_KILL_AT"
@@ -157,6 +168,7 @@ class LiveLoop:
         self.generations = 0  # made by this process
         self.phases: dict[str, float] = {}  # seconds of each part of the newest refresh (benchmark)
         self._task_data: dict[int, dict] = {}  # task id -> its data as on the server (only this process edits it)
+        self._version: str | None = None  # the project's model_version as this process last read or wrote it
 
     # -- set-up and reconciliation ------------------------------------------------------------
     def open(self) -> None:
@@ -203,6 +215,7 @@ class LiveLoop:
         self.project_id, self.external_id = row.id, row.external_id
         url = self.cfg.callback_url or self.backend.url
         connect(self.settings, self.project, url, client=self.client)
+        self._version = ""  # connect clears the project's model_version: the newest predictions go again
         self.view_id = self._ensure_view()
         self._pull()
         latest = run_step(self.settings, lambda s: store_live.latest_generation(s, self.project_id))
@@ -240,21 +253,29 @@ class LiveLoop:
         views = self.client.call("list views", self.client.sdk.views.list, project=self.external_id)
         for v in views:
             if (v.data or {}).get("title") == VIEW_TITLE:
+                if (v.data or {}).get("columnsDisplayType") != VIEW_DATA["columnsDisplayType"]:  # a tab made
+                    # before ranks sorted as numbers: "10" sorts before "2" as text
+                    self.client.http("PATCH", f"api/dm/views/{v.id}", "update the live tab",
+                                     json={"project": self.external_id, "data": VIEW_DATA})
                 return v.id
         return self.client.call("create view", self.client.sdk.views.create, project=self.external_id,
-                                data={"title": VIEW_TITLE, "ordering": ["tasks:data.rank"]}).id
+                                data=VIEW_DATA).id
 
-    def _apply_ranks(self) -> int:
-        """Write the newest generation's order to the tasks' ``data.rank`` (only where it differs);
-        how many tasks changed."""
+    def _apply_ranks(self, model=None) -> int:
+        """Write the newest generation's order to the tasks' ``data.rank`` (only where it differs) and, once
+        a model ranks it, as predictions the labeling stream follows (``SAMPLING``); how many tasks changed.
+        ``model``: the generation's model when the caller has it loaded."""
         from curator.store import annotations as store_ann
         from curator.store import live as store_live
 
         def read(s):
             g = store_live.latest_generation(s, self.project_id)
-            return store_live.ranks_of(s, g.id), store_ann.links(s, TOOL, self.project)
+            label = store_ann.model_label(s, g.model_id) if g.model_id is not None else None
+            return g, label, store_live.ranks_of(s, g.id), store_ann.links(s, TOOL, self.project)
 
-        ranks, links = run_step(self.settings, read)
+        gen, label, ranks, links = run_step(self.settings, read)
+        if label is not None:
+            self._apply_predictions(gen, label, ranks, links, model)
         changed = 0
         for position, (sid, _) in enumerate(ranks):
             tid = links.get(sid)
@@ -270,6 +291,41 @@ class LiveLoop:
                 self._task_data[tid] = data
                 changed += 1
         return changed
+
+    def _apply_predictions(self, gen, label: str, ranks, links: dict[int, int], model=None) -> None:
+        """Give each queued task generation ``gen``'s prediction (the model's class, scored ``1 - margin``
+        as ranked) under the version ``<model> queue <n>``, one bulk import, then point the project's
+        ``model_version`` and sampling at it (``SAMPLING``). Skipped when the project already names this
+        version (a restarted loop: imported before the kill)."""
+        version = f"{label} queue {gen.number}"
+        if self._version is None:
+            self._version = (self.client.http("GET", f"api/projects/{self.external_id}", "read the project")
+                             or {}).get("model_version")
+        if self._version == version:
+            return
+        queued = [(sid, score) for sid, score in ranks if sid in links and score is not None]
+        if queued:
+            from curator import rounds
+            from curator.rounds import _probs
+            from curator.store import annotations as store_ann
+            from curator.store import samples as store_samples
+
+            def read(s):
+                return store_ann.project(s, TOOL, self.project), store_samples.uris(s, [sid for sid, _ in queued])
+
+            row, uris = run_step(self.settings, read)
+            model = model if model is not None and model.model_id == gen.model_id else \
+                rounds.load_model(self.settings, gen.model_id)
+            best = _probs(model.adapter, uris).argmax(1)
+            body = [{"task": links[sid], "model_version": version, "score": 1.0 - float(score),
+                     "result": [{"from_name": row.from_name, "to_name": row.to_name, "type": "choices",
+                                 "value": {"choices": [str(model.classes[int(k)])]}}]}
+                    for (sid, score), k in zip(queued, best)]
+            self.client.http("POST", f"api/projects/{self.external_id}/import/predictions",
+                             f"import generation {gen.number}'s predictions", json=body)
+        self.client.http("PATCH", f"api/projects/{self.external_id}", "follow the newest generation",
+                         json={"sampling": SAMPLING, "model_version": version})
+        self._version = version
 
     # -- one generation -----------------------------------------------------------------------
     def _labels(self):
@@ -357,7 +413,7 @@ class LiveLoop:
         if round_number is not None:
             self._push_open(only=round_number)
         _kill_point("rank", number)
-        self._apply_ranks()
+        self._apply_ranks(model)
         phases["push"] = time.perf_counter() - started - sum(phases.values())
         self.generations += 1
         self.phases = phases

@@ -304,10 +304,6 @@ SCREENSHOT_ENV = "CURATOR_LIVE_SCREENSHOT"
 
 @pytest.mark.labelstudio
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known bug since the merge of the default-policy and push changes (2026-11-30): after K answers the UI "
-    "serves a task other than the newest order's first (sample 21 where the stored order says 7), though every "
-    "task's data.rank on the server matches the order; open in issue 17"))
 def test_labeler_in_the_browser_while_the_loop_runs(live_settings, tmp_path):
     """A labeler in headless Chromium opens the live tab and labels with the keyboard: each answer is in
     the database within 1 s of Submit; after K answers the next task the UI serves is the re-ranked
