@@ -58,8 +58,10 @@ DEFAULT_RETRAIN_EVERY = 10
 #: Warm retrain (``LiveLoop._train``): passes over the labels, a floor of steps, the CNN's batch.
 WARM_EPOCHS = 5
 WARM_MIN_STEPS = 20
+WARM_MAX_STEPS = 100  # bounded: a retrain's cost must not grow with every label (~0.1-0.3 CPU s a step)
 BATCH = 64
 PER_LABELER = 3
+MC_SAMPLES = 20  # MC-dropout passes of a top-up, only for a policy that needs them (``live_mc_samples``)
 PACE_ANSWERS = 50
 #: Seconds between reconciliation pulls while the loop runs (webhooks carry the answers; a pull
 #: catches one Label Studio failed to deliver: it does not retry).
@@ -120,6 +122,30 @@ def rank_queue(sample_ids: list[int], probs: np.ndarray | None) -> list[tuple[in
     return [(int(sample_ids[i]), float(m[i])) for i in order]
 
 
+def live_mc_samples(model, policy: str) -> int:
+    """MC-dropout passes for a top-up: none unless ``policy`` needs them (bald, powerbald). The queue is
+    ranked by margin (``rank_queue``), so the top-up is picked by the same uncertainty (``curator``'s is
+    BALD with passes, margin without); 20 passes were two thirds of a refresh's scoring."""
+    from curator import rounds
+
+    needs = "mc_probs" in rounds.policy_from(policy).requires
+    return rounds.mc_samples_for(model, policy, MC_SAMPLES if needs else 0, explicit=False)
+
+
+class _Clock:
+    """Wall and CPU seconds of each part of a refresh (CPU: this process, every thread)."""
+
+    def __init__(self):
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+        self._w, self._c = time.perf_counter(), time.process_time()
+
+    def lap(self, name: str) -> None:
+        w, c = time.perf_counter(), time.process_time()
+        self.wall[name], self.cpu[name] = w - self._w, c - self._c
+        self._w, self._c = w, c
+
+
 @dataclasses.dataclass
 class LiveConfig:
     dataset: str
@@ -166,7 +192,8 @@ class LiveLoop:
         self.external_id = None  # Label Studio's
         self.view_id = None
         self.generations = 0  # made by this process
-        self.phases: dict[str, float] = {}  # seconds of each part of the newest refresh (benchmark)
+        self.phases: dict[str, float] = {}  # wall seconds of each part of the newest refresh (benchmark)
+        self.phases_cpu: dict[str, float] = {}  # and its CPU seconds
         self._task_data: dict[int, dict] = {}  # task id -> its data as on the server (only this process edits it)
         self._version: str | None = None  # the project's model_version as this process last read or wrote it
 
@@ -193,10 +220,19 @@ class LiveLoop:
         except BaseException:
             self.close()  # nothing left listening when the start fails (one error line from the CLI)
             raise
+        self._embed_cold()
         try:  # torch's import (seconds) now, not between the K-th answer and the re-ranked queue
             import torch  # noqa: F401
         except ImportError:  # a --model that needs no torch
             pass
+
+    def _embed_cold(self) -> None:
+        """The dataset's cold-start embedding, stored once now (resumable; a complete set is kept): every
+        top-up's duplicate check reads it instead of embedding its candidates from the images again, which
+        was most of a refresh's select phase (2,000 candidates: ~5 CPU s each time)."""
+        from curator.embeddings import ColdStartEmbedder, compute_embeddings
+
+        compute_embeddings(self.settings, self.cfg.dataset, ColdStartEmbedder())
 
     def reconcile(self) -> None:
         """Bring the server to what the database says (after a start, or a kill): the seed round,
@@ -261,10 +297,11 @@ class LiveLoop:
         return self.client.call("create view", self.client.sdk.views.create, project=self.external_id,
                                 data=VIEW_DATA).id
 
-    def _apply_ranks(self, model=None) -> int:
-        """Write the newest generation's order to the tasks' ``data.rank`` (only where it differs) and, once
-        a model ranks it, as predictions the labeling stream follows (``SAMPLING``); how many tasks changed.
-        ``model``: the generation's model when the caller has it loaded."""
+    def _apply_ranks(self, model=None, on_followed=None) -> int:
+        """Write the newest generation's order, once a model ranks it, as predictions the labeling stream
+        follows (``SAMPLING``: from then on the next task served is the order's first; ``on_followed`` is
+        called then), and to the tasks' ``data.rank`` (only where it differs; the live tab shows it); how
+        many tasks changed. ``model``: the generation's model when the caller has it loaded."""
         from curator.store import annotations as store_ann
         from curator.store import live as store_live
 
@@ -276,6 +313,8 @@ class LiveLoop:
         gen, label, ranks, links = run_step(self.settings, read)
         if label is not None:
             self._apply_predictions(gen, label, ranks, links, model)
+        if on_followed is not None:
+            on_followed()
         changed = 0
         for position, (sid, _) in enumerate(ranks):
             tid = links.get(sid)
@@ -337,7 +376,7 @@ class LiveLoop:
 
     def _train(self, ids: list[int], labels: list[str]):
         """The generation's model: the built-in CNN warm-started from the newest generation's model for
-        ``--epochs`` (default ``WARM_EPOCHS``) passes over every label, at least ``WARM_MIN_STEPS`` steps:
+        ``--epochs`` (default ``WARM_EPOCHS``) passes over every label, ``WARM_MIN_STEPS`` to ``WARM_MAX_STEPS`` steps:
         what earlier labels taught stays in the weights, so a retrain costs seconds, not the cold recipe's
         200+ steps. The first retrain and a user's ``--model`` use the loop's own training. A restarted
         loop starts from the same recorded model, so it trains the same weights."""
@@ -348,7 +387,7 @@ class LiveLoop:
         previous = run_step(self.settings, lambda s: store_live.latest_generation(s, self.project_id)).model_id
         if previous is None or self.cfg.model is not None:
             return train(self.settings, self._loop_config(), ids, labels)
-        steps = max(WARM_MIN_STEPS, (self.cfg.epochs or WARM_EPOCHS) * math.ceil(len(ids) / BATCH))
+        steps = min(WARM_MAX_STEPS, max(WARM_MIN_STEPS, (self.cfg.epochs or WARM_EPOCHS) * math.ceil(len(ids) / BATCH)))
         return rounds.train_model(self.settings, self.cfg.dataset, ids, labels, seed=self.cfg.seed, steps=steps,
                                   init=rounds.load_model(self.settings, previous))
 
@@ -384,13 +423,14 @@ class LiveLoop:
         from curator.store import live as store_live
 
         started = time.perf_counter()
+        clock = _Clock()
         number = run_step(self.settings, lambda s: (lambda g: 0 if g is None else g.number + 1)(
             store_live.latest_generation(s, self.project_id)))
         ids, labels = self._labels()
         if len(set(labels)) < 2:  # one class cannot train a classifier: keep the queue as it is
             return None
         model = self._train(ids, labels)
-        phases = {"train": time.perf_counter() - started}
+        clock.lap("train")
         size = self._target_size()
         _kill_point("select", number)
         queued = run_step(self.settings, lambda s: store_live.queue(s, self.ds))
@@ -399,26 +439,27 @@ class LiveLoop:
         if need > 0:
             scored = rounds.score_pool(self.settings, self.cfg.dataset, model, split=self.cfg.pool_split,
                                        subsample=self.cfg.subsample, seed=self.cfg.seed,
-                                       mc_samples=rounds.mc_samples_for(model, self.cfg.policy, 20, explicit=False))
+                                       mc_samples=live_mc_samples(model, self.cfg.policy))
             if len(scored.sample_ids):
                 got = rounds.select_round(self.settings, self.cfg.dataset, model, budget=min(need, len(scored.sample_ids)),
                                           policy=self.cfg.policy, seed=self.cfg.seed, split=self.cfg.pool_split,
                                           subsample=self.cfg.subsample, at_most=True, scored=scored)
                 round_number = got.number
-        phases["select"] = time.perf_counter() - started - sum(phases.values())
+        clock.lap("select")
         _kill_point("record", number)
         gen = self._record(model, round_number, started, size, labels=len(ids))
-        phases["rank"] = time.perf_counter() - started - sum(phases.values())
+        clock.lap("rank")
         _kill_point("push", number)
         if round_number is not None:
             self._push_open(only=round_number)
+        clock.lap("push")
         _kill_point("rank", number)
-        self._apply_ranks(model)
-        phases["push"] = time.perf_counter() - started - sum(phases.values())
+        self._apply_ranks(model, on_followed=lambda: clock.lap("follow"))
+        clock.lap("order")
         self.generations += 1
-        self.phases = phases
+        self.phases, self.phases_cpu = clock.wall, clock.cpu
         self.log(f"live: generation {gen.number}: {gen.n_labels} labels, queue {size}, model {gen.model_id}, "
-                 + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
+                 + ", ".join(f"{k} {v:.1f} s" for k, v in clock.wall.items()))
         return gen
 
     def _record(self, model, round_number, started: float, size: int, labels: int = 0):

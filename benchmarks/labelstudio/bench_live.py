@@ -10,8 +10,11 @@ until the loop has written the new order to every queued task on the server
 (``data.rank``), i.e. until the next task a labeler opens is the retrained
 model's first pick. Beside the wall time: the loop's parts (train, select =
 score the pool + pick the top-up, rank = the new model on the queue, push = the
-top-up's import + the order written), this process's CPU seconds over the same
-interval, and the load average.
+top-up's import, follow = the generation's predictions imported and the project
+pointed at them, from when the labeling stream serves the new order's first:
+``kth_to_next_task_s``; order = ``data.rank`` written for the live tab), wall
+and CPU seconds each, this process's CPU seconds over the same interval, the
+server's (``LS_PID``: its process id, when it runs here) and the load average.
 
 Usage:
   CURATOR_LABELSTUDIO_URL=http://127.0.0.1:8181 CURATOR_LABELSTUDIO_TOKEN=... \\
@@ -52,6 +55,18 @@ def _idx_subset(out: Path, n: int) -> tuple[Path, Path]:
     with gzip.open(label_file, "wb", compresslevel=1) as fh:
         fh.write(struct.pack(">ii", 2049, len(labels)) + labels.tobytes())
     return images, label_file
+
+
+def _server_cpu() -> float | None:
+    """CPU seconds of the Label Studio server process (and its children) on this machine, or None."""
+    pid = os.environ.get("LS_PID")
+    if not pid:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -110,6 +125,7 @@ def main() -> None:
             oracle.annotate(settings, project, sample_ids=todo[:-1], client=client)
             load = os.getloadavg()[0]
             cpu0 = time.process_time()
+            server0 = _server_cpu()
             oracle.annotate(settings, project, sample_ids=todo[-1:], client=client)  # the K-th
             t0 = time.perf_counter()
             while loop.generations == before:
@@ -118,8 +134,11 @@ def main() -> None:
                 time.sleep(0.01)
             wall = time.perf_counter() - t0
             row = {**base, "repeat": rep, "generation": len(gens), "kth_to_queue_s": round(wall, 2),
+                   "kth_to_next_task_s": round(wall - loop.phases.get("order", 0.0), 2),
                    "cpu_s": round(time.process_time() - cpu0, 2),
                    "parts_s": {k: round(v, 2) for k, v in loop.phases.items()},
+                   "parts_cpu_s": {k: round(v, 2) for k, v in loop.phases_cpu.items()},
+                   "server_cpu_s": round(_server_cpu() - server0, 2) if server0 is not None else None,
                    "load_1min_before": round(load, 2), "load_1min_after": round(os.getloadavg()[0], 2),
                    "when": time.strftime("%Y-%m-%d %H:%M:%S")}
             print(json.dumps(row), flush=True)
