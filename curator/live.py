@@ -58,9 +58,12 @@ DEFAULT_RETRAIN_EVERY = 10
 #: Warm retrain (``LiveLoop._train``): passes over the labels, a floor of steps, the CNN's batch.
 WARM_EPOCHS = 5
 WARM_MIN_STEPS = 20
+FIRST_STEPS = 100  # the first retrain, from nothing (the batch loop's recipe: 200+ steps and pseudo-labels)
 WARM_MAX_STEPS = 100  # bounded: a retrain's cost must not grow with every label (~0.1-0.3 CPU s a step)
 BATCH = 64
 PER_LABELER = 3
+CANDIDATES_PER_PICK = 50  # pool samples scored per top-up pick (``candidates``)
+MIN_CANDIDATES = 500
 MC_SAMPLES = 20  # MC-dropout passes of a top-up, only for a policy that needs them (``live_mc_samples``)
 PACE_ANSWERS = 50
 #: Seconds between reconciliation pulls while the loop runs (webhooks carry the answers; a pull
@@ -120,6 +123,15 @@ def rank_queue(sample_ids: list[int], probs: np.ndarray | None) -> list[tuple[in
     m = margin(probs)
     order = sorted(range(len(sample_ids)), key=lambda i: (-m[i], i))
     return [(int(sample_ids[i]), float(m[i])) for i in order]
+
+
+def candidates(need: int, subsample: int | None) -> int:
+    """COMPUTE: how many pool samples a top-up of ``need`` scores (a seeded random subsample, drawn afresh
+    each round): ``CANDIDATES_PER_PICK`` per pick, at least ``MIN_CANDIDATES``, never more than
+    ``--subsample``. A top-up picks a few (``need`` ~ K), and scoring is most of its cost, linear in the
+    candidates; 50 per pick still reaches the top 2 % of the pool's uncertainty for each."""
+    n = max(CANDIDATES_PER_PICK * max(int(need), 1), MIN_CANDIDATES)
+    return n if subsample is None else min(int(subsample), n)
 
 
 def live_mc_samples(model, policy: str) -> int:
@@ -196,6 +208,10 @@ class LiveLoop:
         self.phases_cpu: dict[str, float] = {}  # and its CPU seconds
         self._task_data: dict[int, dict] = {}  # task id -> its data as on the server (only this process edits it)
         self._version: str | None = None  # the project's model_version as this process last read or wrote it
+        self._order_lock = threading.Lock()  # one writer of data.rank at a time
+        self._order_due, self._order_stop = threading.Event(), threading.Event()
+        self._order_thread: threading.Thread | None = None
+        self.ordered: tuple[int, float] | None = None  # (generation, perf_counter) of the last order written
 
     # -- set-up and reconciliation ------------------------------------------------------------
     def open(self) -> None:
@@ -282,8 +298,10 @@ class LiveLoop:
 
         numbers = [only] if only is not None else run_step(self.settings,
                                                             lambda s: store_live.open_live_rounds(s, self.ds))
-        for number in numbers:
-            push(self.settings, self.cfg.dataset, number, project=self.project, client=self.client)
+        for number in numbers:  # predictions={}: a queued task's prediction is its generation's
+            # (``_apply_predictions``), not the round's, which would point the project's model_version
+            # (the sampling's key) at the top-up alone until the generation's are in
+            push(self.settings, self.cfg.dataset, number, project=self.project, client=self.client, predictions={})
 
     def _ensure_view(self) -> int:
         views = self.client.call("list views", self.client.sdk.views.list, project=self.external_id)
@@ -297,11 +315,15 @@ class LiveLoop:
         return self.client.call("create view", self.client.sdk.views.create, project=self.external_id,
                                 data=VIEW_DATA).id
 
-    def _apply_ranks(self, model=None, on_followed=None) -> int:
-        """Write the newest generation's order, once a model ranks it, as predictions the labeling stream
-        follows (``SAMPLING``: from then on the next task served is the order's first; ``on_followed`` is
-        called then), and to the tasks' ``data.rank`` (only where it differs; the live tab shows it); how
-        many tasks changed. ``model``: the generation's model when the caller has it loaded."""
+    def _apply_ranks(self, model=None) -> int:
+        """The newest generation's order on the server, now: ``_follow`` then ``_write_ranks``."""
+        self._follow(model)
+        return self._write_ranks()
+
+    def _follow(self, model=None) -> None:
+        """Once a model ranks the queue: its order as predictions the labeling stream follows
+        (``SAMPLING``); from then on the next task served is the order's first. ``model``: the
+        generation's model when the caller has it loaded."""
         from curator.store import annotations as store_ann
         from curator.store import live as store_live
 
@@ -313,23 +335,64 @@ class LiveLoop:
         gen, label, ranks, links = run_step(self.settings, read)
         if label is not None:
             self._apply_predictions(gen, label, ranks, links, model)
-        if on_followed is not None:
-            on_followed()
-        changed = 0
-        for position, (sid, _) in enumerate(ranks):
-            tid = links.get(sid)
-            if tid is None:
-                continue
-            if tid not in self._task_data:  # read once; afterwards this process wrote it
-                self._task_data[tid] = dict(self.client.http("GET", f"api/tasks/{tid}", f"read task {tid}")
-                                            .get("data") or {})
-            data = self._task_data[tid]
-            if data.get("rank") != position:
-                data = {**data, "rank": position}
-                self.client.http("PATCH", f"api/tasks/{tid}", f"re-rank task {tid}", json={"data": data})
-                self._task_data[tid] = data
-                changed += 1
-        return changed
+
+    def _write_ranks(self) -> int:
+        """Write the newest generation's order to the tasks' ``data.rank`` (only where it differs; the live
+        tab shows it, "Label Tasks As Displayed" follows it); how many tasks changed. One PATCH per task
+        (Label Studio has no bulk update of task data), so a refresh leaves it to ``_order_worker``."""
+        from curator.store import annotations as store_ann
+        from curator.store import live as store_live
+
+        def read(s):
+            g = store_live.latest_generation(s, self.project_id)
+            return g.number, store_live.ranks_of(s, g.id), store_ann.links(s, TOOL, self.project)
+
+        with self._order_lock:
+            number, ranks, links = run_step(self.settings, read)
+            changed = 0
+            for position, (sid, _) in enumerate(ranks):
+                tid = links.get(sid)
+                if tid is None:
+                    continue
+                if tid not in self._task_data:  # read once; afterwards this process wrote it
+                    self._task_data[tid] = dict(self.client.http("GET", f"api/tasks/{tid}", f"read task {tid}")
+                                                .get("data") or {})
+                data = self._task_data[tid]
+                if data.get("rank") != position:
+                    data = {**data, "rank": position}
+                    self.client.http("PATCH", f"api/tasks/{tid}", f"re-rank task {tid}", json={"data": data})
+                    self._task_data[tid] = data
+                    changed += 1
+            self.ordered = (number, time.perf_counter())
+            return changed
+
+    def _order_worker(self) -> None:
+        """Writes ``data.rank`` after each generation, off the path from the K-th answer to the next task
+        (the stream already follows the predictions); a newer generation while it writes: again, newest."""
+        while True:
+            self._order_due.wait()
+            if self._order_stop.is_set():
+                return
+            self._order_due.clear()
+            try:
+                self._write_ranks()
+            except CuratorError as exc:  # the server away for a moment: again after the next generation
+                self.log(f"live: writing the queue order failed ({exc}); written again with the next one")
+
+    def _flush_order(self) -> None:
+        """Stop the order writer; write the newest order now if it had one pending (a loop that stops)."""
+        thread, self._order_thread = self._order_thread, None
+        if thread is None:
+            return
+        pending = self._order_due.is_set()
+        self._order_stop.set()
+        self._order_due.set()
+        thread.join()
+        if pending:
+            try:
+                self._write_ranks()
+            except CuratorError as exc:
+                self.log(f"live: writing the queue order failed ({exc}); the next start writes it")
 
     def _apply_predictions(self, gen, label: str, ranks, links: dict[int, int], model=None) -> None:
         """Give each queued task generation ``gen``'s prediction (the model's class, scored ``1 - margin``
@@ -378,15 +441,19 @@ class LiveLoop:
         """The generation's model: the built-in CNN warm-started from the newest generation's model for
         ``--epochs`` (default ``WARM_EPOCHS``) passes over every label, ``WARM_MIN_STEPS`` to ``WARM_MAX_STEPS`` steps:
         what earlier labels taught stays in the weights, so a retrain costs seconds, not the cold recipe's
-        200+ steps. The first retrain and a user's ``--model`` use the loop's own training. A restarted
+        200+ steps. The first retrain starts from nothing: ``--epochs`` passes, else ``FIRST_STEPS`` steps,
+        supervised; a user's ``--model`` uses the loop's own training. A restarted
         loop starts from the same recorded model, so it trains the same weights."""
         from curator import rounds
         from curator.loop import train
         from curator.store import live as store_live
 
         previous = run_step(self.settings, lambda s: store_live.latest_generation(s, self.project_id)).model_id
-        if previous is None or self.cfg.model is not None:
+        if self.cfg.model is not None:
             return train(self.settings, self._loop_config(), ids, labels)
+        if previous is None:  # supervised (no pseudo-labels of the pool: seconds, not minutes), bounded
+            return rounds.train_model(self.settings, self.cfg.dataset, ids, labels, seed=self.cfg.seed,
+                                      **({"epochs": self.cfg.epochs} if self.cfg.epochs else {"steps": FIRST_STEPS}))
         steps = min(WARM_MAX_STEPS, max(WARM_MIN_STEPS, (self.cfg.epochs or WARM_EPOCHS) * math.ceil(len(ids) / BATCH)))
         return rounds.train_model(self.settings, self.cfg.dataset, ids, labels, seed=self.cfg.seed, steps=steps,
                                   init=rounds.load_model(self.settings, previous))
@@ -437,13 +504,14 @@ class LiveLoop:
         need = size - len(queued)
         round_number = None
         if need > 0:
+            sub = candidates(need, self.cfg.subsample)
             scored = rounds.score_pool(self.settings, self.cfg.dataset, model, split=self.cfg.pool_split,
-                                       subsample=self.cfg.subsample, seed=self.cfg.seed,
+                                       subsample=sub, seed=self.cfg.seed,
                                        mc_samples=live_mc_samples(model, self.cfg.policy))
             if len(scored.sample_ids):
                 got = rounds.select_round(self.settings, self.cfg.dataset, model, budget=min(need, len(scored.sample_ids)),
                                           policy=self.cfg.policy, seed=self.cfg.seed, split=self.cfg.pool_split,
-                                          subsample=self.cfg.subsample, at_most=True, scored=scored)
+                                          subsample=sub, at_most=True, scored=scored)
                 round_number = got.number
         clock.lap("select")
         _kill_point("record", number)
@@ -454,8 +522,12 @@ class LiveLoop:
             self._push_open(only=round_number)
         clock.lap("push")
         _kill_point("rank", number)
-        self._apply_ranks(model, on_followed=lambda: clock.lap("follow"))
-        clock.lap("order")
+        self._follow(model)
+        clock.lap("follow")
+        if self._order_thread is None:
+            self._order_thread = threading.Thread(target=self._order_worker, name="curator-live-order", daemon=True)
+            self._order_thread.start()
+        self._order_due.set()
         self.generations += 1
         self.phases, self.phases_cpu = clock.wall, clock.cpu
         self.log(f"live: generation {gen.number}: {gen.n_labels} labels, queue {size}, model {gen.model_id}, "
@@ -522,6 +594,7 @@ class LiveLoop:
         return self.generations
 
     def close(self) -> None:
+        self._flush_order()
         if self.backend is not None:
             self.backend.shutdown()
             self.backend.server_close()

@@ -50,6 +50,22 @@ def test_queue_size_covers_k_the_retrain_and_one_per_labeler():
     assert queue_size(2, 0.0, 30.0, 0) == 3  # no labeler seen yet counts as one
 
 
+def test_a_top_up_scores_a_bounded_candidate_set_and_mc_only_when_needed():
+    from curator.live import candidates, live_mc_samples
+
+    assert candidates(10, 2000) == 500  # 50 per pick, at least 500
+    assert candidates(30, 2000) == 1500
+    assert candidates(100, 2000) == 2000  # never more than --subsample
+    assert candidates(1, None) == 500 and candidates(0, None) == 500
+
+    class Model:  # a model with dropout (the built-in CNN)
+        adapter = type("A", (), {"has_dropout": True})()
+        model_id = 1
+
+    assert live_mc_samples(Model, "curator") == 0 and live_mc_samples(Model, "margin") == 0
+    assert live_mc_samples(Model, "bald") == 20  # a policy that needs MC-dropout passes gets them
+
+
 def test_pace_from_answer_times():
     t0 = dt.datetime(2026, 1, 1, 10, 0, 0)
     times = [("a", t0), ("b", t0 + dt.timedelta(seconds=30)), ("a", t0 + dt.timedelta(seconds=60))]

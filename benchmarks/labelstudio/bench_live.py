@@ -6,15 +6,17 @@ a pool of MNIST training images. Each repeat answers the first K tasks of the
 queue through the API, as the labeling UI does (the oracle labeler: next task +
 submit), and the clock runs from the moment the K-th submit returns (its
 webhook is then in the database: Label Studio posts it inside that request)
-until the loop has written the new order to every queued task on the server
-(``data.rank``), i.e. until the next task a labeler opens is the retrained
+until the loop has made the new generation and pointed the labeling stream at
+it (its predictions imported, the project's model_version and uncertainty
+sampling set), i.e. until the next task a labeler opens is the retrained
 model's first pick. Beside the wall time: the loop's parts (train, select =
-score the pool + pick the top-up, rank = the new model on the queue, push = the
-top-up's import, follow = the generation's predictions imported and the project
-pointed at them, from when the labeling stream serves the new order's first:
-``kth_to_next_task_s``; order = ``data.rank`` written for the live tab), wall
-and CPU seconds each, this process's CPU seconds over the same interval, the
-server's (``LS_PID``: its process id, when it runs here) and the load average.
+score the pool + pick the top-up, rank = the new model on the queue, push =
+the top-up's import, follow = the predictions and the project's settings),
+wall and CPU seconds each; ``kth_to_tab_order_s``: until the order thread has
+also written ``data.rank`` (what the live tab displays); this process's CPU
+seconds over the interval, the server's (``LS_PID``: its process id, when it
+runs on this machine; a shared server's CPU includes others' requests) and the
+load average.
 
 Usage:
   CURATOR_LABELSTUDIO_URL=http://127.0.0.1:8181 CURATOR_LABELSTUDIO_TOKEN=... \\
@@ -133,8 +135,13 @@ def main() -> None:
                     raise SystemExit("the live loop stopped; see its error above")
                 time.sleep(0.01)
             wall = time.perf_counter() - t0
+            newest = len(gens)  # the generation this repeat made (numbered from 0)
+            while (loop.ordered or (-1, 0.0))[0] < newest and runner.is_alive() \
+                    and time.perf_counter() - t0 < 600:  # data.rank, written after it by the order thread
+                time.sleep(0.05)
+            tab = (loop.ordered[1] - t0) if loop.ordered and loop.ordered[0] >= newest else None
             row = {**base, "repeat": rep, "generation": len(gens), "kth_to_queue_s": round(wall, 2),
-                   "kth_to_next_task_s": round(wall - loop.phases.get("order", 0.0), 2),
+                   "kth_to_tab_order_s": None if tab is None else round(tab, 2),
                    "cpu_s": round(time.process_time() - cpu0, 2),
                    "parts_s": {k: round(v, 2) for k, v in loop.phases.items()},
                    "parts_cpu_s": {k: round(v, 2) for k, v in loop.phases_cpu.items()},

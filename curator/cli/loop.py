@@ -187,9 +187,9 @@ def _run_live(settings, dataset, kw, live) -> None:
     connect_executor(settings)
     runner = LiveLoop(settings, cfg, log=lambda m: click.echo(m, err=True))
     runner.open()
-    click.echo(f"live loop: project {runner.project!r}, backend {runner.backend.url}; labelers open the "
-               f"{'live queue'!r} tab: {settings.labelstudio_url.rstrip('/')}/projects/{runner.external_id}/data"
-               f"?tab={runner.view_id}", err=True)
+    click.echo(f"live loop: project {runner.project!r}, backend {runner.backend.url}; labelers press Label All "
+               f"Tasks, the {'live queue'!r} tab shows their order: {settings.labelstudio_url.rstrip('/')}/projects/"
+               f"{runner.external_id}/data?tab={runner.view_id}", err=True)
     try:
         made = runner.run()
     except KeyboardInterrupt:
