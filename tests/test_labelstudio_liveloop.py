@@ -114,7 +114,10 @@ def test_store_queue_and_generations(db_settings, small_idx):
         assert (g0.number, g1.number) == (0, 1)
         assert store_live.latest_generation(s, pid).id == g1.id
         assert store_live.ranks_of(s, g0.id) == [(ranked[2], None), (ranked[0], 0.25)]
-        assert [a for a, _ in store_live.recent_answers(s, ds, 10)] == ["oracle"]
+        answers = store_live.recent_answers(s, ds, 10)
+        assert [a for a, _ in answers] == ["oracle"]
+        assert isinstance(answers[0][1], dt.datetime)  # SQLite's driver alone gives text: pace() needs times
+        assert pace(answers + answers) == (0.0, 1)
     with pytest.raises(IntegrityError):  # a sample twice in one queue order is refused by the database
         with transaction(settings) as s:
             store_live.add_generation(s, pid, model_id=None, n_labels=0, round_number=None, queue_size=2,

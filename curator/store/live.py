@@ -109,8 +109,10 @@ def queue(s: Session, dataset_id: int) -> list[QueueItem]:
 
 
 def recent_answers(s: Session, dataset_id: int, limit: int) -> list[tuple[str | None, dt.datetime]]:
-    """(annotator, created_at) of the dataset's ``limit`` newest live answers: the labelers' pace."""
-    return [(a, t) for a, t in fetch_all(s, select(Annotation.annotator, Annotation.created_at)
+    """(annotator, created_at) of the dataset's ``limit`` newest live answers: the labelers' pace.
+    Through SQLAlchemy's result types, not ``fetch_all`` (a few rows): SQLite's driver gives time
+    stamps as text."""
+    return [(a, t) for a, t in s.execute(select(Annotation.annotator, Annotation.created_at)
                                          .join(Sample, Sample.id == Annotation.sample_id)
                                          .where(Sample.dataset_id == dataset_id, Annotation.deleted.is_(False))
-                                         .order_by(Annotation.created_at.desc()).limit(int(limit)))]
+                                         .order_by(Annotation.created_at.desc()).limit(int(limit))).all()]
