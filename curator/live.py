@@ -9,9 +9,12 @@ webhook receiver in this process, connects them to the project, and then:
    its size; one read -> compute -> write step per part (``run_step``);
 3. it re-ranks the whole queue (unstarted tasks and the top-up) by the new
    model's uncertainty (margin), records that order as a *generation*, pushes
-   the top-up (push's reconcile-by-sample-id) and writes the order to the
-   tasks' ``data.rank``, which the project's "live queue" tab sorts by; so the
-   next task a labeler opens from that tab is the newest model's first pick.
+   the top-up (push's reconcile-by-sample-id), gives every queued task the
+   generation's prediction scored ``1 - margin`` and sets the project's
+   ``model_version`` to it with uncertainty sampling (``SAMPLING``): so the next
+   task Label Studio serves a labeler (*Label All Tasks*) is the newest model's
+   first pick. A thread then writes the order to the tasks' ``data.rank``, which
+   the project's "live queue" tab sorts by (display, "Label Tasks As Displayed").
 
 Re-rank, never remove. A queued task that no labeler has answered may still be
 open in someone's editor (Label Studio locks it for them; Community has no

@@ -250,6 +250,10 @@ def test_label_studio_calls_setup_and_predict(live):
 
     settings, backend, ranked, project, pid, info, client = live
     assert backend.calls["/health"] >= 1 and backend.calls["/setup"] >= 1  # connect: Label Studio validated it
+    from curator.integrations.labelstudio.backend import connect
+
+    again = connect(settings, project, backend.url)  # a restarted loop on the same port: updates what exists
+    assert (again["ml_backend_id"], again["webhook_id"]) == (info["ml_backend_id"], info["webhook_id"])
     # a model trained on four labelled samples (saved, so the backend can load it) and a stored
     # prediction of it for two samples, with a confidence no model would give by chance
     with transaction(settings) as s:

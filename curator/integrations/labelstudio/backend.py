@@ -248,7 +248,10 @@ def connect(settings, project: str, url: str, *, title: str = "curator", client=
     same = [b for b in backends if str(b.get("url", "")).rstrip("/") == url]
     if same:
         ml_id = int(same[0]["id"])
-        client.http("PATCH", f"api/ml/{ml_id}", "update the ML backend", json={"url": url, "title": title})
+        # "project" too: Label Studio 1.23 validates an update by calling the backend's /setup with the
+        # request's fields, and fails (HTTP 500) without it
+        client.http("PATCH", f"api/ml/{ml_id}", "update the ML backend", json={"url": url, "title": title,
+                                                                              "project": pid})
     else:
         ml_id = int(client.http("POST", "api/ml/", "connect the ML backend",
                                 json={"url": url, "project": pid, "title": title, "is_interactive": False})["id"])
