@@ -61,7 +61,6 @@ DEFAULT_RETRAIN_EVERY = 10
 #: Warm retrain (``LiveLoop._train``): passes over the labels, a floor of steps, the CNN's batch.
 WARM_EPOCHS = 5
 WARM_MIN_STEPS = 20
-FIRST_STEPS = 100  # the first retrain, from nothing (the batch loop's recipe: 200+ steps and pseudo-labels)
 WARM_MAX_STEPS = 100  # bounded: a retrain's cost must not grow with every label (~0.1-0.3 CPU s a step)
 BATCH = 64
 PER_LABELER = 3
@@ -441,25 +440,23 @@ class LiveLoop:
         return ids, [got[i][0] for i in ids]
 
     def _train(self, ids: list[int], labels: list[str]):
-        """The generation's model: the built-in CNN warm-started from the newest generation's model for
-        ``--epochs`` (default ``WARM_EPOCHS``) passes over every label, ``WARM_MIN_STEPS`` to ``WARM_MAX_STEPS`` steps:
-        what earlier labels taught stays in the weights, so a retrain costs seconds, not the cold recipe's
-        200+ steps. The first retrain starts from nothing: ``--epochs`` passes, else ``FIRST_STEPS`` steps,
-        supervised; a user's ``--model`` uses the loop's own training. A restarted
-        loop starts from the same recorded model, so it trains the same weights."""
+        """The generation's model: the built-in CNN, supervised, for ``--epochs`` (default ``WARM_EPOCHS``)
+        passes over every label, ``WARM_MIN_STEPS`` to ``WARM_MAX_STEPS`` steps, warm-started from the
+        newest generation's model: what earlier labels taught stays in the weights, so a retrain costs
+        seconds, not the batch loop's recipe (200+ steps and pseudo-labels of the pool: minutes on two
+        loaded cores). The first starts from nothing with the same steps (20 steps of 64 are 64 passes
+        over 20 labels). A user's ``--model`` uses the loop's own training. A restarted loop starts from
+        the same recorded model, so it trains the same weights."""
         from curator import rounds
         from curator.loop import train
         from curator.store import live as store_live
 
-        previous = run_step(self.settings, lambda s: store_live.latest_generation(s, self.project_id)).model_id
         if self.cfg.model is not None:
             return train(self.settings, self._loop_config(), ids, labels)
-        if previous is None:  # supervised (no pseudo-labels of the pool: seconds, not minutes), bounded
-            return rounds.train_model(self.settings, self.cfg.dataset, ids, labels, seed=self.cfg.seed,
-                                      **({"epochs": self.cfg.epochs} if self.cfg.epochs else {"steps": FIRST_STEPS}))
+        previous = run_step(self.settings, lambda s: store_live.latest_generation(s, self.project_id)).model_id
         steps = min(WARM_MAX_STEPS, max(WARM_MIN_STEPS, (self.cfg.epochs or WARM_EPOCHS) * math.ceil(len(ids) / BATCH)))
         return rounds.train_model(self.settings, self.cfg.dataset, ids, labels, seed=self.cfg.seed, steps=steps,
-                                  init=rounds.load_model(self.settings, previous))
+                                  init=None if previous is None else rounds.load_model(self.settings, previous))
 
     def _target_size(self) -> int:
         from curator.store import live as store_live
