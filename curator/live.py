@@ -249,7 +249,10 @@ class LiveLoop:
         top-up's duplicate check reads it instead of embedding its candidates from the images again, which
         was most of a refresh's select phase (2,000 candidates: ~5 CPU s each time)."""
         from curator.embeddings import ColdStartEmbedder, compute_embeddings
+        from curator.store import samples as store_samples
 
+        if run_step(self.settings, lambda s: len(store_samples.ids(s, self.ds))) <= MIN_CANDIDATES:
+            return  # a pool this small is embedded in a moment each time: nothing kept on disk for it
         compute_embeddings(self.settings, self.cfg.dataset, ColdStartEmbedder())
 
     def reconcile(self) -> None:
