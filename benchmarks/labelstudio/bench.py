@@ -136,7 +136,8 @@ def main() -> None:
         mark()
         t0 = time.perf_counter()
         rep = push(settings, "mnist-t10k", number, project=f"bench-push-{tag}", predictions=predictions)
-        log({"step": "push", "tasks": rep.imported, "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+        log({"step": "push", "tasks": rep.imported, "predictions": rep.predictions,
+             "seconds": round(time.perf_counter() - t0, 2)}, args.out)
         mark()
         t0 = time.perf_counter()
         again = push(settings, "mnist-t10k", number, project=f"bench-push-{tag}", predictions=predictions)
@@ -179,7 +180,7 @@ def main() -> None:
         mark()
         t0 = time.perf_counter()
         got = pull(settings, name)
-        log({"step": "re-pull", "new": got.new, "unchanged": got.unchanged,
+        log({"step": "re-pull (nothing changed)", "new": got.new, "unchanged": got.unchanged,
              "seconds": round(time.perf_counter() - t0, 2)}, args.out)
 
         if args.oracle:
