@@ -258,6 +258,12 @@ class Client:
         out: list[dict] = []
         page = 1
         extra = {} if not filters else {"query": json.dumps({"filters": {"conjunction": "and", "items": filters}})}
+        if fields != "all":
+            # ``review``: with an ML backend connected (``evaluate_predictions_automatically``), Label
+            # Studio otherwise asks it for the prediction of every listed task that has none
+            # (data_manager/api.py TaskListAPI.get) and stores them: a reconciliation of 10,000
+            # tasks would predict them all. The fields curator lists are the task's own columns.
+            extra["review"] = "true"
         while True:
             body = self.http("GET", "api/tasks/", f"list tasks of project {project_id}",
                              params={"project": project_id, "include": include, "page": page,

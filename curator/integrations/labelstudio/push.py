@@ -72,6 +72,7 @@ class PushReport:
     imported: int = 0
     duplicates_removed: int = 0
     predictions: int = 0  # pre-annotations imported (tasks of the round that had none on the server)
+    predictions_on_demand: bool = False  # none imported: the project's ML backend serves them when a task opens
     created_project: bool = False
     view_id: int | None = None
     url: str = ""
@@ -566,7 +567,13 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
         linked = _links(s, name)
     missing = [(linked[it.sample_id], predictions[it.sample_id]) for it in items
                if it.sample_id in predictions and it.sample_id in linked and linked[it.sample_id] not in predicted]
-    report.predictions = _import_predictions(client, pid, name, cfg, missing)
+    if missing and not report.created_project and client.project(pid).get("evaluate_predictions_automatically"):
+        # an ML backend is connected (``curator labelstudio connect``): Label Studio asks it for the
+        # prediction of a task opened without one, so none is stored now (issue 17 item 1)
+        # (and the project's model_version stays "", as connect set it, so the UI shows the backend's)
+        report.predictions_on_demand, versions = True, []
+    else:
+        report.predictions = _import_predictions(client, pid, name, cfg, missing)
     _finish(settings, client, pid, rnd_number, ds, versions, report, whole=plan.whole)
     return report
 
