@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path)
     ap.add_argument("--out", type=Path, default=HERE / "results.jsonl")
     ap.add_argument("--server-pid", type=int, help="pid of the running server, to report its CPU seconds")
+    ap.add_argument("--push-only", action="store_true", help="stop after the push steps (repeat runs for a median)")
     args = ap.parse_args()
     global SERVER_PID
     SERVER_PID = args.server_pid
@@ -160,6 +161,8 @@ def main() -> None:
         log({"step": "re-push", "imported": again.imported, "already": again.already_linked,
              "seconds": round(time.perf_counter() - t0, 2)}, args.out)
 
+        if args.push_only:
+            return
         # A project whose tasks carry their annotations; curator has no links for them yet.
         client = Client.from_settings(settings)
         name = f"bench-pull-{tag}"

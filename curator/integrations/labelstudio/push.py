@@ -1,15 +1,22 @@
 """Push a selection round to a Label Studio project, exactly once per (project, sample).
 
-Label Studio does not de-duplicate imports, so curator does, in three steps:
+Label Studio does not de-duplicate imports, so curator does, in four steps:
 
 1. reconcile: list the project's tasks by ``data.sample_id`` and record a
    ``TaskLink`` for every selected sample the server already has (a push
    killed after the server imported a batch but before the database commit
-   leaves exactly these);
-2. import only the samples without a link, in batches, in rank order;
+   leaves exactly these). A new project needs no listing; an existing one whose
+   task ids are exactly the recorded links needs only the ids (``_server_state``);
+2. import only the samples without a link, in batches, in rank order, without
+   their pre-annotations (Label Studio validates an inline prediction one by one:
+   86 % of its import time);
 3. commit the links of each batch in its own transaction as soon as the
    server confirmed it. The unique (tool, project, sample_id) constraint
-   refuses a second link whatever happens.
+   refuses a second link whatever happens. The tasks are now in the labelers' queue;
+4. pre-annotations for the round's tasks that have none on the server, in
+   ``import/predictions`` requests (none when curator's ML backend is connected:
+   Label Studio asks it when a task opens). A push killed before this step is
+   completed by the next one; a task that has a prediction never gets a second.
 
 Queue order: the project uses *Sequential sampling* and tasks are imported in
 rank order, so the labelers' default queue (the next-task endpoint) serves
@@ -293,7 +300,7 @@ def _ensure_view(client: Client, project_id: int, round_number: int) -> int:
 def _task(cfg: LabelConfig, item: _Item, url: str, round_number: int, dataset: str) -> dict:
     """One task, without its pre-annotation: Label Studio's import validates an inline prediction
     through its label interface, one by one (86 % of the server's import time); they follow in
-    one ``import/predictions`` request (``_prediction``)."""
+    ``import/predictions`` requests (``_prediction``)."""
     return {"data": {
         cfg.image_field: url,
         "sample_id": item.sample_id,
@@ -613,13 +620,16 @@ def _server_state(client: Client, pid: int, links: dict[int, int], *, fresh: boo
     exactly the linked tasks, that is the whole index. Any other task (a push killed before its
     commit, a copy imported by hand) or a linked task gone (deleted by hand) costs the full
     listing by ``data.sample_id``, as before."""
+    from curator.integrations.labelstudio.client import index_by_sample
+
     if fresh:
         return {}, set()
-    listed = client.tasks(pid, "id,total_predictions")
+    # no links yet (a push that died before its first commit): the full listing at once
+    listed = client.tasks(pid, "id,total_predictions" if links else "id,data,total_predictions")
     predicted = {int(t["id"]) for t in listed if int(t.get("total_predictions") or 0) > 0}
-    if {int(t["id"]) for t in listed} == set(links.values()) and len(listed) == len(links):
+    if links and {int(t["id"]) for t in listed} == set(links.values()) and len(listed) == len(links):
         return {sid: [tid] for sid, tid in links.items()}, predicted
-    return client.task_index(pid), predicted
+    return (index_by_sample(listed) if not links else client.task_index(pid)), predicted
 
 
 def _confirm(settings, client: Client, name: str, round_id: int, batch: list[_Item], resp, report: PushReport) -> None:
