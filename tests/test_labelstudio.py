@@ -47,8 +47,13 @@ def _dataset_id(settings):
         return dataset_id(s, "mnist89")
 
 
-def test_push_queue_oracle_pull_update(ls_server, db_settings, small_idx, tmp_path):
+def test_push_queue_oracle_pull_update(ls_server, db_settings, small_idx, tmp_path, monkeypatch):
     """The whole loop on SQLite and PostgreSQL: push, re-push, queue order, answers, pull, edits."""
+    from curator.integrations.labelstudio import pull as pull_mod
+
+    proofs = []  # what each later pull's quick path listed (None: it fell back to listing every task)
+    real_since = pull_mod._changed_since
+    monkeypatch.setattr(pull_mod, "_changed_since", lambda *a: proofs.append(real_since(*a)) or proofs[-1])
     settings = with_database(ls_server, db_settings.db_url, tmp_path)
     number, ranked, project = make_round(settings, small_idx)
     truth = _truth(settings, ranked)
@@ -62,7 +67,7 @@ def test_push_queue_oracle_pull_update(ls_server, db_settings, small_idx, tmp_pa
                    for i, sid in enumerate(ranked)}
 
     report = push(settings, DS, number, project=project, predictions=predictions, batch_size=5)
-    assert (report.imported, report.already_linked, report.created_project) == (12, 0, True)
+    assert (report.imported, report.already_linked, report.created_project, report.predictions) == (12, 0, True, 12)
     client = Client.from_settings(settings)
     index = client.task_index(report.project_id)
     assert sorted(index) == sorted(ranked) and all(len(v) == 1 for v in index.values())
@@ -80,7 +85,7 @@ def test_push_queue_oracle_pull_update(ls_server, db_settings, small_idx, tmp_pa
     assert embedded.startswith("data:image/png;base64,")
 
     again = push(settings, DS, number, project=project, predictions=predictions)
-    assert (again.imported, again.already_linked) == (0, 12)
+    assert (again.imported, again.already_linked, again.predictions) == (0, 12, 0)  # one prediction a task
     assert sum(len(v) for v in client.task_index(report.project_id).values()) == 12
 
     # The queue serves rank order (sequential sampling over rank-ordered imports).
@@ -92,12 +97,14 @@ def test_push_queue_oracle_pull_update(ls_server, db_settings, small_idx, tmp_pa
     agreed = agreed_labels_of(settings)
     assert {sid: lab for sid, (lab, _, _) in agreed.items()} == {sid: truth[sid] for sid in ranked[:5] if sid != ranked[3]}
     assert (pull(settings, project).new, pull(settings, project).updated) == (0, 0)
+    assert proofs[-2:] == [[], []]  # nothing changed, proven by the counters without listing the tasks
 
     # A second annotator disagrees on rank 0; both answers are kept.
     other = oracle.annotate(settings, project, sample_ids=[ranked[0]], labels={ranked[0]: wrong[ranked[0]]},
                             annotator="second@example.org")
     second = pull(settings, project)
     assert second.new == 1 and second.disagreements == 1
+    assert [t["id"] for t in proofs[-1]] == [index[ranked[0]][0]]  # only the answered task was listed
     rows = [r for r in _annotations(settings) if r[0] == ranked[0]]
     assert sorted(r[4] for r in rows)[1] == "second@example.org" and len(rows) == 2
     assert agreed_labels_of(settings)[ranked[0]][1:] == (0.5, 2)
@@ -133,9 +140,10 @@ def test_interrupted_push_then_rerun_keeps_each_sample_once(ls_round, monkeypatc
             raise KeyboardInterrupt
         real(*args)
 
+    predictions = {sid: (str(i % 10), 0.5, "cnn-v1") for i, sid in enumerate(ranked)}
     monkeypatch.setattr(push_mod, "_commit_links", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
-        push(settings, DS, number, project=project, batch_size=4)
+        push(settings, DS, number, project=project, batch_size=4, predictions=predictions)
     monkeypatch.setattr(push_mod, "_commit_links", real)
     assert len(_links(settings, project)) == 4
     client = Client.from_settings(settings)
@@ -147,11 +155,16 @@ def test_interrupted_push_then_rerun_keeps_each_sample_once(ls_round, monkeypatc
     copy = client.http("GET", f"api/tasks/{client.task_index(pid)[ranked[0]][0]}", "read task")["data"]
     client.http("POST", f"api/projects/{pid}/import", "import copy", json=[{"data": copy}])
 
-    report = push(settings, DS, number, project=project, batch_size=4)
+    report = push(settings, DS, number, project=project, batch_size=4, predictions=predictions)
     assert (report.already_linked, report.reconciled, report.imported, report.duplicates_removed) == (4, 4, 4, 1)
     index = client.task_index(pid)
     assert sorted(index) == sorted(ranked) and all(len(v) == 1 for v in index.values())
     assert _links(settings, project) == {sid: v[0] for sid, v in index.items()}
+    # The killed push imported tasks but no pre-annotation; the rerun gave every task one, and
+    # a third push (the cheap reconciliation: ids and prediction counts match the links) none.
+    assert report.predictions == 12
+    assert sorted(t["total_predictions"] for t in client.tasks(pid, "id,total_predictions")) == [1] * 12
+    assert push(settings, DS, number, project=project, predictions=predictions).predictions == 0
 
 
 def test_server_down_and_wrong_token(ls_round, tmp_path):

@@ -252,8 +252,16 @@ def test_label_studio_calls_setup_and_predict(live):
     assert backend.calls["/health"] >= 1 and backend.calls["/setup"] >= 1  # connect: Label Studio validated it
     from curator.integrations.labelstudio.backend import connect
 
-    again = connect(settings, project, backend.url)  # a restarted loop on the same port: updates what exists
-    assert (again["ml_backend_id"], again["webhook_id"]) == (info["ml_backend_id"], info["webhook_id"])
+    reconnected = connect(settings, project, backend.url)  # a restarted loop on the same port: updates what exists
+    assert (reconnected["ml_backend_id"], reconnected["webhook_id"]) == (info["ml_backend_id"], info["webhook_id"])
+    # push to a connected project stores no prediction (the backend serves them when a task opens),
+    # and its reconciliation listing does not make Label Studio predict every listed task either
+    from curator.integrations.labelstudio.push import push
+
+    before = backend.calls["/predict"]
+    again = push(settings, DS, 1, project=project, predictions={sid: ("3", 0.9, "x:1") for sid in ranked})
+    assert (again.imported, again.predictions, again.predictions_on_demand) == (0, 0, True)
+    assert backend.calls["/predict"] == before
     # a model trained on four labelled samples (saved, so the backend can load it) and a stored
     # prediction of it for two samples, with a confidence no model would give by chance
     with transaction(settings) as s:

@@ -82,6 +82,15 @@ def test_server_env_is_offline_and_serves_only_media(tmp_path, monkeypatch):
     assert (env["LATEST_VERSION_CHECK"], env["COLLECT_ANALYTICS"], env["SENTRY_DSN"]) == ("false", "false", "")
     assert "PORT" not in env and env["LABEL_STUDIO_USER_TOKEN"] == "secret-token-1"
     assert server.server_env(settings, data, "u@x.org", "pw")["SECRET_KEY"] == env["SECRET_KEY"]  # stable
+    # push's bulk pre-annotations: Label Studio's batched import/predictions, by a flag it still knows
+    flag = "fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short"
+    assert env[flag] == "true"
+    import glob
+    import json
+
+    known = glob.glob(str(server.venv_dir() / "lib" / "python3*" / "site-packages" / "label_studio" / "feature_flags.json"))
+    if known:
+        assert flag in json.loads(open(known[0]).read())["flags"]
 
 
 def test_server_refuses_public_bind_and_missing_token(tmp_path):

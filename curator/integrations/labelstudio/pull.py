@@ -10,6 +10,10 @@ on a loaded one). A first pull of a mostly annotated project needs every task in
 full anyway and reads them, without the listing, from the Data Manager's task list with
 annotations, in pages of ``FULL_PAGE`` (one export of 10,000 tasks outlasted the read
 timeout on a loaded server, and each retry redid it all).
+A pull after a pull (``label_projects.pulled_at`` set) first tries the proof of
+``_changed_since``: the project's live counters and a Data Manager list filtered to the
+tasks touched after the cursor; when it holds, only those tasks are listed (none when
+nothing changed: two small requests for 10,000 tasks instead of a listing of all of them).
 New annotations are inserted, changed ones (answer, skip, annotator or
 ``updated_at``) updated, and those gone from the server (deleted, or their
 task deleted by hand) marked ``deleted``. A pull run twice changes nothing the
@@ -114,6 +118,49 @@ def _mostly_annotated(project: dict) -> bool:
     return tasks > 0 and 2 * answers >= tasks
 
 
+#: What the listing of a later pull reads of each task.
+LIST_FIELDS = "id,updated_at,total_annotations,cancelled_annotations"
+#: The Data Manager's datetime filter format (data_manager/managers.py ``DATETIME_FORMAT``).
+DM_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _changed_since(client: Client, project_id: int, cursor, links: dict, live_by_task: dict) -> list[dict] | None:
+    """The tasks touched after ``cursor`` (the newest task time the last pull saw), when the
+    project's live counters prove every other task unchanged; None when they do not (the caller
+    lists every task, as before).
+
+    The proof, in two cheap requests instead of a listing of every task (~0.5-0.8 ms of the
+    server's CPU a task): the server holds as many tasks as curator has links, every task touched
+    since the cursor is linked, and the server's answers (submitted + skipped, its live project
+    counters) exceed curator's live ones by exactly what the touched tasks' counts add. Label
+    Studio bumps a task's ``updated_at`` when an answer is created or edited, so an untouched
+    task can only have lost answers, and the sum leaves no room for that; a deleted or foreign
+    task shows in the task count or as an unlinked row. Touched tasks are then re-read as before.
+    One case it cannot see: a linked task without answers deleted in a project that also holds
+    as many tasks curator did not push, from before the cursor (the counts still match); its
+    sample is listed in ``missing_tasks`` by the next full listing (every push lists the task ids).
+    """
+    if cursor is None:
+        return None
+    proj = client.project(project_id)
+    answers = int(proj.get("total_annotations_number") or 0) + int(proj.get("skipped_annotations_number") or 0)
+    if int(proj.get("task_number") or 0) != len(links):
+        return None
+    since = client.tasks(project_id, LIST_FIELDS, filters=[{
+        "filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
+        "value": cursor.strftime(DM_TIME)}])
+    gained = 0
+    for task in since:
+        tid = int(task["id"])
+        if tid not in links:
+            return None
+        count = int(task.get("total_annotations") or 0) + int(task.get("cancelled_annotations") or 0)
+        gained += count - len(live_by_task.get(tid, ()))
+    if answers - sum(len(v) for v in live_by_task.values()) != gained:
+        return None
+    return since
+
+
 def _users(client: Client) -> dict[int, str]:
     return {u.id: u.email for u in client.call("list users", client.sdk.users.list)}
 
@@ -163,10 +210,13 @@ def _pull(settings, project: str, client: Client | None) -> PullReport:
         # Never pulled and most tasks annotated: every task must be read in full anyway, so one
         # export serves as the listing too (the listing costs a third of such a pull).
         first = cursor is None and not stored and _mostly_annotated(client.project(pid))
+        quick = None if first else _changed_since(client, pid, cursor, links, live_by_task)
         if first:
             listing = _everything(client, pid)
+        elif quick is not None:  # only the tasks touched since the last pull; the others proven unchanged
+            listing = quick
         else:  # cheap: ids, update times and annotation counts of every task
-            listing = client.tasks(pid, "id,updated_at,total_annotations,cancelled_annotations")
+            listing = client.tasks(pid, LIST_FIELDS)
     except NotOnServer:
         raise LabelStudioError(
             f"project {project!r} (id {pid}) no longer exists on {client.url} (deleted on the server); "
@@ -177,7 +227,7 @@ def _pull(settings, project: str, client: Client | None) -> PullReport:
 
     # Which tasks changed since the last pull: another annotation count, or touched after the
     # cursor (Label Studio bumps a task's updated_at when one of its annotations changes).
-    on_server, changed, newest = set(), [], cursor
+    on_server, changed, newest = (set(links) if quick is not None else set()), [], cursor
     for task in listing:
         tid = int(task["id"])
         if tid not in links:

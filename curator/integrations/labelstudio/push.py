@@ -1,15 +1,22 @@
 """Push a selection round to a Label Studio project, exactly once per (project, sample).
 
-Label Studio does not de-duplicate imports, so curator does, in three steps:
+Label Studio does not de-duplicate imports, so curator does, in four steps:
 
 1. reconcile: list the project's tasks by ``data.sample_id`` and record a
    ``TaskLink`` for every selected sample the server already has (a push
    killed after the server imported a batch but before the database commit
-   leaves exactly these);
-2. import only the samples without a link, in batches, in rank order;
+   leaves exactly these). A new project needs no listing; an existing one whose
+   task ids are exactly the recorded links needs only the ids (``_server_state``);
+2. import only the samples without a link, in batches, in rank order, without
+   their pre-annotations (Label Studio validates an inline prediction one by one:
+   86 % of its import time);
 3. commit the links of each batch in its own transaction as soon as the
    server confirmed it. The unique (tool, project, sample_id) constraint
-   refuses a second link whatever happens.
+   refuses a second link whatever happens. The tasks are now in the labelers' queue;
+4. pre-annotations for the round's tasks that have none on the server, in
+   ``import/predictions`` requests (none when curator's ML backend is connected:
+   Label Studio asks it when a task opens). A push killed before this step is
+   completed by the next one; a task that has a prediction never gets a second.
 
 Queue order: the project uses *Sequential sampling* and tasks are imported in
 rank order, so the labelers' default queue (the next-task endpoint) serves
@@ -71,6 +78,8 @@ class PushReport:
     reconciled: int = 0  # found on the server without a link (interrupted push)
     imported: int = 0
     duplicates_removed: int = 0
+    predictions: int = 0  # pre-annotations imported (tasks of the round that had none on the server)
+    predictions_on_demand: bool = False  # none imported: the project's ML backend serves them when a task opens
     created_project: bool = False
     view_id: int | None = None
     url: str = ""
@@ -288,25 +297,25 @@ def _ensure_view(client: Client, project_id: int, round_number: int) -> int:
     return view.id
 
 
-def _task(cfg: LabelConfig, item: _Item, url: str, round_number: int, dataset: str, pred) -> dict:
-    data = {
+def _task(cfg: LabelConfig, item: _Item, url: str, round_number: int, dataset: str) -> dict:
+    """One task, without its pre-annotation: Label Studio's import validates an inline prediction
+    through its label interface, one by one (86 % of the server's import time); they follow in
+    ``import/predictions`` requests (``_prediction``)."""
+    return {"data": {
         cfg.image_field: url,
         "sample_id": item.sample_id,
         "round": round_number,
         "rank": item.rank,
         "score": item.score,
         "dataset": dataset,
-    }
-    task = {"data": data}
-    if pred is not None:
-        label, score, version = pred
-        task["predictions"] = [{
-            "model_version": str(version),
-            "score": float(score),
+    }}
+
+
+def _prediction(cfg: LabelConfig, task_id: int, pred) -> dict:
+    label, score, version = pred
+    return {"task": int(task_id), "model_version": str(version), "score": float(score),
             "result": [{"from_name": cfg.from_name, "to_name": cfg.to_name, "type": "choices",
-                        "value": {"choices": [str(label)]}}],
-        }]
-    return task
+                        "value": {"choices": [str(label)]}}]}
 
 
 def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_version, overlap=None):
@@ -489,9 +498,9 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
     report.project_id = pid
 
     # 1. reconcile with the server by sample id
-    on_server = client.task_index(pid)
     with transaction(settings) as s:
         links = _links(s, name)
+    on_server, predicted = _server_state(client, pid, links, fresh=report.created_project)
     selected = {it.sample_id for it in items}
     gone = sorted(sid for sid, tid in links.items() if sid in selected and tid not in on_server.get(sid, []))
     if gone:
@@ -538,8 +547,7 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
 
     def body(batch: list[_Item]) -> bytes:
         """The import request of ``batch``, encoded (pure: no server, no database)."""
-        return json.dumps([_task(cfg, it, urls[it.sample_id], rnd_number, ds_name, predictions.get(it.sample_id))
-                           for it in batch]).encode()
+        return json.dumps([_task(cfg, it, urls[it.sample_id], rnd_number, ds_name) for it in batch]).encode()
 
     # The next batch's body is encoded in a thread while the server imports this one (the server
     # is the slow side); links are still committed batch by batch, after the server confirmed it
@@ -560,8 +568,68 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
             _confirm(settings, client, name, round_id, batch, resp, report)
             if on_progress is not None:
                 on_progress(report.imported, len(todo))
+    # 3. pre-annotations of the round's tasks that have none on the server (those just imported,
+    # and those of a push killed before this step), one request per PREDICTIONS_BATCH
+    with transaction(settings) as s:
+        linked = _links(s, name)
+    missing = [(linked[it.sample_id], predictions[it.sample_id]) for it in items
+               if it.sample_id in predictions and it.sample_id in linked and linked[it.sample_id] not in predicted]
+    if missing and not report.created_project and client.project(pid).get("evaluate_predictions_automatically"):
+        # an ML backend is connected (``curator labelstudio connect``): Label Studio asks it for the
+        # prediction of a task opened without one, so none is stored now (issue 17 item 1)
+        # (and the project's model_version stays "", as connect set it, so the UI shows the backend's)
+        report.predictions_on_demand, versions = True, []
+    else:
+        report.predictions = _import_predictions(client, pid, name, cfg, missing)
     _finish(settings, client, pid, rnd_number, ds, versions, report, whole=plan.whole)
     return report
+
+
+#: Predictions per ``import/predictions`` request: each stays well inside the read timeout on a loaded
+#: server (10,000 in one request outlasted 60 s at load 18).
+PREDICTIONS_BATCH = 2_000
+
+
+def _import_predictions(client: Client, pid: int, name: str, cfg: LabelConfig, pairs: list) -> int:
+    """Import ``(task id, (label, score, model_version))`` pairs as pre-annotations; how many.
+
+    Resumable: a push killed before (or during) this step leaves tasks without a prediction,
+    which the next push finds (``total_predictions`` 0 in ``_server_state``) and completes; a
+    task that has one is never given another."""
+    done = 0
+    for start in range(0, len(pairs), PREDICTIONS_BATCH):
+        chunk = pairs[start : start + PREDICTIONS_BATCH]
+        body = json.dumps([_prediction(cfg, tid, pred) for tid, pred in chunk]).encode()
+        resp = client.http("POST", f"api/projects/{pid}/import/predictions",
+                           f"import {len(chunk)} pre-annotations into {name!r}", json=body)
+        created = int((resp or {}).get("created", -1))
+        if created != len(chunk):
+            raise LabelStudioError(
+                f"Label Studio at {client.url} stored {created} of {len(chunk)} pre-annotations for {name!r}; "
+                "push again: tasks without one get theirs"
+            )
+        done += created
+    return done
+
+
+def _server_state(client: Client, pid: int, links: dict[int, int], *, fresh: bool):
+    """(sample_id -> task ids on the server, ids of tasks that have a prediction).
+
+    A project this push created has nothing yet: no request. Otherwise a listing of task ids and
+    prediction counts (no task data) is checked against the recorded links: when the server holds
+    exactly the linked tasks, that is the whole index. Any other task (a push killed before its
+    commit, a copy imported by hand) or a linked task gone (deleted by hand) costs the full
+    listing by ``data.sample_id``, as before."""
+    from curator.integrations.labelstudio.client import index_by_sample
+
+    if fresh:
+        return {}, set()
+    # no links yet (a push that died before its first commit): the full listing at once
+    listed = client.tasks(pid, "id,total_predictions" if links else "id,data,total_predictions")
+    predicted = {int(t["id"]) for t in listed if int(t.get("total_predictions") or 0) > 0}
+    if links and {int(t["id"]) for t in listed} == set(links.values()) and len(listed) == len(links):
+        return {sid: [tid] for sid, tid in links.items()}, predicted
+    return (index_by_sample(listed) if not links else client.task_index(pid)), predicted
 
 
 def _confirm(settings, client: Client, name: str, round_id: int, batch: list[_Item], resp, report: PushReport) -> None:

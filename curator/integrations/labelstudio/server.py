@@ -151,6 +151,10 @@ def server_env(settings, data: Path, user: str, password: str) -> dict[str, str]
         USE_DEFAULT_BANNED_SUBNETS="false",
         USER_ADDITIONAL_BANNED_SUBNETS=",".join(banned_subnets()),
         ML_BLOCK_LOCAL_IP="true",
+        # Label Studio's own batched import of predictions (bulk_create per 500, no per-prediction
+        # LabelInterface validation, ~1.9 ms each): push sends pre-annotations in one
+        # import/predictions request and checks their labels against the configuration itself
+        fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short="true",
     )
     return env
 
