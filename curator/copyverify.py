@@ -46,8 +46,9 @@ MAX_SIDE = 64
 VERIFY_MAX_SAMPLES = 20_000
 #: Candidate neighbours per sample (the brief's cost bound: k <= 10).
 DEFAULT_K = 8
-#: Extra candidate queries rotated by +- this many degrees.
+#: Extra candidate queries rotated by +- this many degrees, ROTATED_K neighbours each.
 QUERY_ANGLE = 7.0
+ROTATED_K = 3
 #: Alignments a copy may need (beyond them the pair is scored without alignment): the copy
 #: ranges of issue 16 (rotation <= 10 deg, zoom 0.9-1.1, crops of 85 % a side) with a margin.
 MAX_ANGLE = 15.0
@@ -158,14 +159,19 @@ def _ncc(a, b, mask=None) -> float:
 
 
 #: The coarse alignment grid: rotation x scale at GRID_SIDE px, the shift by template matching within
-#: +-GRID_MARGIN px (12.5 % of the side). Costs ~30 small matches a pair.
+#: +-GRID_MARGIN px (12.5 % of the side); ECC refines between the grid points.
 GRID_SIDE = 24
-GRID_ANGLES = (-10.0, -5.0, 0.0, 5.0, 10.0)
-GRID_SCALES = (0.9, 0.96, 1.03, 1.1, 1.18)
+GRID_ANGLES = (-7.0, 0.0, 7.0)
+GRID_SCALES = (0.93, 1.03, 1.13)
 GRID_MARGIN = 3
 #: A pair whose best coarse correlation is below this is scored as it stands (no refinement): every
 #: synthetic and planted copy here was above 0.9 at the coarse grid; most candidate pairs are far below.
 GRID_FLOOR = 0.7
+#: The pool's own floor (``synthetic_scores``): this much below the 1 % quantile of its synthetic copies'
+#: coarse correlation, never above GRID_FLOOR_MAX. On MNIST most candidate pairs are similar digits
+#: above 0.7, so a floor from the pool's copies is what skips them (the refinement is the cost).
+GRID_FLOOR_MARGIN = 0.05
+GRID_FLOOR_MAX = 0.9
 #: ECC refines at most at this side (its cost grows with the pixels), then scales the shift up.
 ECC_SIDE = 32
 
@@ -182,14 +188,11 @@ def _in_ranges(W, side: int) -> bool:
                 or np.abs(W[:, 2] - (np.eye(2) - A) @ np.array([side / 2, side / 2])).max() > MAX_SHIFT * side)
 
 
-def _align(p: Prepared, i: int, j: int) -> list:
-    """Affine maps W (a's pixel -> b's pixel, b(W x) ~ a(x)) worth scoring: the best of a coarse grid
-    (rotation x scale, each with the best shift by template matching at ``GRID_SIDE``), and its
-    refinement by ECC (``cv2.findTransformECC``, affine) when that converges inside the copy ranges."""
+def grid_best(p: Prepared, i: int, j: int):
+    """(best coarse correlation, its map at GRID_SIDE) over the rotation x scale grid, shift by matching."""
     cv2 = _cv2()
-    g = GRID_SIDE
+    g, m = GRID_SIDE, GRID_MARGIN
     a, b = p.grid[i], p.grid[j]
-    m = GRID_MARGIN
     best, W0 = -2.0, None
     for ang in GRID_ANGLES:
         for sc in GRID_SCALES:
@@ -200,7 +203,17 @@ def _align(p: Prepared, i: int, j: int) -> list:
             if v > best:
                 best, W0 = v, M.copy()
                 W0[:, 2] += (x - m, y - m)
-    if best < GRID_FLOOR:
+    return float(best), W0
+
+
+def _align(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR) -> list:
+    """Affine maps W (a's pixel -> b's pixel, b(W x) ~ a(x)) worth scoring: the best of a coarse grid
+    (rotation x scale, each with the best shift by template matching at ``GRID_SIDE``), and its
+    refinement by ECC (``cv2.findTransformECC``, affine) when that converges inside the copy ranges."""
+    cv2 = _cv2()
+    g = GRID_SIDE
+    best, W0 = grid_best(p, i, j)
+    if best < floor:
         return []
     W0 = W0.astype(np.float32)
     esz, lv = p.ecc_level
@@ -208,7 +221,7 @@ def _align(p: Prepared, i: int, j: int) -> list:
     We[:, 2] *= esz / g
     W0[:, 2] *= p.side / g
     out = [W0]
-    crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 40, 1e-5)
+    crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4)
     try:
         _, W = cv2.findTransformECC(lv[i], lv[j], We, cv2.MOTION_AFFINE, crit, None, 1)
         W[:, 2] *= p.side / esz
@@ -224,7 +237,7 @@ def _blur(cv2, x):
     return b.reshape(x.shape)
 
 
-def pair_score(p: Prepared, i: int, j: int) -> float:
+def pair_score(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR) -> float:
     """Copy score of rows i and j in [-1, 1]: the best NCC of identity, i re-sampled into j's frame and
     j re-sampled into i's (``_align``)."""
     cv2 = _cv2()
@@ -232,7 +245,7 @@ def pair_score(p: Prepared, i: int, j: int) -> float:
     a, b = p.full[i], p.full[j]
     best = _ncc(_blur(cv2, a), _blur(cv2, b))
     tries = []
-    for W in _align(p, i, j):
+    for W in _align(p, i, j, floor):
         tries.append((cv2.warpAffine(a, W, (S, S), flags=cv2.INTER_LINEAR, borderValue=np.nan).reshape(S, S, -1), b))
         tries.append((cv2.warpAffine(b, W, (S, S), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
                                      borderValue=np.nan).reshape(S, S, -1), a))
@@ -252,7 +265,8 @@ def chroma_distance(p: Prepared, i, j) -> np.ndarray:
     return np.linalg.norm(p.chroma[i] - p.chroma[j], axis=-1)
 
 
-def score_pairs(p: Prepared, i, j, *, progress: bool = True, desc: str = "verifying candidate pairs") -> np.ndarray:
+def score_pairs(p: Prepared, i, j, *, progress: bool = True, desc: str = "verifying candidate pairs",
+                floor: float = GRID_FLOOR) -> np.ndarray:
     """``pair_score`` of each pair (i[k], j[k]), float64, with a progress bar."""
     from curator._progress import progress as bar
 
@@ -260,7 +274,7 @@ def score_pairs(p: Prepared, i, j, *, progress: bool = True, desc: str = "verify
     out = np.empty(len(i), np.float64)
     ks = range(len(i))
     for k in (bar(ks, total=len(i), desc=desc) if progress else ks):
-        out[k] = pair_score(p, int(i[k]), int(j[k]))
+        out[k] = pair_score(p, int(i[k]), int(j[k]), floor)
     return out
 
 
@@ -294,8 +308,8 @@ def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: floa
     pairs = []
     queries = [E] + ([coldstart.embed_images(_rotated(images, s * query_angle)) for s in (-1, 1)]
                      if query_angle else [])
-    for Q in queries:
-        _, nb = index.search(E, Q, k + 1)
+    for q, Q in enumerate(queries):
+        _, nb = index.search(E, Q, (k if q == 0 else min(k, ROTATED_K)) + 1)
         rows = np.repeat(np.arange(n), nb.shape[1])
         pairs.append(np.stack([rows, nb.ravel()], 1))
     pr = np.concatenate(pairs)
@@ -357,29 +371,39 @@ def synthetic_copy(a: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     return jpeg(colour(b, 0.9, 1.1, False), 75), kind
 
 
-def calibrate(images, pairs, scores, *, prepared: Prepared | None = None, seed: int = 0,
-              samples: int = CALIBRATION_SAMPLES, progress: bool = True) -> dict:
-    """The verification threshold and chroma tolerance of this pool, from its own images.
-
-    Positives: ``pair_score`` of sampled images against a synthetic copy of themselves. Negatives:
-    each sampled image's best score among its candidate pairs (``pairs``, ``scores``: the pool's
-    verified candidates), i.e. its nearest other sample; ``curator.dedup.calibrate_threshold``
-    separates them (real copies in the pool among the negatives are counted apart there).
-    The chroma tolerance: ``CHROMA_MARGIN`` x the largest chroma distance of the synthetic colour
-    edits (so a tint within the copy ranges passes, a recolour does not).
-    """
+def synthetic_scores(images, p: Prepared, *, seed: int = 0, samples: int = CALIBRATION_SAMPLES,
+                     progress: bool = True) -> dict:
+    """Scores of sampled pool images against one synthetic copy each (``synthetic_copy``): the
+    positives of the calibration, their chroma distances and coarse-grid correlations (the floor)."""
     from curator import seeds
-    from curator.dedup import calibrate_threshold
 
     n = len(images)
     rng = np.random.default_rng(seeds.derive(seed, stage="ssl-calibrate", shard=7))
     pos = np.sort(rng.choice(n, size=min(samples, n), replace=False))
     copies, kinds = zip(*(synthetic_copy(np.asarray(images[r]), rng) for r in pos))
-    p = prepared or Prepared(images)
     q = Prepared([images[r] for r in pos] + list(copies), side=p.side)
     m = len(pos)
-    copy_scores = score_pairs(q, np.arange(m), np.arange(m) + m, progress=progress, desc="calibrating on synthetic copies")
-    chroma = chroma_distance(q, np.arange(m), np.arange(m) + m)
+    a, b = np.arange(m), np.arange(m) + m
+    grid = np.array([grid_best(q, x, y)[0] for x, y in zip(a, b)])
+    return {"positions": pos, "kinds": kinds, "grid": grid,
+            "floor": float(min(GRID_FLOOR_MAX, np.quantile(grid, 0.01) - GRID_FLOOR_MARGIN)),
+            "scores": score_pairs(q, a, b, progress=progress, desc="calibrating on synthetic copies", floor=-2.0),
+            "chroma": chroma_distance(q, a, b)}
+
+
+def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
+    """The verification threshold and chroma tolerance of this pool, from its own images.
+
+    Positives: ``synthetic_scores``. Negatives: each sampled image's best score among its candidate
+    pairs (``pairs``, ``scores``: the pool's verified candidates), i.e. its nearest other sample;
+    ``curator.dedup.calibrate_threshold`` separates them, counting neighbours above
+    ``COPY_FENCE_FACTOR``'s fence as real copies already in the pool; the threshold is the middle of
+    its best range in -log(1 - score). The chroma tolerance: ``CHROMA_MARGIN`` x the largest chroma
+    distance of the synthetic edits (so a tint within the copy ranges passes, a recolour does not).
+    """
+    from curator.dedup import calibrate_threshold
+
+    copy_scores, pos = synthetic["scores"], synthetic["positions"]
     i, j = np.asarray(pairs[0], np.int64), np.asarray(pairs[1], np.int64)
     best = np.full(n, -1.0)
     np.maximum.at(best, i, scores)
@@ -391,13 +415,11 @@ def calibrate(images, pairs, scores, *, prepared: Prepared | None = None, seed: 
     lo, hi = out["best_range"]
     z = -np.log1p(-np.clip([lo, hi], 0.0, 1.0 - 1e-9))  # the middle where scores near 1 are spread out
     t = float(-np.expm1(-z.mean()))
-    c = np.asarray(copy_scores)
-    out.update(threshold=round(t, 6), copy_like=round(fence, 6), expected_missed=float((c < t).mean()),
-               rule=out["rule"].replace("middle of the best range", "middle of the best range in -log(1 - score)"))
-    out["method"] = METHOD
-    out["chroma_tolerance"] = float(CHROMA_MARGIN * max(float(chroma.max(initial=0.0)), 1e-3))
-    out["copy_kinds"] = {k: int(sum(1 for x in kinds if x == k)) for k in sorted(set(kinds))}
-    out["seed"] = int(seed)
+    out.update(threshold=round(t, 6), copy_like=round(fence, 6), expected_missed=float((copy_scores < t).mean()),
+               rule=out["rule"].replace("middle of the best range", "middle of the best range in -log(1 - score)"),
+               method=METHOD, grid_floor=round(synthetic["floor"], 4),
+               chroma_tolerance=float(CHROMA_MARGIN * max(float(synthetic["chroma"].max(initial=0.0)), 1e-3)),
+               copy_kinds={k: int(sum(1 for x in synthetic["kinds"] if x == k)) for k in sorted(set(synthetic["kinds"]))})
     return out
 
 
@@ -422,13 +444,23 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
     E = coldstart.embed_images(images) if embeddings is None else embeddings
     i, j = candidates(images, k, embeddings=E)
     p = Prepared(images)
+    calibrating = threshold is None or chroma_tolerance is None
+    from curator.dedup import MIN_CALIBRATION_SAMPLES
+
+    if calibrating and n < MIN_CALIBRATION_SAMPLES:
+        raise ValidationError(f"find_copies: {n} images; calibrating a threshold needs at least "
+                              f"{MIN_CALIBRATION_SAMPLES} (a pool that small has no distribution to read it from): "
+                              "add images, or pass --threshold")
+    synthetic = synthetic_scores(images, p, seed=seed, progress=progress) if calibrating else None
+    floor = synthetic["floor"] if synthetic else GRID_FLOOR
     t0, c0 = time.time(), time.process_time()
-    s = score_pairs(p, i, j, progress=progress)
+    s = score_pairs(p, i, j, progress=progress, floor=floor)
     wall, cpu = time.time() - t0, time.process_time() - c0
     calibration = None
     tol = chroma_tolerance
-    if threshold is None or tol is None:
-        calibration = calibrate(images, (i, j), s, prepared=p, seed=seed, progress=progress)
+    if calibrating:
+        calibration = calibrate(synthetic, n, (i, j), s)
+        calibration["seed"] = int(seed)
         threshold = calibration["threshold"] if threshold is None else threshold
         tol = calibration["chroma_tolerance"] if tol is None else tol
     keep = (s >= threshold) & (chroma_distance(p, i, j) <= tol)
@@ -436,5 +468,5 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
                                    return_info=True, pairs=(i[keep], j[keep]))
     info.update(method=METHOD, calibration=calibration, chroma_tolerance=float(tol), candidate_pairs=int(len(i)),
                 verified_pairs=int(keep.sum()), verify_wall_s=round(wall, 3), verify_cpu_s=round(cpu, 3),
-                pairs_per_cpu_s=round(len(i) / cpu, 1) if cpu > 0 else None, k=int(k))
+                pairs_per_cpu_s=round(len(i) / cpu, 1) if cpu > 0 else None, k=int(k), grid_floor=round(floor, 4))
     return groups, info
