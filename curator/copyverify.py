@@ -61,6 +61,9 @@ ALIGN_SIGMA = 1.0
 #: Calibration: samples drawn, and the margin on the synthetic colour edits' chroma distance.
 CALIBRATION_SAMPLES = 400
 CHROMA_MARGIN = 1.5
+#: Chroma tolerance of a pool too small to calibrate (a threshold given): calibrated tolerances on the
+#: procedural RGB pools were 0.05-0.09; a recolour (hue turned 120-240 deg) is 0.1-0.3.
+DEFAULT_CHROMA_TOLERANCE = 0.05
 #: A candidate neighbour scoring above 1 - this x (1 - the synthetic copies' 1 % quantile) is taken as a
 #: real copy already in the pool, not a distinct neighbour: real copies made by another resampler
 #: score a little below our synthetic ones, and counted as "distinct" they pushed the threshold above
@@ -444,8 +447,11 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
     E = coldstart.embed_images(images) if embeddings is None else embeddings
     i, j = candidates(images, k, embeddings=E)
     p = Prepared(images)
-    calibrating = threshold is None or chroma_tolerance is None
     from curator.dedup import MIN_CALIBRATION_SAMPLES
+
+    calibrating = threshold is None or (chroma_tolerance is None and n >= MIN_CALIBRATION_SAMPLES)
+    if chroma_tolerance is None and not calibrating:
+        chroma_tolerance = DEFAULT_CHROMA_TOLERANCE
 
     if calibrating and n < MIN_CALIBRATION_SAMPLES:
         raise ValidationError(f"find_copies: {n} images; calibrating a threshold needs at least "

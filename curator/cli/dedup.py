@@ -96,7 +96,7 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None, *, weight
 @click.option("--verify/--no-verify", "verify", default=None,
               help="Verify each candidate pair on the images (alignment + correlation, curator.copyverify) with a "
                    "threshold calibrated on the pool. Default: on with the cold-start embedding for pools of up to "
-                   "VERIFY_MAX_SAMPLES images, off otherwise (embedding cosine only).")
+                   "20,000 images (30 at least, or --threshold), off otherwise (embedding cosine only).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the calibration's samples and synthetic copies (--self-supervised, --verify).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -140,8 +140,11 @@ def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, verify, 
     executor = connect_executor(settings)
     ids, uris, hashes, labeled, E, name = load_dataset_embeddings(settings, dataset, model, weights=weights,
                                                               embedding_set=embedding_set)
-    if verify is None:
-        verify = not (self_supervised or model or embedding_set) and len(ids) <= copyverify.VERIFY_MAX_SAMPLES
+    if verify is None:  # auto: where the images can be held and (without --threshold) calibrated
+        from curator.dedup import MIN_CALIBRATION_SAMPLES
+
+        verify = (not (self_supervised or model or embedding_set) and len(ids) <= copyverify.VERIFY_MAX_SAMPLES
+                  and (threshold is not None or len(ids) >= MIN_CALIBRATION_SAMPLES))
     method = "cosine"
     if verify:
         images = copyverify.load_images(uris)
@@ -156,7 +159,7 @@ def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, verify, 
         "embedding": name,
         "method": method,
         "threshold": t,
-        "threshold_source": "calibrated" if calibration else ("given" if threshold is not None else "default"),
+        "threshold_source": "given" if threshold is not None else ("calibrated" if calibration else "default"),
         "calibration": calibration,
         "samples": len(ids),
         "groups": [[uris[i] for i in grp.tolist()] for grp in groups],
