@@ -268,7 +268,8 @@ def verified(args, base, X, E_th, origin, kind):
     cal = info.pop("calibration")
     emit(args.out, {**base, "unit": "calibrate-verified", **cal})
     emit(args.out, {**base, "unit": "dedup", "method": "verified-calibrated", "wall_s": wall, "cpu_s": cpu,
-                    **{k: v for k, v in info.items() if k != "threshold"}, "threshold": info["threshold"],
+                    **{k: v for k, v in info.items() if k not in ("threshold", "method")}, "check": info["method"],
+                    "threshold": info["threshold"],
                     **scores(groups, origin, kind)})
 
 
