@@ -9,9 +9,10 @@ look-alikes (two plain "1"s) as close as a rotated copy (benchmarks/dedup_qualit
    (the thumbnail is least tolerant of rotation: without it 9 % of 10-degree rotations of digits
    fell outside their original's 10 nearest).
 2. **Verification** of each candidate pair (``pair_score``): the two images at a working size
-   (native up to ``MAX_SIDE``), aligned by an affine ECC (``cv2.findTransformECC``, coarse to fine)
-   on blurred luma; an alignment outside the copy ranges (rotation, scale, aspect, shift) is
-   dropped. The score is the best normalised cross-correlation (channels stacked, each minus its
+   (native up to ``MAX_SIDE``), aligned on blurred luma by a coarse rotation x scale grid (shift by
+   template matching) refined by an affine ECC (``cv2.findTransformECC``) kept only inside the copy
+   ranges (rotation, scale, aspect, shift); pairs below the pool's coarse floor are not refined.
+   The score is the best normalised cross-correlation (channels stacked, each minus its
    own mean: invariant to brightness and contrast, not to a change of hue) of the identity and of
    each image **re-sampled into the other's frame**: a rotated or zoomed copy was itself re-sampled
    once, so warping the original the same way reproduces its blur, while a look-alike stays apart
