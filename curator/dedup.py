@@ -237,6 +237,7 @@ def find_duplicates(
     seed: int = 0,
     return_info: bool = False,
     search=None,
+    pairs=None,
 ):
     """Groups of exact and near duplicates, as int64 position arrays, representative first
     (then the other members in the same order: labeled, score, position).
@@ -259,6 +260,8 @@ def find_duplicates(
         (default ``curator.index.self_pairs``; an executor passes its own, e.g. the Ray
         executor's distributed one). Its candidate pairs are re-ranked with exact float64
         similarity, so search paths whose float32 noise differs give the same groups.
+    pairs : ``(i, j)`` row positions of pairs already known to be copies (``curator.copyverify``:
+        verified candidates); they replace the search, and ``threshold`` is only recorded.
 
     Only groups of two or more are returned, ordered by representative position.
     """
@@ -282,13 +285,17 @@ def find_duplicates(
     unit_labeled = np.bincount(ex, weights=is_labeled, minlength=n_units) > 0
 
     # 2. near duplicates between units: candidates from the search, kept by exact similarity
-    units = index.take_rows(x, unit_rows)
-    del x
-    ui, uj, _, search_info = (search or index.self_pairs)(units, t, exact=exact, seed=seed)
-    ui, uj = np.asarray(ui, np.int64), np.asarray(uj, np.int64)
-    keep = _exact_cosines(units, ui, uj) >= t - index.SIM_EPS
-    ui, uj = ui[keep], uj[keep]
-    del units
+    if pairs is not None:
+        ui, uj = _unit_pairs(pairs, ex, n)
+        search_info = {"index": "given pairs"}
+    else:
+        units = index.take_rows(x, unit_rows)
+        del x
+        ui, uj, _, search_info = (search or index.self_pairs)(units, t, exact=exact, seed=seed)
+        ui, uj = np.asarray(ui, np.int64), np.asarray(uj, np.int64)
+        keep = _exact_cosines(units, ui, uj) >= t - index.SIM_EPS
+        ui, uj = ui[keep], uj[keep]
+        del units
 
     # 3. centre grouping of units
     degree = np.bincount(np.concatenate([ui, uj]), minlength=n_units) + unit_size - 1
@@ -318,6 +325,21 @@ def find_duplicates(
         **{f"search_{k}" if k != "index" else "index": v for k, v in search_info.items()},
     }
     return groups, info
+
+
+def _unit_pairs(pairs, ex: np.ndarray, n: int):
+    """Row pairs -> unique pairs of distinct exact-duplicate units (u < v)."""
+    try:
+        i, j = (np.asarray(a, dtype=np.int64).ravel() for a in pairs)
+    except (TypeError, ValueError):
+        raise ValidationError("find_duplicates: pairs must be two integer arrays (i, j)") from None
+    if i.shape != j.shape:
+        raise ValidationError(f"find_duplicates: pairs have {len(i)} and {len(j)} positions; give one j per i")
+    if i.size and (min(i.min(), j.min()) < 0 or max(i.max(), j.max()) >= n):
+        raise ValidationError(f"find_duplicates: pair positions must be in [0, {n})")
+    u, v = ex[i], ex[j]
+    pr = np.unique(np.sort(np.stack([u, v], 1)[u != v], axis=1), axis=0).reshape(-1, 2)
+    return pr[:, 0], pr[:, 1]
 
 
 def _exact_cosines(x, i, j) -> np.ndarray:
@@ -384,7 +406,8 @@ FALSE_MERGE_WEIGHT = 100.0
 MAX_POOL_COPY_SHARE = 0.2
 
 
-def calibrate_threshold(copy_sims, neighbour_sims, *, false_merge_weight: float = FALSE_MERGE_WEIGHT) -> dict:
+def calibrate_threshold(copy_sims, neighbour_sims, *, false_merge_weight: float = FALSE_MERGE_WEIGHT,
+                        copy_like: float | None = None, max_pool_copy_share: float = MAX_POOL_COPY_SHARE) -> dict:
     """The cosine threshold that separates copies from distinct neighbours, from the pool's own data.
 
     ``copy_sims``: similarity of sampled pool images to a synthetic copy of themselves (the copy
@@ -394,7 +417,8 @@ def calibrate_threshold(copy_sims, neighbour_sims, *, false_merge_weight: float 
     the two distributions gives a range of equal cost; its middle leaves room on both sides).
     A neighbour at least as similar as the 1 % quantile of synthetic copies is taken as a real copy already
     in the pool (pools hold copies: those are not "distinct" and must not push the threshold up),
-    for at most ``MAX_POOL_COPY_SHARE`` of the samples (the most similar ones).
+    for at most ``MAX_POOL_COPY_SHARE`` of the samples (the most similar ones); ``copy_like`` sets that
+    cut instead (``curator.copyverify`` passes a robust lower fence of its copies' scores).
 
     Returns a dict: threshold, rule, samples, the quantiles of both distributions, the expected
     shares missed and merged at the threshold, and ``separated`` (whether a gap exists: no copy
@@ -411,9 +435,9 @@ def calibrate_threshold(copy_sims, neighbour_sims, *, false_merge_weight: float 
         raise ValidationError("calibrate_threshold: similarities contain NaN or infinite values; "
                               "recompute the embeddings")
     w = float(false_merge_weight)
-    copy_low = float(np.quantile(c, 0.01))
+    copy_low = float(np.quantile(c, 0.01)) if copy_like is None else float(copy_like)
     order = np.sort(nb)
-    n_copies = min(int((nb >= copy_low).sum()), int(MAX_POOL_COPY_SHARE * len(nb)))
+    n_copies = min(int((nb >= copy_low).sum()), int(max_pool_copy_share * len(nb)))
     distinct = order[: len(order) - n_copies]
     grid = np.unique(np.concatenate([c, distinct]))
     grid = grid[(grid > 0.0) & (grid <= 1.0)]
@@ -434,6 +458,7 @@ def calibrate_threshold(copy_sims, neighbour_sims, *, false_merge_weight: float 
     q = (0.0, 0.01, 0.05, 0.5)
     return {
         "threshold": round(t, 6),
+        "best_range": [lo, hi],
         "rule": f"min(missed copies + {w:g} x merged distinct neighbours), middle of the best range",
         "samples": int(len(c)),
         "copy_similarity": {f"q{int(p * 100):02d}": float(np.quantile(c, p)) for p in q},

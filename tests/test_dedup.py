@@ -225,10 +225,22 @@ def test_cli_dedup_on_ingested_folder(tmp_path):
     (folder / "exact.png").write_bytes((folder / "d010.png").read_bytes())
     r = run_cli("ingest", str(folder), "--dataset", "digits", "--no-class-folders", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    # default: candidates verified on the images, threshold calibrated on the pool and recorded
     r = run_cli("dedup", "--dataset", "digits", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    verified = json.loads(r.stdout)
+    assert verified["method"] == "verified-ecc" and verified["threshold_source"] == "calibrated"
+    assert verified["threshold"] == verified["calibration"]["threshold"] < 1.0
+    names = [sorted(p.rsplit("/", 1)[-1] for p in g) for g in verified["groups"]]
+    assert ["c_jpeg.png", "d003.png"] in names
+    assert ["c_bright.png", "c_shift.png", "d007.png"] in names
+    assert ["d010.png", "exact.png"] in names
+
+    r = run_cli("dedup", "--dataset", "digits", "--no-verify", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["embedding"] == "coldstart-thumb16" and out["threshold"] == DEFAULT_THRESHOLD
+    assert out["method"] == "cosine"
     names = [sorted(p.rsplit("/", 1)[-1] for p in g) for g in out["groups"]]
     assert ["c_jpeg.png", "d003.png"] in names
     assert ["c_bright.png", "c_shift.png", "d007.png"] in names
@@ -252,6 +264,8 @@ def test_cli_dedup_on_ingested_folder(tmp_path):
     stored = json.loads(r.stdout)
     assert stored["embedding"] == "model thumbs" and stored["groups"] == out["groups"]
 
+    both = run_cli("dedup", "--dataset", "digits", "--model", "thumbs", "--verify", cwd=tmp_path)
+    assert both.returncode != 0 and both.stderr.count("\n") == 1 and "--verify" in both.stderr
     bad = run_cli("dedup", "--dataset", "digits", "--threshold", "1.5", cwd=tmp_path)
     assert bad.returncode != 0 and "threshold" in bad.stderr and "(0, 1]" in bad.stderr
     missing = run_cli("dedup", "--dataset", "digits", "--model", "cnn", cwd=tmp_path)

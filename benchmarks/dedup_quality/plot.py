@@ -8,7 +8,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 KINDS = ["rotate", "zoom", "crop", "colour", "jpeg", "noise", "combo"]
-METHODS = ["thumb@0.99", "thumb-calibrated", "ssl-calibrated", "thumb-calibrated-s1", "ssl-calibrated-s1"]
+METHODS = ["thumb@0.99", "thumb-calibrated", "ssl-calibrated", "thumb-calibrated-s1", "ssl-calibrated-s1",
+           "verified-calibrated"]
+PLOTTED = ["thumb@0.99", "thumb-calibrated", "ssl-calibrated", "verified-calibrated"]
 
 
 def main(path=HERE / "results.jsonl"):
@@ -51,13 +53,13 @@ def main(path=HERE / "results.jsonl"):
     for i, d in enumerate(datas):
         for j, what in enumerate(("recall", "precision")):
             ax = axes[i][j]
-            for m_i, m in enumerate(METHODS):
+            for m_i, m in enumerate(PLOTTED):
                 r = next((x for x in dedup if x["data"] == d and x["method"] == m), None)
                 if r is None:
                     continue
-                xs = [k + (m_i - 2) * 0.17 for k in range(len(KINDS) + 1)]
+                xs = [k + (m_i - 1.5) * 0.2 for k in range(len(KINDS) + 1)]
                 ys = [r[f"{what}_{k}"] for k in KINDS] + [r[what]]
-                ax.bar(xs, ys, width=0.17, label=f"{m} (t={r['threshold']:.3f})")
+                ax.bar(xs, ys, width=0.2, label=f"{m} (t={r['threshold']:.3f})")
             ax.axhline(0.95 if what == "recall" else 0.99, color="k", lw=0.8, ls="--")
             ax.set_xticks(range(len(KINDS) + 1), KINDS + ["all"])
             ax.set_ylim(0, 1.05)

@@ -207,6 +207,8 @@ def main():
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "results.jsonl"))
+    ap.add_argument("--no-ssl", action="store_true", help="skip the SSL encoder (train, calibrate, kNN): "
+                    "thumbnail and verified rows only")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     base = {"data": args.data, "seed": args.seed, "steps": args.steps}
@@ -220,6 +222,15 @@ def main():
         extra = {"lookalikes": int((roles == "lookalike").sum()), "recolours": int((roles == "recolour").sum())}
     X, origin, kind = plant(X0, args.per_kind, rng)
     base.update(pool=len(X), originals=len(X0), per_kind=args.per_kind, **extra)
+    E_th, wall, cpu = timed(lambda: coldstart.embed_images(X))
+    if args.no_ssl:
+        base["steps"] = 0
+        emit(args.out, {**base, "unit": "embed-thumb", "wall_s": wall, "cpu_s": cpu})
+        groups, wall, cpu = timed(lambda: find_duplicates(E_th, DEFAULT_THRESHOLD))
+        emit(args.out, {**base, "unit": "dedup", "method": "thumb@0.99", "threshold": DEFAULT_THRESHOLD, "wall_s": wall,
+                        "cpu_s": cpu, **scores(groups, origin, kind)})
+        verified(args, base, X, E_th, origin, kind)
+        return
     enc, wall, cpu = timed(lambda: selfsupervised.train_encoder(X, seed=args.seed, steps=args.steps, progress=False))
     emit(args.out, {**base, "unit": "train", "wall_s": wall, "cpu_s": cpu, **enc.meta,
                     "input_spec": [list(enc.input_spec.size), enc.input_spec.channels]})
@@ -243,8 +254,23 @@ def main():
         groups, wall, cpu = timed(lambda: find_duplicates(E, t))
         emit(args.out, {**base, "unit": "dedup", "method": method, "threshold": t, "wall_s": wall, "cpu_s": cpu,
                         **scores(groups, origin, kind)})
+    verified(args, base, X, E_th, origin, kind)
     if args.data == "mnist":
         knn(args, base, enc, X0, y0, E_ssl[: len(X0)], E_th[: len(X0)])
+
+
+def verified(args, base, X, E_th, origin, kind):
+    """``curator.copyverify.find_copies``: thumbnail candidates, verified pairs, threshold calibrated on the pool."""
+    from curator import copyverify
+
+    (groups, info), wall, cpu = timed(lambda: copyverify.find_copies(list(X), embeddings=E_th, seed=args.seed,
+                                                                     progress=False))
+    cal = info.pop("calibration")
+    emit(args.out, {**base, "unit": "calibrate-verified", **cal})
+    emit(args.out, {**base, "unit": "dedup", "method": "verified-calibrated", "wall_s": wall, "cpu_s": cpu,
+                    **{k: v for k, v in info.items() if k not in ("threshold", "method")}, "check": info["method"],
+                    "threshold": info["threshold"],
+                    **scores(groups, origin, kind)})
 
 
 def knn(args, base, enc, X0, y0, E_ssl, E_th):

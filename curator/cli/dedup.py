@@ -93,17 +93,22 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None, *, weight
                    "calibrated on the pool unless --threshold is given.")
 @click.option("--threshold", "-t", type=float, help="Cosine similarity in (0, 1] above which two samples are copies "
               "(default: 0.99 on the cold-start embedding; calibrated with --self-supervised).")
+@click.option("--verify/--no-verify", "verify", default=None,
+              help="Verify each candidate pair on the images (alignment + correlation, curator.copyverify) with a "
+                   "threshold calibrated on the pool. Default: on with the cold-start embedding for pools of up to "
+                   "20,000 images (30 at least, or --threshold), off otherwise (embedding cosine only).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
-              help="Seed of the calibration's samples and synthetic copies (--self-supervised).")
+              help="Seed of the calibration's samples and synthetic copies (--self-supervised, --verify).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @executor_options
 @click.pass_context
-def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, threshold, seed, as_json):
+def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, verify, threshold, seed, as_json):
     """Find exact and near-duplicate groups of a dataset; representative first.
 
-    Exact copies are found by content hash, near copies by cosine similarity
-    of embeddings. Labeled samples represent their groups, so pool samples
-    that copy a labeled one are listed under it.
+    Exact copies are found by content hash, near copies by verifying the
+    cold-start embedding's nearest candidates on the images (default), or by
+    cosine similarity of embeddings. Labeled samples represent their groups,
+    so pool samples that copy a labeled one are listed under it.
     """
     from curator.dedup import check_threshold, find_duplicates
     from curator.exceptions import ValidationError
@@ -127,16 +132,34 @@ def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, threshol
         if threshold is None:
             calibration = selfsupervised_store.calibrate_dataset(settings, dataset, seed=seed)
             t = check_threshold(calibration["threshold"], caller="curator dedup (calibrated)")
+    from curator import copyverify
+
+    if verify and (self_supervised or model or embedding_set):
+        raise ValidationError("--verify checks the cold-start thumbnail's candidates on the images; "
+                              "drop --model/--embeddings/--self-supervised, or drop --verify")
     executor = connect_executor(settings)
     ids, uris, hashes, labeled, E, name = load_dataset_embeddings(settings, dataset, model, weights=weights,
                                                               embedding_set=embedding_set)
-    groups, info = find_duplicates(E, t, hashes=hashes, labeled=labeled, return_info=True,
-                                   search=executor.self_pairs)
+    if verify is None:  # auto: where the images can be held and (without --threshold) calibrated
+        from curator.dedup import MIN_CALIBRATION_SAMPLES
+
+        verify = (not (self_supervised or model or embedding_set) and len(ids) <= copyverify.VERIFY_MAX_SAMPLES
+                  and (threshold is not None or len(ids) >= MIN_CALIBRATION_SAMPLES))
+    method = "cosine"
+    if verify:
+        images = copyverify.load_images(uris)
+        groups, info = copyverify.find_copies(images, threshold, hashes=hashes, labeled=labeled, embeddings=E,
+                                              seed=seed)
+        calibration, t, method = info["calibration"], info["threshold"], info["method"]
+    else:
+        groups, info = find_duplicates(E, t, hashes=hashes, labeled=labeled, return_info=True,
+                                       search=executor.self_pairs)
     out = {
         "dataset": dataset,
         "embedding": name,
+        "method": method,
         "threshold": t,
-        "threshold_source": "calibrated" if calibration else ("given" if threshold is not None else "default"),
+        "threshold_source": "given" if threshold is not None else ("calibrated" if calibration else "default"),
         "calibration": calibration,
         "samples": len(ids),
         "groups": [[uris[i] for i in grp.tolist()] for grp in groups],
@@ -147,7 +170,8 @@ def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, threshol
         click.echo(json.dumps(out))
         return
     click.echo(f"{dataset}: {len(groups)} duplicate groups, {info['duplicates']} duplicates among "
-               f"{len(ids)} samples (threshold {t}{' calibrated on the pool' if calibration else ''}, embedding {name})")
+               f"{len(ids)} samples ({method}, threshold {t}{' calibrated on the pool' if calibration else ''}, "
+               f"embedding {name})")
     for grp in out["groups"]:
         click.echo(f"keep {grp[0]}")
         for uri in grp[1:]:
