@@ -135,6 +135,8 @@ def main(argv=None):
     ap.add_argument("--dedup-tier", choices=["streamed", "memory"], default="streamed",
                     help="streamed: curator.index's streamed tier (reads the memory-mapped vectors by chunks, no "
                          "copy); memory: the default below index.STREAM_MIN_N rows (three n x d float32 copies)")
+    ap.add_argument("--no-hashes", action="store_true",
+                    help="dedup without the samples' content hashes (exact copies found by comparing vectors)")
     a = ap.parse_args(argv)
 
     from curator import coldstart, embeddings, ingest_folder, policies
@@ -168,7 +170,8 @@ def main(argv=None):
                            **mem.end(), "load": os.getloadavg()[0]}
             run_peak[0] = max(run_peak[0], steps[name]["step_hwm_mib"], round(peak_rss_mib()))
             steps[name]["peak_rss_mib"] = run_peak[0]  # the run's peak so far (ru_maxrss falls with the reset)
-            line = json.dumps({"n": a.n, "first": a.first, "dedup_tier": a.dedup_tier, "step": name, **steps[name]})
+            line = json.dumps({"n": a.n, "first": a.first, "dedup_tier": a.dedup_tier, "hashes": not a.no_hashes,
+                               "step": name, **steps[name]})
             print(line, flush=True)
             with open(log, "a") as fh:
                 fh.write(line + "\n")
@@ -198,18 +201,22 @@ def main(argv=None):
 
     def read(s):
         ds = dataset_id(s, "own")
-        ids = store_samples.ids(s, ds)[: a.first]
-        return (ds, ids, store_samples.uris(s, ids),
+        rows = store_samples.listing(s, ds)  # id order, as the embedding sets' rows
+        ids = rows.ids[: a.first]
+        # content hashes as 32 bytes a sample: exact copies by hash, as ``curator dedup`` passes them
+        # (without them find_duplicates compares the rows themselves: an n x d copy of the vectors)
+        sha = None if a.no_hashes else np.array([bytes.fromhex(h) for h in rows.sha256[: a.first]], dtype="S32")
+        return (ds, ids, rows.uris[: a.first], sha,
                 store_emb.load(s, settings.embeddings_dir, ds, cold.model_id)[1][: len(ids)],
                 store_emb.load(s, settings.embeddings_dir, ds, info.model_id)[1][: len(ids)])
 
     t, done = time.perf_counter(), step("dedup", a.first or a.n)
-    ds, ids, uris, C, E = run_step(settings, read)  # C, E: read-only memory maps of the stored sets
+    ds, ids, uris, sha, C, E = run_step(settings, read)  # C, E: read-only memory maps of the stored sets
     if a.dedup_tier == "streamed":
         from curator import index
 
         index.STREAM_MIN_N = 0  # the tier issue 14 built for bases that must not be copied (see README)
-    groups = find_duplicates(C)
+    groups = find_duplicates(C, hashes=sha)
     done(t)
 
     t, done = time.perf_counter(), step("select", a.first or a.n)
