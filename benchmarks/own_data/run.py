@@ -135,6 +135,8 @@ def main(argv=None):
     ap.add_argument("--dedup-tier", choices=["streamed", "memory"], default="streamed",
                     help="streamed: curator.index's streamed tier (reads the memory-mapped vectors by chunks, no "
                          "copy); memory: the default below index.STREAM_MIN_N rows (three n x d float32 copies)")
+    ap.add_argument("--stream-chunk-mib", type=int, default=32,
+                    help="rows the streamed tier reads at once, as MiB of float32 vectors")
     ap.add_argument("--no-hashes", action="store_true",
                     help="dedup without the samples' content hashes (exact copies found by comparing vectors)")
     a = ap.parse_args(argv)
@@ -171,6 +173,7 @@ def main(argv=None):
             run_peak[0] = max(run_peak[0], steps[name]["step_hwm_mib"], round(peak_rss_mib()))
             steps[name]["peak_rss_mib"] = run_peak[0]  # the run's peak so far (ru_maxrss falls with the reset)
             line = json.dumps({"n": a.n, "first": a.first, "dedup_tier": a.dedup_tier, "hashes": not a.no_hashes,
+                               "chunk_mib": a.stream_chunk_mib if a.dedup_tier == "streamed" else None,
                                "step": name, **steps[name]})
             print(line, flush=True)
             with open(log, "a") as fh:
@@ -216,6 +219,9 @@ def main(argv=None):
         from curator import index
 
         index.STREAM_MIN_N = 0  # the tier issue 14 built for bases that must not be copied (see README)
+        # its chunk is counted in rows (2^18: 128 MiB at d = 128, but 384 MiB at the cold-start's d = 384,
+        # i.e. the whole 100k pool in one chunk, copied and normalised): here a chunk is a size in bytes
+        index.STREAM_CHUNK = max(1024, (a.stream_chunk_mib << 20) // (4 * C.shape[1]))
     groups = find_duplicates(C, hashes=sha)
     done(t)
 
