@@ -57,7 +57,7 @@ def digits(n_test: int):
     return big[pool], d.target[pool], big[test], d.target[test]
 
 
-def procedural(n_pool: int, n_test: int, seed: int, side: int = 32, workers: int = 2):
+def procedural(n_pool: int, n_test: int, seed: int, side: int = 32, workers: int = 2, cache: str | None = None):
     """The procedural RGB set (datasets/procedural_rgb, 8 classes, mixed sizes and formats, 10 % planted
     copies, look-alikes, recoloured twins) drawn with ``seed``, each file decoded as curator decodes it
     (EXIF turned upright, RGB) and brought to ``side`` x ``side``; a seeded split into pool and test.
@@ -69,7 +69,7 @@ def procedural(n_pool: int, n_test: int, seed: int, side: int = 32, workers: int
     spec = importlib.util.spec_from_file_location("procedural_rgb", HERE.parents[1] / "datasets/procedural_rgb/generate.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    out = Path(tempfile.mkdtemp(prefix="procedural-"))
+    out = Path(cache) if cache else Path(tempfile.mkdtemp(prefix="procedural-"))  # the generator resumes in it
     rows = gen.generate(out, n=n_pool + n_test, seed=seed, workers=workers)
     classes = list(gen.CLASSES)
     imgs, ys = [], []
@@ -96,6 +96,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=20, help="training recipe per model (None: the built-in one)")
     ap.add_argument("--model", default=None,
                     help="a model spec for the loop (e.g. shape_model:factory, in this folder); default the built-in CNN")
+    ap.add_argument("--images", default=None, help="procedural: folder of the generated files, reused across runs")
     ap.add_argument("--out", default=str(HERE / "results.jsonl"))
     args = ap.parse_args()
 
@@ -109,7 +110,7 @@ def main():
     from curator.store.queries import agreed_labels, dataset_id
 
     if args.data == "procedural":
-        pool, pool_y, test, test_y, names = procedural(args.pool, args.test, args.seed)
+        pool, pool_y, test, test_y, names = procedural(args.pool, args.test, args.seed, cache=args.images)
     else:
         pool, pool_y, test, test_y = mnist(args.pool, args.test) if args.data == "mnist" else digits(min(args.test, 500))
         names = [str(c) for c in range(10)]
