@@ -1,8 +1,10 @@
 """Own data end to end: a procedural RGB pool of mixed-size JPEG/PNG files -> ingest -> embed with a
 user model given as ``module:factory`` -> cold-start dedup -> select 1,000; one process.
 
-Per step: wall time, images per second, and the process's peak RSS so far (``ru_maxrss``: it only
-grows, so a flat figure from 10k to 100k images says no step holds the pool in memory).
+Per step: wall time, images per second, CPU seconds, the step's own peak RSS (VmHWM reset at its start)
+and peak heap (sampled RssAnon), and the run's peak so far: a flat step figure from 10k to 100k images
+says no step holds the pool in memory. ``--first K`` runs dedup and select on the first K samples of a
+larger workspace (the RSS trace of README.md).
 
     nice python benchmarks/own_data/run.py --n 10000 --work /tmp/own10k >> benchmarks/own_data/results.jsonl
     nice python benchmarks/own_data/run.py --n 100000 --work /big/own100k >> benchmarks/own_data/results.jsonl
