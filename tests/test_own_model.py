@@ -422,3 +422,21 @@ def test_ray_ships_the_model_spec_and_equals_local(ray_address, tmp_path, monkey
     np.testing.assert_allclose(got.probs, want.probs, rtol=0, atol=1e-5)
     np.testing.assert_allclose(got.embeddings, want.embeddings, rtol=0, atol=1e-5)
     np.testing.assert_allclose(got.mc_probs, want.mc_probs, rtol=0, atol=1e-5)
+
+
+def test_embedding_rows_written_in_place_by_position_and_wrong_width_refused(tmp_path):
+    """compute_embeddings writes each batch with a positioned write (no map held for the whole set,
+    so its resident memory stays one batch): rows land at their offset, the rest is untouched, and
+    rows of another width are refused before anything is written."""
+    from curator.embeddings import write_rows
+
+    path = tmp_path / "1-1.f32"
+    np.memmap(path, dtype=np.float32, mode="w+", shape=(10, 3)).flush()
+    rows = np.arange(6, dtype=np.float64).reshape(2, 3)  # float64 in: stored as float32
+    write_rows(path, 4, rows, 3)
+    got = np.fromfile(path, dtype=np.float32).reshape(10, 3)
+    assert np.array_equal(got[4:6], rows.astype(np.float32))
+    assert not got[:4].any() and not got[6:].any()
+    with pytest.raises(ValidationError, match="do not fit the 3-d set"):
+        write_rows(path, 0, np.ones((2, 4), np.float32), 3)
+    assert np.array_equal(np.fromfile(path, dtype=np.float32).reshape(10, 3), got)

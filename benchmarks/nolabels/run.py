@@ -10,6 +10,8 @@ error it estimates.
     nice -n 10 python benchmarks/nolabels/run.py --data digits --seed 0   # scikit-learn's 8x8 digits (UCI)
     nice -n 10 python benchmarks/nolabels/run.py --data procedural --pool 1500 --test 500 --seed 0
         # datasets/procedural_rgb: 8 classes of RGB shapes, 10 % planted copies; the class is the truth
+    nice -n 10 python benchmarks/nolabels/run.py --data procedural --pool 2000 --test 500 --rounds 6 \
+        --budget 40 --initial 40 --model shape_model:factory --seed 0   # the user's own model (shape_model.py)
 
 Appends one JSON line per curve point to results.jsonl beside this file.
 """
@@ -20,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # shape_model:factory (the user's own model of the procedural set)
 MNIST = HERE.parents[1] / ".." / "shared" / "datasets" / "mnist"
 
 
@@ -53,7 +57,7 @@ def digits(n_test: int):
     return big[pool], d.target[pool], big[test], d.target[test]
 
 
-def procedural(n_pool: int, n_test: int, seed: int, side: int = 32, workers: int = 2):
+def procedural(n_pool: int, n_test: int, seed: int, side: int = 32, workers: int = 2, cache: str | None = None):
     """The procedural RGB set (datasets/procedural_rgb, 8 classes, mixed sizes and formats, 10 % planted
     copies, look-alikes, recoloured twins) drawn with ``seed``, each file decoded as curator decodes it
     (EXIF turned upright, RGB) and brought to ``side`` x ``side``; a seeded split into pool and test.
@@ -65,7 +69,7 @@ def procedural(n_pool: int, n_test: int, seed: int, side: int = 32, workers: int
     spec = importlib.util.spec_from_file_location("procedural_rgb", HERE.parents[1] / "datasets/procedural_rgb/generate.py")
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
-    out = Path(tempfile.mkdtemp(prefix="procedural-"))
+    out = Path(cache) if cache else Path(tempfile.mkdtemp(prefix="procedural-"))  # the generator resumes in it
     rows = gen.generate(out, n=n_pool + n_test, seed=seed, workers=workers)
     classes = list(gen.CLASSES)
     imgs, ys = [], []
@@ -90,6 +94,9 @@ def main():
     ap.add_argument("--budget", type=int, default=20)
     ap.add_argument("--initial", type=int, default=20)
     ap.add_argument("--epochs", type=int, default=20, help="training recipe per model (None: the built-in one)")
+    ap.add_argument("--model", default=None,
+                    help="a model spec for the loop (e.g. shape_model:factory, in this folder); default the built-in CNN")
+    ap.add_argument("--images", default=None, help="procedural: folder of the generated files, reused across runs")
     ap.add_argument("--out", default=str(HERE / "results.jsonl"))
     args = ap.parse_args()
 
@@ -103,7 +110,7 @@ def main():
     from curator.store.queries import agreed_labels, dataset_id
 
     if args.data == "procedural":
-        pool, pool_y, test, test_y, names = procedural(args.pool, args.test, args.seed)
+        pool, pool_y, test, test_y, names = procedural(args.pool, args.test, args.seed, cache=args.images)
     else:
         pool, pool_y, test, test_y = mnist(args.pool, args.test) if args.data == "mnist" else digits(min(args.test, 500))
         names = [str(c) for c in range(10)]
@@ -119,7 +126,8 @@ def main():
         answers = Path(tmp) / "answers.csv"
         answers.write_text("".join(f"{i:07d}.png,{y}\n" for i, y in enumerate(pool_y.tolist())))
         cfg = LoopConfig(dataset="pool", rounds=args.rounds, budget=args.budget, initial=args.initial,
-                         seed=args.seed, labeler="answers", answers=str(answers), epochs=args.epochs)
+                         seed=args.seed, labeler="answers", answers=str(answers), epochs=args.epochs,
+                         model=args.model)
         result = run_loop(settings, cfg, plots=False)
         wall = time.time() - t0
 
@@ -138,7 +146,7 @@ def main():
             rows.append({"data": args.data, "pool": len(pool), "test": len(test), "seed": args.seed,
                          "round": p.number, "n_labels": p.n_labels, "metric": p.metric,
                          "estimate": round(p.value, 4), "true_test_error": round(true, 4),
-                         "epochs": args.epochs, "budget": args.budget, "seed_policy": seed_policy,
+                         "epochs": args.epochs, "budget": args.budget, "model": args.model or "built-in CNN", "seed_policy": seed_policy,
                          "seed_classes": seed_classes, "n_classes": len(classes), "loop_wall_s": round(wall, 1),
                          "machine": f"{platform.node()} {os.cpu_count()} cpu, load {os.getloadavg()[0]:.1f}"})
             print(rows[-1], flush=True)

@@ -1,8 +1,10 @@
 """Own data end to end: a procedural RGB pool of mixed-size JPEG/PNG files -> ingest -> embed with a
 user model given as ``module:factory`` -> cold-start dedup -> select 1,000; one process.
 
-Per step: wall time, images per second, and the process's peak RSS so far (``ru_maxrss``: it only
-grows, so a flat figure from 10k to 100k images says no step holds the pool in memory).
+Per step: wall time, images per second, CPU seconds, the step's own peak RSS (VmHWM reset at its start)
+and peak heap (sampled RssAnon), and the run's peak so far: a flat step figure from 10k to 100k images
+says no step holds the pool in memory. ``--first K`` runs dedup and select on the first K samples of a
+larger workspace (the RSS trace of README.md).
 
     nice python benchmarks/own_data/run.py --n 10000 --work /tmp/own10k >> benchmarks/own_data/results.jsonl
     nice python benchmarks/own_data/run.py --n 100000 --work /big/own100k >> benchmarks/own_data/results.jsonl
@@ -36,6 +38,47 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _status_kib(*keys) -> list[int]:
+    got = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            k, _, v = line.partition(":")
+            if k in keys:
+                got[k] = int(v.split()[0])
+    return [got.get(k, 0) for k in keys]
+
+
+class StepMemory:
+    """Peak memory of ONE step, not of the run so far: VmHWM is reset at the step's start (writing 5
+    to /proc/self/clear_refs, Linux >= 4.0) and read at its end; a thread samples RssAnon (the heap:
+    what the step allocates, without file pages of memory-mapped embeddings, which the kernel can
+    drop) every 20 ms. Both in MiB."""
+
+    def __init__(self):
+        import threading
+
+        self.anon, self.stop = 0, threading.Event()
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+        except OSError:
+            pass  # older kernel: VmHWM is then the run's peak so far, as ru_maxrss
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self):
+        while True:
+            self.anon = max(self.anon, _status_kib("RssAnon")[0])
+            if self.stop.wait(0.02):
+                return
+
+    def end(self) -> dict:
+        self.stop.set()
+        self.thread.join()
+        hwm, anon = _status_kib("VmHWM", "RssAnon")
+        return {"step_hwm_mib": round(hwm / 1024), "step_anon_mib": round(max(self.anon, anon) / 1024)}
+
+
 def generator():
     spec = importlib.util.spec_from_file_location("procedural_rgb", ROOT / "datasets/procedural_rgb/generate.py")
     mod = importlib.util.module_from_spec(spec)
@@ -52,6 +95,34 @@ def pair_scores(groups, origin: np.ndarray) -> dict:
     return {"precision": hit / predicted if predicted else 1.0, "recall": hit / truth if truth else 1.0}
 
 
+def score_dedup(groups, uris, images: Path) -> dict:
+    """Pair precision/recall of ``groups`` against the generator's manifest, and the share of each
+    planted copy kind joined to its original; the manifest read as compact arrays in URI order."""
+    at = {u: i for i, u in enumerate(uris)}
+    n = len(uris)
+    gen_id, of = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    role, kind = np.empty(n, dtype=object), np.full(n, "", dtype=object)
+    with open(images / "manifest.jsonl") as fh:
+        for line in fh:
+            r = json.loads(line)
+            i = at.get(str((images / r["file"]).resolve()))
+            if i is not None:
+                gen_id[i], role[i], kind[i] = r["id"], r["role"], r["kind"] or ""
+                of[i] = -1 if r["of"] is None else r["of"]
+    origin = np.where(role == "copy", of, gen_id)
+    out = {"groups": len(groups), **pair_scores(groups, origin)}
+    group = np.full(n, -1)
+    for g, members in enumerate(groups):
+        group[members] = g
+    pos = dict(zip(gen_id.tolist(), range(n)))
+    src = np.array([pos.get(int(o), -1) if o >= 0 else -1 for o in of])
+    joined = (src >= 0) & (group >= 0) & (group == group[np.maximum(src, 0)])
+    out["found_by_kind"] = {k: round(float(joined[kind == k].mean()), 3) for k in sorted(set(kind)) if k}
+    out["merged_lookalike"] = float(joined[role == "lookalike"].mean()) if (role == "lookalike").any() else None
+    out["merged_recolour"] = float(joined[role == "recolour"].mean()) if (role == "recolour").any() else None
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10000)
@@ -60,6 +131,16 @@ def main(argv=None):
     ap.add_argument("--budget", type=int, default=1000)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--workers", type=int, default=2, help="processes that generate the images")
+    ap.add_argument("--first", type=int, default=None,
+                    help="dedup and select on the first K samples of the workspace only (the RSS trace at 10k/30k "
+                         "from the 100k workspace)")
+    ap.add_argument("--dedup-tier", choices=["streamed", "memory"], default="streamed",
+                    help="streamed: curator.index's streamed tier (reads the memory-mapped vectors by chunks, no "
+                         "copy); memory: the default below index.STREAM_MIN_N rows (three n x d float32 copies)")
+    ap.add_argument("--stream-chunk-mib", type=int, default=32,
+                    help="rows the streamed tier reads at once, as MiB of float32 vectors")
+    ap.add_argument("--no-hashes", action="store_true",
+                    help="dedup without the samples' content hashes (exact copies found by comparing vectors)")
     a = ap.parse_args(argv)
 
     from curator import coldstart, embeddings, ingest_folder, policies
@@ -78,81 +159,88 @@ def main(argv=None):
     log = work / "steps.jsonl"
     done_before = {json.loads(line)["step"] for line in open(log)} if log.is_file() else set()
 
+    run_peak = [0]
+
     def step(name, n):
+        mem, c0 = StepMemory(), os.times()
+
         def done(t0):
             dt = time.perf_counter() - t0
             c = os.times()
+            cpu = c.user + c.system + c.children_user + c.children_system
             steps[name] = {"s": round(dt, 1), "per_s": round(n / dt, 1) if dt else None,
-                           "cpu_s": round(c.user + c.system + c.children_user + c.children_system, 1),
-                           "peak_rss_mib": round(peak_rss_mib()), "load": os.getloadavg()[0]}
-            line = json.dumps({"n": a.n, "step": name, **steps[name]})
+                           "cpu_s": round(cpu, 1),
+                           "step_cpu_s": round(cpu - c0.user - c0.system - c0.children_user - c0.children_system, 1),
+                           **mem.end(), "load": os.getloadavg()[0]}
+            run_peak[0] = max(run_peak[0], steps[name]["step_hwm_mib"], round(peak_rss_mib()))
+            steps[name]["peak_rss_mib"] = run_peak[0]  # the run's peak so far (ru_maxrss falls with the reset)
+            line = json.dumps({"n": a.n, "first": a.first, "dedup_tier": a.dedup_tier, "hashes": not a.no_hashes,
+                               "chunk_mib": a.stream_chunk_mib if a.dedup_tier == "streamed" else None,
+                               "step": name, **steps[name]})
             print(line, flush=True)
             with open(log, "a") as fh:
                 fh.write(line + "\n")
         return done
 
-    t = time.perf_counter()
+    t, done = time.perf_counter(), step("generate", a.n)
     manifest = images / "manifest.jsonl"
-    if manifest.is_file() and sum(1 for _ in open(manifest)) == a.n:
-        rows = [json.loads(line) for line in open(manifest)]
-    else:
-        rows = generator().generate(images, n=a.n, seed=a.seed, copies=0.1, workers=a.workers)
-    step("generate", a.n)(t)
+    if not (manifest.is_file() and sum(1 for _ in open(manifest)) == a.n):
+        generator().generate(images, n=a.n, seed=a.seed, copies=0.1, workers=a.workers)
+    done(t)  # the manifest (the truth) is read back only to score dedup, as compact arrays
 
     ws = work / f"ws_{a.n}"
     settings = Settings(workspace=ws)  # SQLite in the workspace, created by the first step
-    t = time.perf_counter()
     if "ingest" not in done_before:
+        t, done = time.perf_counter(), step("ingest", a.n)
         ingest_folder(images, dataset="own", settings=settings, batch_size=1000)
-        step("ingest", a.n)(t)
+        done(t)
 
-    t = time.perf_counter()
+    t, done = time.perf_counter(), step("embed_own_model", a.n)
     adapter = resolve_model("own_model:factory", classes=[f"c{i}" for i in range(8)])
     info = embeddings.compute_embeddings(settings, "own", adapter, batch_size=a.batch_size)
-    step("embed_own_model", a.n)(t)
+    done(t)
 
-    t = time.perf_counter()
+    t, done = time.perf_counter(), step("embed_coldstart", a.n)
     cold = embeddings.compute_embeddings(settings, "own", embeddings.ColdStartEmbedder(), batch_size=a.batch_size)
-    step("embed_coldstart", a.n)(t)
+    done(t)
 
     def read(s):
         ds = dataset_id(s, "own")
-        ids = store_samples.ids(s, ds)
-        return (ds, ids, store_samples.uris(s, ids),
-                store_emb.load(s, settings.embeddings_dir, ds, cold.model_id)[1],
-                store_emb.load(s, settings.embeddings_dir, ds, info.model_id)[1])
+        rows = store_samples.listing(s, ds)  # id order, as the embedding sets' rows
+        ids = rows.ids[: a.first]
+        # content hashes as 32 bytes a sample: exact copies by hash, as ``curator dedup`` passes them
+        # (without them find_duplicates compares the rows themselves: an n x d copy of the vectors)
+        sha = None if a.no_hashes else np.array([bytes.fromhex(h) for h in rows.sha256[: a.first]], dtype="S32")
+        return (ds, ids, rows.uris[: a.first], sha,
+                store_emb.load(s, settings.embeddings_dir, ds, cold.model_id)[1][: len(ids)],
+                store_emb.load(s, settings.embeddings_dir, ds, info.model_id)[1][: len(ids)])
 
-    ds, ids, uris, C, E = run_step(settings, read)
-    t = time.perf_counter()
-    groups = find_duplicates(C)
-    step("dedup", a.n)(t)
-    by_file = {str((images / r["file"]).resolve()): r for r in rows}
-    origin = np.array([by_file[u]["of"] if by_file[u]["role"] == "copy" else by_file[u]["id"] for u in uris])
-    dedup = {"groups": len(groups), **pair_scores(groups, origin)}
-    kind = np.array([by_file[u]["kind"] or "" for u in uris], dtype=object)
-    group = np.full(len(uris), -1)
-    for g, members in enumerate(groups):
-        group[members] = g
-    pos = {int(by_file[u]["id"]): i for i, u in enumerate(uris)}
-    src = np.array([pos.get(by_file[u]["of"], -1) if by_file[u]["of"] is not None else -1 for u in uris])
-    joined = (src >= 0) & (group >= 0) & (group == group[np.maximum(src, 0)])
-    dedup["found_by_kind"] = {k: round(float(joined[kind == k].mean()), 3) for k in sorted(set(kind)) if k}
-    dedup["merged_lookalike"] = float(joined[[by_file[u]["role"] == "lookalike" for u in uris]].mean())
-    dedup["merged_recolour"] = float(joined[[by_file[u]["role"] == "recolour" for u in uris]].mean())
+    t, done = time.perf_counter(), step("dedup", a.first or a.n)
+    ds, ids, uris, sha, C, E = run_step(settings, read)  # C, E: read-only memory maps of the stored sets
+    if a.dedup_tier == "streamed":
+        from curator import index
 
-    t = time.perf_counter()
+        index.STREAM_MIN_N = 0  # the tier issue 14 built for bases that must not be copied (see README)
+        # its chunk is counted in rows (2^18: 128 MiB at d = 128, but 384 MiB at the cold-start's d = 384,
+        # i.e. the whole 100k pool in one chunk, copied and normalised): here a chunk is a size in bytes
+        index.STREAM_CHUNK = max(1024, (a.stream_chunk_mib << 20) // (4 * C.shape[1]))
+    groups = find_duplicates(C, hashes=sha)
+    done(t)
+
+    t, done = time.perf_counter(), step("select", a.first or a.n)
     drop = np.zeros(len(ids), bool)
     for g in groups:
         drop[g[1:]] = True
     from curator import Pool
 
-    keep = np.flatnonzero(~drop)
-    chosen = policies.get("kcenter").select(Pool(embeddings=np.asarray(E)[keep], ids=ids[keep]), min(a.budget, len(keep)),
-                                               seed=a.seed)
-    step("select", len(keep))(t)
-    print(json.dumps({"n": a.n, "seed": a.seed, "batch_size": a.batch_size, "steps": steps, "dedup": dedup,
+    keep = np.flatnonzero(~drop)  # E[keep]: n x 64 float32 of the kept rows, the policy's input (honest O(n d))
+    chosen = policies.get("kcenter").select(Pool(embeddings=E[keep], ids=ids[keep]), min(a.budget, len(keep)),
+                                            seed=a.seed)
+    done(t)
+    dedup = score_dedup(groups, uris, images)
+    print(json.dumps({"n": a.n, "first": a.first, "dedup_tier": a.dedup_tier, "seed": a.seed, "batch_size": a.batch_size, "steps": steps, "dedup": dedup,
                       "selected": int(len(chosen)), "total_s": round(time.perf_counter() - t_all, 1),
-                      "peak_rss_mib": round(peak_rss_mib())}))
+                      "peak_rss_mib": run_peak[0]}))
 
 
 if __name__ == "__main__":
