@@ -150,6 +150,7 @@ def test_a_sample_is_in_at_most_one_open_round(db_settings):
     assert closed not in _open(db_settings).values()
 
 
+@pytest.mark.empty_database  # what the migrations do on a new database is what is tested
 def test_migration_backfills_open_rounds_oldest_first(db_settings):
     """Rounds written before 0005 (overlapping, as the race left them) are back-filled; when the
     older of two overlapping rounds closes, the sample passes to the newer one."""
@@ -594,6 +595,7 @@ def test_push_to_a_silent_server_is_refused_cleanly(sandbox, small_idx, silent_s
 
 
 @pytest.mark.slow
+@pytest.mark.empty_database  # what the migrations do on a new database is what is tested
 def test_three_ingests_at_once_on_a_new_workspace(db_settings, tmp_path):
     """Three `curator ingest` of one file at once, on a workspace nobody has used: one creates the
     schema (migrations are serialised), one adds the samples, the others find them (no traceback)."""

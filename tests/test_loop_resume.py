@@ -2,19 +2,34 @@
 
 The boundaries are the ``_boundary(step, round)`` calls of curator/loop.py: the
 uninterrupted reference run records every one it passes, so a step added to the
-loop is killed at here without touching this file. Each kill point runs the same
-loop in a child process with ``CURATOR_FAULT_AT=<step>:<round>`` (it dies with
-exit status 137 at that boundary, as under ``kill -9``), resumes it in this
-process, and compares the database row by row with the reference: rounds,
-round items, annotations, versions, evaluations with their rounds (the random
-baseline included), the models they name, the loop's result and the report.
+loop is killed at here without touching this file. A kill is
+``CURATOR_FAULT_AT=<step>:<round>``: the process dies with exit status 137 at
+that boundary, as under ``kill -9``. Resumed runs are compared with the
+reference row by row: rounds, round items, annotations, versions, evaluations
+with their rounds (the random baseline included), the models they name, the
+loop's result and the report.
 
-Cheap on purpose: one dataset ingested per backend and copied for each kill
-point (the SQLite file; a PostgreSQL template database); a one-step training
-recipe (the point is the bookkeeping, not the error) and the report's Markdown
-without its plots (tests/test_loop.py renders them); the children are forked
-from a server process that imported torch and curator once (multiprocessing's
-forkserver), instead of a fresh interpreter each.
+Two checks per boundary, each cheaper than a fresh kill-and-resume per point:
+
+- resume from the state a kill there leaves: the reference copies its database
+  and workspace as it passes each boundary (a boundary lies between committed
+  transactions, checked: no connection is checked out there, so the copy is
+  what ``kill -9`` leaves behind), and each copy is resumed in this process;
+- real kills, chained: one database, a child process killed at the first
+  boundary, the next child resumes it and is killed at the second, and so on
+  through every boundary; the last run resumes it to the end. Every child must
+  die with 137 (the fault fires on the resumed path too), and a restart must
+  not disturb what the restarts before it did. A resumed child that legitimately
+  finishes without passing its boundary must have stored the reference's rows;
+  that boundary is then killed at from the start, on a fresh copy, and the
+  chain goes on from there.
+
+Cheap on purpose: one small dataset ingested per backend and copied (the SQLite
+file; a PostgreSQL template database); a one-step training recipe (the point is
+the bookkeeping, not the error) and the report's Markdown without its plots
+(tests/test_loop.py renders them); the children are forked from a server
+process that imported torch (its dynamo part too, which the optimizer loads)
+and curator once (multiprocessing's forkserver), instead of a fresh interpreter each.
 """
 
 from __future__ import annotations
@@ -40,6 +55,9 @@ from conftest import PG_ENV, PG_HINT, unavailable
 from test_loop import small_dataset
 
 ROUNDS = 2
+#: The pool and test split: a pool larger than the subsample (its path taken every round) and more than
+#: the 32 labels the loop buys; sizes beyond that only cost time.
+N_TRAIN, N_TEST, SUBSAMPLE = 120, 60, 70
 #: Kill points run on PostgreSQL: every boundary once, in round 1 (round 0 for the seed).
 #: SQLite runs them all; the bookkeeping is the same code, the database is what differs.
 PG_ROUND = 1
@@ -48,7 +66,7 @@ PG_ROUND = 1
 def config(name: str, **kw) -> LoopConfig:
     """Two rounds after the seed, a subsample (its seed path included), the random baseline, and a
     one-step training recipe."""
-    return LoopConfig(dataset=name, rounds=ROUNDS, budget=6, initial=20, subsample=150, epochs=1,
+    return LoopConfig(dataset=name, rounds=ROUNDS, budget=6, initial=20, subsample=SUBSAMPLE, epochs=1,
                       baseline=True, **kw)
 
 
@@ -93,7 +111,7 @@ class Copies:
         if backend == "postgres" and not self.base:
             unavailable(PG_HINT)
         self.template = self._new("template")
-        small_dataset(self.template, DATASET, n_train=200, n_test=100)
+        small_dataset(self.template, DATASET, n_train=N_TRAIN, n_test=N_TEST)
         dispose_all()  # a template database must have no open connections
 
     def _admin(self):
@@ -125,6 +143,26 @@ class Copies:
 
         template = make_url(self.template.db_url).database if self.backend == "postgres" else "file"
         return self._new(tag, template)
+
+    def snapshot(self, settings: Settings, tag: str) -> Settings:
+        """A copy of ``settings``' database and workspace as they are now (between transactions)."""
+        workspace = self.root / tag
+        if settings.workspace.exists():  # PostgreSQL: made by the first file the loop writes
+            shutil.copytree(settings.workspace, workspace, ignore=shutil.ignore_patterns("curator.db*"))
+        if self.backend == "sqlite":
+            import sqlite3
+
+            src, dst = (sqlite3.connect(w / "curator.db") for w in (settings.workspace, workspace))
+            with dst:
+                src.backup(dst)  # the committed pages, WAL included
+            src.close()
+            dst.close()
+            return Settings(workspace=workspace)
+        from sqlalchemy.engine import make_url
+
+        dispose_all()  # a template database must have no open connections
+        copy = self._new(tag, make_url(settings.db_url).database)
+        return dataclasses.replace(copy, workspace=workspace)
 
     def close(self):
         dispose_all()
@@ -165,7 +203,7 @@ def forked():
     global _CONTEXT
     if _CONTEXT is None:
         _CONTEXT = multiprocessing.get_context("forkserver")
-        _CONTEXT.set_forkserver_preload(["torch", "torch.optim", "curator.loop",
+        _CONTEXT.set_forkserver_preload(["torch", "torch.optim", "torch._dynamo", "curator.loop",
                                          "curator.rounds", "curator.models", "curator.report", __name__])
     return _CONTEXT
 
@@ -188,29 +226,53 @@ def boundary_calls() -> set[str]:
             and node.args and isinstance(node.args[0], ast.Constant)}
 
 
-def reference(copies: Copies, monkeypatch) -> tuple[list[str], object, dict]:
-    """The uninterrupted run: the boundaries it passed, in order, its result and its rows."""
-    hits = []
+def _checked_out() -> int:
+    """Connections in use now: none at a boundary, or a kill there would cut an open transaction short
+    (which a copy of the committed state would not show)."""
+    from curator.store import session
+
+    return sum(engine.pool.checkedout() for engine in session._ENGINES.values())
+
+
+def reference(copies: Copies, monkeypatch, snapshot=lambda at: False):
+    """The uninterrupted run: the boundaries it passed, in order, its result, its rows, and a copy of
+    the database and workspace at each boundary ``snapshot`` names (with the connections open there)."""
+    hits, copied = [], {}
     real = loop._boundary
 
     def record(step, number):
-        hits.append(f"{step}:{number}")
+        at = f"{step}:{number}"
+        hits.append(at)
+        if snapshot(at):
+            copied[at] = (_checked_out(), copies.snapshot(settings, f"at-{len(hits)}"))
         real(step, number)
 
     settings = copies.fresh("reference")
     with monkeypatch.context() as m:
         m.setattr(loop, "_boundary", record)
         result = run_loop(settings, config(DATASET), plots=False)
-    return hits, result, rows(settings)
+    return hits, result, rows(settings), copied
+
+
+def _differs(settings: Settings, resumed, result, want: dict) -> list[str]:
+    dispose_all()
+    got = rows(settings)
+    diff = [k for k in want if got[k] != want[k]]
+    if resumed is not None and resumed != result:
+        diff.append(f"result {resumed} != {result}")
+    return diff
 
 
 # -- the tests -------------------------------------------------------------------------------
 
 @pytest.mark.slow
 def test_killed_at_every_step_boundary_resumes_to_the_uninterrupted_rows(copies, monkeypatch):
-    """SQLite: every boundary of every round (35 kill points with two rounds after the seed);
-    PostgreSQL: every boundary once. Each resumed run stores the reference's rows exactly."""
-    hits, result, want = reference(copies, monkeypatch)
+    """SQLite: every boundary of every round (33 kill points with two rounds after the seed);
+    PostgreSQL: every boundary once. Resumed from the state a kill at each leaves, and killed at each
+    in turn (one chain of child processes), the loop stores the reference's rows exactly."""
+    pg_point = lambda h: h.endswith(f":{PG_ROUND}") or h.startswith("seed:")  # noqa: E731
+    wanted = (lambda h: True) if copies.backend == "sqlite" else pg_point
+    hits, result, want, copied = reference(copies, monkeypatch, wanted)
     # the reference passes every boundary the code has, each once per round that has it
     assert {h.split(":")[0] for h in hits} == boundary_calls() == set(loop.BOUNDARIES)
     assert len(hits) == len(set(hits))
@@ -220,23 +282,45 @@ def test_killed_at_every_step_boundary_resumes_to_the_uninterrupted_rows(copies,
         (n, m) for n in range(ROUNDS + 1) for m in sorted(("test_error", loop.BASELINE_METRIC))]
     assert [v[0] for v in want["versions"]] == [f"round-{n}" for n in range(ROUNDS + 1)]
 
-    points = hits if copies.backend == "sqlite" else [
-        h for h in hits if h.endswith(f":{PG_ROUND}") or h.startswith("seed:")]
+    points = [h for h in hits if wanted(h)]
+    assert list(copied) == points
     failures = []
-    for i, at in enumerate(points):
-        settings = copies.fresh(f"kill-{i}")
-        code = kill_at(settings, config(DATASET), at)
+    for at, (open_connections, settings) in copied.items():
+        if open_connections:
+            failures.append(f"{at}: {open_connections} connection(s) checked out at the boundary")
+        diff = _differs(settings, run_loop(settings, config(DATASET), plots=False), result, want)
+        if diff:
+            failures.append(f"{at}: resumed from there, differs in {', '.join(diff)}")
+
+    # Real kills: each child resumes the database the one before it was killed in and is killed at the
+    # next boundary. A resumed run may finish without passing that boundary (an earlier step did its
+    # work: the random baseline of every evaluated round at once, then the report) and must then
+    # store the reference's rows; the next boundary is killed at on a fresh copy, from the start,
+    # where the run passes every boundary, so it must die there.
+    chains, chain, killed = 0, None, []
+    for at in points:
+        if chain is None:
+            chains += 1
+            chain, killed = copies.fresh(f"chain-{chains}"), []
+        code = kill_at(chain, config(DATASET), at)
+        if code == 137:
+            killed.append(at)
+            continue
+        if code != 0 or not killed:
+            failures.append(f"{at}: the killed run ended with {code}, not at the boundary (137)")
+        else:
+            diff = _differs(chain, None, None, want)  # the run finished: its result is not at hand
+            if diff:
+                failures.append(f"killed at {', '.join(killed)} in turn, then finished: differs in {', '.join(diff)}")
+        chain = copies.fresh(f"chain-{chains}-{at.replace(':', '-')}")  # the same boundary again, from the start
+        chains += 1
+        code = kill_at(chain, config(DATASET), at)
         if code != 137:
             failures.append(f"{at}: the killed run ended with {code}, not at the boundary (137)")
-            continue
-        resumed = run_loop(settings, config(DATASET), plots=False)
-        dispose_all()
-        got = rows(settings)
-        diff = [k for k in want if got[k] != want[k]]
-        if resumed != result:
-            diff.append(f"result {resumed} != {result}")
-        if diff:
-            failures.append(f"{at}: differs in {', '.join(diff)}")
+        killed = [at]
+    diff = _differs(chain, run_loop(chain, config(DATASET), plots=False), result, want)
+    if diff:
+        failures.append(f"killed at {', '.join(killed)} in turn: differs in {', '.join(diff)}")
     assert not failures, "\n".join(failures)
     assert len(points) == (len(hits) if copies.backend == "sqlite" else len(loop.BOUNDARIES))
 
@@ -268,7 +352,7 @@ def test_resumed_from_waiting_while_people_label_in_label_studio(ls_server, tmp_
     name = f"wait-{uuid.uuid4().hex[:10]}"  # the server's workspace is shared: media under a new name
     project = f"loop-wait-{uuid.uuid4().hex[:8]}"
     settings = dataclasses.replace(ls_server, db_url=f"sqlite:///{tmp_path / 'wait.db'}")
-    small_dataset(settings, name, n_train=200, n_test=100)
+    small_dataset(settings, name, n_train=N_TRAIN, n_test=N_TEST)
     cfg = dataclasses.replace(config(name, labeler="labelstudio", project=project), rounds=1)
 
     def people(number, start=0, stop=None):  # people answer in Label Studio, as the oracle would
@@ -306,7 +390,7 @@ def test_resumed_from_waiting_while_people_label_in_label_studio(ls_server, tmp_
 
     # the same loop with the oracle answering at once, on its own copy of the data
     direct = Settings(workspace=tmp_path / "direct")
-    small_dataset(direct, name, n_train=200, n_test=100)
+    small_dataset(direct, name, n_train=N_TRAIN, n_test=N_TEST)
     assert run_loop(direct, dataclasses.replace(cfg, labeler="oracle", project=None), plots=False).waiting is None
     want = rows(direct, name)
     for key in ("rounds", "items", "versions", "evaluations", "models", "report"):
