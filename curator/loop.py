@@ -527,6 +527,38 @@ def random_baseline(settings, cfg: LoopConfig, ds: int) -> list[tuple[int, float
     return [(p.n_labels, p.value) for p in points]
 
 
+#: Evaluation metric of the labels-only comparison: the loop's own labels, the built-in CNN without
+#: the pool's pseudo-labels (``--supervised-only``); recorded beside the random baseline.
+SUPERVISED_METRIC = "test_error_supervised"
+
+
+def supervised_baseline(settings, cfg: LoopConfig, ds: int) -> list[tuple[int, float]]:
+    """The loop's own labels at each round of the test-error curve, trained on the labels alone: the
+    report shows what learning from the unlabeled pool adds (the random baseline shows what
+    selection adds). Only for the built-in semi-supervised recipe; each point recorded once."""
+    if cfg.model is not None or cfg.supervised_only:
+        return []
+
+    def read(s):
+        curve = [(p.round_id, p.number) for p in store_rounds.evaluations(s, ds, TEST_METRIC)
+                 if p.round_id is not None]
+        recorded = {p.round_id for p in store_rounds.evaluations(s, ds, SUPERVISED_METRIC)}
+        return [(r, n) for r, n in curve if r not in recorded]
+
+    for round_id, number in run_step(settings, read):
+        got = round_labels(settings, cfg, ds, upto=number)
+        from curator import rounds
+
+        model = rounds.train_model(settings, cfg.dataset, got.train_ids, got.train_labels, seed=cfg.seed,
+                                   epochs=cfg.epochs, semi=None, split=cfg.pool_split)
+        error = _test_error(settings, cfg, model)
+        run_step(settings, write=lambda s, _, round_id=round_id, n=got.n_labels, model=model, error=error:
+                 store_rounds.add_evaluation(s, ds, round_id, model_id=model.model_id, n_labels=n,
+                                             metric=SUPERVISED_METRIC, value=error))
+    points = run_step(settings, lambda s: store_rounds.evaluations(s, ds, SUPERVISED_METRIC))
+    return [(p.n_labels, p.value) for p in points]
+
+
 def _pool_truth(session, cfg: LoopConfig, ds: int) -> dict[int, str]:
     """Ground truth of every pool sample, or a clear error: the baseline's random picks need it."""
     truth = store_samples.truth(session, ds, split=cfg.pool_split, pool_only=True)
@@ -730,6 +762,9 @@ def run_loop(settings, cfg: LoopConfig, *, report: bool = True, plots: bool = Tr
             before = _count(settings, ds, BASELINE_METRIC)
             random_baseline(settings, cfg, ds)
             stale |= _count(settings, ds, BASELINE_METRIC) != before
+            before = _count(settings, ds, SUPERVISED_METRIC)
+            supervised_baseline(settings, cfg, ds)
+            stale |= _count(settings, ds, SUPERVISED_METRIC) != before
         if report and stale:
             _boundary("report", number)
             _report(settings, cfg, plots)

@@ -100,6 +100,12 @@ def _plot_curve(ax, evals, baseline, target):
             ax.axhline(target, color="red", lw=0.8, ls=":", label=f"target {target:.2f}")
     if baseline:
         ax.plot(baseline["n_labels"], baseline["error"], "s-", alpha=0.7, label="random baseline")
+    from curator.loop import SUPERVISED_METRIC
+
+    sup = [e for e in evals if e["metric"] == SUPERVISED_METRIC]
+    if sup:
+        ax.plot([e["n_labels"] for e in sup], [e["value"] for e in sup], "^-", alpha=0.7,
+                label="labels only (--supervised-only)")
     ax.set_xlabel("labels")
     ax.set_ylabel("validation error (human labels)" if _validated(errs) else "test error")
     ax.set_yscale("log")
@@ -149,7 +155,7 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
     Without plots the Markdown (every table) is the same and nothing is rendered: most of
     the report's cost is matplotlib's, which tests of the loop's bookkeeping can spare.
     """
-    from curator.loop import BASELINE_METRIC
+    from curator.loop import BASELINE_METRIC, SUPERVISED_METRIC
     from curator.names import dataset_name, inside
 
     dataset = dataset_name(dataset)
@@ -159,6 +165,7 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
     random = {e["n_labels"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC}
     random_of_round = {e["round"]: e["value"] for e in evals if e["metric"] == BASELINE_METRIC
                        and e["round"] is not None}
+    labels_only = {e["round"]: e["value"] for e in evals if e["metric"] == SUPERVISED_METRIC and e["round"] is not None}
     if baseline is None and random:  # recorded by `curator loop --baseline`
         baseline = {"n_labels": sorted(random), "error": [random[n] for n in sorted(random)]}
     if plots:
@@ -176,11 +183,15 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
                   "(labels: every human label as of the round).", ""]
         lines += [f"- `{m}`: {ESTIMATES[m]}." for m in dict.fromkeys(e["metric"] for e in errs)]
         lines.append("")
-    elif errs and random:
-        lines += ["| round | labels | test error | random selection |", "|---|---|---|---|"]
-        lines += [f"| {_round_cell(e)} | {e['n_labels']} | {e['value']:.4f} | "
-                  f"{_random_cell(e, random_of_round, random)} |" for e in errs]
+    elif errs and (random or labels_only):
+        head = ["random selection"] * bool(random) + ["labels only (`--supervised-only`)"] * bool(labels_only)
+        lines += ["| round | labels | test error | " + " | ".join(head) + " |", "|---" * (3 + len(head)) + "|"]
+        lines += ["| " + " | ".join([_round_cell(e), str(e["n_labels"]), f"{e['value']:.4f}"]
+                                    + [_random_cell(e, random_of_round, random)] * bool(random)
+                                    + [_random_cell(e, labels_only, {})] * bool(labels_only)) + " |" for e in errs]
         lines.append("")
+        if labels_only:
+            lines += [_gain_line(errs, labels_only), ""]
     elif errs:
         lines += ["| round | labels | test error |", "|---|---|---|"]
         lines += [f"| {_round_cell(e)} | {e['n_labels']} | {e['value']:.4f} |" for e in errs]
@@ -208,7 +219,19 @@ def _training_line(settings, dataset: str) -> str | None:
     """How the newest built-in model of ``dataset`` was trained (its recorded params), or None."""
     from curator.store import models as store_models
 
-    model = run_step(settings, lambda s: store_models.newest_trained_on(s, dataset))
+    def read(s):  # the model of the curve's newest point (not a baseline's), else the newest trained
+        from curator.loop import CURVE_METRICS
+
+        points = [p for p in store_rounds.evaluations(s, dataset_id(s, dataset))
+                  if p.metric in CURVE_METRICS and p.model_id is not None]
+        if points:
+            newest = max(points, key=lambda p: (p.number is not None, p.number or 0, p.n_labels, p.id))
+            m = store_models.find(s, int(newest.model_id))
+            if m is not None and m.path is not None and (m.params or {}).get("dataset") == dataset:
+                return m
+        return store_models.newest_trained_on(s, dataset)
+
+    model = run_step(settings, read)
     p = (model.params or {}) if model is not None else {}
     if model is None or p.get("trained_by") == "fit hook":
         return None
@@ -219,6 +242,19 @@ def _training_line(settings, dataset: str) -> str | None:
                 "embedding, curator.semihead); `--supervised-only` trains on the labels alone.")
     return (f"Supervised only (model {model.id}, {p.get('n_labels')} labels): the built-in CNN trained on the "
             "labels alone (`--supervised-only`).")
+
+
+def _gain_line(errs: list[dict], labels_only: dict) -> str:
+    """One sentence: the test error with the pool's pseudo-labels against the labels alone, last shared round."""
+    both = [e for e in errs if e["round"] in labels_only]
+    if not both:
+        return ""
+    e = both[-1]
+    sup = labels_only[e["round"]]
+    gain = (sup - e["value"]) * 100
+    return (f"Learning from the unlabeled pool (semi-supervised, the default): {e['value']:.2%} test error at "
+            f"{e['n_labels']} labels, against {sup:.2%} from the same labels alone "
+            f"({'lower' if gain >= 0 else 'higher'} by {abs(gain):.1f} points).")
 
 
 def _round_cell(e: dict) -> str:

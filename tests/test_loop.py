@@ -82,7 +82,7 @@ def test_oracle_loop_runs_rounds_records_everything_and_reports(settings):
 
 @pytest.mark.slow
 def test_random_baseline_at_every_label_count_in_the_report(settings):
-    from curator.loop import BASELINE_METRIC, random_baseline
+    from curator.loop import BASELINE_METRIC, SUPERVISED_METRIC, random_baseline, supervised_baseline
 
     # the bookkeeping, not the error: a small pool and a one-epoch recipe (equal models still need equal inputs)
     name = small_dataset(settings, "baselined", n_train=120, n_test=60)
@@ -97,7 +97,17 @@ def test_random_baseline_at_every_label_count_in_the_report(settings):
     assert len(stored) == 3
     assert random_baseline(settings, config(name, baseline=True, epochs=1), ds) == sorted(random.items())  # nothing new
     text = (settings.workspace / "reports" / name / "report.md").read_text()
-    assert "| random selection |" in text and f"| 2 | 36 | {loop_errors[36]:.4f} | {random[36]:.4f} |" in text
+    # beside it the same labels without the pool (`--supervised-only`): the gain of semi-supervised training
+    with transaction(settings) as s:
+        sup = dict(s.execute(select(Evaluation.n_labels, Evaluation.value)
+                             .where(Evaluation.metric == SUPERVISED_METRIC)).all())
+    assert sorted(sup) == [20, 28, 36] and all(0 <= v < 0.9 for v in sup.values())
+    assert "| random selection | labels only (`--supervised-only`) |" in text
+    assert f"| 2 | 36 | {loop_errors[36]:.4f} | {random[36]:.4f} | {sup[36]:.4f} |" in text
+    assert f"against {sup[36]:.2%} from the same labels alone" in text
+    assert "Semi-supervised (model" in text  # the training line names the loop's model, not the comparison's
+    assert supervised_baseline(settings, config(name, baseline=True), ds) == sorted(sup.items())  # nothing new
+    assert supervised_baseline(settings, config(name, baseline=True, supervised_only=True), ds) == []
 
 
 def test_random_baseline_needs_ground_truth(settings):

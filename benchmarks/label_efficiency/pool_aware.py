@@ -11,6 +11,10 @@ embedding is fitted on the pool (``curator.semihead.EMBEDDINGS``, named by
 * ``balanced``: 2 labels per class drawn by the seed, then as ``typical``;
 * ``random``: 20 random, then 10 random per round: the same semi-supervised
   training, so the share of the gain that comes from selection shows.
+* ``typical+curator``: the first 20 as ``typical``, then 10 per round by the
+  default ``curator`` policy on the semi-supervised head's probabilities (its
+  switch rule: typicality while a class has fewer than 3 labels, then
+  uncertainty (margin) with one pick per k-means cluster as the diversity guard).
 
 Every round the semi-supervised head (``curator.semihead.fit_head``: label
 propagation over the pool's kNN graph, test images by the weighted vote of their
@@ -139,6 +143,10 @@ def main():
             if len(labeled) >= level:
                 continue
             t, c = time.time(), cpu_s()
+            if run == "typical+curator" and labeled and "head" not in st:  # resumed: the head of the recorded labels
+                y = np.full(len(yp), -1, np.int64)
+                y[labeled] = yp[labeled]
+                st["head"] = fit_head(E, y, classes=classes, k=args.k, neighbours=graph)
             budget = level - len(labeled)
             taken = np.array(labeled, np.int64)
             free = np.setdiff1d(np.arange(len(yp)), taken)
@@ -149,6 +157,9 @@ def main():
                                          for c in range(classes)])
             elif run == "random":
                 picked = st["rng"].choice(free, budget, replace=False)
+            elif run == "typical+curator" and labeled:
+                pool = Pool(embeddings=E[free], probs=st["head"].probs[free], labeled_embeddings=E[taken])
+                picked = free[policies.get("curator").select(pool, budget=budget, seed=seed * 1000 + len(labeled))]
             else:
                 pool = Pool(embeddings=E[free], labeled_embeddings=E[taken] if len(taken) else None)
                 picked = free[policies.get("typical").select(pool, budget=budget, seed=seed * 1000 + len(labeled))]
@@ -156,7 +167,7 @@ def main():
             labeled.extend(int(i) for i in picked)
             y = np.full(len(yp), -1, np.int64)
             y[labeled] = yp[labeled]
-            head = fit_head(E, y, classes=classes, k=args.k, neighbours=graph)
+            head = st["head"] = fit_head(E, y, classes=classes, k=args.k, neighbours=graph)
             test_err = float((head.predict_proba(neighbours=test_nbrs).argmax(1) != yt).mean())
             pool_err = float((head.probs.argmax(1) != yp).mean())
             wall, cpu = time.time() - t, cpu_s() - c
