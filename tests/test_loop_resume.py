@@ -279,7 +279,7 @@ def test_killed_at_every_step_boundary_resumes_to_the_uninterrupted_rows(copies,
     assert result.rounds_done == ROUNDS and result.waiting is None and len(result.baseline) == ROUNDS + 1
     assert [(r[0], r[1]) for r in want["rounds"]] == [(n, "done") for n in range(ROUNDS + 1)]
     assert [(e[0], e[1]) for e in want["evaluations"]] == [
-        (n, m) for n in range(ROUNDS + 1) for m in sorted(("test_error", loop.BASELINE_METRIC))]
+        (n, m) for n in range(ROUNDS + 1) for m in sorted(("test_error", loop.BASELINE_METRIC, loop.SUPERVISED_METRIC))]
     assert [v[0] for v in want["versions"]] == [f"round-{n}" for n in range(ROUNDS + 1)]
 
     points = [h for h in hits if wanted(h)]
@@ -379,7 +379,7 @@ def test_resumed_from_waiting_while_people_label_in_label_studio(ls_server, tmp_
     middle = rows(settings, name)
     assert [r[:2] for r in middle["rounds"]] == [(0, "done"), (1, "pushed")]
     assert [(e[0], e[1], e[2]) for e in middle["evaluations"]] == [
-        (0, "test_error", 20), (0, loop.BASELINE_METRIC, 20)]
+        (0, "test_error", 20), (0, loop.BASELINE_METRIC, 20), (0, loop.SUPERVISED_METRIC, 20)]
 
     people(1)
     result = run_loop(settings, cfg, plots=False)
