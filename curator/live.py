@@ -413,6 +413,7 @@ class LiveLoop:
         queued = [(sid, score) for sid, score in ranks if sid in links and score is not None]
         if queued:
             from curator import rounds
+            from curator.integrations.labelstudio.push import import_predictions
             from curator.rounds import _probs
             from curator.store import annotations as store_ann
             from curator.store import samples as store_samples
@@ -424,12 +425,9 @@ class LiveLoop:
             model = model if model is not None and model.model_id == gen.model_id else \
                 rounds.load_model(self.settings, gen.model_id)
             best = _probs(model.adapter, uris).argmax(1)
-            body = [{"task": links[sid], "model_version": version, "score": 1.0 - float(score),
-                     "result": [{"from_name": row.from_name, "to_name": row.to_name, "type": "choices",
-                                 "value": {"choices": [str(model.classes[int(k)])]}}]}
-                    for (sid, score), k in zip(queued, best)]
-            self.client.http("POST", f"api/projects/{self.external_id}/import/predictions",
-                             f"import generation {gen.number}'s predictions", json=body)
+            import_predictions(self.client, self.external_id, self.project, row,
+                               [(links[sid], (str(model.classes[int(k)]), 1.0 - float(score), version))
+                                for (sid, score), k in zip(queued, best)])
         self.client.http("PATCH", f"api/projects/{self.external_id}", "follow the newest generation",
                          json={"sampling": SAMPLING, "model_version": version})
         self._version = version

@@ -580,7 +580,7 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
         # (and the project's model_version stays "", as connect set it, so the UI shows the backend's)
         report.predictions_on_demand, versions = True, []
     else:
-        report.predictions = _import_predictions(client, pid, name, cfg, missing)
+        report.predictions = import_predictions(client, pid, name, cfg, missing)
     _finish(settings, client, pid, rnd_number, ds, versions, report, whole=plan.whole)
     return report
 
@@ -590,8 +590,9 @@ def _push(settings, plan: _Plan, client: Client, batch_size: int, recreate: bool
 PREDICTIONS_BATCH = 2_000
 
 
-def _import_predictions(client: Client, pid: int, name: str, cfg: LabelConfig, pairs: list) -> int:
+def import_predictions(client: Client, pid: int, name: str, cfg: LabelConfig, pairs: list) -> int:
     """Import ``(task id, (label, score, model_version))`` pairs as pre-annotations; how many.
+    ``cfg``: anything with the labeling config's ``from_name`` and ``to_name`` (a recorded project too).
 
     Resumable: a push killed before (or during) this step leaves tasks without a prediction,
     which the next push finds (``total_predictions`` 0 in ``_server_state``) and completes; a
