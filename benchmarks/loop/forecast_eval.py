@@ -9,6 +9,21 @@ compared with the fit it replaced (least squares in linear space, offset
 always free), kept here as ``linear_fit``.
 
     python benchmarks/loop/forecast_eval.py      # prints the table, writes forecast_eval.json
+
+Crossing check (issue 16 item 5; ``crossing_check``): the question a user asks of the
+forecast is "how many labels until error T?". Rule, fixed before the candidate fits were
+compared (session 19):
+
+- curves: every recorded curve with at least 7 rounds: MNIST first recipe
+  (label_efficiency/results.jsonl), MNIST v2 (results_v2_*.jsonl), the MNIST loop runs
+  (loop/results*.jsonl) and scikit-learn digits v2 (results_digits_v2.jsonl, all seeds);
+- fit on the first 6 rounds; targets 10 %, 5 %, 3 % and 2 % error; a (curve, target) is
+  checkable when the first round at or below the target comes after the 6th round;
+- score: the share of checkable forecasts within +-15 % of that real crossing, averaged
+  over the four groups (so the 24 first-recipe curves do not outvote the rest); ties and
+  near-ties (within one forecast per group) broken by the median |forecast / real - 1|
+  over all checks; a candidate must keep MNIST ``curator@v2`` at 5 % within +-15 % on 3
+  of 3 seeds.
 """
 
 from __future__ import annotations
