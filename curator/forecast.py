@@ -14,6 +14,17 @@ first 6 rounds, predict up to twice as many labels) this cut the mean absolute
 forecast error from 3.0 to 2.2 points of error against a least-squares fit in
 linear space (benchmarks/loop/README.md).
 The uncertainty band comes from a bootstrap over the observed points.
+
+Not every learning curve is a power law over the range a forecast sees: on a small pool
+(scikit-learn digits, 1,297 images) the error of the first rounds falls faster and
+faster (steeper in log-log), and a power law fitted on six such points forecast up to
+twice the labels really needed. So the fit chooses, again by AICc in log space, among
+four shapes (``SHAPES``): the power law, the power law with a floor, a shifted power law
+``a (n + n0)^-b`` (steepening in log-log) and an exponential ``a exp(-b n)``. On every
+recorded curve (benchmarks/loop/forecast_eval.py, rule fixed in advance: labels to 10 /
+5 / 3 / 2 % from the first six rounds, share within +-15 % of the real crossing, averaged
+over four groups of curves) this raised the share from 0.48 to 0.60 and cut the median
+miss from 47 % to 26 %; ``shapes=("power", "floor")`` gives the earlier fit.
 """
 
 from __future__ import annotations
@@ -36,14 +47,32 @@ PAYOFF_PER_100 = 0.001
 ROUGH_BELOW_POINTS = 6
 
 
+#: Shapes ``fit_curve`` chooses among by AICc (see the module docstring).
+SHAPES = ("power", "floor", "shifted", "exp")
+
+
 @dataclasses.dataclass(frozen=True)
 class Curve:
+    """``c + a * (n + shift)**-b`` (kind "power"), or ``c + a * exp(-b n)`` (kind "exp")."""
+
     a: float
     b: float
     c: float
+    shift: float = 0.0
+    kind: str = "power"
 
     def __call__(self, n):
-        return self.c + self.a * np.asarray(n, dtype=float) ** -self.b
+        n = np.asarray(n, dtype=float)
+        if self.kind == "exp":
+            return self.c + self.a * np.exp(-self.b * n)
+        return self.c + self.a * (n + self.shift) ** -self.b
+
+    def formula(self) -> str:
+        """The fitted curve as a readable formula (for reports)."""
+        if self.kind == "exp":
+            return f"{self.c:.4f} + {self.a:.3f} * exp(-{self.b:.4f} n)"
+        shift = f"(n + {self.shift:.1f})" if self.shift else "n"
+        return f"{self.c:.4f} + {self.a:.3f} * {shift}^-{self.b:.2f}"
 
     def labels_for(self, target: float) -> float:
         """Labels needed to reach ``target`` error (inf when the curve levels off above it)."""
@@ -51,15 +80,19 @@ class Curve:
             return 0.0 if target >= self.c + max(self.a, 0.0) else float("inf")
         if target <= self.c:
             return float("inf")
+        if self.kind == "exp":
+            return max(float(-np.log((target - self.c) / self.a) / self.b), 0.0)
         log_n = -np.log((target - self.c) / self.a) / self.b
-        return float(np.exp(log_n)) if log_n < 700 else float("inf")
+        return max(float(np.exp(log_n)) - self.shift, 0.0) if log_n < 700 else float("inf")
 
     def payoff_limit(self, per_100: float = PAYOFF_PER_100) -> float:
         """Labels beyond which 100 more labels lower the error by less than ``per_100``."""
-        if self.a <= 0:
+        if self.a <= 0 or self.b <= FLAT:
             return 0.0
-        # |d err / dn| * 100 = a * b * n**-(b+1) * 100 = per_100
-        return float((self.a * self.b * 100.0 / per_100) ** (1.0 / (self.b + 1.0)))
+        if self.kind == "exp":  # |d err / dn| * 100 = a * b * exp(-b n) * 100 = per_100
+            return max(float(np.log(self.a * self.b * 100.0 / per_100) / self.b), 0.0)
+        # |d err / dn| * 100 = a * b * (n + shift)**-(b+1) * 100 = per_100
+        return max(float((self.a * self.b * 100.0 / per_100) ** (1.0 / (self.b + 1.0))) - self.shift, 0.0)
 
 
 def _check(n_labels, errors) -> tuple[np.ndarray, np.ndarray]:
@@ -74,15 +107,50 @@ def _check(n_labels, errors) -> tuple[np.ndarray, np.ndarray]:
     return n, e
 
 
-def _log_fit(n: np.ndarray, e: np.ndarray, c: float) -> tuple[Curve, float]:
-    """``c + a n**-b`` with ``a, b`` from a line through ``(log n, log(e - c))``; and its log-space SSE."""
-    X = np.stack([np.ones_like(n), np.log(n)], axis=1)
-    (log_a, slope), *_ = np.linalg.lstsq(X, np.log(e - c), rcond=None)
-    if slope >= 0:  # errors that do not fall: a flat curve at their (geometric) mean
-        log_a, slope = float(np.log(e - c).mean()), 0.0
-    curve = Curve(float(np.exp(log_a)), 0.0 - float(slope), float(c))
-    sse = float(((np.log(curve(n)) - np.log(e)) ** 2).sum())
-    return curve, sse
+def _lines(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intercepts and slopes of the least-squares lines through the rows of ``(x, y)`` (2-D)."""
+    xm, ym = x.mean(axis=1, keepdims=True), y.mean(axis=1, keepdims=True)
+    var = ((x - xm) ** 2).sum(axis=1)
+    slope = np.where(var > 0, ((x - xm) * (y - ym)).sum(axis=1) / np.maximum(var, 1e-300), 0.0)
+    return ym[:, 0] - slope * xm[:, 0], slope
+
+
+def _sse(curve: Curve, n: np.ndarray, e: np.ndarray) -> float:
+    return float(((np.log(np.maximum(curve(n), 1e-300)) - np.log(e)) ** 2).sum())
+
+
+def _grid_fit(n: np.ndarray, e: np.ndarray, cs: np.ndarray, shifts: np.ndarray) -> tuple[Curve, float]:
+    """The best of ``c + a (n + shift)**-b`` over the pairs ``(cs[i], shifts[i])``, each with ``a, b``
+    from a line through ``(log(n + shift), log(e - c))``; and its log-space SSE. A grid point whose
+    errors do not fall is a flat curve at their (geometric) mean."""
+    x = np.log(n[None, :] + shifts[:, None])
+    y = np.log(e[None, :] - cs[:, None])
+    log_a, slope = _lines(x, y)
+    flat = slope >= 0
+    log_a = np.where(flat, y.mean(axis=1), log_a)
+    slope = np.where(flat, 0.0, slope)
+    x = np.where(flat[:, None], 0.0, x)
+    with np.errstate(over="ignore"):
+        fitted = cs[:, None] + np.exp(log_a[:, None] + slope[:, None] * x)
+    sse = ((np.log(fitted) - np.log(e)[None, :]) ** 2).sum(axis=1)
+    sse = np.where(np.isfinite(sse) & (log_a < 700), sse, np.inf)  # a shift so large that ``a`` overflows
+    i = int(np.argmin(sse))
+    curve = Curve(float(np.exp(log_a[i])), 0.0 - float(slope[i]), float(cs[i]), 0.0 if flat[i] else float(shifts[i]))
+    return curve, float(sse[i])
+
+
+def _log_fit(n: np.ndarray, e: np.ndarray, c: float, shift: float = 0.0) -> tuple[Curve, float]:
+    """``c + a (n + shift)**-b`` with ``a, b`` from a line in log space; and its log-space SSE."""
+    return _grid_fit(n, e, np.array([c], float), np.array([shift], float))
+
+
+def _exp_fit(n: np.ndarray, e: np.ndarray) -> tuple[Curve, float]:
+    """``a exp(-b n)``: a line through ``(n, log e)``."""
+    (log_a,), (slope,) = _lines(n[None, :], np.log(e)[None, :])
+    if slope >= 0:
+        return _log_fit(n, e, 0.0)
+    curve = Curve(float(np.exp(log_a)), 0.0 - float(slope), 0.0, kind="exp")
+    return curve, _sse(curve, n, e)
 
 
 def _aicc(sse: float, points: int, params: int) -> float:
@@ -91,17 +159,36 @@ def _aicc(sse: float, points: int, params: int) -> float:
     return points * np.log(max(sse, 1e-12) / points) + 2 * params + 2 * params * (params + 1) / (points - params - 1)
 
 
-def fit_curve(n_labels, errors) -> Curve:
-    """Fit ``c + a * n**-b`` in log space, with an offset ``0 <= c < min(errors)`` only where AICc
-    prefers it to the pure power law (see the module docstring)."""
+def _candidates(n: np.ndarray, e: np.ndarray, shape: str) -> tuple[Curve, float, int]:
+    """The best fit of one shape: (curve, log-space SSE, number of parameters)."""
+    if shape == "power":
+        return (*_log_fit(n, e, 0.0), 2)
+    if shape == "exp":
+        return (*_exp_fit(n, e), 2)
+    if shape == "floor":  # grid over the offset c in [0, min e)
+        cs = np.linspace(0.0, e.min(), OFFSET_STEPS, endpoint=False)[1:]
+        return (*_grid_fit(n, e, cs, np.zeros_like(cs)), 3)
+    if shape == "shifted":  # grid over n0 from 1 to far beyond the data (a large n0 is near-exponential)
+        shifts = np.geomspace(1.0, 50.0 * n.max(), OFFSET_STEPS)
+        return (*_grid_fit(n, e, np.zeros_like(shifts), shifts), 3)
+    raise ValidationError(f"unknown learning-curve shape {shape!r}; use some of {', '.join(SHAPES)}")
+
+
+def fit_curve(n_labels, errors, *, shapes=SHAPES) -> Curve:
+    """Fit the learning curve in log space: of ``shapes`` (see ``SHAPES`` and the module
+    docstring) the one AICc prefers; ``shapes=("power", "floor")`` is the earlier fit."""
     n, e = _check(n_labels, errors)
+    if not shapes:
+        raise ValidationError(f"fit_curve needs at least one shape of {', '.join(SHAPES)}")
     e = np.maximum(e, MIN_ERROR)  # an error of 0 (a small test split) has no log
     plain, plain_sse = _log_fit(n, e, 0.0)
-    best, best_sse = min((_log_fit(n, e, c) for c in np.linspace(0.0, e.min(), OFFSET_STEPS, endpoint=False)[1:]),
-                         key=lambda fit: fit[1], default=(plain, plain_sse))
-    if _aicc(best_sse, len(n), 3) < _aicc(plain_sse, len(n), 2):
-        return best
-    return plain
+    if plain.b <= FLAT:  # the errors did not fall: no shape will tell when they do
+        return plain
+    fits = [_candidates(n, e, shape) for shape in shapes]
+    best = min(fits, key=lambda fit: _aicc(fit[1], len(n), fit[2]))[0]
+    if best.b <= FLAT:
+        return plain
+    return best
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,19 +223,28 @@ class Forecast:
         )
 
 
-def forecast(n_labels, errors, target: float, *, n_boot: int = 200, seed: int = 0) -> Forecast:
-    """Fit the curve and bootstrap the labels needed to reach ``target`` error."""
+def forecast(n_labels, errors, target: float, *, n_boot: int = 200, seed: int = 0, shapes=SHAPES,
+             n_test: int | None = None) -> Forecast:
+    """Fit the curve and bootstrap the labels needed to reach ``target`` error.
+
+    ``n_test``: the number of test samples each error was measured on, where known; the
+    bootstrap then also redraws each error from its binomial noise (an error measured on 500
+    images moves by 0.2 points per image), so the band says how little a small test split
+    pins the curve down."""
     n, e = _check(n_labels, errors)
     if not 0 < target < 1:
         raise ValidationError(f"target error must be in (0, 1), got {target}")
-    curve = fit_curve(n, e)
+    if n_test is not None and (int(n_test) != n_test or n_test < 1):
+        raise ValidationError(f"n_test must be a positive whole number of test samples, got {n_test}")
+    curve = fit_curve(n, e, shapes=shapes)
     rng = np.random.default_rng(seed)
     needed = []
     for _ in range(n_boot):
         pick = rng.integers(0, len(n), len(n))
         if len(np.unique(n[pick])) < 3:
             continue
-        needed.append(fit_curve(n[pick], e[pick]).labels_for(target))
+        e_boot = e[pick] if n_test is None else rng.binomial(int(n_test), np.clip(e[pick], 0, 1)) / n_test
+        needed.append(fit_curve(n[pick], e_boot, shapes=shapes).labels_for(target))
     needed = np.array(needed) if needed else np.array([curve.labels_for(target)])
     point = curve.labels_for(target)
     return Forecast(

@@ -96,7 +96,7 @@ def _plot_curve(ax, evals, baseline, target):
             f = forecast(n, y, target)
             grid = np.linspace(n.min(), max(n.max() * 2, min(f.labels_needed, n.max() * 4)
                                             if np.isfinite(f.labels_needed) else n.max() * 2), 100)
-            ax.plot(grid, f.curve(grid), "--", color="gray", label="power-law fit")
+            ax.plot(grid, f.curve(grid), "--", color="gray", label="learning-curve fit")
             ax.axhline(target, color="red", lw=0.8, ls=":", label=f"target {target:.2f}")
     if baseline:
         ax.plot(baseline["n_labels"], baseline["error"], "s-", alpha=0.7, label="random baseline")
@@ -198,7 +198,7 @@ def write_report(settings, dataset: str, out_dir: Path | None = None, *, target:
         lines.append("")
     if len(errs) >= 3 and target:
         f = forecast([e["n_labels"] for e in errs], [e["value"] for e in errs], target)
-        lines += ["## Forecast", "", f"Fit: error = {f.curve.c:.4f} + {f.curve.a:.3f} * n^-{f.curve.b:.2f}"
+        lines += ["## Forecast", "", f"Fit: error = {f.curve.formula()}"
                   + (" (on the validation estimates)." if _validated(errs) else "."),
                   "", f"{f.summary()}.", ""]
     training = _training_line(settings, dataset)
