@@ -4,11 +4,12 @@ Every learning curve the benchmarks recorded (the label-efficiency runs: 8
 policies x 3 seeds, 20 labels then 10 a round; and the 10-round loop runs) is
 cut after its first K points; the forecast is fitted on those and compared
 with the later points, up to twice the labels of the last fitted point. The
-current fit (``curator.forecast.fit_curve``: log space, offset by AICc) is
-compared with the fit it replaced (least squares in linear space, offset
-always free), kept here as ``linear_fit``.
+current fit (``curator.forecast.fit_curve``: log space, shape by AICc) is
+compared with the fits it replaced: log space with an offset by AICc (session 18,
+``fit_curve(shapes=("power", "floor"))``) and least squares in linear space, offset
+always free (``linear_fit``).
 
-    python benchmarks/loop/forecast_eval.py      # prints the table, writes forecast_eval.json
+    python benchmarks/loop/forecast_eval.py      # prints the tables, writes forecast_eval.json
 
 Crossing check (issue 16 item 5; ``crossing_check``): the question a user asks of the
 forecast is "how many labels until error T?". Rule, fixed before the candidate fits were
@@ -34,10 +35,14 @@ from pathlib import Path
 
 import numpy as np
 
-from curator.forecast import Curve, fit_curve
+from curator.forecast import _candidates, _aicc, Curve, fit_curve, forecast
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+LE = ROOT / "benchmarks" / "label_efficiency"
+OLD = ("power", "floor")  # the session-18 fit
+TARGETS = (0.10, 0.05, 0.03, 0.02)
+WITHIN = 0.15
 
 
 def linear_fit(n, e) -> Curve:
@@ -53,22 +58,152 @@ def linear_fit(n, e) -> Curve:
     return Curve(float(a[i]), float(exps[i]), float(c[i]))
 
 
-def curves() -> dict[str, dict[int, float]]:
-    out: dict[str, dict[int, float]] = collections.defaultdict(dict)
-    for line in open(ROOT / "benchmarks" / "label_efficiency" / "results.jsonl"):
-        r = json.loads(line)
-        if "policy" in r and "test_error" in r:
-            out[f"label_efficiency {r['policy']} seed {r['seed']}"][int(r["labels"])] = float(r["test_error"])
+def _label_efficiency(paths, group: str, n_test: int) -> dict[str, tuple[str, int, dict[int, float]]]:
+    """One curve per (policy, seed): a finished run first, else the longest partial one."""
+    runs, key, done = collections.defaultdict(dict), {}, set()
+    for path in paths:
+        for line in open(path):
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if "run" not in r:
+                continue
+            if r.get("done"):
+                done.add(r["run"])
+            else:
+                runs[r["run"]][int(r["labels"])] = float(r["test_error"])
+                key[r["run"]] = (r["policy"], r["seed"])
+    best = {}
+    for run, d in runs.items():
+        rank = (run in done, len(d))
+        if key[run] not in best or rank > best[key[run]][0]:
+            best[key[run]] = (rank, d)
+    return {f"{group} {p} seed {s}": (group, n_test, v[1]) for (p, s), v in sorted(best.items())}
+
+
+def grouped_curves() -> dict[str, tuple[str, int, dict[int, float]]]:
+    """name -> (group, test images, {labels: test error}) for every recorded curve."""
+    out = {}
+    out.update(_label_efficiency([LE / "results.jsonl"], "mnist-first-recipe", 10_000))
+    out.update(_label_efficiency(sorted(LE.glob("results_v2_*.jsonl")), "mnist-v2", 10_000))
+    out.update(_label_efficiency(sorted(LE.glob("results_digits*.jsonl")), "digits-v2", 500))
     for path in sorted(HERE.glob("results*.jsonl")):
         for line in open(path):
             r = json.loads(line)
             if r.get("step") == "loop":
-                out[f"loop {path.name}"] = {int(n): float(e) for n, e in r["errors"]}
+                out[f"mnist-loop {path.name}"] = ("mnist-loop", 10_000, {int(n): float(e) for n, e in r["errors"]})
     return out
 
 
-def main() -> None:
-    fits = {"log space, offset by AICc (current)": fit_curve, "linear least squares (earlier)": linear_fit}
+def curves() -> dict[str, dict[int, float]]:
+    """The 27 curves of the value check (first-recipe label efficiency and the loop runs)."""
+    return {k: d for k, (g, _, d) in grouped_curves().items() if g in ("mnist-first-recipe", "mnist-loop")}
+
+
+# -- candidate fits tried for the crossing check (session 19) -------------------------------
+
+def _isotonic(e: np.ndarray) -> np.ndarray:
+    """Non-increasing least-squares envelope (pool adjacent violators)."""
+    vals, counts = [], []
+    for v in e:
+        vals.append(float(v))
+        counts.append(1)
+        while len(vals) > 1 and vals[-2] < vals[-1]:
+            v2, c2 = vals.pop(), counts.pop()
+            vals[-1] = (vals[-1] * counts[-1] + v2 * c2) / (counts[-1] + c2)
+            counts[-1] += c2
+    return np.repeat(vals, counts)
+
+
+def _weighted_power(n, e, n_test) -> Curve:
+    """Pure power law, each log error weighted by its binomial precision n_test * e / (1 - e)."""
+    w = n_test * e / (1 - e)
+    x, y = np.log(n), np.log(e)
+    xm, ym = np.average(x, weights=w), np.average(y, weights=w)
+    slope = np.average((x - xm) * (y - ym), weights=w) / np.average((x - xm) ** 2, weights=w)
+    return Curve(float(np.exp(ym - slope * xm)), float(max(-slope, 0.0)), 0.0)
+
+
+def _aicc_average(n, e, target, shapes) -> float:
+    """Labels to ``target`` averaged (geometric, Akaike weights) over the shapes' fits."""
+    fits = [_candidates(n, np.maximum(e, 1e-4), s) for s in shapes]
+    aicc = np.array([_aicc(sse, len(n), p) for _, sse, p in fits])
+    w = np.exp(-(aicc - aicc.min()) / 2)
+    labels = np.array([c.labels_for(target) for c, _, _ in fits])
+    if not np.isfinite(labels[w / w.sum() > 0.5]).all():
+        return float("inf")
+    ok = np.isfinite(labels) & (labels > 0)
+    return float(np.exp(np.average(np.log(labels[ok]), weights=w[ok]))) if ok.any() else float("inf")
+
+
+CANDIDATES = {  # name -> f(n, e, n_test, target) = labels forecast
+    "shape by AICc: power, floor, shifted, exp (current)": lambda n, e, N, t: fit_curve(n, e).labels_for(t),
+    "power or floor by AICc (session 18)": lambda n, e, N, t: fit_curve(n, e, shapes=OLD).labels_for(t),
+    "session 18 on the isotonic envelope": lambda n, e, N, t: fit_curve(n, _isotonic(e), shapes=OLD).labels_for(t),
+    "session 18 on the running minimum": lambda n, e, N, t: fit_curve(n, np.minimum.accumulate(e), shapes=OLD).labels_for(t),
+    "power law, binomial weights": lambda n, e, N, t: _weighted_power(n, e, N).labels_for(t),
+    "power or exp by AICc": lambda n, e, N, t: fit_curve(n, e, shapes=("power", "exp")).labels_for(t),
+    "shifted power law only": lambda n, e, N, t: fit_curve(n, e, shapes=("shifted",)).labels_for(t),
+    "exponential only": lambda n, e, N, t: fit_curve(n, e, shapes=("exp",)).labels_for(t),
+    "Akaike-weighted average of the four shapes": lambda n, e, N, t: _aicc_average(n, e, t, ("power", "floor", "shifted", "exp")),
+    "linear least squares (session 17)": lambda n, e, N, t: linear_fit(n, e).labels_for(t),
+}
+
+
+def checkable(k: int = 6):
+    """(name, group, n_test, target, labels, errors of the first k rounds, real crossing)."""
+    out = []
+    for name, (group, n_test, d) in grouped_curves().items():
+        n = np.array(sorted(d), float)
+        e = np.array([d[x] for x in sorted(d)])
+        if len(n) < k + 1:
+            continue
+        for t in TARGETS:
+            hit = np.flatnonzero(e <= t)
+            if len(hit) and hit[0] >= k:
+                out.append((name, group, n_test, t, n[:k], e[:k], float(n[hit[0]])))
+    return out
+
+
+def crossing_check(k: int = 6, candidates=CANDIDATES) -> list[dict]:
+    """The rule of the module docstring, for every candidate fit: per-group share within +-15 %."""
+    checks = checkable(k)
+    groups = sorted({c[1] for c in checks})
+    rows = []
+    for label, fit in candidates.items():
+        per, rel, detail = collections.defaultdict(list), [], []
+        for name, group, n_test, t, n, e, real in checks:
+            r = fit(n, e, n_test, t) / real - 1
+            per[group].append(bool(abs(r) <= WITHIN))
+            rel.append(abs(r))
+            detail.append({"curve": name, "target": t, "real": real, "rel_error": round(float(r), 3)})
+        v2 = [d for d in detail if d["curve"].startswith("mnist-v2 curator@v2 ") and d["target"] == 0.05]
+        rows.append({"fit_points": k, "fit": label, "score": round(float(np.mean([np.mean(per[g]) for g in groups])), 3),
+                     "within": {g: f"{sum(per[g])}/{len(per[g])}" for g in groups},
+                     "median_abs_rel_error": round(float(np.median(rel)), 3),
+                     "mnist_v2_curator_5pct": f"{sum(abs(d['rel_error']) <= WITHIN for d in v2)}/{len(v2)}",
+                     "checks": detail})
+    return rows
+
+
+def band_coverage(k: int = 6, n_boot: int = 100) -> dict:
+    """Share of real crossings inside the forecast's 80 % band, without and with ``n_test``."""
+    out = {}
+    for label, kw in (("points resampled", {}), ("points resampled + binomial test noise", {"use_n_test": True})):
+        inside = collections.defaultdict(list)
+        for name, group, n_test, t, n, e, real in checkable(k):
+            f = forecast(n, e, t, n_boot=n_boot, n_test=n_test if kw else None)
+            inside[group].append(bool(f.low <= real <= f.high))
+        out[label] = {g: f"{sum(v)}/{len(v)}" for g, v in sorted(inside.items())}
+    return out
+
+
+def value_check() -> list[dict]:
+    """Mean |forecast - actual| error at the later points, up to twice the last fitted labels."""
+    fits = {"shape by AICc (current)": fit_curve,
+            "power or floor by AICc (session 18)": lambda n, e: fit_curve(n, e, shapes=OLD),
+            "linear least squares (session 17)": linear_fit}
     table = []
     for k in (5, 6, 8, 10):
         errs = collections.defaultdict(list)
@@ -84,11 +219,35 @@ def main() -> None:
         for label, v in errs.items():
             table.append({"fit_points": k, "fit": label, "curves": len(v),
                           "mean_abs_error": round(float(np.mean(v)), 4), "median_abs_error": round(float(np.median(v)), 4)})
+    return table
+
+
+def main() -> None:
+    table = value_check()
     print("| points fitted | fit | curves | mean abs. error | median abs. error |")
     print("|---|---|---|---|---|")
     for r in table:
         print(f"| {r['fit_points']} | {r['fit']} | {r['curves']} | {r['mean_abs_error']:.4f} | {r['median_abs_error']:.4f} |")
-    (HERE / "forecast_eval.json").write_text(json.dumps(table, indent=1) + "\n")
+    crossing = {k: crossing_check(k) for k in (5, 6, 8, 10)}
+    groups = list(crossing[6][0]["within"])
+    print("\nLabels to 10/5/3/2 % error, forecast from the first 6 rounds: share within +-15 % of the real crossing")
+    print(f"| fit | score | {' | '.join(groups)} | median miss | MNIST curator@v2 at 5 % |")
+    print("|---|---|" + "---|" * len(groups) + "---|---|")
+    for r in sorted(crossing[6], key=lambda r: (-r["score"], r["median_abs_rel_error"])):
+        cells = " | ".join(r["within"][g] for g in groups)
+        print(f"| {r['fit']} | {r['score']:.2f} | {cells} | {r['median_abs_rel_error']:.0%} | {r['mnist_v2_curator_5pct']} |")
+    print("\nScore (and median miss) by the number of rounds fitted")
+    print("| fit | " + " | ".join(f"{k} rounds" for k in crossing) + " |")
+    print("|---|" + "---|" * len(crossing))
+    for i, r in enumerate(crossing[6]):
+        print(f"| {r['fit']} | " + " | ".join(f"{crossing[k][i]['score']:.2f} ({crossing[k][i]['median_abs_rel_error']:.0%})"
+                                              for k in crossing) + " |")
+    coverage = band_coverage()
+    print("\n80 % band of the current fit: real crossings inside it, per group")
+    for label, v in coverage.items():
+        print(f"- {label}: {v}")
+    out = {"value_check": table, "crossing_check": {str(k): v for k, v in crossing.items()}, "band_coverage": coverage}
+    (HERE / "forecast_eval.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":
