@@ -73,7 +73,8 @@ def max_rise(curve) -> float:
 
 
 def forecast_check(data, target: float, fit_points: int = 6):
-    """Per run: labels to ``target`` forecast from the first ``fit_points`` rounds vs the real crossing."""
+    """Per run: labels to ``target`` forecast from the first ``fit_points`` rounds vs the real crossing,
+    with the current fit (shape by AICc) and the session-18 one (power law or floor) beside it."""
     from curator.forecast import fit_curve
 
     out = {}
@@ -83,9 +84,12 @@ def forecast_check(data, target: float, fit_points: int = 6):
         real, censored = reach(curve, target)
         if len(n) < fit_points + 1 or censored or real <= n[fit_points - 1]:
             continue  # no crossing after the fitted rounds to check against
-        pred = fit_curve(n[:fit_points], e[:fit_points]).labels_for(target)
+        fit = fit_curve(n[:fit_points], e[:fit_points])
+        pred = fit.labels_for(target)
+        old = fit_curve(n[:fit_points], e[:fit_points], shapes=("power", "floor")).labels_for(target)
         out[f"{key[0]} seed {key[1]}"] = {"real": int(real), "forecast": round(float(pred), 1),
-                                          "rel_error": round(float(pred / real - 1), 3)}
+                                          "rel_error": round(float(pred / real - 1), 3), "shape": fit.kind if not fit.shift else "shifted",
+                                          "forecast_old": round(float(old), 1), "rel_error_old": round(float(old / real - 1), 3)}
     return out
 
 
@@ -97,11 +101,14 @@ def report_forecasts(data, targets, name):
         if not rows:
             continue
         within = sum(abs(r["rel_error"]) <= 0.15 for r in rows.values())
-        print(f"\n{name}: labels to {t:.0%} error, forecast from the first 6 rounds ({within}/{len(rows)} within +-15 %)")
-        print("| run | real crossing | forecast | forecast / real - 1 |")
-        print("|---|---|---|---|")
+        within_old = sum(abs(r["rel_error_old"]) <= 0.15 for r in rows.values())
+        print(f"\n{name}: labels to {t:.0%} error, forecast from the first 6 rounds "
+              f"({within}/{len(rows)} within +-15 %; session-18 fit {within_old}/{len(rows)})")
+        print("| run | real crossing | forecast (shape) | forecast / real - 1 | session-18 fit | its error |")
+        print("|---|---|---|---|---|---|")
         for k, r in rows.items():
-            print(f"| {k} | {r['real']} | {r['forecast']:.0f} | {r['rel_error']:+.1%} |")
+            print(f"| {k} | {r['real']} | {r['forecast']:.0f} ({r['shape']}) | {r['rel_error']:+.1%} | "
+                  f"{r['forecast_old']:.0f} | {r['rel_error_old']:+.1%} |")
     return checks
 
 
