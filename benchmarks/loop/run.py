@@ -80,7 +80,7 @@ def check_forecast(errors, k: int) -> None:
         targets.append({"target": t, "forecast": round(ft.labels_needed, 1), "band": [round(ft.low, 1), round(ft.high, 1)],
                         "actual_first": actual})
     append({"step": "forecast", "fit_on": [int(x) for x in n[:k]], "targets": targets,
-            "curve": {"a": fc.curve.a, "b": fc.curve.b, "c": fc.curve.c},
+            "curve": {"a": fc.curve.a, "b": fc.curve.b, "c": fc.curve.c, "shift": fc.curve.shift, "kind": fc.curve.kind},
             "summary": fc.summary(), "checks": checks,
             "mean_abs_error": round(sum(c["abs_error"] for c in checks) / max(len(checks), 1), 4)})
     plot(n, e, k, fc)
@@ -99,7 +99,7 @@ def plot(n, e, k, fc) -> None:
     ax.plot(n[k:], e[k:], "o", color="tab:green", label="later rounds (held out)")
     grid = np.linspace(min(n), max(n) * 1.2, 200)
     ax.plot(grid, fc.curve(grid), "--", color="gray",
-            label=f"forecast: {fc.curve.c:.3f} + {fc.curve.a:.2f} n^-{fc.curve.b:.2f}")
+            label=f"forecast: {fc.curve.formula()}")
     ax.set_xlabel("labels")
     ax.set_ylabel("test error (10,000 MNIST test images)")
     ax.set_title("curator loop on MNIST: learning curve and forecast check")
