@@ -94,6 +94,8 @@ def test_push_queue_oracle_pull_update(ls_server, db_settings, small_idx, tmp_pa
 
     first = pull(settings, project)
     assert (first.new, first.updated, first.deleted, first.skipped) == (5, 0, 0, 1)
+    # a first pull lists only the answered tasks (the skipped one too), proven complete by the counters
+    assert sorted(t["id"] for t in proofs[-1]) == sorted(index[sid][0] for sid in ranked[:5])
     agreed = agreed_labels_of(settings)
     assert {sid: lab for sid, (lab, _, _) in agreed.items()} == {sid: truth[sid] for sid in ranked[:5] if sid != ranked[3]}
     assert (pull(settings, project).new, pull(settings, project).updated) == (0, 0)
