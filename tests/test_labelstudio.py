@@ -94,6 +94,8 @@ def test_push_queue_oracle_pull_update(ls_server, db_settings, small_idx, tmp_pa
 
     first = pull(settings, project)
     assert (first.new, first.updated, first.deleted, first.skipped) == (5, 0, 0, 1)
+    # a first pull lists only the answered tasks (the skipped one too), proven complete by the counters
+    assert sorted(t["id"] for t in proofs[-1]) == sorted(index[sid][0] for sid in ranked[:5])
     agreed = agreed_labels_of(settings)
     assert {sid: lab for sid, (lab, _, _) in agreed.items()} == {sid: truth[sid] for sid in ranked[:5] if sid != ranked[3]}
     assert (pull(settings, project).new, pull(settings, project).updated) == (0, 0)
@@ -389,3 +391,24 @@ def test_restart_on_the_same_data_takes_the_new_token(tmp_path):
         server.stop(second, echo=quiet)
     log = (server.data_dir(second) / "server.log").read_text()
     assert first.labelstudio_token not in log and second.labelstudio_token not in log
+
+
+def test_copies_a_retried_create_left_are_dropped(ls_server, tmp_path):
+    """Label Studio on SQLite re-runs a create that hit "database is locked", so one create call
+    can leave several projects of one title (three after two concurrent pushes on a busy shared
+    server): the push keeps the one it was answered, deletes the empty others, never one with tasks."""
+    import uuid
+
+    settings = with_database(ls_server, None, tmp_path)
+    client = Client.from_settings(settings)
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    make = lambda: client.call("create", client.sdk.projects.create, title=name).id  # noqa: E731
+    early, kept, late, full = make(), make(), make(), make()
+    client.http("POST", f"api/projects/{full}/import", "import", json=[{"data": {"text": "x"}}])
+    try:
+        assert sorted(push_mod.drop_retried_copies(client, name, kept)) == [early, late]
+        assert sorted(p["id"] for p in client.find_projects(name)) == [kept, full]
+        assert push_mod.drop_retried_copies(client, name, kept) == []
+    finally:
+        for pid in (kept, full):
+            client.http("DELETE", f"api/projects/{pid}", "delete project")

@@ -89,8 +89,13 @@ def test_server_env_is_offline_and_serves_only_media(tmp_path, monkeypatch):
     import json
 
     known = glob.glob(str(server.venv_dir() / "lib" / "python3*" / "site-packages" / "label_studio" / "feature_flags.json"))
+    # the state-machine flags: set to the value Label Studio's own file gives them (off), read first
+    fsm = ("fflag_feat_fit_568_finite_state_management", "fflag_feat_fit_710_fsm_state_fields")
+    assert [env[f] for f in fsm] == ["false", "false"]
     if known:
-        assert flag in json.loads(open(known[0]).read())["flags"]
+        flags = json.loads(open(known[0]).read())["flags"]
+        assert flag in flags
+        assert [flags[f]["on"] for f in fsm] == [False, False]  # off there too: same behaviour, cheaper
 
 
 def test_server_refuses_public_bind_and_missing_token(tmp_path):

@@ -214,6 +214,17 @@ def main() -> None:
             got = pull(settings, f"bench-push-{tag}")
             log({"step": "pull after oracle (10,000 tasks)", "new": got.new,
                  "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+            # N more answers, then a pull after a pull: the incremental case (cursor set)
+            mark()
+            t0 = time.perf_counter()
+            more = oracle.annotate(settings, f"bench-push-{tag}", limit=args.oracle)
+            log({"step": "oracle again", "annotations": more.annotated,
+                 "seconds": round(time.perf_counter() - t0, 2)}, args.out)
+            mark()
+            t0 = time.perf_counter()
+            got = pull(settings, f"bench-push-{tag}")
+            log({"step": "incremental pull after oracle again (10,000 tasks)", "new": got.new,
+                 "seconds": round(time.perf_counter() - t0, 2)}, args.out)
     finally:
         if started:
             server.stop(settings)

@@ -366,11 +366,32 @@ def _resolve_project(client, settings, name, ds, cfg, recreate, report, model_ve
         if model_version:
             kwargs["model_version"] = model_version
         pid = client.call(f"create project {name!r}", client.sdk.projects.create, **kwargs).id
+        drop_retried_copies(client, name, pid)
         report.created_project = True
     with transaction(settings) as s:
         store.add_project(s, TOOL, name, external_id=pid, dataset_id=ds.id, label_config=cfg.xml,
                           from_name=cfg.from_name, to_name=cfg.to_name, image_field=cfg.image_field)
     return pid
+
+
+def drop_retried_copies(client, name: str, pid: int) -> list[int]:
+    """Delete the empty projects titled ``name`` other than ``pid``, which one create just returned.
+
+    Label Studio on SQLite runs a whole request again when it failed on "database is locked"
+    (``core/middleware.py`` ``DatabaseIsLockedRetryMiddleware``, up to 15 times), and creating a
+    project is not one transaction there: on a busy server one create call can leave several
+    projects of the title, and answers with the last (seen as three projects of one title after
+    two concurrent pushes, 2026-12-01). None of that title existed before the call (the caller
+    looked, under the project's lock), so the others are this call's half-made copies: deleted,
+    so that every later lookup by title finds the one project curator recorded. A copy holding
+    tasks (never one of these) is left alone. Returns the ids deleted.
+    """
+    dropped = []
+    for other in client.find_projects(name):
+        if other["id"] != pid and not client.project(other["id"]).get("task_number"):
+            client.http("DELETE", f"api/projects/{other['id']}", f"delete a copy of project {name!r}")
+            dropped.append(other["id"])
+    return dropped
 
 
 def _set_overlap(client, pid: int, overlap: int | None) -> None:

@@ -155,6 +155,12 @@ def server_env(settings, data: Path, user: str, password: str) -> dict[str, str]
         # LabelInterface validation, ~1.9 ms each): push sends pre-annotations in one
         # import/predictions request and checks their labels against the configuration itself
         fflag_fix_back_4620_memory_efficient_predictions_import_08012025_short="true",
+        # Label Studio's finite-state-machine fields are off in 1.23 (feature_flags.json), but its task
+        # and annotation serialisers ask LaunchDarkly's offline client so for every row of a listing,
+        # about a fifth of a pull's server CPU (profiled 2026-12-01); the environment's answer is the
+        # same one, read first
+        fflag_feat_fit_568_finite_state_management="false",
+        fflag_feat_fit_710_fsm_state_fields="false",
     )
     return env
 
