@@ -21,9 +21,9 @@ look-alikes (two plain "1"s) as close as a rotated copy (benchmarks/dedup_qualit
 3. **Colour**: that score does not see a global tint; the mean-chroma distance does, with a
    tolerance calibrated on synthetic colour edits of the pool's own images.
 4. **Calibration** per pool (``calibrate``): scores of synthetic copies of sampled pool images
-   (``synthetic_copy``: one edit in the stated ranges, or a combination) against each sample's best
-   score among its candidates (its nearest distinct neighbour, or a real copy in the pool: the rule
-   of ``curator.dedup.calibrate_threshold`` counts those apart).
+   (``synthetic_copy``: one edit in the stated ranges, or a combination, by one of several resamplers)
+   against every row's best score among its candidates, a mixture of real copies in the pool and
+   nearest distinct neighbours: the distinct side's tail is fitted below the copies and extrapolated.
 
 Pure arrays in, arrays out; no session.
 """
@@ -144,8 +144,8 @@ def _ncc(a, b, mask=None) -> float:
     """The smaller of the normalised cross-correlation of ``a`` and ``b`` (channels stacked, each minus
     its mean) and that of their residuals after a plane (a linear gradient per channel) is fitted out:
     two distinct images on the same smooth background agree on the background, which dominates the
-    plain correlation (procedural RGB: two faint shapes on one grey ramp 0.966, above most copies);
-    a copy agrees on both."""
+    plain correlation (procedural RGB: two faint shapes on one grey ramp 0.966, above most copies; 0.06
+    without the ramp); a copy agrees on both."""
     h, w = a.shape[:2]
     if mask is not None:
         yy, xx = np.nonzero(mask)
@@ -515,7 +515,8 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     top = float(np.quantile(zc, 0.01))
     below = zb[zb < top]
     u = float(np.quantile(below, TAIL_FROM)) if len(below) else top
-    window = below[below >= u]
+    # the pool's copies below ``top`` (1 % of them, by the synthetic ones) sit at the window's top: out
+    window = below[below >= u][: max(0, int((below >= u).sum()) - int(np.ceil(0.01 * pi * n)))]
     beta = _tail_scale(window - u, max(top - u, 1e-6))
     in_tail = len(window) / max(-np.expm1(-(top - u) / beta), 1e-12)  # distinct rows above u, by the fit
 
