@@ -520,13 +520,18 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     beta = _tail_scale(window - u, max(top - u, 1e-6))
     in_tail = len(window) / max(-np.expm1(-(top - u) / beta), 1e-12)  # distinct rows above u, by the fit
 
-    def distinct_above(z):  # expected distinct rows scoring >= z: counted below ``top``, fitted above it
-        fitted = in_tail * np.exp(-(np.maximum(z, top) - u) / beta)
+    def copy_share_below(z):  # the synthetic copies' share below z, read between its samples (linear)
+        return np.interp(z, zc, np.arange(len(zc)) / len(zc))
+
+    def distinct_above(z):  # expected distinct rows scoring >= z: fitted above ``top``; below it counted,
+        fitted = in_tail * np.exp(-(np.maximum(z, top) - u) / beta)  # less the pool's copies expected there
         counted = len(below) - np.searchsorted(below, np.minimum(z, top), side="left")
+        counted = np.maximum(0.0, counted - pi * n * np.maximum(0.0, copy_share_below(top) - copy_share_below(z)))
         return np.where(z < top, counted + fitted, fitted)
 
-    cand = np.unique(zc)
-    missed = np.searchsorted(zc, cand, side="left") / len(zc)
+    # thresholds: at each synthetic copy, and just above each row (a gap's lower edge)
+    cand = np.unique(np.concatenate([zc, np.nextafter(zb[(zb >= zc[0]) & (zb < zc[-1])], np.inf)]))
+    missed = copy_share_below(cand)
     false_rows = distinct_above(cand)
     cost = missed + PRECISION_WEIGHT * false_rows / max(pi * n, 1.0)
     k = int(np.argmin(cost))
