@@ -455,8 +455,8 @@ def synthetic_scores(images, p: Prepared, *, seed: int = 0, samples: int = CALIB
 PRECISION_WEIGHT = 5.0
 #: The distinct side's tail is fitted on the rows between this quantile of those below the copies and
 #: the copies' 1 % quantile (where the pool's own copies start to count), and on at least TAIL_MIN_ROWS
-#: rows: the nearest rows to where it is extrapolated (a tail fitted from the upper quarter was too heavy
-#: where the distinct side ends short of 1, e.g. MNIST: threshold 0.998, combo recall 0.56).
+#: rows (at most the upper half): the nearest rows to where it is extrapolated (a tail fitted from the upper
+#: quarter was too heavy where the distinct side ends short of 1, e.g. MNIST: threshold 0.998, combo recall 0.56).
 TAIL_FROM = 0.95
 TAIL_MIN_ROWS = 50
 
@@ -517,8 +517,10 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     pi = float(min(1.0, (zb >= median).mean() / max(float((zc >= median).mean()), 1e-9)))
     top = float(np.quantile(zc, 0.01))
     below = zb[zb < top]
-    u = float(below[-min(len(below), max(TAIL_MIN_ROWS, int(np.ceil((1 - TAIL_FROM) * len(below)))))]) \
-        if len(below) else top
+    # the window: the top TAIL_FROM share of those rows, at least TAIL_MIN_ROWS, at most the upper half (a
+    # best-of-k score decays only above its mode: a small pool's window must not reach into the body)
+    size = min(max(TAIL_MIN_ROWS, int(np.ceil((1 - TAIL_FROM) * len(below)))), (len(below) + 1) // 2)
+    u = float(below[-size]) if size else top
     # the pool's copies below ``top`` (1 % of them, by the synthetic ones) sit at the window's top: out
     window = below[below >= u][: max(0, int((below >= u).sum()) - int(np.ceil(0.01 * pi * n)))]
     beta = _tail_scale(window - u, max(top - u, 1e-6))

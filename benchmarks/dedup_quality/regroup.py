@@ -72,6 +72,10 @@ def main():
         kinds = " ".join(f"{k} {r[f'precision_{k}']:.3f}/{r[f'recall_{k}']:.3f}" for k in
                          ("rotate", "zoom", "crop", "colour", "jpeg", "noise", "combo"))
         print(f"{name:22s} t={t:.4f} P={r['precision']:.3f} R={r['recall']:.3f} dropped={r['distinct_originals_dropped']} | {kinds}")
+        cells = " | ".join(f"{r[f'precision_{k}']:.3f} / {r[f'recall_{k}']:.3f}" for k in
+                           ("rotate", "zoom", "crop", "colour", "jpeg", "noise", "combo"))
+        print(f"| {name} | {t:.4f} | {cells} | {r['precision']:.3f} | {r['recall']:.3f} | "
+              f"{r['distinct_originals_dropped']} |")
 
 
 if __name__ == "__main__":
