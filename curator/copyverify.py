@@ -21,9 +21,9 @@ look-alikes (two plain "1"s) as close as a rotated copy (benchmarks/dedup_qualit
 3. **Colour**: that score does not see a global tint; the mean-chroma distance does, with a
    tolerance calibrated on synthetic colour edits of the pool's own images.
 4. **Calibration** per pool (``calibrate``): scores of synthetic copies of sampled pool images
-   (``synthetic_copy``: one edit in the stated ranges, or a combination) against each sample's best
-   score among its candidates (its nearest distinct neighbour, or a real copy in the pool: the rule
-   of ``curator.dedup.calibrate_threshold`` counts those apart).
+   (``synthetic_copy``: one edit in the stated ranges, or a combination, by one of several resamplers)
+   against every row's best score among its candidates, a mixture of real copies in the pool and
+   nearest distinct neighbours: the distinct side's tail is fitted below the copies and extrapolated.
 
 Pure arrays in, arrays out; no session.
 """
@@ -65,15 +65,6 @@ CHROMA_MARGIN = 1.5
 #: Chroma tolerance of a pool too small to calibrate (a threshold given): calibrated tolerances on the
 #: procedural RGB pools were 0.05-0.09; a recolour (hue turned 120-240 deg) is 0.1-0.3.
 DEFAULT_CHROMA_TOLERANCE = 0.05
-#: A candidate neighbour scoring above 1 - this x (1 - the synthetic copies' 1 % quantile) is taken as a
-#: real copy already in the pool, not a distinct neighbour: real copies made by another resampler
-#: score a little below our synthetic ones, and counted as "distinct" they pushed the threshold above
-#: them (MNIST: combo recall 0.63 with the plain 1 % quantile).
-COPY_FENCE_FACTOR = 2.0
-#: Share of the calibration's samples that may have a real copy in the pool. Higher than the cosine
-#: rule's 0.2 (``curator.dedup.MAX_POOL_COPY_SHARE``): a verified score above the fence is a copy, and a
-#: pool with 15 % copies has 30 % of its samples (copies and originals) with one.
-MAX_POOL_COPY_SHARE = 0.5
 
 
 def _cv2():
@@ -150,12 +141,27 @@ class Prepared:
 
 
 def _ncc(a, b, mask=None) -> float:
+    """The smaller of the normalised cross-correlation of ``a`` and ``b`` (channels stacked, each minus
+    its mean) and that of their residuals after a plane (a linear gradient per channel) is fitted out:
+    two distinct images on the same smooth background agree on the background, which dominates the
+    plain correlation (procedural RGB: two faint shapes on one grey ramp 0.966, above most copies; 0.06
+    without the ramp); a copy agrees on both."""
+    h, w = a.shape[:2]
     if mask is not None:
+        yy, xx = np.nonzero(mask)
         a, b = a[mask], b[mask]
     else:
+        yy, xx = np.divmod(np.arange(h * w), w)
         a, b = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
     if len(a) < 16:
         return -1.0
+    plain = _corr(a, b)
+    D = np.stack([np.ones(len(a)), (xx - w / 2) / w, (yy - h / 2) / h], 1)
+    G = D.T @ D
+    return min(plain, _corr(a - D @ np.linalg.solve(G, D.T @ a), b - D @ np.linalg.solve(G, D.T @ b)))
+
+
+def _corr(a, b) -> float:
     a = a - a.mean(axis=0)
     b = b - b.mean(axis=0)
     den = float(np.sqrt((a * a).sum() * (b * b).sum()))
@@ -324,21 +330,64 @@ def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: floa
 
 # -- calibration ---------------------------------------------------------------------------------
 
+#: Resamplers a synthetic copy is made with, one drawn per copy: real copies come from many programs, and
+#: each re-samples with its own kernel (PIL's bilinear resize is antialiased, cv2's is not); copies made by
+#: one library alone scored above those of another (MNIST: PIL-made combos 0.985-0.997 against cv2-made
+#: synthetic ones above 0.998), so the calibration's copy side missed their lower tail.
+RESAMPLERS = ("cv2-linear", "cv2-cubic", "cv2-area", "pil-bilinear", "pil-bicubic")
+
+
+def _resample(x, ang: float, z: float, how: str) -> np.ndarray:
+    """``x`` rotated by ``ang`` degrees and zoomed by ``z`` about its centre, borders filled with the
+    median edge colour, by the resampler ``how`` (``RESAMPLERS``)."""
+    cv2 = _cv2()
+    h, w = x.shape[:2]
+    edge = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]]).reshape(-1, *x.shape[2:])
+    fill = np.median(edge, axis=0)
+    if how.startswith("cv2"):
+        flag = {"cv2-linear": cv2.INTER_LINEAR, "cv2-cubic": cv2.INTER_CUBIC, "cv2-area": cv2.INTER_AREA}[how]
+        if how == "cv2-area":  # INTER_AREA is a resize kernel: rotate linearly, zoom by resize
+            r = _resample(x, ang, 1.0, "cv2-linear") if ang else x
+            zw, zh = max(1, round(w * z)), max(1, round(h * z))
+            return _paste(cv2.resize(r, (zw, zh), interpolation=flag).reshape(zh, zw, *x.shape[2:]), x, fill)
+        M = cv2.getRotationMatrix2D((w / 2, h / 2), ang, z)
+        bv = tuple(float(v) for v in np.ravel(fill)) if np.ndim(fill) else float(fill)
+        return cv2.warpAffine(x, M, (w, h), flags=flag, borderValue=bv).reshape(x.shape)
+    from PIL import Image
+
+    rs = Image.Resampling.BILINEAR if how == "pil-bilinear" else Image.Resampling.BICUBIC
+    fc = tuple(int(round(v)) for v in np.ravel(fill)) if x.ndim == 3 else int(round(float(fill)))
+    im = Image.fromarray(x)
+    if ang:
+        im = im.rotate(ang, resample=rs, fillcolor=fc)
+    if z != 1.0:
+        im = im.resize((max(1, round(w * z)), max(1, round(h * z))), rs)
+    return _paste(np.asarray(im).reshape(im.height, im.width, *x.shape[2:]), x, fill)
+
+
+def _paste(big: np.ndarray, like: np.ndarray, fill) -> np.ndarray:
+    """``big`` centred on a canvas of ``like``'s shape filled with ``fill`` (cropped if larger)."""
+    h, w = like.shape[:2]
+    bh, bw = big.shape[:2]
+    out = np.empty_like(like)
+    out[...] = np.asarray(fill).round().astype(like.dtype)
+    sy, sx = max(0, (bh - h) // 2), max(0, (bw - w) // 2)
+    dy, dx = max(0, (h - bh) // 2), max(0, (w - bw) // 2)
+    ch, cw = min(h, bh), min(w, bw)
+    out[dy:dy + ch, dx:dx + cw] = big[sy:sy + ch, sx:sx + cw]
+    return out
+
+
 def synthetic_copy(a: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """One copy of a uint8 image by an edit drawn from the copy ranges (cv2, not the benchmark's PIL):
-    rotation <= 10 deg, zoom 0.9-1.1, crop 85-95 % of each side, brightness/contrast x 0.8-1.2 (colour:
-    saturation x 0.7-1.3), JPEG 50-90, noise sigma 4-10, or rotation + zoom + brightness + JPEG."""
+    """One copy of a uint8 image by an edit drawn from the copy ranges, re-sampled by a resampler drawn
+    from ``RESAMPLERS``: rotation <= 10 deg, zoom 0.9-1.1, crop 85-95 % of each side, brightness/contrast
+    x 0.8-1.2 (colour: saturation x 0.7-1.3), JPEG 50-90, noise sigma 4-10, or rotation + zoom +
+    brightness + JPEG 60-90."""
     cv2 = _cv2()
     a = np.asarray(a)
     h, w = a.shape[:2]
     kind = ["rotate", "zoom", "crop", "colour", "jpeg", "noise", "combo"][int(rng.integers(7))]
-
-    def affine(x, ang, z):
-        edge = np.concatenate([x[0], x[-1], x[:, 0], x[:, -1]]).reshape(-1, *x.shape[2:])
-        fill = np.median(edge, axis=0)
-        M = cv2.getRotationMatrix2D((w / 2, h / 2), ang, z)
-        bv = tuple(float(v) for v in np.ravel(fill)) if np.ndim(fill) else float(fill)
-        return cv2.warpAffine(x, M, (w, h), flags=cv2.INTER_LINEAR, borderValue=bv).reshape(x.shape)
+    how = RESAMPLERS[int(rng.integers(len(RESAMPLERS)))]
 
     def jpeg(x, q):
         from PIL import Image
@@ -357,22 +406,28 @@ def synthetic_copy(a: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
         return np.clip(f, 0, 255).round().astype(np.uint8)
 
     if kind == "rotate":
-        return affine(a, rng.uniform(-10, 10), 1.0), kind
+        return _resample(a, rng.uniform(-10, 10), 1.0, how), kind
     if kind == "zoom":
-        return affine(a, 0.0, rng.uniform(0.9, 1.1)), kind
+        return _resample(a, 0.0, rng.uniform(0.9, 1.1), how), kind
     if kind == "crop":
         ch, cw = round(h * rng.uniform(0.85, 0.95)), round(w * rng.uniform(0.85, 0.95))
         y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        return cv2.resize(np.ascontiguousarray(a[y0:y0 + ch, x0:x0 + cw]), (w, h),
-                          interpolation=cv2.INTER_LINEAR).reshape(a.shape), kind
+        part = np.ascontiguousarray(a[y0:y0 + ch, x0:x0 + cw])
+        if how.startswith("pil"):
+            from PIL import Image
+
+            rs = Image.Resampling.BILINEAR if how == "pil-bilinear" else Image.Resampling.BICUBIC
+            return np.asarray(Image.fromarray(part).resize((w, h), rs)).reshape(a.shape), kind
+        flag = {"cv2-linear": cv2.INTER_LINEAR, "cv2-cubic": cv2.INTER_CUBIC, "cv2-area": cv2.INTER_AREA}[how]
+        return cv2.resize(part, (w, h), interpolation=flag).reshape(a.shape), kind
     if kind == "colour":
         return colour(a, 0.8, 1.2, True), kind
     if kind == "jpeg":
         return jpeg(a, rng.integers(50, 91)), kind
     if kind == "noise":
         return np.clip(a + rng.normal(0, rng.uniform(4, 10), a.shape), 0, 255).astype(np.uint8), kind
-    b = affine(a, rng.uniform(-5, 5), rng.uniform(0.95, 1.05))
-    return jpeg(colour(b, 0.9, 1.1, False), 75), kind
+    b = _resample(a, rng.uniform(-5, 5), rng.uniform(0.95, 1.05), how)
+    return jpeg(colour(b, 0.9, 1.1, False), rng.integers(60, 91)), kind
 
 
 def synthetic_scores(images, p: Prepared, *, seed: int = 0, samples: int = CALIBRATION_SAMPLES,
@@ -395,36 +450,113 @@ def synthetic_scores(images, p: Prepared, *, seed: int = 0, samples: int = CALIB
             "chroma": chroma_distance(q, a, b)}
 
 
+#: The calibration's trade: a missed copy against a false pair, in shares of the pool's copies. The
+#: issue's error budget (recall >= 0.95, precision >= 0.99) allows five times more of the first.
+PRECISION_WEIGHT = 5.0
+#: The distinct side's tail is fitted on the rows between this quantile of those below the copies and
+#: the copies' 1 % quantile (where the pool's own copies start to count), and on at least TAIL_MIN_ROWS
+#: rows (at most the upper half): the nearest rows to where it is extrapolated (a tail fitted from the upper
+#: quarter was too heavy where the distinct side ends short of 1, e.g. MNIST: threshold 0.998, combo recall 0.56).
+TAIL_FROM = 0.95
+TAIL_MIN_ROWS = 50
+
+
+def _z(s) -> np.ndarray:
+    """-log(1 - score): spreads out the scores near 1, where copies and close look-alikes sit."""
+    return -np.log1p(-np.clip(np.asarray(s, np.float64), -1.0, 1.0 - 1e-9))
+
+
+def _tail_scale(y: np.ndarray, width: float) -> float:
+    """Scale of an exponential fitted to ``y`` in [0, width) (a truncated sample): the maximum-likelihood
+    beta solves mean(y) = beta - width / (exp(width / beta) - 1). A flat sample (no decay seen) gives a
+    scale of 10 x the width: a heavy tail, so a high threshold."""
+    m = float(np.mean(y)) if len(y) else width / 2
+    f = lambda b: b - width / np.expm1(min(width / b, 700.0)) - m  # noqa: E731  increasing in b
+    lo, hi = width * 1e-4, width * 10.0
+    if f(hi) < 0:
+        return hi
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
+    return (lo + hi) / 2
+
+
 def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     """The verification threshold and chroma tolerance of this pool, from its own images.
 
-    Positives: ``synthetic_scores``. Negatives: each sampled image's best score among its candidate
-    pairs (``pairs``, ``scores``: the pool's verified candidates), i.e. its nearest other sample;
-    ``curator.dedup.calibrate_threshold`` separates them, counting neighbours above
-    ``COPY_FENCE_FACTOR``'s fence as real copies already in the pool; the threshold is the middle of
-    its best range in -log(1 - score). The chroma tolerance: ``CHROMA_MARGIN`` x the largest chroma
-    distance of the synthetic edits (so a tint within the copy ranges passes, a recolour does not).
+    Copy side: ``synthetic_scores`` (copies of sampled pool images). Distinct side: every pool row's best
+    score among its verified candidates (``pairs``, ``scores``) is a **mixture**: rows whose best is a
+    real copy already in the pool, rows whose best is their nearest distinct sample. A score cannot say
+    which (that is the threshold's job), and counting rows above a fence as copies hid the distinct
+    side's upper tail (procedural RGB with 52 % of rows in copy groups: threshold 0.82, precision 0.88).
+    So the distinct tail is **fitted where the copies are not and extrapolated**: in z = -log(1 - score),
+    rows below the copies' 1 % quantile are almost all distinct; an exponential (the tail of a best-of-k
+    score) is fitted to the top of them (from their ``TAIL_FROM`` quantile) and gives the expected count
+    of distinct rows N(t) above any t. The pool's share of copy rows pi is read above the copies' median
+    (where distinct rows do not reach): rows there / (pool x 0.5). The threshold minimises
+    missed synthetic copies + ``PRECISION_WEIGHT`` x N(t) / (pi x pool) (false rows per true copy row),
+    over the synthetic copies' scores.
+    The chroma tolerance: ``CHROMA_MARGIN`` x the largest chroma distance of the synthetic edits (so a
+    tint within the copy ranges passes, a recolour does not).
     """
-    from curator.dedup import calibrate_threshold
+    from curator.dedup import MIN_CALIBRATION_SAMPLES
 
-    copy_scores, pos = synthetic["scores"], synthetic["positions"]
+    c = np.asarray(synthetic["scores"], np.float64)
     i, j = np.asarray(pairs[0], np.int64), np.asarray(pairs[1], np.int64)
+    sc = np.asarray(scores, np.float64)
     best = np.full(n, -1.0)
-    np.maximum.at(best, i, scores)
-    np.maximum.at(best, j, scores)
-    neighbour = best[pos]
-    fence = float(1.0 - COPY_FENCE_FACTOR * (1.0 - np.quantile(copy_scores, 0.01)))
-    out = calibrate_threshold(np.clip(copy_scores, 1e-6, 1.0), np.clip(neighbour, 1e-6, 1.0), copy_like=fence,
-                              max_pool_copy_share=MAX_POOL_COPY_SHARE)
-    lo, hi = out["best_range"]
-    z = -np.log1p(-np.clip([lo, hi], 0.0, 1.0 - 1e-9))  # the middle where scores near 1 are spread out
-    t = float(-np.expm1(-z.mean()))
-    out.update(threshold=round(t, 6), copy_like=round(fence, 6), expected_missed=float((copy_scores < t).mean()),
-               rule=out["rule"].replace("middle of the best range", "middle of the best range in -log(1 - score)"),
-               method=METHOD, grid_floor=round(synthetic["floor"], 4),
-               chroma_tolerance=float(CHROMA_MARGIN * max(float(synthetic["chroma"].max(initial=0.0)), 1e-3)),
-               copy_kinds={k: int(sum(1 for x in synthetic["kinds"] if x == k)) for k in sorted(set(synthetic["kinds"]))})
-    return out
+    np.maximum.at(best, i, sc)
+    np.maximum.at(best, j, sc)
+    if len(c) < MIN_CALIBRATION_SAMPLES or n < MIN_CALIBRATION_SAMPLES:
+        raise ValidationError(f"copyverify.calibrate: {min(len(c), n)} samples; the calibration needs at least "
+                              f"{MIN_CALIBRATION_SAMPLES}: add images, or pass --threshold")
+    if not (np.isfinite(c).all() and np.isfinite(best).all()):
+        raise ValidationError("copyverify.calibrate: a pair score is NaN or infinite; check the images")
+    zc, zb = np.sort(_z(c)), np.sort(_z(best))
+    median = float(np.median(zc))
+    pi = float(min(1.0, (zb >= median).mean() / max(float((zc >= median).mean()), 1e-9)))
+    top = float(np.quantile(zc, 0.01))
+    below = zb[zb < top]
+    # the window: the top TAIL_FROM share of those rows, at least TAIL_MIN_ROWS, at most the upper half (a
+    # best-of-k score decays only above its mode: a small pool's window must not reach into the body)
+    size = min(max(TAIL_MIN_ROWS, int(np.ceil((1 - TAIL_FROM) * len(below)))), (len(below) + 1) // 2)
+    u = float(below[-size]) if size else top
+    # the pool's copies below ``top`` (1 % of them, by the synthetic ones) sit at the window's top: out
+    window = below[below >= u][: max(0, int((below >= u).sum()) - int(np.ceil(0.01 * pi * n)))]
+    beta = _tail_scale(window - u, max(top - u, 1e-6))
+    in_tail = len(window) / max(-np.expm1(-(top - u) / beta), 1e-12)  # distinct rows above u, by the fit
+
+    def copy_share_below(z):  # the synthetic copies' share below z, read between its samples (linear)
+        return np.interp(z, zc, np.arange(len(zc)) / len(zc))
+
+    def distinct_above(z):  # expected distinct rows scoring >= z: fitted above ``top``; below it counted,
+        fitted = in_tail * np.exp(-(np.maximum(z, top) - u) / beta)  # less the pool's copies expected there
+        counted = len(below) - np.searchsorted(below, np.minimum(z, top), side="left")
+        counted = np.maximum(0.0, counted - pi * n * np.maximum(0.0, copy_share_below(top) - copy_share_below(z)))
+        return np.where(z < top, counted + fitted, fitted)
+
+    # thresholds: at each synthetic copy, and just above each row (a gap's lower edge)
+    cand = np.unique(np.concatenate([zc, np.nextafter(zb[(zb >= zc[0]) & (zb < zc[-1])], np.inf)]))
+    missed = copy_share_below(cand)
+    false_rows = distinct_above(cand)
+    cost = missed + PRECISION_WEIGHT * false_rows / max(pi * n, 1.0)
+    k = int(np.argmin(cost))
+    t = float(-np.expm1(-cand[k]))
+    q = (0.0, 0.01, 0.05, 0.5)
+    return {
+        "threshold": round(t, 6), "method": METHOD,
+        "rule": (f"min(missed synthetic copies + {PRECISION_WEIGHT:g} x distinct rows above t / copy rows), "
+                 "distinct tail fitted below the copies in -log(1 - score) and extrapolated"),
+        "samples": int(len(c)), "rows": int(n), "pool_copy_share": round(pi, 4),
+        "tail": {"from": round(float(-np.expm1(-u)), 6), "to": round(float(-np.expm1(-top)), 6),
+                 "rows": int(len(window)), "scale": round(float(beta), 4)},
+        "copy_similarity": {f"q{int(p * 100):02d}": float(np.quantile(c, p)) for p in q},
+        "neighbour_similarity": {f"q{int(p * 100):02d}": float(np.quantile(best, p)) for p in (0.5, 0.95, 0.99, 1.0)},
+        "expected_missed": float(missed[k]), "expected_false_rows": round(float(false_rows[k]), 3),
+        "grid_floor": round(synthetic["floor"], 4),
+        "chroma_tolerance": float(CHROMA_MARGIN * max(float(synthetic["chroma"].max(initial=0.0)), 1e-3)),
+        "copy_kinds": {k: int(sum(1 for x in synthetic["kinds"] if x == k)) for k in sorted(set(synthetic["kinds"]))},
+    }
 
 
 # -- the whole pass ------------------------------------------------------------------------------

@@ -117,3 +117,32 @@ def test_calibration_needs_enough_samples_and_given_pairs_are_checked():
         find_duplicates(E, 0.9, pairs=([0], [7]))
     groups = find_duplicates(E, 0.9, pairs=([0, 2], [1, 1]))
     assert [g.tolist() for g in groups] == [[0, 1, 2]]  # given pairs are grouped around a centre
+
+
+def test_calibration_keeps_precision_when_half_the_pool_has_copies():
+    """A copy-rich pool of alike-but-distinct samples (issue 16 item 4): half the rows have a real copy,
+    and the other rows' nearest look-alikes reach just below the copies. The calibrated threshold must
+    stay above every distinct pair and keep >= 95 % of the real copies. The rule before (rows whose
+    best score was above a fence under the copies taken as copies, not as distinct) hid the look-alikes'
+    tail and put the threshold among them."""
+    rng = np.random.default_rng(11)
+    s_of = lambda z: -np.expm1(-z)  # noqa: E731  scores from z = -log(1 - score)
+    n, m = 1000, 400
+    copy_z = lambda size: rng.normal(3.6, 0.45, size)  # noqa: E731  copies: median 0.973, 1 % ~ 0.92
+    pos = np.sort(rng.choice(n, m, replace=False))
+    synthetic = {"scores": s_of(copy_z(m)), "positions": pos, "kinds": ("rotate",) * m, "floor": 0.7,
+                 "chroma": np.zeros(m), "grid": np.ones(m)}
+    real = np.arange(500).reshape(-1, 2)  # rows 0..499: 250 originals with one copy each
+    distinct = np.stack([np.repeat(np.arange(n), 6), rng.integers(0, n, 6 * n)], 1)
+    distinct = distinct[(distinct[:, 0] != distinct[:, 1]) & ((distinct[:, 0] >= 500) | (distinct[:, 1] >= 500)
+                                                              | (distinct[:, 0] // 2 != distinct[:, 1] // 2))]
+    d_scores = s_of(rng.normal(0.6, 0.45, len(distinct)))  # look-alikes: a few pairs reach 0.85-0.9
+    i = np.concatenate([real[:, 0], distinct[:, 0]])
+    j = np.concatenate([real[:, 1], distinct[:, 1]])
+    scores = np.concatenate([s_of(copy_z(len(real))), d_scores])
+    fence = 1 - 2 * (1 - np.quantile(synthetic["scores"], 0.01))
+    assert (d_scores > fence).sum() >= 3  # the look-alike tail the fence rule took for copies is there
+    cal = copyverify.calibrate(synthetic, n, (i, j), scores)
+    assert cal["threshold"] > d_scores.max(), (cal["threshold"], np.sort(d_scores)[-5:])
+    assert (scores[: len(real)] >= cal["threshold"]).mean() >= 0.95
+    assert 0.4 <= cal["pool_copy_share"] <= 0.6  # 500 of 1,000 rows are in copy pairs

@@ -22,7 +22,7 @@ def main(path=HERE / "results.jsonl"):
         print("| method | threshold | " + " | ".join(KINDS) + " | overall P | overall R | originals dropped |")
         print("|---" * (len(KINDS) + 5) + "|")
         for m in METHODS:
-            r = next((x for x in dedup if x["data"] == d and x["method"] == m), None)
+            r = next((x for x in reversed(dedup) if x["data"] == d and x["method"] == m), None)  # the newest
             if r is None:
                 continue
             cells = [f"{r[f'precision_{k}']:.3f} / {r[f'recall_{k}']:.3f}" for k in KINDS]
@@ -54,7 +54,7 @@ def main(path=HERE / "results.jsonl"):
         for j, what in enumerate(("recall", "precision")):
             ax = axes[i][j]
             for m_i, m in enumerate(PLOTTED):
-                r = next((x for x in dedup if x["data"] == d and x["method"] == m), None)
+                r = next((x for x in reversed(dedup) if x["data"] == d and x["method"] == m), None)  # the newest
                 if r is None:
                     continue
                 xs = [k + (m_i - 1.5) * 0.2 for k in range(len(KINDS) + 1)]

@@ -207,6 +207,8 @@ def main():
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(HERE / "results.jsonl"))
+    ap.add_argument("--pairs-out", default=None, help="save the verified candidate pairs, their scores and the "
+                    "synthetic copies' scores here (.npz), to re-group at other thresholds offline")
     ap.add_argument("--no-ssl", action="store_true", help="skip the SSL encoder (train, calibrate, kNN): "
                     "thumbnail and verified rows only")
     args = ap.parse_args()
@@ -263,8 +265,23 @@ def verified(args, base, X, E_th, origin, kind):
     """``curator.copyverify.find_copies``: thumbnail candidates, verified pairs, threshold calibrated on the pool."""
     from curator import copyverify
 
-    (groups, info), wall, cpu = timed(lambda: copyverify.find_copies(list(X), embeddings=E_th, seed=args.seed,
-                                                                     progress=False))
+    saved = {}
+    calibrate = copyverify.calibrate
+
+    def keep(synthetic, n, pairs, scores):  # the verified pair scores, for re-grouping offline (--pairs-out)
+        saved.update(i=np.asarray(pairs[0]), j=np.asarray(pairs[1]), s=np.asarray(scores),
+                     **{f"syn_{k}": np.asarray(v) for k, v in synthetic.items() if not np.isscalar(v)})
+        return calibrate(synthetic, n, pairs, scores)
+
+    copyverify.calibrate = keep
+    try:
+        (groups, info), wall, cpu = timed(lambda: copyverify.find_copies(list(X), embeddings=E_th, seed=args.seed,
+                                                                         progress=False))
+    finally:
+        copyverify.calibrate = calibrate
+    if args.pairs_out and saved:
+        chroma = copyverify.Prepared(list(X)).chroma
+        np.savez_compressed(args.pairs_out, origin=origin, kind=kind, chroma=chroma, **saved)
     cal = info.pop("calibration")
     emit(args.out, {**base, "unit": "calibrate-verified", **cal})
     emit(args.out, {**base, "unit": "dedup", "method": "verified-calibrated", "wall_s": wall, "cpu_s": cpu,

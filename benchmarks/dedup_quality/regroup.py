@@ -1,0 +1,82 @@
+"""Re-group the verified pairs a run saved (run.py --pairs-out) under calibration rules or fixed
+thresholds, without verifying again: pair precision / recall per copy kind, one line per rule.
+
+    PYTHONPATH=$PWD python benchmarks/dedup_quality/regroup.py pairs.npz [--fixed 0.9 0.95]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def fence_rule(d) -> float:
+    """The rule before copies19 (dedup18): the sampled rows' best candidate, a neighbour above the
+    fence 1 - 2 x (1 - q01 of the synthetic copies) taken as a real copy (at most half of them)."""
+    from curator.dedup import calibrate_threshold
+
+    c, pos = d["syn_scores"], d["syn_positions"]
+    best = best_per_row(d)
+    fence = float(1.0 - 2.0 * (1.0 - np.quantile(c, 0.01)))
+    out = calibrate_threshold(np.clip(c, 1e-6, 1.0), np.clip(best[pos], 1e-6, 1.0), copy_like=fence,
+                              max_pool_copy_share=0.5)
+    z = -np.log1p(-np.clip(out["best_range"], 0.0, 1.0 - 1e-9))
+    return float(-np.expm1(-z.mean()))
+
+
+def best_per_row(d):
+    n = len(d["origin"])
+    best = np.full(n, -1.0)
+    np.maximum.at(best, d["i"], d["s"])
+    np.maximum.at(best, d["j"], d["s"])
+    return best
+
+
+def regroup(d, t: float, tol: float) -> dict:
+    from curator.dedup import find_duplicates
+    from run import scores
+
+    n = len(d["origin"])
+    E = np.random.default_rng(0).normal(size=(n, 16)).astype(np.float32)
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    ch = d["chroma"]
+    keep = (d["s"] >= t) & (np.linalg.norm(ch[d["i"]] - ch[d["j"]], axis=-1) <= tol)
+    groups = find_duplicates(E, min(max(t, 0.0), 1.0), pairs=(d["i"][keep], d["j"][keep]))
+    return scores(groups, d["origin"], d["kind"])
+
+
+def main():
+    from curator import copyverify
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("npz")
+    ap.add_argument("--fixed", type=float, nargs="*", default=[])
+    args = ap.parse_args()
+    d = dict(np.load(args.npz, allow_pickle=True))
+    syn = {k[4:]: v for k, v in d.items() if k.startswith("syn_")}
+    syn["floor"] = 0.0
+    cal = copyverify.calibrate(syn, len(d["origin"]), (d["i"], d["j"]), d["s"])
+    tol = cal["chroma_tolerance"]
+    rules = [("tail (copies19)", cal["threshold"]), ("fence (dedup18)", fence_rule(d))]
+    rules += [(f"fixed {t}", t) for t in args.fixed]
+    print(json.dumps({k: cal[k] for k in ("threshold", "pool_copy_share", "expected_missed", "expected_false_rows", "tail",
+                                          "copy_similarity", "neighbour_similarity")}))
+    for name, t in rules:
+        r = regroup(d, t, tol)
+        kinds = " ".join(f"{k} {r[f'precision_{k}']:.3f}/{r[f'recall_{k}']:.3f}" for k in
+                         ("rotate", "zoom", "crop", "colour", "jpeg", "noise", "combo"))
+        print(f"{name:22s} t={t:.4f} P={r['precision']:.3f} R={r['recall']:.3f} dropped={r['distinct_originals_dropped']} | {kinds}")
+        cells = " | ".join(f"{r[f'precision_{k}']:.3f} / {r[f'recall_{k}']:.3f}" for k in
+                           ("rotate", "zoom", "crop", "colour", "jpeg", "noise", "combo"))
+        print(f"| {name} | {t:.4f} | {cells} | {r['precision']:.3f} | {r['recall']:.3f} | "
+              f"{r['distinct_originals_dropped']} |")
+
+
+if __name__ == "__main__":
+    main()
