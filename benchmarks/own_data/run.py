@@ -206,17 +206,19 @@ def main(argv=None):
 
     def read(s):
         ds = dataset_id(s, "own")
-        rows = store_samples.listing(s, ds)  # id order, as the embedding sets' rows
+        # ids and content hashes as arrays (40 bytes a sample, no per-sample Python object), in id
+        # order as the embedding sets' rows; the URIs are read only to score the groups, after the steps
+        rows = store_samples.hash_arrays(s, ds)
         ids = rows.ids[: a.first]
-        # content hashes as 32 bytes a sample: exact copies by hash, as ``curator dedup`` passes them
-        # (without them find_duplicates compares the rows themselves: an n x d copy of the vectors)
-        sha = None if a.no_hashes else np.array([bytes.fromhex(h) for h in rows.sha256[: a.first]], dtype="S32")
-        return (ds, ids, rows.uris[: a.first], sha,
+        # exact copies by hash, as ``curator dedup`` passes them (without them find_duplicates
+        # compares the rows themselves)
+        sha = None if a.no_hashes else rows.sha256[: a.first]
+        return (ds, ids, sha,
                 store_emb.load(s, settings.embeddings_dir, ds, cold.model_id)[1][: len(ids)],
                 store_emb.load(s, settings.embeddings_dir, ds, info.model_id)[1][: len(ids)])
 
     t, done = time.perf_counter(), step("dedup", a.first or a.n)
-    ds, ids, uris, sha, C, E = run_step(settings, read)  # C, E: read-only memory maps of the stored sets
+    ds, ids, sha, C, E = run_step(settings, read)  # C, E: read-only memory maps of the stored sets
     if a.dedup_tier == "streamed":
         from curator import index
 
@@ -237,6 +239,7 @@ def main(argv=None):
     chosen = policies.get("kcenter").select(Pool(embeddings=E[keep], ids=ids[keep]), min(a.budget, len(keep)),
                                             seed=a.seed)
     done(t)
+    uris = run_step(settings, lambda s: store_samples.uris(s, ids))
     dedup = score_dedup(groups, uris, images)
     print(json.dumps({"n": a.n, "first": a.first, "dedup_tier": a.dedup_tier, "seed": a.seed, "batch_size": a.batch_size, "steps": steps, "dedup": dedup,
                       "selected": int(len(chosen)), "total_s": round(time.perf_counter() - t_all, 1),
