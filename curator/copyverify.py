@@ -510,13 +510,16 @@ def _rotated(images, angle: float):
     return out
 
 
-def _embed(images, angle: float = 0.0) -> np.ndarray:
-    """Cold-start thumbnails of ``images`` (rotated by ``angle``), a chunk of images at a time: the
-    rotated copies of a whole pool are never held."""
+def _embed(images, angles=(0.0,)) -> list[np.ndarray]:
+    """Cold-start thumbnails of ``images`` rotated by each of ``angles`` (0: upright), one pass over the
+    images a chunk at a time: the rotated copies of a whole pool are never held, and files are read once."""
     from curator import coldstart
 
-    parts = [coldstart.embed_images(_rotated(imgs, angle) if angle else imgs) for _, imgs in _chunks(images)]
-    return np.concatenate(parts) if parts else coldstart.embed_images([])
+    parts = [[] for _ in angles]
+    for _, imgs in _chunks(images):
+        for out, angle in zip(parts, angles):
+            out.append(coldstart.embed_images(_rotated(imgs, angle) if angle else imgs))
+    return [np.concatenate(p) if p else coldstart.embed_images([]) for p in parts]
 
 
 def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: float = QUERY_ANGLE):
@@ -524,13 +527,13 @@ def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: floa
     rotated by +-``query_angle``. ``embeddings``: the pool's thumbnails when already computed."""
     from curator import coldstart, index
 
-    E = _embed(images) if embeddings is None else np.asarray(embeddings, np.float32)
+    E = _embed(images)[0] if embeddings is None else np.asarray(embeddings, np.float32)
     n = len(E)
     k = int(min(k, n - 1))
     if k < 1:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     pairs = []
-    queries = [E] + ([_embed(images, s * query_angle) for s in (-1, 1)] if query_angle else [])
+    queries = [E] + (_embed(images, (-query_angle, query_angle)) if query_angle else [])
     for q, Q in enumerate(queries):
         _, nb = index.search(E, Q, (k if q == 0 else min(k, ROTATED_K)) + 1)
         rows = np.repeat(np.arange(n), nb.shape[1])
@@ -664,7 +667,7 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
         from curator.exceptions import EmptyPoolError
 
         raise EmptyPoolError("find_copies: no images; nothing to de-duplicate")
-    E = _embed(images) if embeddings is None else embeddings
+    E = _embed(images)[0] if embeddings is None else embeddings
     i, j = candidates(images, k, embeddings=E)
     p = prepare_pool(images, progress=progress)  # held, or by chunks into a scratch file (StoredPrepared)
     from curator.dedup import MIN_CALIBRATION_SAMPLES
