@@ -510,16 +510,24 @@ def _rotated(images, angle: float):
     return out
 
 
-def _embed(images, angles=(0.0,)) -> list[np.ndarray]:
+def _embed(images, angles=(0.0,), *, spill: bool | None = None) -> list[np.ndarray]:
     """Cold-start thumbnails of ``images`` rotated by each of ``angles`` (0: upright), one pass over the
-    images a chunk at a time: the rotated copies of a whole pool are never held, and files are read once."""
+    images a chunk at a time: the rotated copies of a whole pool are never held, and files are read once.
+    ``spill`` (default: for ``ImageFiles``, or beyond a quarter of ``VERIFY_MEMORY_BYTES``): written into
+    memory maps of unlinked scratch files (n x 384 float32 is 147 MiB at 100k) and searched from there."""
+    import tempfile
+
     from curator import coldstart
 
-    parts = [[] for _ in angles]
-    for _, imgs in _chunks(images):
-        for out, angle in zip(parts, angles):
-            out.append(coldstart.embed_images(_rotated(imgs, angle) if angle else imgs))
-    return [np.concatenate(p) if p else coldstart.embed_images([]) for p in parts]
+    n, d = len(images), coldstart.dim(coldstart.THUMB_SIDE)
+    if spill is None:
+        spill = isinstance(images, ImageFiles) or n * d * 4 * len(angles) > VERIFY_MEMORY_BYTES // 4
+    out = [np.memmap(tempfile.TemporaryFile(prefix="curator-verify-"), np.float32, "w+", shape=(n, d))
+           if spill and n else np.empty((n, d), np.float32) for _ in angles]
+    for s, imgs in _chunks(images):
+        for o, angle in zip(out, angles):
+            o[s:s + len(imgs)] = coldstart.embed_images(_rotated(imgs, angle) if angle else imgs)
+    return out
 
 
 def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: float = QUERY_ANGLE):

@@ -151,3 +151,6 @@ def test_stored_prepared_reads_back_what_prepared_holds(tmp_path, monkeypatch):
     direct = [copyverify._load_one(u) for u in uris]
     assert all(np.array_equal(a, b) for a, b in zip(lazy[1:4], direct[1:4])) and np.array_equal(lazy[5], direct[5])
     assert isinstance(copyverify.prepare_pool(lazy, progress=False), copyverify.StoredPrepared)
+    # thumbnails (upright and rotated) spilled to scratch memory maps: the same rows as held
+    spilled, held_e = (copyverify._embed(lazy, (0.0, 7.0), spill=v) for v in (True, False))
+    assert isinstance(spilled[1], np.memmap) and all(np.array_equal(a, b) for a, b in zip(spilled, held_e))
