@@ -49,14 +49,14 @@ VERIFY_MEMORY_BYTES = 512 << 20
 VERIFY_CACHE_BYTES = 128 << 20
 #: Images prepared (or embedded, rotated) at once on the chunked path: ~55 MiB of prepared arrays.
 PREPARE_CHUNK = 1024
-#: What verification holds per sample whatever the path: ~11 candidate pairs (two int64 positions and a
-#: float64 score each), the chroma, the pair masks and the grouping's arrays: ~400 bytes, measured as
-#: the heap's growth per sample from 10k to 30k in ``benchmarks/own_data`` (README).
+#: What verification holds per sample whatever the path: ~8 candidate pairs (two int64 positions and a
+#: float64 score each: 8 candidates + 2 x 3 rotated queries, de-duplicated; 7.9 a sample on the 10k
+#: procedural pool), the chroma, the pair masks and the grouping's arrays: ~400 bytes.
 VERIFY_BYTES_PER_SAMPLE = 400
 #: Largest pool ``curator dedup`` verifies by default: what fits ``VERIFY_MAX_BYTES`` at
-#: ``VERIFY_BYTES_PER_SAMPLE`` beside the cache (~4.7M samples). Memory no longer bounds it (the
-#: images are streamed); time does: ~4 ms of CPU a candidate pair, ~11 pairs a sample, so ~45 CPU s a
-#: thousand samples (a 100k pool: ~75 CPU min on one core). Beyond it, cosine on the embedding.
+#: ``VERIFY_BYTES_PER_SAMPLE`` beside the cache and the held-pool budget (~3.7M samples). Memory no
+#: longer bounds it (the images are streamed); time does: ~3.5-5.5 ms of CPU a candidate pair, ~8 pairs
+#: a sample, plus reading each file three times: ~40 CPU s a thousand samples (100k: ~70 CPU min). Beyond it, cosine on the embedding.
 VERIFY_MAX_BYTES = 2 << 30
 VERIFY_MAX_SAMPLES = (VERIFY_MAX_BYTES - VERIFY_CACHE_BYTES - VERIFY_MEMORY_BYTES) // VERIFY_BYTES_PER_SAMPLE
 #: Candidate neighbours per sample (the brief's cost bound: k <= 10).
