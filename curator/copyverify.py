@@ -41,10 +41,24 @@ METHOD = "verified-ecc"
 
 #: Largest working side: beyond it re-sampling blur no longer tells a copy, and ECC costs ~side^2.
 MAX_SIDE = 64
-#: Largest pool ``curator dedup`` verifies by default: the images are held at the working size
-#: (64 x 64 x 3 float32 = 48 KiB each, ~1 GiB at this count); beyond it, cosine on the embedding
-#: (``curator.index``, streamed to 10M rows) unless --verify is given.
-VERIFY_MAX_SAMPLES = 20_000
+#: Memory for prepared images (``Prepared``: 64 x 64 x 3 float32 plus two alignment levels, ~55 KiB an
+#: image): a pool whose prepared images fit is prepared at once; a larger one by chunks into a scratch
+#: file, read back per pair through a cache of ``VERIFY_CACHE_BYTES`` (``StoredPrepared``), and its
+#: decoded images are read from their files when needed (``load_images`` gives an ``ImageFiles``).
+VERIFY_MEMORY_BYTES = 512 << 20
+VERIFY_CACHE_BYTES = 128 << 20
+#: Images prepared (or embedded, rotated) at once on the chunked path: ~55 MiB of prepared arrays.
+PREPARE_CHUNK = 1024
+#: What verification holds per sample whatever the path: ~8 candidate pairs (two int64 positions and a
+#: float64 score each: 8 candidates + 2 x 3 rotated queries, de-duplicated; 7.9 a sample on the 10k
+#: procedural pool), the chroma, the pair masks and the grouping's arrays: ~400 bytes.
+VERIFY_BYTES_PER_SAMPLE = 400
+#: Largest pool ``curator dedup`` verifies by default: what fits ``VERIFY_MAX_BYTES`` at
+#: ``VERIFY_BYTES_PER_SAMPLE`` beside the cache and the held-pool budget (~3.7M samples). Memory no
+#: longer bounds it (the images are streamed); time does: ~3.5-5.5 ms of CPU a candidate pair, ~8 pairs
+#: a sample, plus reading each file three times: ~40 CPU s a thousand samples (100k: ~70 CPU min). Beyond it, cosine on the embedding.
+VERIFY_MAX_BYTES = 2 << 30
+VERIFY_MAX_SAMPLES = (VERIFY_MAX_BYTES - VERIFY_CACHE_BYTES - VERIFY_MEMORY_BYTES) // VERIFY_BYTES_PER_SAMPLE
 #: Candidate neighbours per sample (the brief's cost bound: k <= 10).
 DEFAULT_K = 8
 #: Extra candidate queries rotated by +- this many degrees, ROTATED_K neighbours each.
@@ -79,20 +93,54 @@ def working_side(images) -> int:
     return int(min(MAX_SIDE, max(h, w)))
 
 
-def load_images(uris) -> list[np.ndarray]:
-    """The images of ``uris`` at most ``MAX_SIDE`` a side (uint8, as decoded), with progress."""
+def _load_one(uri) -> np.ndarray:
     from curator import images as img
-    from curator._progress import progress
 
     cv2 = _cv2()
-    out = []
-    for u in progress(list(uris), total=len(uris), desc="reading images for verification"):
-        a = img.decode(u)
-        h, w = a.shape[:2]
-        if max(h, w) > MAX_SIDE:
-            a = cv2.resize(a, (min(MAX_SIDE, w), min(MAX_SIDE, h)), interpolation=cv2.INTER_AREA)
-        out.append(a)
-    return out
+    a = img.decode(uri)
+    h, w = a.shape[:2]
+    if max(h, w) > MAX_SIDE:
+        a = cv2.resize(a, (min(MAX_SIDE, w), min(MAX_SIDE, h)), interpolation=cv2.INTER_AREA)
+    return a
+
+
+class ImageFiles:
+    """The images of ``uris`` read from their files when indexed (at most ``MAX_SIDE`` a side, as
+    ``load_images`` decodes them): a pool too large to hold decoded. An int gives one image, a slice
+    or positions a list."""
+
+    def __init__(self, uris):
+        self.uris = list(uris)
+
+    def __len__(self) -> int:
+        return len(self.uris)
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return [_load_one(u) for u in self.uris[key]]
+        if isinstance(key, (int, np.integer)):
+            return _load_one(self.uris[int(key)])
+        return [_load_one(self.uris[int(k)]) for k in np.asarray(key).ravel()]
+
+    def __iter__(self):
+        return (_load_one(u) for u in self.uris)
+
+
+def load_images(uris):
+    """The images of ``uris`` at most ``MAX_SIDE`` a side (uint8, as decoded): a list, with progress,
+    when they fit ``VERIFY_MEMORY_BYTES`` decoded; else an ``ImageFiles`` that reads them when needed."""
+    from curator._progress import progress
+
+    uris = list(uris)
+    if len(uris) * MAX_SIDE * MAX_SIDE * 3 > VERIFY_MEMORY_BYTES:
+        return ImageFiles(uris)
+    return [_load_one(u) for u in progress(uris, total=len(uris), desc="reading images for verification")]
+
+
+def _chunks(images, size: int = PREPARE_CHUNK):
+    """``images`` as lists of at most ``size`` (a list: slices of it; ``ImageFiles``: read per chunk)."""
+    for s in range(0, len(images), size):
+        yield s, list(images[s:s + size])
 
 
 def prepare(images, side: int | None = None) -> np.ndarray:
@@ -138,6 +186,169 @@ class Prepared:
 
     def __len__(self):
         return len(self.full)
+
+
+def prepared_bytes(n: int, side: int, channels: int = 3) -> int:
+    """Bytes of ``Prepared`` for ``n`` images: the full working size, the ECC level and the grid."""
+    esz = min(side, ECC_SIDE)
+    return int(n) * 4 * (side * side * channels + esz * esz + GRID_SIDE * GRID_SIDE + channels)
+
+
+def prepare_pool(images, side: int | None = None, *, memory_bytes: int | None = None, progress: bool = True,
+                 **kwargs):
+    """``Prepared`` of the pool when it fits ``memory_bytes`` (default ``VERIFY_MEMORY_BYTES``) and the
+    images are held; else ``StoredPrepared`` (the same values, read from a scratch file per row)."""
+    side = side or working_side(images)
+    budget = VERIFY_MEMORY_BYTES if memory_bytes is None else memory_bytes
+    if not isinstance(images, ImageFiles) and prepared_bytes(len(images), side) <= budget:
+        return Prepared(images, side)
+    return StoredPrepared(images, side, progress=progress, **kwargs)
+
+
+class _NeedColour(Exception):
+    pass
+
+
+def _colour(a) -> np.ndarray:
+    a = np.asarray(a)
+    if a.ndim == 2:
+        a = a[..., None]
+    return np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a
+
+
+class _Rows:
+    """Row access to one per-image array of a ``StoredPrepared``: ``rows[i]`` as ``Prepared``'s ``arr[i]``."""
+
+    def __init__(self, owner, name, shape):
+        self.owner, self.name = owner, name
+        self.shape = (len(owner),) + tuple(shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        if isinstance(key, (int, np.integer)):
+            return self.owner._row(int(key))[self.name]
+        idx = range(*key.indices(len(self))) if isinstance(key, slice) else np.asarray(key).ravel()
+        return np.stack([self.owner._row(int(k))[self.name] for k in idx]) if len(idx) else \
+            np.zeros((0,) + self.shape[1:], np.float32)
+
+
+class StoredPrepared:
+    """``Prepared`` of a pool too large to hold (at 64 px ~55 KiB an image, 5.4 GiB at 100k): prepared
+    by chunks (``Prepared`` of each chunk: every step is per image, so the values are those of the whole
+    pool at once) into an unlinked scratch file, one fixed-size record an image, read back per row
+    (``os.pread``) through an LRU cache of ``cache_bytes``. Per-image arrays of at most ``SMALL_ROW``
+    bytes (the chroma) stay in memory. Exposes ``Prepared``'s attributes: per-image arrays as ``_Rows``."""
+
+    SMALL_ROW = 256
+
+    def __init__(self, images, side: int | None = None, *, chunk: int = PREPARE_CHUNK,
+                 cache_bytes: int = VERIFY_CACHE_BYTES, scratch=None, progress: bool = True):
+        if len(images) == 0:
+            raise ValidationError("copyverify: no images")
+        self.n = len(images)
+        side = side or working_side(images)
+        try:
+            self._build(images, side, chunk, scratch, progress, colour=False)
+        except _NeedColour:  # a colour image after a grey first chunk: all as colour
+            self._build(images, side, chunk, scratch, progress, colour=True)
+        self.cache_rows = max(2, int(cache_bytes) // max(1, self.record_bytes))
+        self._cache: dict = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _build(self, images, side, chunk, scratch, progress, *, colour: bool):
+        import tempfile
+
+        from curator._progress import progress as bar
+
+        self._file = tempfile.TemporaryFile(dir=scratch, prefix="curator-verify-")
+        self.layout = None
+        small, big, offset = {}, {}, 0
+        chunks = _chunks(images, chunk)
+        for s, imgs in (bar(chunks, total=-(-self.n // chunk), desc="preparing images for verification")
+                        if progress else chunks):
+            q = Prepared([_colour(a) for a in imgs] if colour else imgs, side)
+            m = len(imgs)
+            fields = self._fields(q, m)
+            if self.layout is None:
+                self.channels = q.full.shape[3]
+                for name, arr in fields.items():
+                    if arr[0].nbytes <= self.SMALL_ROW:
+                        small[name] = np.empty((self.n,) + arr.shape[1:], arr.dtype)
+                    else:
+                        big[name] = (offset, arr.shape[1:], arr.dtype)
+                        offset += arr[0].nbytes
+                self.layout, self.record_bytes, self._small = big, offset, small
+                self._plain = {k: v for k, v in vars(q).items() if not self._per_image(v, m)}
+                self._tuples = {k: list(v) for k, v in vars(q).items() if isinstance(v, tuple) and self._per_image(v, m)}
+            elif q.full.shape[3] != self.channels:
+                if not colour and self.channels == 1:
+                    raise _NeedColour()
+                q = Prepared([_colour(a) for a in imgs], side)  # a grey chunk in a colour pool
+                fields = self._fields(q, m)
+            for name, arr in small.items():
+                arr[s:s + m] = fields[name]
+            rec = np.empty((m, self.record_bytes), np.uint8)
+            for name, (off, shape, dtype) in big.items():
+                a = np.ascontiguousarray(fields[name], dtype=dtype).reshape(m, -1).view(np.uint8)
+                rec[:, off:off + a.shape[1]] = a
+            self._file.write(rec.tobytes())
+            del q, fields, rec
+        self._file.flush()
+        for k, v in self._plain.items():
+            setattr(self, k, v)
+        for name, arr in small.items():
+            self._set(name, arr)
+        for name, (_, shape, _) in big.items():
+            self._set(name, _Rows(self, name, shape))
+
+    @staticmethod
+    def _per_image(v, m) -> bool:
+        if isinstance(v, np.ndarray):
+            return v.ndim >= 1 and len(v) == m
+        return isinstance(v, tuple) and any(isinstance(x, np.ndarray) and x.ndim >= 1 and len(x) == m for x in v)
+
+    def _fields(self, q, m) -> dict:
+        """Per-image arrays of ``q`` by name: ``attr`` or ``attr.k`` for an array inside a tuple."""
+        out = {}
+        for k, v in vars(q).items():
+            if isinstance(v, np.ndarray) and self._per_image(v, m):
+                out[k] = v
+            elif isinstance(v, tuple) and self._per_image(v, m):
+                for t, x in enumerate(v):
+                    if isinstance(x, np.ndarray) and x.ndim >= 1 and len(x) == m:
+                        out[f"{k}.{t}"] = x
+        return out
+
+    def _set(self, name, value):
+        if "." not in name:
+            setattr(self, name, value)
+            return
+        k, t = name.split(".")
+        self._tuples[k][int(t)] = value
+        setattr(self, k, tuple(self._tuples[k]))
+
+    def _row(self, k: int) -> dict:
+        got = self._cache.pop(k, None)
+        if got is None:
+            import os
+
+            if not 0 <= k < self.n:
+                raise IndexError(f"row {k} of {self.n}")
+            buf = os.pread(self._file.fileno(), self.record_bytes, k * self.record_bytes)
+            raw = np.frombuffer(bytearray(buf), np.uint8)  # writable, as Prepared's rows
+            got = {name: raw[off:off + int(np.prod(shape)) * np.dtype(dt).itemsize].view(dt).reshape(shape)
+                   for name, (off, shape, dt) in self.layout.items()}
+            if len(self._cache) >= self.cache_rows:
+                self._cache.pop(next(iter(self._cache)))
+        self._cache[k] = got  # most recent last
+        return got
+
+    def close(self):
+        self._file.close()
 
 
 def _ncc(a, b, mask=None) -> float:
@@ -305,19 +516,38 @@ def _rotated(images, angle: float):
     return out
 
 
+def _embed(images, angles=(0.0,), *, spill: bool | None = None) -> list[np.ndarray]:
+    """Cold-start thumbnails of ``images`` rotated by each of ``angles`` (0: upright), one pass over the
+    images a chunk at a time: the rotated copies of a whole pool are never held, and files are read once.
+    ``spill`` (default: for ``ImageFiles``, or beyond a quarter of ``VERIFY_MEMORY_BYTES``): written into
+    memory maps of unlinked scratch files (n x 384 float32 is 147 MiB at 100k) and searched from there."""
+    import tempfile
+
+    from curator import coldstart
+
+    n, d = len(images), coldstart.dim(coldstart.THUMB_SIDE)
+    if spill is None:
+        spill = isinstance(images, ImageFiles) or n * d * 4 * len(angles) > VERIFY_MEMORY_BYTES // 4
+    out = [np.memmap(tempfile.TemporaryFile(prefix="curator-verify-"), np.float32, "w+", shape=(n, d))
+           if spill and n else np.empty((n, d), np.float32) for _ in angles]
+    for s, imgs in _chunks(images):
+        for o, angle in zip(out, angles):
+            o[s:s + len(imgs)] = coldstart.embed_images(_rotated(imgs, angle) if angle else imgs)
+    return out
+
+
 def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: float = QUERY_ANGLE):
     """Unique candidate pairs (i < j): each row's ``k`` nearest thumbnail rows, queried upright and
     rotated by +-``query_angle``. ``embeddings``: the pool's thumbnails when already computed."""
     from curator import coldstart, index
 
-    E = coldstart.embed_images(images) if embeddings is None else np.asarray(embeddings, np.float32)
+    E = _embed(images)[0] if embeddings is None else np.asarray(embeddings, np.float32)
     n = len(E)
     k = int(min(k, n - 1))
     if k < 1:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     pairs = []
-    queries = [E] + ([coldstart.embed_images(_rotated(images, s * query_angle)) for s in (-1, 1)]
-                     if query_angle else [])
+    queries = [E] + (_embed(images, (-query_angle, query_angle)) if query_angle else [])
     for q, Q in enumerate(queries):
         _, nb = index.search(E, Q, (k if q == 0 else min(k, ROTATED_K)) + 1)
         rows = np.repeat(np.arange(n), nb.shape[1])
@@ -577,9 +807,9 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
         from curator.exceptions import EmptyPoolError
 
         raise EmptyPoolError("find_copies: no images; nothing to de-duplicate")
-    E = coldstart.embed_images(images) if embeddings is None else embeddings
+    E = _embed(images)[0] if embeddings is None else embeddings
     i, j = candidates(images, k, embeddings=E)
-    p = Prepared(images)
+    p = prepare_pool(images, progress=progress)  # held, or by chunks into a scratch file (StoredPrepared)
     from curator.dedup import MIN_CALIBRATION_SAMPLES
 
     calibrating = threshold is None or (chroma_tolerance is None and n >= MIN_CALIBRATION_SAMPLES)

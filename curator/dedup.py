@@ -101,8 +101,9 @@ def _check_by_chunks(x: np.ndarray, *, name: str, caller: str) -> np.ndarray:
 
     if x.shape[1] == 0:
         raise ValidationError(f"{caller}: {name} has shape {x.shape}: no columns")
-    for s in range(0, len(x), index.STREAM_CHUNK):
-        c = np.asarray(x[s:s + index.STREAM_CHUNK], dtype=np.float32)
+    step = index.chunk_rows(x.shape[1])
+    for s in range(0, len(x), step):
+        c = np.asarray(x[s:s + step], dtype=np.float32)
         finite = np.isfinite(c).all(axis=1)
         if not finite.all():
             rows = (np.flatnonzero(~finite)[:5] + s).tolist()
@@ -177,8 +178,9 @@ def _unique_rows(x: np.ndarray):
         h[s:s + step] = (words[s:s + step].astype(np.uint64) * mult).sum(axis=1)
     keys, first, inverse = np.unique(h, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
-    # a hash collision between different rows would merge them: verify each group
-    same = (words == words[first[inverse]]).all(axis=1) if n <= 200_000 else _verify_chunked(words, first[inverse])
+    # a hash collision between different rows would merge them: verify each group, by chunks (a
+    # whole-array check made an n x d copy of the rows: 147 MiB at 100k x 384)
+    same = _verify_chunked(words, first[inverse])
     if not same.all():  # pragma: no cover - needs a 64-bit collision
         void = np.ascontiguousarray(words).view(np.dtype((np.void, words.shape[1] * 4))).ravel()
         return np.unique(void, return_index=True, return_inverse=True)
@@ -186,8 +188,9 @@ def _unique_rows(x: np.ndarray):
 
 
 def _verify_chunked(words: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Whether each row equals its reference row, compared a block of rows at a time (<= 16 MiB)."""
     out = np.empty(len(words), bool)
-    step = 65536
+    step = max(1, min(65536, (16 << 20) // (4 * max(1, words.shape[1]))))
     for s in range(0, len(words), step):
         out[s:s + step] = (words[s:s + step] == words[ref[s:s + step]]).all(axis=1)
     return out
@@ -289,7 +292,8 @@ def find_duplicates(
         ui, uj = _unit_pairs(pairs, ex, n)
         search_info = {"index": "given pairs"}
     else:
-        units = index.take_rows(x, unit_rows)
+        # one row per exact group; without exact copies that is every row in order: no second copy
+        units = x if len(unit_rows) == n and (unit_rows == positions).all() else index.take_rows(x, unit_rows)
         del x
         ui, uj, _, search_info = (search or index.self_pairs)(units, t, exact=exact, seed=seed)
         ui, uj = np.asarray(ui, np.int64), np.asarray(uj, np.int64)

@@ -91,8 +91,17 @@ SIM_EPS = 1e-5
 #: to 2M, where it still needs under 4 GiB.
 STREAM_MIN_N = 2_000_000
 
-#: Rows read at once by the streamed tier (128 MiB of float32 at d = 128).
+#: Most rows read at once by the streamed tier; a chunk is also at most ``STREAM_CHUNK_BYTES`` of
+#: float32 (``chunk_rows``): 2^18 rows are 128 MiB at d = 128 but 384 MiB at the cold-start's
+#: d = 384, a whole 100k pool copied and normalised at once (benchmarks/own_data).
 STREAM_CHUNK = 1 << 18
+STREAM_CHUNK_BYTES = 128 << 20
+
+
+def chunk_rows(d: int) -> int:
+    """Rows of one streamed chunk of width ``d``: at most ``STREAM_CHUNK`` rows and
+    ``STREAM_CHUNK_BYTES`` of float32, so the memory a chunk takes does not grow with ``d``."""
+    return int(max(1, min(STREAM_CHUNK, STREAM_CHUNK_BYTES // (4 * max(1, int(d))))))
 
 #: Streamed kNN (compressed index): at most PQ_M sub-quantizers of 8 bits (at
 #: least 4 dimensions each: 32 bytes a row at d = 128, 16x less than float32),
@@ -161,8 +170,8 @@ def search(
         return _flat_knn_chunks(as_float32(base), queries, k)
     index = build_index(base, exact=exact)
     if is_streamed(len(queries)):
-        parts = [index.search(_read(queries, slice(s, s + STREAM_CHUNK)), k)
-                 for s in range(0, len(queries), STREAM_CHUNK)]
+        step = chunk_rows(queries.shape[1])
+        parts = [index.search(_read(queries, slice(s, s + step)), k) for s in range(0, len(queries), step)]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     return index.search(as_float32(queries), k)
 
@@ -177,8 +186,9 @@ def _flat_knn_chunks(base, queries, k: int):
     sims_out = np.empty((n, k), np.float32)
     pos_out = np.empty((n, k), np.int64)
     buf = np.empty((min(_ASSIGN_BLOCK, n), len(base)), np.float32)
-    for s in range(0, n, STREAM_CHUNK):
-        chunk = _read(queries, slice(s, s + STREAM_CHUNK))
+    step = chunk_rows(queries.shape[1])
+    for s in range(0, n, step):
+        chunk = _read(queries, slice(s, s + step))
         for b in range(0, len(chunk), _ASSIGN_BLOCK):
             blk = chunk[b:b + _ASSIGN_BLOCK]
             sim = np.matmul(blk, base.T, out=buf[:len(blk)])
@@ -473,8 +483,9 @@ def _chunked_queries_range(base, queries, t, *, exact, seed):
     base = as_float32(base)
     out_q, out_b, out_s, info = [], [], [], {}
     truncated = 0
-    for s in range(0, len(queries), STREAM_CHUNK):
-        q, b, sim, info = _in_memory_range(base, _read(queries, slice(s, s + STREAM_CHUNK)), t,
+    step = chunk_rows(queries.shape[1])
+    for s in range(0, len(queries), step):
+        q, b, sim, info = _in_memory_range(base, _read(queries, slice(s, s + step)), t,
                                            exact=exact, seed=seed)
         out_q.append(q + s)
         out_b.append(b)
@@ -605,8 +616,9 @@ def _assign(centroids, x, probes, gram, t, n_cells, *, keep_probes: bool, self_j
     reach = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * gram.min(axis=1)))
     buf = np.empty((min(_ASSIGN_BLOCK, n), n_cells), np.float32)
     rows, cells, kinds, truncated = [], [], [], 0
-    for s in range(0, n, STREAM_CHUNK):
-        raw = np.asarray(x[s:s + STREAM_CHUNK], dtype=np.float32)
+    step = chunk_rows(x.shape[1])
+    for s in range(0, n, step):
+        raw = np.asarray(x[s:s + step], dtype=np.float32)
         norms[s:s + len(raw)] = _norms64(raw)
         chunk = normalize(raw)
         del raw
@@ -764,9 +776,19 @@ def _block_self(x: np.ndarray, t: float):
     return np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64)
 
 
+#: Bytes of one side's float64 rows in a block of pairs (``pair_sims``, ``_pair_cosines``): 2^20
+#: pairs at d = 384 were 3 GiB a side.
+PAIR_BLOCK_BYTES = 32 << 20
+
+
+def _pair_block(x, block: int) -> int:
+    return int(max(1, min(block, PAIR_BLOCK_BYTES // (8 * max(1, int(x.shape[1]))))))
+
+
 def _pair_cosines(a, i, a_norms, b, j, b_norms, *, block: int = 1 << 16) -> np.ndarray:
     """Exact float64 cosines of rows ``a[i]`` and ``b[j]``, read in blocks of pairs."""
     out = np.empty(len(i), np.float64)
+    block = _pair_block(a, block)
     for s in range(0, len(i), block):
         u = np.asarray(a[i[s:s + block]], dtype=np.float64)
         v = np.asarray(b[j[s:s + block]], dtype=np.float64)
@@ -793,16 +815,17 @@ def _compressed_search(base, queries, k: int):
     index.pq.cp.niter = KMEANS_ITERATIONS
     index.train(_read(base, _sample(n, max(nlist * TRAIN_POINTS_PER_CELL, 256 * 39), 0)))
     norms = np.empty(n, np.float64)
-    for s in range(0, n, STREAM_CHUNK):
-        raw = np.asarray(base[s:s + STREAM_CHUNK], dtype=np.float32)
+    step = chunk_rows(d)
+    for s in range(0, n, step):
+        raw = np.asarray(base[s:s + step], dtype=np.float32)
         norms[s:s + len(raw)] = np.linalg.norm(raw.astype(np.float64), axis=1)
         index.add(normalize(raw))
     index.nprobe = min(IVF_NPROBE, nlist)
     kk = min(n, k * PQ_RERANK)
     sims_out = np.full((len(queries), k), -np.inf, np.float32)
     pos_out = np.full((len(queries), k), -1, np.int64)
-    for s in range(0, len(queries), STREAM_CHUNK):
-        raw = normalize(np.asarray(queries[s:s + STREAM_CHUNK]), copy=True)
+    for s in range(0, len(queries), step):
+        raw = normalize(np.asarray(queries[s:s + step]), copy=True)
         q_norms = np.linalg.norm(raw.astype(np.float64), axis=1)
         _, cand = index.search(raw, kk)
         rows = np.repeat(np.arange(len(raw), dtype=np.int64), kk)
@@ -822,6 +845,7 @@ def pair_sims(x, i, j, *, block: int = 1 << 20) -> np.ndarray:
     """Exact float64 inner products of rows ``i`` and ``j`` of ``x`` (memory-mapped ``x`` too): the
     re-ranking that makes every search path (flat, partitioned, compressed, distributed) agree."""
     out = np.empty(len(i), np.float64)
+    block = _pair_block(x, block)
     for s in range(0, len(i), block):
         a = np.asarray(x[i[s:s + block]], dtype=np.float64)
         b = np.asarray(x[j[s:s + block]], dtype=np.float64)

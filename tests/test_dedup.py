@@ -272,3 +272,43 @@ def test_cli_dedup_on_ingested_folder(tmp_path):
     assert missing.returncode != 0 and "curator embed --dataset digits --model cnn" in missing.stderr
     nodata = run_cli("dedup", "--dataset", "nope", cwd=tmp_path)
     assert nodata.returncode != 0 and "curator ingest" in nodata.stderr
+
+
+def test_stored_prepared_reads_back_what_prepared_holds(tmp_path, monkeypatch):
+    """A pool prepared by chunks into a scratch file (``StoredPrepared``, for pools too large to hold)
+    gives every row, score and chroma distance ``Prepared`` of the whole pool gives: grey digits first
+    (the first chunks grey, then colour: all rebuilt as colour), an RGBA image, a cache of 2 rows."""
+    from curator import copyverify
+    from test_dedup_verify import _digits, _procedural
+
+    X, _ = _digits(7)
+    rng = np.random.default_rng(1)
+    colour = [rng.integers(0, 255, (40, 52, 3), dtype=np.uint8) for _ in range(4)]
+    rgba = rng.integers(0, 255, (30, 30, 4), dtype=np.uint8)
+    images = list(X) + colour + [rgba, X[0]]
+    whole = copyverify.Prepared(images)
+    stored = copyverify.StoredPrepared(images, chunk=3, cache_bytes=1, progress=False, scratch=tmp_path)
+    assert len(stored) == len(whole) and stored.side == whole.side and stored.cache_rows == 2
+    np.testing.assert_array_equal(stored.chroma, whole.chroma)
+    for k in range(len(images)):
+        np.testing.assert_array_equal(stored.full[k], whole.full[k])
+        np.testing.assert_array_equal(stored.grid[k], whole.grid[k])
+        np.testing.assert_array_equal(stored.ecc_level[1][k], whole.ecc_level[1][k])
+    assert stored.ecc_level[0] == whole.ecc_level[0]
+    i, j = np.array([0, 0, 7, 3, 11, 12]), np.array([12, 7, 8, 10, 2, 5])
+    np.testing.assert_array_equal(copyverify.score_pairs(stored, i, j, progress=False),
+                                  copyverify.score_pairs(whole, i, j, progress=False))
+    grey = copyverify.StoredPrepared(list(X), chunk=3, progress=False)  # a grey pool stays one channel
+    assert grey.full[0].shape == whole.full[0].shape[:2] + (1,)
+    # beyond the memory budget, load_images reads the files only when asked, the same pixels
+    rows, held = _procedural(tmp_path / "p", n=6)
+    uris = [str(tmp_path / "p" / r["file"]) for r in rows]
+    monkeypatch.setattr(copyverify, "VERIFY_MEMORY_BYTES", 0)
+    lazy = copyverify.load_images(uris)
+    assert isinstance(lazy, copyverify.ImageFiles) and len(lazy) == 6
+    direct = [copyverify._load_one(u) for u in uris]
+    assert all(np.array_equal(a, b) for a, b in zip(lazy[1:4], direct[1:4])) and np.array_equal(lazy[5], direct[5])
+    assert isinstance(copyverify.prepare_pool(lazy, progress=False), copyverify.StoredPrepared)
+    # thumbnails (upright and rotated) spilled to scratch memory maps: the same rows as held
+    spilled, held_e = (copyverify._embed(lazy, (0.0, 7.0), spill=v) for v in (True, False))
+    assert isinstance(spilled[1], np.memmap) and all(np.array_equal(a, b) for a, b in zip(spilled, held_e))

@@ -52,6 +52,11 @@ def test_dataset_create_insert_read_back(db_settings):
         rows = store_samples.listing(s, ds)
         assert rows.ids.dtype == np.int64 and rows.ids.tolist() == ids
         assert rows.uris == [f"/img/ds/{i}.png" for i in range(6)] and all(len(h) == 64 for h in rows.sha256)
+        # the same ids and hashes as arrays, read in pages (4 a page: a full page then a short one)
+        for page in (4, 6, None):
+            arr = store_samples.hash_arrays(s, ds, page=page)
+            assert arr.ids.dtype == np.int64 and arr.ids.tolist() == ids and arr.sha256.dtype == np.dtype("S32")
+            assert arr.sha256.tobytes() == bytes.fromhex("".join(rows.sha256))
         # URIs come back in the order asked for, repeats included; an unknown id is named
         assert store_samples.uris(s, [ids[3], ids[0], ids[3]]) == ["/img/ds/3.png", "/img/ds/0.png", "/img/ds/3.png"]
         with pytest.raises(NotFoundError, match=str(ids[-1] + 100)):
@@ -61,6 +66,9 @@ def test_dataset_create_insert_read_back(db_settings):
         (summary,) = store_samples.summaries(s)
         assert summary == {"name": "ds", "samples": 6, "splits": {"train": 3, "test": 3}, "duplicates": 0,
                            "classes": ["0", "1", "2"]}
+        other, _ = store_samples.find_or_create_dataset(s, "empty")
+        empty = store_samples.hash_arrays(s, other)
+        assert len(empty) == 0 and empty.sha256.dtype == np.dtype("S32")
 
 
 def test_truth_split_and_known_only(db_settings):

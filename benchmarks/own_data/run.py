@@ -123,6 +123,58 @@ def score_dedup(groups, uris, images: Path) -> dict:
     return out
 
 
+def verified_dedup(settings, ids, sha, C, a, work: Path):
+    """``curator.copyverify.find_copies`` on the samples' image files (read when needed: ``ImageFiles``),
+    candidates from the stored cold-start vectors ``C``. A thread appends a progress line every minute
+    to ``--work/verify_progress.jsonl`` (pairs scored of the candidates, CPU s, heap), so a run stopped
+    before the end still gives the rate and the memory so far."""
+    import threading
+
+    from curator import copyverify
+    from curator.steps import run_step
+    from curator.store import samples as store_samples
+
+    uris = run_step(settings, lambda s: store_samples.uris(s, ids))
+    count, total, stop = [0], [None], threading.Event()
+    score, cands = copyverify.pair_score, copyverify.candidates
+
+    def counted(*args, **kw):
+        count[0] += 1
+        return score(*args, **kw)
+
+    def candidates(*args, **kw):
+        out = cands(*args, **kw)
+        total[0] = len(out[0])
+        return out
+
+    t0, c0 = time.perf_counter(), time.process_time()
+
+    def beat():
+        with open(work / "verify_progress.jsonl", "a") as fh:
+            while not stop.wait(60):
+                fh.write(json.dumps({"first": a.first, "pairs_scored": count[0], "candidate_pairs": total[0],
+                                     "wall_s": round(time.perf_counter() - t0, 1),
+                                     "cpu_s": round(time.process_time() - c0, 1),
+                                     "rss_anon_mib": round(_status_kib("RssAnon")[0] / 1024),
+                                     "load": os.getloadavg()[0]}) + "\n")
+                fh.flush()
+
+    copyverify.pair_score, copyverify.candidates = counted, candidates
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        groups, info = copyverify.find_copies(copyverify.ImageFiles(uris), hashes=sha, embeddings=C, seed=a.seed,
+                                              progress=True)
+    finally:
+        stop.set()
+        copyverify.pair_score, copyverify.candidates = score, cands
+    cal = info.get("calibration") or {}
+    keep = ("threshold", "candidate_pairs", "verified_pairs", "verify_wall_s", "verify_cpu_s", "pairs_per_cpu_s",
+            "chroma_tolerance", "grid_floor", "groups", "duplicates")
+    return groups, {**{k: info.get(k) for k in keep}, "separated": cal.get("separated"),
+                    "expected_missed": cal.get("expected_missed")}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10000)
@@ -141,6 +193,9 @@ def main(argv=None):
                     help="rows the streamed tier reads at once, as MiB of float32 vectors")
     ap.add_argument("--no-hashes", action="store_true",
                     help="dedup without the samples' content hashes (exact copies found by comparing vectors)")
+    ap.add_argument("--verify", action="store_true",
+                    help="dedup by verified copy detection (curator.copyverify.find_copies on the image files, "
+                         "threshold calibrated on the pool) instead of cosine at 0.99")
     a = ap.parse_args(argv)
 
     from curator import coldstart, embeddings, ingest_folder, policies
@@ -175,6 +230,7 @@ def main(argv=None):
             run_peak[0] = max(run_peak[0], steps[name]["step_hwm_mib"], round(peak_rss_mib()))
             steps[name]["peak_rss_mib"] = run_peak[0]  # the run's peak so far (ru_maxrss falls with the reset)
             line = json.dumps({"n": a.n, "first": a.first, "dedup_tier": a.dedup_tier, "hashes": not a.no_hashes,
+                               "verify": a.verify,
                                "chunk_mib": a.stream_chunk_mib if a.dedup_tier == "streamed" else None,
                                "step": name, **steps[name]})
             print(line, flush=True)
@@ -206,17 +262,19 @@ def main(argv=None):
 
     def read(s):
         ds = dataset_id(s, "own")
-        rows = store_samples.listing(s, ds)  # id order, as the embedding sets' rows
+        # ids and content hashes as arrays (40 bytes a sample, no per-sample Python object), in id
+        # order as the embedding sets' rows; the URIs are read only to score the groups, after the steps
+        rows = store_samples.hash_arrays(s, ds)
         ids = rows.ids[: a.first]
-        # content hashes as 32 bytes a sample: exact copies by hash, as ``curator dedup`` passes them
-        # (without them find_duplicates compares the rows themselves: an n x d copy of the vectors)
-        sha = None if a.no_hashes else np.array([bytes.fromhex(h) for h in rows.sha256[: a.first]], dtype="S32")
-        return (ds, ids, rows.uris[: a.first], sha,
+        # exact copies by hash, as ``curator dedup`` passes them (without them find_duplicates
+        # compares the rows themselves)
+        sha = None if a.no_hashes else rows.sha256[: a.first]
+        return (ds, ids, sha,
                 store_emb.load(s, settings.embeddings_dir, ds, cold.model_id)[1][: len(ids)],
                 store_emb.load(s, settings.embeddings_dir, ds, info.model_id)[1][: len(ids)])
 
     t, done = time.perf_counter(), step("dedup", a.first or a.n)
-    ds, ids, uris, sha, C, E = run_step(settings, read)  # C, E: read-only memory maps of the stored sets
+    ds, ids, sha, C, E = run_step(settings, read)  # C, E: read-only memory maps of the stored sets
     if a.dedup_tier == "streamed":
         from curator import index
 
@@ -224,7 +282,11 @@ def main(argv=None):
         # its chunk is counted in rows (2^18: 128 MiB at d = 128, but 384 MiB at the cold-start's d = 384,
         # i.e. the whole 100k pool in one chunk, copied and normalised): here a chunk is a size in bytes
         index.STREAM_CHUNK = max(1024, (a.stream_chunk_mib << 20) // (4 * C.shape[1]))
-    groups = find_duplicates(C, hashes=sha)
+    verify_info = None
+    if a.verify:
+        groups, verify_info = verified_dedup(settings, ids, sha, C, a, work)
+    else:
+        groups = find_duplicates(C, hashes=sha)
     done(t)
 
     t, done = time.perf_counter(), step("select", a.first or a.n)
@@ -237,8 +299,10 @@ def main(argv=None):
     chosen = policies.get("kcenter").select(Pool(embeddings=E[keep], ids=ids[keep]), min(a.budget, len(keep)),
                                             seed=a.seed)
     done(t)
+    uris = run_step(settings, lambda s: store_samples.uris(s, ids))
     dedup = score_dedup(groups, uris, images)
-    print(json.dumps({"n": a.n, "first": a.first, "dedup_tier": a.dedup_tier, "seed": a.seed, "batch_size": a.batch_size, "steps": steps, "dedup": dedup,
+    print(json.dumps({"n": a.n, "first": a.first, "dedup_tier": a.dedup_tier, "verify": a.verify, "verify_info": verify_info,
+                      "seed": a.seed, "batch_size": a.batch_size, "steps": steps, "dedup": dedup,
                       "selected": int(len(chosen)), "total_s": round(time.perf_counter() - t_all, 1),
                       "peak_rss_mib": run_peak[0]}))
 

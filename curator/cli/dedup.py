@@ -11,7 +11,8 @@ from curator.cli import connect_executor, dataset_option, executor_options, sett
 
 def load_dataset_embeddings(settings, dataset: str, model: str | None, *, weights: str | None = None,
                             embedding_set: str | None = None):
-    """(sample ids, uris, sha256, labeled mask, embeddings, embedding name) of a dataset.
+    """(dataset id, sample ids, sha256 digests (S32), labeled mask, embeddings, embedding name) of a dataset:
+    arrays, no Python object per sample (the URIs are read for the samples that need them: ``_uris``).
 
     Without ``model`` the cold-start embedding is used (stored, or computed from the images);
     with it, the stored embedding set of that model (an id, a model name or a recorded weights
@@ -54,7 +55,7 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None, *, weight
 
     def read(s):
         ds = dataset_id(s, dataset)
-        rows = store_samples.listing(s, ds)
+        rows = store_samples.hash_arrays(s, ds)
         labeled_ids = np.fromiter(agreed_labels(s, ds), dtype=np.int64)
         stored = None
         if model is not None and len(rows.ids):
@@ -77,8 +78,15 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None, *, weight
         raise EmptyPoolError(f"dataset {dataset!r} has no samples; add some with: curator ingest PATH --dataset {dataset}")
     labeled = np.isin(rows.ids, labeled_ids)
     if stored is None:
-        return rows.ids, rows.uris, rows.sha256, labeled, coldstart_vectors(settings, ds, rows.ids), coldstart.MODEL_NAME
-    return rows.ids, rows.uris, rows.sha256, labeled, stored, f"model {label}" if embedding_set is None else label
+        return ds, rows.ids, rows.sha256, labeled, coldstart_vectors(settings, ds, rows.ids), coldstart.MODEL_NAME
+    return ds, rows.ids, rows.sha256, labeled, stored, f"model {label}" if embedding_set is None else label
+
+
+def _uris(settings, sample_ids) -> list[str]:
+    from curator.steps import run_step
+    from curator.store import samples as store_samples
+
+    return run_step(settings, lambda s: store_samples.uris(s, sample_ids)) if len(sample_ids) else []
 
 
 @click.command()
@@ -96,7 +104,8 @@ def load_dataset_embeddings(settings, dataset: str, model: str | None, *, weight
 @click.option("--verify/--no-verify", "verify", default=None,
               help="Verify each candidate pair on the images (alignment + correlation, curator.copyverify) with a "
                    "threshold calibrated on the pool. Default: on with the cold-start embedding for pools of up to "
-                   "20,000 images (30 at least, or --threshold), off otherwise (embedding cosine only).")
+                   "copyverify.VERIFY_MAX_SAMPLES images (30 at least, or --threshold; the images are read from their files "
+                   "when too many to hold; ~45 CPU s a thousand images), off otherwise (embedding cosine only).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the calibration's samples and synthetic copies (--self-supervised, --verify).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -110,6 +119,8 @@ def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, verify, 
     cosine similarity of embeddings. Labeled samples represent their groups,
     so pool samples that copy a labeled one are listed under it.
     """
+    import numpy as np
+
     from curator.dedup import check_threshold, find_duplicates
     from curator.exceptions import ValidationError
 
@@ -138,7 +149,7 @@ def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, verify, 
         raise ValidationError("--verify checks the cold-start thumbnail's candidates on the images; "
                               "drop --model/--embeddings/--self-supervised, or drop --verify")
     executor = connect_executor(settings)
-    ids, uris, hashes, labeled, E, name = load_dataset_embeddings(settings, dataset, model, weights=weights,
+    _, ids, hashes, labeled, E, name = load_dataset_embeddings(settings, dataset, model, weights=weights,
                                                               embedding_set=embedding_set)
     if verify is None:  # auto: where the images can be held and (without --threshold) calibrated
         from curator.dedup import MIN_CALIBRATION_SAMPLES
@@ -147,13 +158,15 @@ def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, verify, 
                   and (threshold is not None or len(ids) >= MIN_CALIBRATION_SAMPLES))
     method = "cosine"
     if verify:
-        images = copyverify.load_images(uris)
+        images = copyverify.load_images(_uris(settings, ids))  # held, or read when needed (ImageFiles)
         groups, info = copyverify.find_copies(images, threshold, hashes=hashes, labeled=labeled, embeddings=E,
                                               seed=seed)
         calibration, t, method = info["calibration"], info["threshold"], info["method"]
     else:
         groups, info = find_duplicates(E, t, hashes=hashes, labeled=labeled, return_info=True,
                                        search=executor.self_pairs)
+    members = np.concatenate(groups) if groups else np.zeros(0, np.int64)
+    uris = dict(zip(members.tolist(), _uris(settings, ids[members])))  # the URIs of grouped samples only
     out = {
         "dataset": dataset,
         "embedding": name,
