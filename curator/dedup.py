@@ -422,7 +422,7 @@ def calibrate_threshold(copy_sims, neighbour_sims, *, false_merge_weight: float 
     A neighbour at least as similar as the 1 % quantile of synthetic copies is taken as a real copy already
     in the pool (pools hold copies: those are not "distinct" and must not push the threshold up),
     for at most ``MAX_POOL_COPY_SHARE`` of the samples (the most similar ones); ``copy_like`` sets that
-    cut instead (``curator.copyverify`` passes a robust lower fence of its copies' scores).
+    cut instead (``curator.copyverify`` calibrates its verified scores with its own tail fit, not this rule).
 
     Returns a dict: threshold, rule, samples, the quantiles of both distributions, the expected
     shares missed and merged at the threshold, and ``separated`` (whether a gap exists: no copy

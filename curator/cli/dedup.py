@@ -103,9 +103,9 @@ def _uris(settings, sample_ids) -> list[str]:
               "(default: 0.99 on the cold-start embedding; calibrated with --self-supervised).")
 @click.option("--verify/--no-verify", "verify", default=None,
               help="Verify each candidate pair on the images (alignment + correlation, curator.copyverify) with a "
-                   "threshold calibrated on the pool. Default: on with the cold-start embedding for pools of up to "
-                   "copyverify.VERIFY_MAX_SAMPLES images (30 at least, or --threshold; the images are read from their files "
-                   "when too many to hold; ~45 CPU s a thousand images), off otherwise (embedding cosine only).")
+                   "threshold calibrated on the pool. Default: on with the cold-start embedding for pools of 30 to "
+                   "20,000 images (copyverify.VERIFY_AUTO_SAMPLES; ~45 CPU s a thousand images), off otherwise "
+                   "(embedding cosine only). --verify goes up to millions (the images are read from their files).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the calibration's samples and synthetic copies (--self-supervised, --verify).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
@@ -154,7 +154,7 @@ def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, verify, 
     if verify is None:  # auto: where the images can be held and (without --threshold) calibrated
         from curator.dedup import MIN_CALIBRATION_SAMPLES
 
-        verify = (not (self_supervised or model or embedding_set) and len(ids) <= copyverify.VERIFY_MAX_SAMPLES
+        verify = (not (self_supervised or model or embedding_set) and len(ids) <= copyverify.VERIFY_AUTO_SAMPLES
                   and (threshold is not None or len(ids) >= MIN_CALIBRATION_SAMPLES))
     method = "cosine"
     if verify:
