@@ -40,7 +40,8 @@ import numpy as np
 from curator.exceptions import ValidationError
 
 __all__ = ["EMBEDDINGS", "register_embedding", "embed_pool", "deskew", "PcaEmbedding", "Head", "fit_head",
-           "fit_semisupervised", "pseudo_labels", "pool_vectors", "pool_pseudo_labels", "SemiConfig", "SelfTrained", "self_train"]
+           "fit_semisupervised", "pseudo_labels", "pool_vectors", "pool_pseudo_labels", "SemiConfig", "SelfTrained",
+           "self_train"]
 
 
 # -- label-free embeddings of a pool ---------------------------------------------------------
@@ -382,7 +383,8 @@ def self_train(pool_images, head: Head, labels, *, steps: int = SELF_TRAIN_STEPS
     from curator._validation import check_positive_int
 
     if not isinstance(head, Head):
-        raise ValidationError(f"self_train: head must be a fitted Head (curator.semihead.fit_head); got {type(head).__name__}")
+        raise ValidationError("self_train: head must be a fitted Head (curator.semihead.fit_head); "
+                              f"got {type(head).__name__}")
     n, C = head.probs.shape
     X = np.asarray(pool_images)
     if X.ndim not in (3, 4) or len(X) != n:
