@@ -16,6 +16,15 @@ embedding is fitted on the pool (``curator.semihead.EMBEDDINGS``, named by
   switch rule: typicality while a class has fewer than 3 labels, then
   uncertainty (margin) with one pick per k-means cluster as the diversity guard).
 
+* ``--self-train``: each run above as ``<run>+selftrain`` (the same picks: the
+  same selection and seeds): after the head, ``curator.semihead.self_train``
+  trains the built-in CNN on the whole pool's propagated labels and propagates
+  again over the kNN graph of its embedding; ``test_error`` is then that
+  stage's, ``lp_test_error`` the head's. ``--self-train-at`` limits the stage
+  to some label counts (it costs about 5 CPU minutes per MNIST round); other
+  rounds record the head's error with ``self_trained: false``. With a
+  ``deskew-*`` embedding the CNN sees the deskewed images too.
+
 Every round the semi-supervised head (``curator.semihead.fit_head``: label
 propagation over the pool's kNN graph, test images by the weighted vote of their
 nearest pool rows) is fitted on the labels and the whole pool, and its test
@@ -98,6 +107,11 @@ def main():
     ap.add_argument("--max-labels", type=int, default=100)
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--out", default=str(HERE / "pool_aware.jsonl"))
+    ap.add_argument("--self-train", action="store_true",
+                    help="add the self-training stage (run names get '+selftrain')")
+    ap.add_argument("--self-train-at", nargs="+", type=int, default=None,
+                    help="label counts at which to self-train (default: every round)")
+    ap.add_argument("--self-train-steps", type=int, default=None, help="default: SELF_TRAIN_STEPS")
     args = ap.parse_args()
 
     import faiss
@@ -108,14 +122,20 @@ def main():
     torch.set_num_threads(2)
     from curator import Pool, policies
     from curator.index import search
-    from curator.semihead import embed_pool, fit_head
+    from curator.semihead import SELF_TRAIN_STEPS, deskew, embed_pool, fit_head, self_train
     from curator.semisupervised import _unit, knn_graph
 
     out = Path(args.out)
+    args.self_train_steps = args.self_train_steps or SELF_TRAIN_STEPS
     machine = f"{platform.node()} {os.cpu_count()} cores (shared; load {os.getloadavg()[0]:.1f} at start)"
     t0, c0 = time.time(), cpu_s()
     Xp, yp, Xt, yt = load(args.data)
-    E, Et = embed_pool(args.embedding, Xp, Xt)
+    Ip, It = Xp, Xt  # the images the self-training CNN sees
+    if args.self_train and args.embedding.startswith("deskew-"):
+        Ip, It = deskew(Xp), deskew(Xt)  # deskew once: "deskew-pca" is "pca" of the deskewed images
+        E, Et = embed_pool(args.embedding[len("deskew-"):], Ip, It)
+    else:
+        E, Et = embed_pool(args.embedding, Xp, Xt)
     U, Ut = _unit(E), _unit(Et)
     graph = knn_graph(U, args.k)
     test_nbrs = search(U, Ut, args.k)
@@ -128,7 +148,9 @@ def main():
     # level by level (every run and seed to 20 labels, then every one to 30, ...): a stop keeps the
     # small-budget points of every run, which matter most
     state = {}
-    for run in args.runs:
+    suffix = "+selftrain" if args.self_train else ""
+    for base in args.runs:
+        run = base + suffix
         for seed in args.seeds:
             key = {"data": args.data, "embedding": args.embedding, "run": run, "seed": seed}
             prev = done_rounds(out, key)
@@ -140,6 +162,7 @@ def main():
     for level in range(args.initial, args.max_labels + 1, args.budget):
         for (run, seed), st in state.items():
             labeled, key = st["labeled"], st["key"]
+            run = run.removesuffix(suffix) if suffix else run  # the selection is the base run's
             if len(labeled) >= level:
                 continue
             t, c = time.time(), cpu_s()
@@ -170,11 +193,23 @@ def main():
             head = st["head"] = fit_head(E, y, classes=classes, k=args.k, neighbours=graph)
             test_err = float((head.predict_proba(neighbours=test_nbrs).argmax(1) != yt).mean())
             pool_err = float((head.probs.argmax(1) != yp).mean())
+            extra = {}
+            if args.self_train:
+                lp_test, lp_pool = test_err, pool_err
+                done = args.self_train_at is None or len(labeled) in args.self_train_at
+                extra = {"self_trained": done, "lp_test_error": round(lp_test, 5), "lp_pool_error": round(lp_pool, 5)}
+                if done:
+                    cs = cpu_s()
+                    stt = self_train(Ip, head, y, k=args.k, seed=seed * 1000 + len(labeled), steps=args.self_train_steps)
+                    tn2 = search(stt.head.embeddings, _unit(stt.embed(It)), args.k)
+                    test_err = float((stt.predict_proba(neighbours=tn2).argmax(1) != yt).mean())
+                    pool_err = float((stt.head.probs.argmax(1) != yp).mean())
+                    extra["selftrain_cpu_s"] = round(cpu_s() - cs, 1)
             wall, cpu = time.time() - t, cpu_s() - c
             st["wall"] += wall
             st["cpu"] += cpu
             row = {**key, "n_labels": len(labeled), "test_error": round(test_err, 5),
-                   "pool_error": round(pool_err, 5), "classes_covered": int(len(np.unique(yp[labeled]))),
+                   "pool_error": round(pool_err, 5), **extra, "classes_covered": int(len(np.unique(yp[labeled]))),
                    "picked": [int(i) for i in picked], "select_s": round(t_sel, 2),
                    "round_wall_s": round(wall, 2), "round_cpu_s": round(cpu, 2),
                    "run_wall_s": round(st["wall"], 1), "run_cpu_s": round(st["cpu"], 1),
