@@ -55,25 +55,34 @@ def _pg_database(base_url: str, template: str | None = None):
     def drop():
         from curator.store.session import dispose_all
 
-        import time
-
-        from sqlalchemy.exc import DBAPIError
-
         dispose_all()
-        # FORCE may meet a server process it may not signal (an autovacuum worker, under
-        # load); that one ends by itself within moments, so try again briefly.
-        for attempt in range(10):
-            try:
-                with admin.connect() as conn:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-                break
-            except DBAPIError:
-                if attempt == 9:
-                    raise
-                time.sleep(0.5)
+        drop_database(admin, name)
         admin.dispose()
 
     return url, drop
+
+
+def drop_database(admin, name: str) -> None:
+    """DROP DATABASE ``name`` WITH (FORCE) through the AUTOCOMMIT engine ``admin``, retried briefly.
+
+    FORCE may meet a server process the test role may not signal (an autovacuum worker working on
+    the database; tests/services.sh grants pg_signal_backend, a server given by URL may not): that
+    one ends by itself within moments.
+    """
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    for attempt in range(20):
+        try:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except DBAPIError:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
 
 
 @pytest.fixture

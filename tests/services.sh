@@ -46,7 +46,7 @@ else
     if [ -n "$ver" ]; then
       as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main start >&2 2>/dev/null || true
       for _ in $(seq 30); do as_root runuser -u postgres -- pg_isready -q && break; sleep 1; done
-      as_root runuser -u postgres -- psql -qc "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='curator_test') THEN CREATE ROLE curator_test LOGIN CREATEDB PASSWORD 'curator_test'; END IF; END\$\$;" >&2 \
+      as_root runuser -u postgres -- psql -qc "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='curator_test') THEN CREATE ROLE curator_test LOGIN CREATEDB PASSWORD 'curator_test'; END IF; END\$\$; GRANT pg_signal_backend TO curator_test;" >&2 \
         && echo "export CURATOR_TEST_PG_URL=postgresql+psycopg://curator_test:curator_test@127.0.0.1:5432/postgres" \
         || log "PostgreSQL did not answer"
     fi

@@ -51,7 +51,7 @@ from curator.settings import Settings
 from curator.store.schema import Annotation, Evaluation, LabelVersion, Model, Round, RoundItem
 from curator.store.session import dispose_all, transaction
 
-from conftest import PG_ENV, PG_HINT, unavailable
+from conftest import PG_ENV, PG_HINT, drop_database, unavailable
 from test_loop import small_dataset
 
 ROUNDS = 2
@@ -167,12 +167,9 @@ class Copies:
     def close(self):
         dispose_all()
         if self.dropped:
-            from sqlalchemy import text
-
             engine = self._admin()
-            with engine.connect() as conn:
-                for name in self.dropped:
-                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for name in self.dropped:
+                drop_database(engine, name)
             engine.dispose()
 
 
