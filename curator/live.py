@@ -414,7 +414,7 @@ class LiveLoop:
         if queued:
             from curator import rounds
             from curator.integrations.labelstudio.push import import_predictions
-            from curator.rounds import _probs
+            from curator.rounds import predict_probs
             from curator.store import annotations as store_ann
             from curator.store import samples as store_samples
 
@@ -424,7 +424,7 @@ class LiveLoop:
             row, uris = run_step(self.settings, read)
             model = model if model is not None and model.model_id == gen.model_id else \
                 rounds.load_model(self.settings, gen.model_id)
-            best = _probs(model.adapter, uris).argmax(1)
+            best = predict_probs(model.adapter, uris).argmax(1)
             import_predictions(self.client, self.external_id, self.project, row,
                                [(links[sid], (str(model.classes[int(k)]), 1.0 - float(score), version))
                                 for (sid, score), k in zip(queued, best)])
@@ -552,9 +552,9 @@ class LiveLoop:
             ids, uris, open_rounds = got
             probs = None
             if uris:
-                from curator.rounds import _probs
+                from curator.rounds import predict_probs
 
-                probs = _probs(model.adapter, uris)
+                probs = predict_probs(model.adapter, uris)
             return rank_queue(ids, probs), open_rounds
 
         def write(s, result):

@@ -267,10 +267,10 @@ SEED_POLICY = "typical"
 def _typical_read(s, settings, cfg: LoopConfig, ds: int):
     """READ: the pool (its scored subsample), the labeled-or-pending samples, their cold-start vectors."""
     from curator.embeddings import coldstart_read
-    from curator.rounds import _subsample
+    from curator.rounds import subsample_ids
 
     pool, taken = store_samples.pool_ids(s, ds, cfg.pool_split)
-    ids = _subsample(pool, cfg.subsample, cfg.seed, 0)
+    ids = subsample_ids(pool, cfg.subsample, cfg.seed, 0)
     cold = coldstart_read(s, settings, ds, np.concatenate([ids, taken])) if len(ids) >= cfg.initial else None
     return len(pool), ids, taken, cold
 
@@ -451,12 +451,12 @@ def evaluate(settings, cfg: LoopConfig, ds: int, number: int):
 
 def _error_on(settings, model, ids, labels) -> float:
     """Error of ``model`` on samples ``ids`` whose (human) labels are ``labels``."""
-    from curator.rounds import _probs
+    from curator.rounds import predict_probs
 
     def compute(uris):
         index = {c: i for i, c in enumerate(model.classes)}
         y = np.array([index.get(str(x), -1) for x in labels])
-        return float((_probs(model.adapter, uris).argmax(1) != y).mean())
+        return float((predict_probs(model.adapter, uris).argmax(1) != y).mean())
 
     return run_step(settings, lambda s: store_samples.uris(s, ids), compute)
 

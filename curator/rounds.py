@@ -35,7 +35,7 @@ from curator.store.queries import dataset_id
 __all__ = [
     "TrainedModel", "ScoredPool", "RoundResult", "train_model", "load_model", "test_error",
     "pool_ids", "policy_from", "check_pool_args", "score_pool", "select_round", "round_items", "drop_duplicates",
-    "drop_duplicates_in", "scores_of", "predictions_of", "train_own_model", "trains", "mc_samples_for",
+    "drop_duplicates_in", "scores_of", "predictions_of", "train_own_model", "trains", "mc_samples_for", "predict_probs", "subsample_ids",
 ]
 
 #: Rounds whose selected samples are still waiting for labels.
@@ -100,7 +100,7 @@ def _images(uris: list[str], adapter=None) -> np.ndarray:
     return load_images(uris, spec=getattr(adapter, "input_spec", None))
 
 
-def _probs(adapter, uris: list[str]) -> np.ndarray:
+def predict_probs(adapter, uris: list[str]) -> np.ndarray:
     """COMPUTE: the model's probabilities on ``uris``, decoded batch by batch (memory: one batch)."""
     from curator.images import iter_batches
 
@@ -175,7 +175,7 @@ def _semi_read(s: Session, settings, ds: int, labeled_ids, semi, split, seed: in
     from curator.embeddings import coldstart_read
 
     pool, _ = store_samples.pool_ids(s, ds, split)
-    pool = _subsample(pool[~np.isin(pool, np.asarray(labeled_ids, np.int64))], semi.max_pool, seed, 0)
+    pool = subsample_ids(pool[~np.isin(pool, np.asarray(labeled_ids, np.int64))], semi.max_pool, seed, 0)
     rows = np.concatenate([np.asarray(labeled_ids, np.int64), pool])
     return pool, store_samples.uris(s, pool), coldstart_read(s, settings, ds, rows)
 
@@ -302,7 +302,7 @@ def test_error(settings: Settings, dataset: str, model, *, split: str | None = "
             raise ValidationError(f"dataset {dataset!r} has no samples with ground truth in split {split!r}")
         index = {c: i for i, c in enumerate(model.classes)}
         y = np.array([index.get(str(g), -1) for g in truth.labels])
-        P = _probs(model.adapter, uris)  # COMPUTE: model
+        P = predict_probs(model.adapter, uris)  # COMPUTE: model
         return float((P.argmax(1) != y).mean())
 
     return run_step(settings, read, compute)
@@ -364,7 +364,7 @@ def drop_duplicates_in(settings, ds: int, ids: np.ndarray, taken: np.ndarray) ->
                     lambda got: drop_duplicates(ids, taken, _cold_vectors(got)))
 
 
-def _subsample(ids: np.ndarray, subsample: int | None, seed: int, number: int) -> np.ndarray:
+def subsample_ids(ids: np.ndarray, subsample: int | None, seed: int, number: int) -> np.ndarray:
     """COMPUTE: the scored subset of the pool, drawn from (seed, round number) alone."""
     if subsample is None or len(ids) <= subsample:
         return ids
@@ -406,7 +406,7 @@ def _read_pool(s: Session, settings, dataset, split, subsample, seed, model_id, 
             )
         ids, uris, labeled = scored.sample_ids, None, None
     else:
-        ids = _subsample(pool, subsample, seed, number)
+        ids = subsample_ids(pool, subsample, seed, number)
         uris = store_samples.uris(s, ids)
         labeled = _stored_or_uris(s, settings, ds, model_id, taken) if len(taken) else None
     cold = _cold_read(s, settings, ds, np.concatenate([ids, taken])) if dedup and (len(ids) >= 2 or len(taken)) \

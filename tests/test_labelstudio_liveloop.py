@@ -173,12 +173,12 @@ def _server_ranks(client, pid) -> dict[int, tuple[int, int | None]]:
 def _expected_order(settings, ds, model_id):
     """The queue ranked again here by the generation's model: what the loop must have written."""
     from curator import rounds
-    from curator.rounds import _probs
+    from curator.rounds import predict_probs
     from curator.store import samples as store_samples
 
     queued = [q.sample_id for q in run_step(settings, lambda s: store_live.queue(s, ds))]
     model = rounds.load_model(settings, model_id)
-    probs = _probs(model.adapter, run_step(settings, lambda s: store_samples.uris(s, queued)))
+    probs = predict_probs(model.adapter, run_step(settings, lambda s: store_samples.uris(s, queued)))
     return rank_queue(queued, probs)
 
 
