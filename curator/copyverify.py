@@ -76,6 +76,11 @@ MAX_ASPECT = 1.25
 MAX_SHIFT = 0.25  # of the side
 #: Blur (pixels at the working size) before scoring: takes noise and JPEG blocks out.
 SCORE_SIGMA = 0.6
+#: Blurs the calibration chooses among (``calibrate_score``), ``SCORE_SIGMA`` first: JPEG blocks and noise
+#: fade under a wider blur, and so do the fine differences of two look-alikes; which matters more depends
+#: on the pool (MNIST digits at 28 px: look-alike "1"s differ in pixels, the narrow blur keeps them apart;
+#: procedural scenes at 64 px: JPEG blocks on smooth backgrounds, a wider blur lets the copies through).
+SCORE_SIGMAS = (SCORE_SIGMA, 1.0, 1.5)
 ALIGN_SIGMA = 1.0
 #: Calibration: samples drawn, and the margin on the synthetic colour edits' chroma distance.
 CALIBRATION_SAMPLES = 400
@@ -457,18 +462,20 @@ def _align(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR) -> list:
     return out
 
 
-def _blur(cv2, x):
-    b = cv2.GaussianBlur(x, (0, 0), SCORE_SIGMA)
+def _blur(cv2, x, sigma: float = SCORE_SIGMA):
+    b = cv2.GaussianBlur(x, (0, 0), sigma)
     return b.reshape(x.shape)
 
 
-def pair_score(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR) -> float:
+def pair_score(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR, sigmas=None):
     """Copy score of rows i and j in [-1, 1]: the best NCC of identity, i re-sampled into j's frame and
-    j re-sampled into i's (``_align``)."""
+    j re-sampled into i's (``_align``), both blurred by ``SCORE_SIGMA``. ``sigmas``: the same at each of
+    these blurs (an array, one score a blur; the alignment is shared)."""
     cv2 = _cv2()
     S = p.side
+    sg = (SCORE_SIGMA,) if sigmas is None else tuple(sigmas)
     a, b = p.full[i], p.full[j]
-    best = _ncc(_blur(cv2, a), _blur(cv2, b))
+    best = np.array([_ncc(_blur(cv2, a, s), _blur(cv2, b, s)) for s in sg])
     tries = []
     for W in _align(p, i, j, floor):
         tries.append((cv2.warpAffine(a, W, (S, S), flags=cv2.INTER_LINEAR, borderValue=np.nan).reshape(S, S, -1), b))
@@ -480,8 +487,9 @@ def pair_score(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR) -> float:
         if valid.mean() < 0.5:
             continue
         filled = np.where(np.isfinite(warped), warped, other).astype(np.float32)
-        best = max(best, _ncc(_blur(cv2, filled), _blur(cv2, other), valid))
-    return best
+        for k, s in enumerate(sg):
+            best[k] = max(best[k], _ncc(_blur(cv2, filled, s), _blur(cv2, other, s), valid))
+    return float(best[0]) if sigmas is None else best
 
 
 def chroma_distance(p: Prepared, i, j) -> np.ndarray:
@@ -491,15 +499,16 @@ def chroma_distance(p: Prepared, i, j) -> np.ndarray:
 
 
 def score_pairs(p: Prepared, i, j, *, progress: bool = True, desc: str = "verifying candidate pairs",
-                floor: float = GRID_FLOOR) -> np.ndarray:
-    """``pair_score`` of each pair (i[k], j[k]), float64, with a progress bar."""
+                floor: float = GRID_FLOOR, sigmas=None) -> np.ndarray:
+    """``pair_score`` of each pair (i[k], j[k]), float64, with a progress bar: (pairs,), or (pairs,
+    len(sigmas)) with ``sigmas``."""
     from curator._progress import progress as bar
 
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
-    out = np.empty(len(i), np.float64)
+    out = np.empty(len(i) if sigmas is None else (len(i), len(sigmas)), np.float64)
     ks = range(len(i))
     for k in (bar(ks, total=len(i), desc=desc) if progress else ks):
-        out[k] = pair_score(p, int(i[k]), int(j[k]), floor)
+        out[k] = pair_score(p, int(i[k]), int(j[k]), floor, sigmas)
     return out
 
 
@@ -667,7 +676,8 @@ def synthetic_copy(a: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
 def synthetic_scores(images, p: Prepared, *, seed: int = 0, samples: int = CALIBRATION_SAMPLES,
                      progress: bool = True) -> dict:
     """Scores of sampled pool images against one synthetic copy each (``synthetic_copy``): the
-    positives of the calibration, their chroma distances and coarse-grid correlations (the floor)."""
+    positives of the calibration (``scores`` at ``SCORE_SIGMA``, ``score_table`` at each of
+    ``SCORE_SIGMAS``), their chroma distances and coarse-grid correlations (the floor)."""
     from curator import seeds
 
     n = len(images)
@@ -678,9 +688,11 @@ def synthetic_scores(images, p: Prepared, *, seed: int = 0, samples: int = CALIB
     m = len(pos)
     a, b = np.arange(m), np.arange(m) + m
     grid = np.array([grid_best(q, x, y)[0] for x, y in zip(a, b)])
+    table = score_pairs(q, a, b, progress=progress, desc="calibrating on synthetic copies", floor=-2.0,
+                        sigmas=SCORE_SIGMAS)
     return {"positions": pos, "kinds": kinds, "grid": grid,
             "floor": float(min(GRID_FLOOR_MAX, np.quantile(grid, 0.01) - GRID_FLOOR_MARGIN)),
-            "scores": score_pairs(q, a, b, progress=progress, desc="calibrating on synthetic copies", floor=-2.0),
+            "score_table": table, "scores": table[:, 0], "sigmas": SCORE_SIGMAS,
             "chroma": chroma_distance(q, a, b)}
 
 
@@ -787,10 +799,78 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
         "copy_similarity": {f"q{int(p * 100):02d}": float(np.quantile(c, p)) for p in q},
         "neighbour_similarity": {f"q{int(p * 100):02d}": float(np.quantile(best, p)) for p in (0.5, 0.95, 0.99, 1.0)},
         "expected_missed": float(missed[k]), "expected_false_rows": round(float(false_rows[k]), 3),
+        "expected_cost": float(cost[k]),
         "grid_floor": round(synthetic["floor"], 4),
         "chroma_tolerance": float(CHROMA_MARGIN * max(float(synthetic["chroma"].max(initial=0.0)), 1e-3)),
         "copy_kinds": {k: int(sum(1 for x in synthetic["kinds"] if x == k)) for k in sorted(set(synthetic["kinds"]))},
     }
+
+
+#: The local level (``row_levels``): this quantile of a row's candidate scores, and the weights it is taken
+#: out with (``relative``), the calibration choosing one (0: the plain score).
+LEVEL_QUANTILE = 0.1
+LEVEL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def row_levels(n: int, pairs, scores) -> np.ndarray:
+    """Per row, the ``LEVEL_QUANTILE`` quantile of -log(1 - score) over its candidate pairs (0 without any):
+    how alike its nearest *other* samples are. A copy is rare among a row's ~10 candidates, so a low
+    quantile reads the distinct neighbours: high for a plain "1" among thousands of "1"s, low for a
+    digit of an unusual shape."""
+    i, j = np.asarray(pairs[0], np.int64), np.asarray(pairs[1], np.int64)
+    out = np.zeros(n)
+    if not len(i):
+        return out
+    z = _z(scores)
+    rows, vals = np.concatenate([i, j]), np.concatenate([z, z])
+    order = np.lexsort((vals, rows))
+    rows, vals = rows[order], vals[order]
+    start = np.searchsorted(rows, np.arange(n))
+    count = np.searchsorted(rows, np.arange(n), side="right") - start
+    pos = LEVEL_QUANTILE * np.maximum(count - 1, 0)  # numpy's linear quantile, per row
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
+    last = len(vals) - 1
+    v_lo, v_hi = vals[np.minimum(start + lo, last)], vals[np.minimum(start + hi, last)]
+    out = v_lo + (pos - lo) * (v_hi - v_lo)
+    out[count == 0] = 0.0
+    return out
+
+
+def relative(scores, level, weight: float) -> np.ndarray:
+    """``scores`` with ``weight`` x the pair's local level taken out, in -log(1 - score), mapped back:
+    1 - exp(-(z - weight x level)). A pair is a copy when it is far more alike than its rows' other
+    neighbours (the ratio test of feature matching, Lowe 2004): two "1"s at 0.996 among "1"s at 0.99 are
+    not, a re-compressed "9" at 0.993 among "9"s at 0.95 is."""
+    return -np.expm1(-(_z(scores) - weight * np.asarray(level, np.float64)))
+
+
+def calibrate_score(synthetic: dict, n: int, pairs, table) -> tuple[dict, np.ndarray]:
+    """Choose the score as well as its threshold: for each blur of ``SCORE_SIGMAS`` (``table``'s columns,
+    ``synthetic['score_table']``'s) and each weight of ``LEVEL_WEIGHTS`` on the local level, ``calibrate``
+    and its expected cost (missed synthetic copies + ``PRECISION_WEIGHT`` x expected false rows per copy
+    row, both read from this pool); the cheapest wins (ties: the plainer score). Returns the calibration
+    (with ``score``: the blur and weight chosen, and ``scores_tried``) and the chosen pair scores."""
+    i, j = np.asarray(pairs[0], np.int64), np.asarray(pairs[1], np.int64)
+    table = np.asarray(table, np.float64).reshape(len(i), -1)
+    syn_table = np.asarray(synthetic["score_table"], np.float64)
+    sigmas = tuple(synthetic.get("sigmas", SCORE_SIGMAS))[: table.shape[1]]
+    best, tried = None, []
+    for k, sigma in enumerate(sigmas):
+        level = row_levels(n, (i, j), table[:, k])
+        pair_level, syn_level = (level[i] + level[j]) / 2, level[np.asarray(synthetic["positions"])]
+        for w in LEVEL_WEIGHTS:
+            s = relative(table[:, k], pair_level, w) if w else table[:, k]
+            c = relative(syn_table[:, k], syn_level, w) if w else syn_table[:, k]
+            cal = calibrate({**synthetic, "scores": c}, n, (i, j), s)
+            tried.append({"sigma": sigma, "level_weight": w, "threshold": cal["threshold"],
+                          "expected_cost": round(cal["expected_cost"], 5)})
+            if best is None or cal["expected_cost"] < best[0]["expected_cost"]:
+                best = (cal, s, sigma, w)
+    cal, s, sigma, w = best
+    cal["score"] = {"sigma": float(sigma), "level_weight": float(w), "level_quantile": LEVEL_QUANTILE}
+    cal["scores_tried"] = tried
+    return cal, s
 
 
 # -- the whole pass ------------------------------------------------------------------------------
@@ -826,13 +906,15 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
                               "add images, or pass --threshold")
     synthetic = synthetic_scores(images, p, seed=seed, progress=progress) if calibrating else None
     floor = synthetic["floor"] if synthetic else GRID_FLOOR
+    choosing = threshold is None  # a given threshold is one of the plain score (SCORE_SIGMA, no level)
     t0, c0 = time.time(), time.process_time()
-    s = score_pairs(p, i, j, progress=progress, floor=floor)
+    s = score_pairs(p, i, j, progress=progress, floor=floor, sigmas=SCORE_SIGMAS if choosing else None)
     wall, cpu = time.time() - t0, time.process_time() - c0
     calibration = None
     tol = chroma_tolerance
     if calibrating:
-        calibration = calibrate(synthetic, n, (i, j), s)
+        calibration, s = calibrate_score(synthetic, n, (i, j), s) if choosing else \
+            (calibrate(synthetic, n, (i, j), s), s)
         calibration["seed"] = int(seed)
         threshold = calibration["threshold"] if threshold is None else threshold
         tol = calibration["chroma_tolerance"] if tol is None else tol
