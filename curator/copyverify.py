@@ -18,12 +18,16 @@ look-alikes (two plain "1"s) as close as a rotated copy (benchmarks/dedup_qualit
    once, so warping the original the same way reproduces its blur, while a look-alike stays apart
    (MNIST: copies above 0.985, nearest distinct digits below it; warping the copy back instead
    gave copies 0.97, distinct 0.99).
-3. **Colour**: that score does not see a global tint; the mean-chroma distance does, with a
+3. **Colour**: that score does not see a global tint; the mean-chroma distance does, and a small
+   recoloured object the local chroma change after alignment (``colour_change``), both with a
    tolerance calibrated on synthetic colour edits of the pool's own images.
 4. **Calibration** per pool (``calibrate``): scores of synthetic copies of sampled pool images
    (``synthetic_copy``: one edit in the stated ranges, or a combination, by one of several resamplers)
    against every row's best score among its candidates, a mixture of real copies in the pool and
    nearest distinct neighbours: the distinct side's tail is fitted below the copies and extrapolated.
+5. **Which score** (``calibrate_score``): the score at three blurs, each also relative to its rows'
+   other candidates (the ratio test: ``row_levels``, ``relative``); the calibration of each gives an
+   expected cost, and the cheapest is used.
 
 Pure arrays in, arrays out; no session.
 """
@@ -467,29 +471,74 @@ def _blur(cv2, x, sigma: float = SCORE_SIGMA):
     return b.reshape(x.shape)
 
 
-def pair_score(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR, sigmas=None):
-    """Copy score of rows i and j in [-1, 1]: the best NCC of identity, i re-sampled into j's frame and
-    j re-sampled into i's (``_align``), both blurred by ``SCORE_SIGMA``. ``sigmas``: the same at each of
-    these blurs (an array, one score a blur; the alignment is shared)."""
+def _tries(p: Prepared, i: int, j: int, floor: float):
+    """(one image, the other, valid mask or None) for the identity and each alignment of ``_align``, each
+    image re-sampled into the other's frame (what ``pair_score`` compares)."""
     cv2 = _cv2()
     S = p.side
-    sg = (SCORE_SIGMA,) if sigmas is None else tuple(sigmas)
     a, b = p.full[i], p.full[j]
-    best = np.array([_ncc(_blur(cv2, a, s), _blur(cv2, b, s)) for s in sg])
-    tries = []
+    yield a, b, None
     for W in _align(p, i, j, floor):
-        tries.append((cv2.warpAffine(a, W, (S, S), flags=cv2.INTER_LINEAR, borderValue=np.nan).reshape(S, S, -1), b))
-        tries.append((cv2.warpAffine(b, W, (S, S), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
-                                     borderValue=np.nan).reshape(S, S, -1), a))
-    for warped, other in tries:
-        valid = np.isfinite(warped).all(axis=2)
-        valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        if valid.mean() < 0.5:
-            continue
-        filled = np.where(np.isfinite(warped), warped, other).astype(np.float32)
+        for warped, other in ((cv2.warpAffine(a, W, (S, S), flags=cv2.INTER_LINEAR, borderValue=np.nan), b),
+                              (cv2.warpAffine(b, W, (S, S), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
+                                              borderValue=np.nan), a)):
+            warped = warped.reshape(S, S, -1)
+            valid = np.isfinite(warped).all(axis=2)
+            valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            if valid.mean() < 0.5:
+                continue
+            yield np.where(np.isfinite(warped), warped, other).astype(np.float32), other, valid
+
+
+def pair_score(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR, sigmas=None):
+    """Copy score of rows i and j in [-1, 1]: the best NCC of identity, i re-sampled into j's frame and
+    j re-sampled into i's (``_tries``), both blurred by ``SCORE_SIGMA``. ``sigmas``: the same at each of
+    these blurs (an array, one score a blur; the alignment is shared)."""
+    cv2 = _cv2()
+    sg = (SCORE_SIGMA,) if sigmas is None else tuple(sigmas)
+    best = np.full(len(sg), -1.0)
+    for x, y, valid in _tries(p, i, j, floor):
         for k, s in enumerate(sg):
-            best[k] = max(best[k], _ncc(_blur(cv2, filled, s), _blur(cv2, other, s), valid))
+            best[k] = max(best[k], _ncc(_blur(cv2, x, s), _blur(cv2, y, s), valid))
     return float(best[0]) if sigmas is None else best
+
+
+#: Local colour (``colour_change``): the difference of the two chroma maps is averaged over a region of
+#: this blur (pixels at the working size): a recoloured object, not a JPEG edge or a resampled border.
+LOCAL_COLOUR_SIGMA = 2.0
+
+
+def colour_change(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR) -> float:
+    """The largest local change of colour between rows i and j after alignment (0 on grayscale): per
+    pixel chroma (each channel minus the pixel's mean), the one image's fitted to the other's by one
+    gain (a saturation or contrast edit scales chroma everywhere), the difference's length averaged over
+    ``LOCAL_COLOUR_SIGMA`` and its maximum; the smallest over the alignments. The mean chroma
+    (``chroma_distance``) misses a small object recoloured on a large background (procedural RGB: a
+    triangle turned from green to blue on grey stripes scored 0.95 with mean chroma 0.03 apart)."""
+    if p.full.shape[3] == 1:
+        return 0.0
+    cv2 = _cv2()
+    best = np.inf
+    for x, y, valid in _tries(p, i, j, floor):
+        cx = _blur(cv2, x - x.mean(axis=2, keepdims=True), ALIGN_SIGMA)
+        cy = _blur(cv2, y - y.mean(axis=2, keepdims=True), ALIGN_SIGMA)
+        m = np.ones(cx.shape[:2], bool) if valid is None else valid
+        den = float((cy[m] * cy[m]).sum())
+        g = float(np.clip((cx[m] * cy[m]).sum() / den, 0.5, 2.0)) if den > 1e-12 else 1.0
+        r = np.linalg.norm(cx - g * cy, axis=2).astype(np.float32)
+        r[~m] = 0.0
+        w = cv2.GaussianBlur(m.astype(np.float32), (0, 0), LOCAL_COLOUR_SIGMA)
+        r = cv2.GaussianBlur(r, (0, 0), LOCAL_COLOUR_SIGMA) / np.maximum(w, 1e-6)
+        best = min(best, float(r[m & (w > 0.5)].max(initial=0.0)))
+    return best
+
+
+def colour_changes(p: Prepared, i, j, floor: float = GRID_FLOOR) -> np.ndarray:
+    """``colour_change`` of each pair (i[k], j[k]); zeros on grayscale."""
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    if p.full.shape[3] == 1:
+        return np.zeros(len(i))
+    return np.array([colour_change(p, int(a), int(b), floor) for a, b in zip(i, j)], np.float64)
 
 
 def chroma_distance(p: Prepared, i, j) -> np.ndarray:
@@ -693,7 +742,7 @@ def synthetic_scores(images, p: Prepared, *, seed: int = 0, samples: int = CALIB
     return {"positions": pos, "kinds": kinds, "grid": grid,
             "floor": float(min(GRID_FLOOR_MAX, np.quantile(grid, 0.01) - GRID_FLOOR_MARGIN)),
             "score_table": table, "scores": table[:, 0], "sigmas": SCORE_SIGMAS,
-            "chroma": chroma_distance(q, a, b)}
+            "chroma": chroma_distance(q, a, b), "colour": colour_changes(q, a, b, -2.0)}
 
 
 #: The calibration's trade: a missed copy against a false pair, in shares of the pool's copies. The
@@ -743,7 +792,8 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     missed synthetic copies + ``PRECISION_WEIGHT`` x N(t) / (pi x pool) (false rows per true copy row),
     over the synthetic copies' scores.
     The chroma tolerance: ``CHROMA_MARGIN`` x the largest chroma distance of the synthetic edits (so a
-    tint within the copy ranges passes, a recolour does not).
+    tint within the copy ranges passes, a recolour does not); the colour tolerance the same on their
+    ``colour_change`` (a small object recoloured).
     """
     from curator.dedup import MIN_CALIBRATION_SAMPLES
 
@@ -802,6 +852,7 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
         "expected_cost": float(cost[k]),
         "grid_floor": round(synthetic["floor"], 4),
         "chroma_tolerance": float(CHROMA_MARGIN * max(float(synthetic["chroma"].max(initial=0.0)), 1e-3)),
+        "colour_tolerance": float(CHROMA_MARGIN * max(float(np.max(synthetic.get("colour", 0.0), initial=0.0)), 1e-3)),
         "copy_kinds": {k: int(sum(1 for x in synthetic["kinds"] if x == k)) for k in sorted(set(synthetic["kinds"]))},
     }
 
@@ -912,13 +963,28 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
     wall, cpu = time.time() - t0, time.process_time() - c0
     calibration = None
     tol = chroma_tolerance
+    colour = np.zeros(len(i))
     if calibrating:
-        calibration, s = calibrate_score(synthetic, n, (i, j), s) if choosing else \
-            (calibrate(synthetic, n, (i, j), s), s)
+        table = s
+        calibration, s = calibrate_score(synthetic, n, (i, j), table) if choosing else \
+            (calibrate(synthetic, n, (i, j), table), table)
+        # a pair whose colour changed locally (a recoloured object) is no copy at any score: checked
+        # from the tail's start up (the rows the threshold is read from), and out of the calibration
+        t_col = calibration["colour_tolerance"]
+        checked = s >= min(calibration["tail"]["from"], calibration["threshold"] if threshold is None else threshold)
+        colour[checked] = colour_changes(p, i[checked], j[checked], floor)
+        if choosing and (colour > t_col).any():
+            table = np.where((colour > t_col)[:, None], -1.0, table)
+            calibration, s = calibrate_score(synthetic, n, (i, j), table)
+            more = (s >= calibration["threshold"]) & ~checked
+            colour[more] = colour_changes(p, i[more], j[more], floor)
+        calibration["colour_excluded_pairs"] = int((colour > t_col).sum())
         calibration["seed"] = int(seed)
         threshold = calibration["threshold"] if threshold is None else threshold
         tol = calibration["chroma_tolerance"] if tol is None else tol
     keep = (s >= threshold) & (chroma_distance(p, i, j) <= tol)
+    if calibration is not None:
+        keep &= colour <= calibration["colour_tolerance"]
     groups, info = find_duplicates(E, threshold, hashes=hashes, labeled=labeled, scores=scores, seed=seed,
                                    return_info=True, pairs=(i[keep], j[keep]))
     info.update(method=METHOD, calibration=calibration, chroma_tolerance=float(tol), candidate_pairs=int(len(i)),
