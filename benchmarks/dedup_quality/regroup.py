@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+KINDS = ("rotate", "zoom", "crop", "colour", "jpeg", "noise", "combo")
 
 
 def fence_rule(d) -> float:
@@ -68,8 +69,17 @@ def choose(d, f):
     cal, s = copyverify.calibrate_score(syn, len(d["origin"]), (d["i"], d["j"]), table[:, keep])
     print(json.dumps({k: cal[k] for k in ("threshold", "score", "expected_cost", "expected_missed",
                                           "expected_false_rows", "pool_copy_share")}))
-    for t in cal["scores_tried"]:
-        print("  tried", json.dumps(t))
+    n = len(d["origin"])
+    for k, sigma in enumerate(syn["sigmas"]):  # every score tried, re-grouped at its own threshold (a diagnosis)
+        level = copyverify.row_levels(n, (d["i"], d["j"]), table[:, keep[k]])
+        for w in copyverify.LEVEL_WEIGHTS:
+            sk = copyverify.relative(table[:, keep[k]], (level[d["i"]] + level[d["j"]]) / 2, w)
+            ck = copyverify.relative(syn["score_table"][:, k], level[syn["positions"]], w)
+            ck_cal = copyverify.calibrate({**syn, "scores": ck}, n, (d["i"], d["j"]), sk)
+            r = regroup({**d, "s": sk}, ck_cal["threshold"], ck_cal["chroma_tolerance"])
+            print(f"  blur {sigma} level x {w}: t={ck_cal['threshold']:.4f} expected cost {ck_cal['expected_cost']:.4f} | "
+                  f"P={r['precision']:.3f} R={r['recall']:.3f} min P/R per kind "
+                  f"{min(r[f'precision_{q}'] for q in KINDS):.3f}/{min(r[f'recall_{q}'] for q in KINDS):.3f}")
     r = regroup({**d, "s": s}, cal["threshold"], cal["chroma_tolerance"])
     cells = " | ".join(f"{r[f'precision_{k}']:.3f} / {r[f'recall_{k}']:.3f}" for k in
                        ("rotate", "zoom", "crop", "colour", "jpeg", "noise", "combo"))
