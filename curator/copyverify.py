@@ -59,12 +59,13 @@ PREPARE_CHUNK = 1024
 VERIFY_BYTES_PER_SAMPLE = 400
 #: Largest pool ``curator dedup --verify`` verifies: what fits ``VERIFY_MAX_BYTES`` at
 #: ``VERIFY_BYTES_PER_SAMPLE`` beside the cache and the held-pool budget (~3.7M samples). Memory no
-#: longer bounds it (the images are streamed); time does: ~3.5-5.5 ms of CPU a candidate pair, ~8 pairs
-#: a sample, plus reading each file three times: ~40 CPU s a thousand samples (100k: ~70 CPU min). Beyond it, cosine on the embedding.
+#: longer bounds it (the images are streamed); time does: ~7-9 ms of CPU a candidate pair (three blurs,
+#: colour), ~8 pairs a sample, plus reading each file three times: ~60-75 CPU s a thousand samples (100k: ~2 CPU h). Beyond it, cosine on the embedding.
 VERIFY_MAX_BYTES = 2 << 30
 VERIFY_MAX_SAMPLES = (VERIFY_MAX_BYTES - VERIFY_CACHE_BYTES - VERIFY_MEMORY_BYTES) // VERIFY_BYTES_PER_SAMPLE
 #: Largest pool ``curator dedup`` verifies when not asked (``--verify`` goes up to ``VERIFY_MAX_SAMPLES``):
-#: a time bound, not a memory one: at ~45 CPU s a thousand images, 20,000 is ~15 CPU minutes, the longest a
+#: a time bound, not a memory one: at ~60-75 CPU s a thousand images (copy16: three blurs), 20,000 is ~20-25 CPU
+#: minutes (it was ~15 at one blur), the longest a
 #: default command should run unannounced; larger pools get cosine unless the user opts in.
 VERIFY_AUTO_SAMPLES = 20_000
 #: Candidate neighbours per sample (the brief's cost bound: k <= 10).
