@@ -18,12 +18,16 @@ look-alikes (two plain "1"s) as close as a rotated copy (benchmarks/dedup_qualit
    once, so warping the original the same way reproduces its blur, while a look-alike stays apart
    (MNIST: copies above 0.985, nearest distinct digits below it; warping the copy back instead
    gave copies 0.97, distinct 0.99).
-3. **Colour**: that score does not see a global tint; the mean-chroma distance does, with a
+3. **Colour**: that score does not see a global tint; the mean-chroma distance does, and a small
+   recoloured object the local chroma change after alignment (``colour_change``), both with a
    tolerance calibrated on synthetic colour edits of the pool's own images.
 4. **Calibration** per pool (``calibrate``): scores of synthetic copies of sampled pool images
    (``synthetic_copy``: one edit in the stated ranges, or a combination, by one of several resamplers)
    against every row's best score among its candidates, a mixture of real copies in the pool and
    nearest distinct neighbours: the distinct side's tail is fitted below the copies and extrapolated.
+5. **Which score** (``calibrate_score``): the score at three blurs, each also relative to its rows'
+   other candidates (the ratio test: ``row_levels``, ``relative``); the calibration of each gives an
+   expected cost, and the cheapest is used.
 
 Pure arrays in, arrays out; no session.
 """
@@ -55,13 +59,14 @@ PREPARE_CHUNK = 1024
 VERIFY_BYTES_PER_SAMPLE = 400
 #: Largest pool ``curator dedup --verify`` verifies: what fits ``VERIFY_MAX_BYTES`` at
 #: ``VERIFY_BYTES_PER_SAMPLE`` beside the cache and the held-pool budget (~3.7M samples). Memory no
-#: longer bounds it (the images are streamed); time does: ~3.5-5.5 ms of CPU a candidate pair, ~8 pairs
-#: a sample, plus reading each file three times: ~40 CPU s a thousand samples (100k: ~70 CPU min). Beyond it, cosine on the embedding.
+#: longer bounds it (the images are streamed); time does: ~7-9 ms of CPU a candidate pair (three blurs,
+#: colour), ~8 pairs a sample, plus reading each file three times: ~60-75 CPU s a thousand samples (100k: ~2 CPU h). Beyond it, cosine on the embedding.
 VERIFY_MAX_BYTES = 2 << 30
 VERIFY_MAX_SAMPLES = (VERIFY_MAX_BYTES - VERIFY_CACHE_BYTES - VERIFY_MEMORY_BYTES) // VERIFY_BYTES_PER_SAMPLE
 #: Largest pool ``curator dedup`` verifies when not asked (``--verify`` goes up to ``VERIFY_MAX_SAMPLES``):
-#: a time bound, not a memory one: at ~45 CPU s a thousand images, 20,000 is ~15 CPU minutes, the longest a
-#: default command should run unannounced; larger pools get cosine unless the user opts in.
+#: a time bound, not a memory one, set at one blur (~45 CPU s a thousand images: 20,000 in ~15 CPU minutes, the
+#: longest a default command should run unannounced); with three blurs (~60-75 CPU s a thousand) 20,000 take
+#: ~20-25 CPU minutes. Larger pools get cosine unless the user opts in.
 VERIFY_AUTO_SAMPLES = 20_000
 #: Candidate neighbours per sample (the brief's cost bound: k <= 10).
 DEFAULT_K = 8
@@ -76,6 +81,11 @@ MAX_ASPECT = 1.25
 MAX_SHIFT = 0.25  # of the side
 #: Blur (pixels at the working size) before scoring: takes noise and JPEG blocks out.
 SCORE_SIGMA = 0.6
+#: Blurs the calibration chooses among (``calibrate_score``), ``SCORE_SIGMA`` first: JPEG blocks and noise
+#: fade under a wider blur, and so do the fine differences of two look-alikes; which matters more depends
+#: on the pool (MNIST digits at 28 px: look-alike "1"s differ in pixels, the narrow blur keeps them apart;
+#: procedural scenes at 64 px: JPEG blocks on smooth backgrounds, a wider blur lets the copies through).
+SCORE_SIGMAS = (SCORE_SIGMA, 1.0, 1.5)
 ALIGN_SIGMA = 1.0
 #: Calibration: samples drawn, and the margin on the synthetic colour edits' chroma distance.
 CALIBRATION_SAMPLES = 400
@@ -457,31 +467,79 @@ def _align(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR) -> list:
     return out
 
 
-def _blur(cv2, x):
-    b = cv2.GaussianBlur(x, (0, 0), SCORE_SIGMA)
+def _blur(cv2, x, sigma: float = SCORE_SIGMA):
+    b = cv2.GaussianBlur(x, (0, 0), sigma)
     return b.reshape(x.shape)
 
 
-def pair_score(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR) -> float:
-    """Copy score of rows i and j in [-1, 1]: the best NCC of identity, i re-sampled into j's frame and
-    j re-sampled into i's (``_align``)."""
+def _tries(p: Prepared, i: int, j: int, floor: float):
+    """(one image, the other, valid mask or None) for the identity and each alignment of ``_align``, each
+    image re-sampled into the other's frame (what ``pair_score`` compares)."""
     cv2 = _cv2()
     S = p.side
     a, b = p.full[i], p.full[j]
-    best = _ncc(_blur(cv2, a), _blur(cv2, b))
-    tries = []
+    yield a, b, None
     for W in _align(p, i, j, floor):
-        tries.append((cv2.warpAffine(a, W, (S, S), flags=cv2.INTER_LINEAR, borderValue=np.nan).reshape(S, S, -1), b))
-        tries.append((cv2.warpAffine(b, W, (S, S), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
-                                     borderValue=np.nan).reshape(S, S, -1), a))
-    for warped, other in tries:
-        valid = np.isfinite(warped).all(axis=2)
-        valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        if valid.mean() < 0.5:
-            continue
-        filled = np.where(np.isfinite(warped), warped, other).astype(np.float32)
-        best = max(best, _ncc(_blur(cv2, filled), _blur(cv2, other), valid))
+        for warped, other in ((cv2.warpAffine(a, W, (S, S), flags=cv2.INTER_LINEAR, borderValue=np.nan), b),
+                              (cv2.warpAffine(b, W, (S, S), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
+                                              borderValue=np.nan), a)):
+            warped = warped.reshape(S, S, -1)
+            valid = np.isfinite(warped).all(axis=2)
+            valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            if valid.mean() < 0.5:
+                continue
+            yield np.where(np.isfinite(warped), warped, other).astype(np.float32), other, valid
+
+
+def pair_score(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR, sigmas=None):
+    """Copy score of rows i and j in [-1, 1]: the best NCC of identity, i re-sampled into j's frame and
+    j re-sampled into i's (``_tries``), both blurred by ``SCORE_SIGMA``. ``sigmas``: the same at each of
+    these blurs (an array, one score a blur; the alignment is shared)."""
+    cv2 = _cv2()
+    sg = (SCORE_SIGMA,) if sigmas is None else tuple(sigmas)
+    best = np.full(len(sg), -1.0)
+    for x, y, valid in _tries(p, i, j, floor):
+        for k, s in enumerate(sg):
+            best[k] = max(best[k], _ncc(_blur(cv2, x, s), _blur(cv2, y, s), valid))
+    return float(best[0]) if sigmas is None else best
+
+
+#: Local colour (``colour_change``): the difference of the two chroma maps is averaged over a region of
+#: this blur (pixels at the working size): a recoloured object, not a JPEG edge or a resampled border.
+LOCAL_COLOUR_SIGMA = 2.0
+
+
+def colour_change(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR) -> float:
+    """The largest local change of colour between rows i and j after alignment (0 on grayscale): per
+    pixel chroma (each channel minus the pixel's mean), the one image's fitted to the other's by one
+    gain (a saturation or contrast edit scales chroma everywhere), the difference's length averaged over
+    ``LOCAL_COLOUR_SIGMA`` and its maximum; the smallest over the alignments. The mean chroma
+    (``chroma_distance``) misses a small object recoloured on a large background (procedural RGB: a
+    triangle turned from green to blue on grey stripes scored 0.95 with mean chroma 0.03 apart)."""
+    if p.full.shape[3] == 1:
+        return 0.0
+    cv2 = _cv2()
+    best = np.inf
+    for x, y, valid in _tries(p, i, j, floor):
+        cx = _blur(cv2, x - x.mean(axis=2, keepdims=True), ALIGN_SIGMA)
+        cy = _blur(cv2, y - y.mean(axis=2, keepdims=True), ALIGN_SIGMA)
+        m = np.ones(cx.shape[:2], bool) if valid is None else valid
+        den = float((cy[m] * cy[m]).sum())
+        g = float(np.clip((cx[m] * cy[m]).sum() / den, 0.5, 2.0)) if den > 1e-12 else 1.0
+        r = np.linalg.norm(cx - g * cy, axis=2).astype(np.float32)
+        r[~m] = 0.0
+        w = cv2.GaussianBlur(m.astype(np.float32), (0, 0), LOCAL_COLOUR_SIGMA)
+        r = cv2.GaussianBlur(r, (0, 0), LOCAL_COLOUR_SIGMA) / np.maximum(w, 1e-6)
+        best = min(best, float(r[m & (w > 0.5)].max(initial=0.0)))
     return best
+
+
+def colour_changes(p: Prepared, i, j, floor: float = GRID_FLOOR) -> np.ndarray:
+    """``colour_change`` of each pair (i[k], j[k]); zeros on grayscale."""
+    i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    if p.full.shape[3] == 1:
+        return np.zeros(len(i))
+    return np.array([colour_change(p, int(a), int(b), floor) for a, b in zip(i, j)], np.float64)
 
 
 def chroma_distance(p: Prepared, i, j) -> np.ndarray:
@@ -491,15 +549,16 @@ def chroma_distance(p: Prepared, i, j) -> np.ndarray:
 
 
 def score_pairs(p: Prepared, i, j, *, progress: bool = True, desc: str = "verifying candidate pairs",
-                floor: float = GRID_FLOOR) -> np.ndarray:
-    """``pair_score`` of each pair (i[k], j[k]), float64, with a progress bar."""
+                floor: float = GRID_FLOOR, sigmas=None) -> np.ndarray:
+    """``pair_score`` of each pair (i[k], j[k]), float64, with a progress bar: (pairs,), or (pairs,
+    len(sigmas)) with ``sigmas``."""
     from curator._progress import progress as bar
 
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
-    out = np.empty(len(i), np.float64)
+    out = np.empty(len(i) if sigmas is None else (len(i), len(sigmas)), np.float64)
     ks = range(len(i))
     for k in (bar(ks, total=len(i), desc=desc) if progress else ks):
-        out[k] = pair_score(p, int(i[k]), int(j[k]), floor)
+        out[k] = pair_score(p, int(i[k]), int(j[k]), floor, sigmas)
     return out
 
 
@@ -667,7 +726,8 @@ def synthetic_copy(a: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
 def synthetic_scores(images, p: Prepared, *, seed: int = 0, samples: int = CALIBRATION_SAMPLES,
                      progress: bool = True) -> dict:
     """Scores of sampled pool images against one synthetic copy each (``synthetic_copy``): the
-    positives of the calibration, their chroma distances and coarse-grid correlations (the floor)."""
+    positives of the calibration (``scores`` at ``SCORE_SIGMA``, ``score_table`` at each of
+    ``SCORE_SIGMAS``), their chroma distances and coarse-grid correlations (the floor)."""
     from curator import seeds
 
     n = len(images)
@@ -678,10 +738,12 @@ def synthetic_scores(images, p: Prepared, *, seed: int = 0, samples: int = CALIB
     m = len(pos)
     a, b = np.arange(m), np.arange(m) + m
     grid = np.array([grid_best(q, x, y)[0] for x, y in zip(a, b)])
+    table = score_pairs(q, a, b, progress=progress, desc="calibrating on synthetic copies", floor=-2.0,
+                        sigmas=SCORE_SIGMAS)
     return {"positions": pos, "kinds": kinds, "grid": grid,
             "floor": float(min(GRID_FLOOR_MAX, np.quantile(grid, 0.01) - GRID_FLOOR_MARGIN)),
-            "scores": score_pairs(q, a, b, progress=progress, desc="calibrating on synthetic copies", floor=-2.0),
-            "chroma": chroma_distance(q, a, b)}
+            "score_table": table, "scores": table[:, 0], "sigmas": SCORE_SIGMAS,
+            "chroma": chroma_distance(q, a, b), "colour": colour_changes(q, a, b, -2.0)}
 
 
 #: The calibration's trade: a missed copy against a false pair, in shares of the pool's copies. The
@@ -731,7 +793,8 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     missed synthetic copies + ``PRECISION_WEIGHT`` x N(t) / (pi x pool) (false rows per true copy row),
     over the synthetic copies' scores.
     The chroma tolerance: ``CHROMA_MARGIN`` x the largest chroma distance of the synthetic edits (so a
-    tint within the copy ranges passes, a recolour does not).
+    tint within the copy ranges passes, a recolour does not); the colour tolerance the same on their
+    ``colour_change`` (a small object recoloured).
     """
     from curator.dedup import MIN_CALIBRATION_SAMPLES
 
@@ -787,10 +850,79 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
         "copy_similarity": {f"q{int(p * 100):02d}": float(np.quantile(c, p)) for p in q},
         "neighbour_similarity": {f"q{int(p * 100):02d}": float(np.quantile(best, p)) for p in (0.5, 0.95, 0.99, 1.0)},
         "expected_missed": float(missed[k]), "expected_false_rows": round(float(false_rows[k]), 3),
+        "expected_cost": float(cost[k]),
         "grid_floor": round(synthetic["floor"], 4),
         "chroma_tolerance": float(CHROMA_MARGIN * max(float(synthetic["chroma"].max(initial=0.0)), 1e-3)),
+        "colour_tolerance": float(CHROMA_MARGIN * max(float(np.max(synthetic.get("colour", 0.0), initial=0.0)), 1e-3)),
         "copy_kinds": {k: int(sum(1 for x in synthetic["kinds"] if x == k)) for k in sorted(set(synthetic["kinds"]))},
     }
+
+
+#: The local level (``row_levels``): this quantile of a row's candidate scores, and the weights it is taken
+#: out with (``relative``), the calibration choosing one (0: the plain score).
+LEVEL_QUANTILE = 0.1
+LEVEL_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def row_levels(n: int, pairs, scores) -> np.ndarray:
+    """Per row, the ``LEVEL_QUANTILE`` quantile of -log(1 - score) over its candidate pairs (0 without any):
+    how alike its nearest *other* samples are. A copy is rare among a row's ~10 candidates, so a low
+    quantile reads the distinct neighbours: high for a plain "1" among thousands of "1"s, low for a
+    digit of an unusual shape."""
+    i, j = np.asarray(pairs[0], np.int64), np.asarray(pairs[1], np.int64)
+    out = np.zeros(n)
+    if not len(i):
+        return out
+    z = _z(scores)
+    rows, vals = np.concatenate([i, j]), np.concatenate([z, z])
+    order = np.lexsort((vals, rows))
+    rows, vals = rows[order], vals[order]
+    start = np.searchsorted(rows, np.arange(n))
+    count = np.searchsorted(rows, np.arange(n), side="right") - start
+    pos = LEVEL_QUANTILE * np.maximum(count - 1, 0)  # numpy's linear quantile, per row
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(count - 1, 0))
+    last = len(vals) - 1
+    v_lo, v_hi = vals[np.minimum(start + lo, last)], vals[np.minimum(start + hi, last)]
+    out = v_lo + (pos - lo) * (v_hi - v_lo)
+    out[count == 0] = 0.0
+    return out
+
+
+def relative(scores, level, weight: float) -> np.ndarray:
+    """``scores`` with ``weight`` x the pair's local level taken out, in -log(1 - score), mapped back:
+    1 - exp(-(z - weight x level)). A pair is a copy when it is far more alike than its rows' other
+    neighbours (the ratio test of feature matching, Lowe 2004): two "1"s at 0.996 among "1"s at 0.99 are
+    not, a re-compressed "9" at 0.993 among "9"s at 0.95 is."""
+    return -np.expm1(-(_z(scores) - weight * np.asarray(level, np.float64)))
+
+
+def calibrate_score(synthetic: dict, n: int, pairs, table) -> tuple[dict, np.ndarray]:
+    """Choose the score as well as its threshold: for each blur of ``SCORE_SIGMAS`` (``table``'s columns,
+    ``synthetic['score_table']``'s) and each weight of ``LEVEL_WEIGHTS`` on the local level, ``calibrate``
+    and its expected cost (missed synthetic copies + ``PRECISION_WEIGHT`` x expected false rows per copy
+    row, both read from this pool); the cheapest wins (ties: the plainer score). Returns the calibration
+    (with ``score``: the blur and weight chosen, and ``scores_tried``) and the chosen pair scores."""
+    i, j = np.asarray(pairs[0], np.int64), np.asarray(pairs[1], np.int64)
+    table = np.asarray(table, np.float64).reshape(len(i), -1)
+    syn_table = np.asarray(synthetic["score_table"], np.float64)
+    sigmas = tuple(synthetic.get("sigmas", SCORE_SIGMAS))[: table.shape[1]]
+    best, tried = None, []
+    for k, sigma in enumerate(sigmas):
+        level = row_levels(n, (i, j), table[:, k])
+        pair_level, syn_level = (level[i] + level[j]) / 2, level[np.asarray(synthetic["positions"])]
+        for w in LEVEL_WEIGHTS:
+            s = relative(table[:, k], pair_level, w) if w else table[:, k]
+            c = relative(syn_table[:, k], syn_level, w) if w else syn_table[:, k]
+            cal = calibrate({**synthetic, "scores": c}, n, (i, j), s)
+            tried.append({"sigma": sigma, "level_weight": w, "threshold": cal["threshold"],
+                          "expected_cost": round(cal["expected_cost"], 5)})
+            if best is None or cal["expected_cost"] < best[0]["expected_cost"]:
+                best = (cal, s, sigma, w)
+    cal, s, sigma, w = best
+    cal["score"] = {"sigma": float(sigma), "level_weight": float(w), "level_quantile": LEVEL_QUANTILE}
+    cal["scores_tried"] = tried
+    return cal, s
 
 
 # -- the whole pass ------------------------------------------------------------------------------
@@ -826,17 +958,34 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
                               "add images, or pass --threshold")
     synthetic = synthetic_scores(images, p, seed=seed, progress=progress) if calibrating else None
     floor = synthetic["floor"] if synthetic else GRID_FLOOR
+    choosing = threshold is None  # a given threshold is one of the plain score (SCORE_SIGMA, no level)
     t0, c0 = time.time(), time.process_time()
-    s = score_pairs(p, i, j, progress=progress, floor=floor)
+    s = score_pairs(p, i, j, progress=progress, floor=floor, sigmas=SCORE_SIGMAS if choosing else None)
     wall, cpu = time.time() - t0, time.process_time() - c0
     calibration = None
     tol = chroma_tolerance
+    colour = np.zeros(len(i))
     if calibrating:
-        calibration = calibrate(synthetic, n, (i, j), s)
+        table = s
+        calibration, s = calibrate_score(synthetic, n, (i, j), table) if choosing else \
+            (calibrate(synthetic, n, (i, j), table), table)
+        # a pair whose colour changed locally (a recoloured object) is no copy at any score: checked
+        # from the tail's start up (the rows the threshold is read from), and out of the calibration
+        t_col = calibration["colour_tolerance"]
+        checked = s >= min(calibration["tail"]["from"], calibration["threshold"] if threshold is None else threshold)
+        colour[checked] = colour_changes(p, i[checked], j[checked], floor)
+        if choosing and (colour > t_col).any():
+            table = np.where((colour > t_col)[:, None], -1.0, table)
+            calibration, s = calibrate_score(synthetic, n, (i, j), table)
+            more = (s >= calibration["threshold"]) & ~checked
+            colour[more] = colour_changes(p, i[more], j[more], floor)
+        calibration["colour_excluded_pairs"] = int((colour > t_col).sum())
         calibration["seed"] = int(seed)
         threshold = calibration["threshold"] if threshold is None else threshold
         tol = calibration["chroma_tolerance"] if tol is None else tol
     keep = (s >= threshold) & (chroma_distance(p, i, j) <= tol)
+    if calibration is not None:
+        keep &= colour <= calibration["colour_tolerance"]
     groups, info = find_duplicates(E, threshold, hashes=hashes, labeled=labeled, scores=scores, seed=seed,
                                    return_info=True, pairs=(i[keep], j[keep]))
     info.update(method=METHOD, calibration=calibration, chroma_tolerance=float(tol), candidate_pairs=int(len(i)),

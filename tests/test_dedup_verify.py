@@ -146,3 +146,84 @@ def test_calibration_keeps_precision_when_half_the_pool_has_copies():
     assert cal["threshold"] > d_scores.max(), (cal["threshold"], np.sort(d_scores)[-5:])
     assert (scores[: len(real)] >= cal["threshold"]).mean() >= 0.95
     assert 0.4 <= cal["pool_copy_share"] <= 0.6  # 500 of 1,000 rows are in copy pairs
+
+
+def test_relative_score_separates_copies_from_look_alikes_of_a_dense_region():
+    """The ratio test (``row_levels``, ``relative``, chosen by ``calibrate_score``): in a dense region
+    (plain "1"s) every pair scores higher, copies and look-alikes alike, than in a sparse one, so the
+    look-alikes there reach above the copies of unusual samples and no plain threshold keeps both
+    precision and recall. Taken relative to each row's neighbours, they separate, and the calibration,
+    which sees only the pool and its synthetic copies, picks a non-zero level weight and a threshold
+    between them."""
+    rng = np.random.default_rng(5)
+    s_of = lambda z: -np.expm1(-z)  # noqa: E731
+    n, dense = 1000, 400  # rows < 400: the dense region; every score there is 1.2 higher in z
+    lift = np.where(np.arange(n) < dense, 1.2, 0.0)
+    real = np.arange(dense, dense + 200).reshape(-1, 2)  # 100 copy pairs in the sparse part
+    nb = np.stack([np.repeat(np.arange(n), 8), rng.integers(0, n, 8 * n)], 1)
+    same_region = (nb[:, 0] < dense) == (nb[:, 1] < dense)
+    nb = nb[(nb[:, 0] != nb[:, 1]) & same_region & ~np.isin(nb[:, 0] // 2 * 2 == nb[:, 1] // 2 * 2, [True])]
+    d_z = rng.normal(3.0, 0.25, len(nb)) + lift[nb[:, 0]]
+    c_z = rng.normal(5.0, 0.25, len(real)) + lift[real[:, 0]]
+    i = np.concatenate([real[:, 0], nb[:, 0]])
+    j = np.concatenate([real[:, 1], nb[:, 1]])
+    table = s_of(np.concatenate([c_z, d_z]))[:, None]
+    truth = np.arange(len(i)) < len(real)
+    assert table[~truth, 0].max() > np.quantile(table[truth, 0], 0.1)  # no plain threshold separates them
+    pos = np.sort(rng.choice(n, 400, replace=False))
+    synthetic = {"score_table": s_of(rng.normal(5.0, 0.25, 400) + lift[pos])[:, None], "sigmas": (0.6,),
+                 "positions": pos, "kinds": ("rotate",) * 400, "floor": 0.7, "chroma": np.zeros(400),
+                 "grid": np.ones(400)}
+    cal, s = copyverify.calibrate_score(synthetic, n, (i, j), table)
+    assert cal["score"]["level_weight"] > 0, cal["scores_tried"]
+    assert (s[truth] >= cal["threshold"]).mean() >= 0.95
+    assert (s[~truth] >= cal["threshold"]).sum() <= 0.01 * truth.sum(), np.sort(s[~truth])[-5:]
+    levels = copyverify.row_levels(n, (i, j), table[:, 0])
+    assert levels[:dense].mean() > levels[dense:].mean() + 1.0  # the level reads the region's density
+
+
+def test_combo_copies_outrank_look_alike_ones_relative_to_their_neighbours():
+    """Rotated + zoomed + brightened + JPEG copies (made with PIL, as benchmarks/dedup_quality plants them)
+    of ten digits among 200 real ones: with the plain verified score a score of look-alike "1"s (a stroke
+    aligns onto another almost exactly) outrank the lowest copy; relative to each row's candidates
+    (``row_levels``, ``relative`` at weight 1) none does."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks" / "dedup_quality"))
+    from run import make_copy
+
+    X, y = _digits(200)
+    rng = np.random.default_rng(0)
+    src = [k for k in range(len(X)) if y[k] != 1][:10]
+    images = list(X) + [make_copy(X[k], "combo", rng) for k in src]
+    n = len(images)
+    i, j = copyverify.candidates(images)
+    table = copyverify.score_pairs(copyverify.Prepared(images), i, j, progress=False,
+                                   sigmas=copyverify.SCORE_SIGMAS)
+    origin = np.concatenate([np.arange(len(X)), src])
+    copy = origin[i] == origin[j]
+    assert copy.sum() == len(src)  # every copy is among its original's candidates
+    plain = table[:, 0]
+    assert (plain[~copy] >= plain[copy].min()).sum() >= 10
+    level = copyverify.row_levels(n, (i, j), plain)
+    s = copyverify.relative(plain, (level[i] + level[j]) / 2, 1.0)
+    assert (s[~copy] >= np.quantile(s[copy], 0.1)).sum() == 0
+    assert (s[~copy] >= s[copy].min()).sum() <= 1, (np.sort(s[copy])[:3], np.sort(s[~copy])[-3:])
+
+
+def test_a_small_recoloured_object_changes_colour_locally_a_copy_does_not():
+    """A small square turned from green to blue on large grey stripes moves the mean chroma less than the
+    tolerance calibrated procedural pools get (0.05-0.09), so the mean chroma cannot part them; the local
+    check (``colour_change``, after alignment) does: the twin's change is several times any copy's."""
+    yy = np.arange(64)[:, None, None]
+    base = np.broadcast_to(100 + 60 * np.sin(yy / 3.0), (64, 64, 3)).astype(np.uint8).copy()
+    green = base.copy()
+    green[24:34, 30:40] = (40, 200, 60)
+    blue = green.copy()
+    blue[24:34, 30:40] = (40, 60, 200)
+    copies = [_copy_of_kind(green, kind, s) for s, kind in enumerate(("colour", "jpeg", "rotate", "combo"))]
+    p = copyverify.Prepared([green, blue] + copies)
+    twin = copyverify.colour_change(p, 0, 1)
+    of_copies = copyverify.colour_changes(p, [0] * len(copies), range(2, 2 + len(copies)))
+    assert twin > 3 * of_copies.max(), (twin, of_copies)
+    assert copyverify.chroma_distance(p, 0, 1) < copyverify.DEFAULT_CHROMA_TOLERANCE

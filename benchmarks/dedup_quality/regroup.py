@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+KINDS = ("rotate", "zoom", "crop", "colour", "jpeg", "noise", "combo")
 
 
 def fence_rule(d) -> float:
@@ -51,14 +52,54 @@ def regroup(d, t: float, tol: float) -> dict:
     return scores(groups, d["origin"], d["kind"])
 
 
+def choose(d, f):
+    """copyverify.calibrate_score on the saved score table (or a features.py table): the chosen score,
+    every score tried and the grouping at the chosen one."""
+    from curator import copyverify
+
+    if f is not None:
+        table = np.repeat(d["s"][:, None], len(f["sigmas"]), 1)
+        table[f["sel"]] = f["pairs"]
+        syn_table, sigmas = f["syn"], tuple(f["sigmas"])
+    else:
+        table, syn_table, sigmas = d["table"], d["syn_score_table"], tuple(d["syn_sigmas"])
+    keep = [k for k, sg in enumerate(sigmas) if sg in copyverify.SCORE_SIGMAS]
+    syn = {k[4:]: v for k, v in d.items() if k.startswith("syn_")}
+    syn.update(floor=0.0, score_table=syn_table[:, keep], sigmas=tuple(sigmas[k] for k in keep))
+    cal, s = copyverify.calibrate_score(syn, len(d["origin"]), (d["i"], d["j"]), table[:, keep])
+    print(json.dumps({k: cal[k] for k in ("threshold", "score", "expected_cost", "expected_missed",
+                                          "expected_false_rows", "pool_copy_share")}))
+    n = len(d["origin"])
+    for k, sigma in enumerate(syn["sigmas"]):  # every score tried, re-grouped at its own threshold (a diagnosis)
+        level = copyverify.row_levels(n, (d["i"], d["j"]), table[:, keep[k]])
+        for w in copyverify.LEVEL_WEIGHTS:
+            sk = copyverify.relative(table[:, keep[k]], (level[d["i"]] + level[d["j"]]) / 2, w)
+            ck = copyverify.relative(syn["score_table"][:, k], level[syn["positions"]], w)
+            ck_cal = copyverify.calibrate({**syn, "scores": ck}, n, (d["i"], d["j"]), sk)
+            r = regroup({**d, "s": sk}, ck_cal["threshold"], ck_cal["chroma_tolerance"])
+            print(f"  blur {sigma} level x {w}: t={ck_cal['threshold']:.4f} expected cost {ck_cal['expected_cost']:.4f} | "
+                  f"P={r['precision']:.3f} R={r['recall']:.3f} min P/R per kind "
+                  f"{min(r[f'precision_{q}'] for q in KINDS):.3f}/{min(r[f'recall_{q}'] for q in KINDS):.3f}")
+    r = regroup({**d, "s": s}, cal["threshold"], cal["chroma_tolerance"])
+    cells = " | ".join(f"{r[f'precision_{k}']:.3f} / {r[f'recall_{k}']:.3f}" for k in
+                       ("rotate", "zoom", "crop", "colour", "jpeg", "noise", "combo"))
+    print(f"| chosen (sigma {cal['score']['sigma']}, level x {cal['score']['level_weight']}) | {cal['threshold']:.4f} | "
+          f"{cells} | {r['precision']:.3f} | {r['recall']:.3f} | {r['distinct_originals_dropped']} |")
+
+
 def main():
     from curator import copyverify
 
     ap = argparse.ArgumentParser()
     ap.add_argument("npz")
     ap.add_argument("--fixed", type=float, nargs="*", default=[])
+    ap.add_argument("--features", help="features.py's output for these pairs: choose the score as well "
+                    "(copyverify.calibrate_score; pairs it did not re-score keep their saved score at every blur)")
     args = ap.parse_args()
     d = dict(np.load(args.npz, allow_pickle=True))
+    if args.features or "table" in d:
+        choose(d, np.load(args.features) if args.features else None)
+        return
     syn = {k[4:]: v for k, v in d.items() if k.startswith("syn_")}
     syn["floor"] = 0.0
     cal = copyverify.calibrate(syn, len(d["origin"]), (d["i"], d["j"]), d["s"])

@@ -266,19 +266,20 @@ def verified(args, base, X, E_th, origin, kind):
     from curator import copyverify
 
     saved = {}
-    calibrate = copyverify.calibrate
+    calibrate = copyverify.calibrate_score
 
-    def keep(synthetic, n, pairs, scores):  # the verified pair scores, for re-grouping offline (--pairs-out)
-        saved.update(i=np.asarray(pairs[0]), j=np.asarray(pairs[1]), s=np.asarray(scores),
+    def keep(synthetic, n, pairs, table):  # the verified pair scores, for re-grouping offline (--pairs-out)
+        cal, s = calibrate(synthetic, n, pairs, table)
+        saved.update(i=np.asarray(pairs[0]), j=np.asarray(pairs[1]), s=np.asarray(s), table=np.asarray(table),
                      **{f"syn_{k}": np.asarray(v) for k, v in synthetic.items() if not np.isscalar(v)})
-        return calibrate(synthetic, n, pairs, scores)
+        return cal, s
 
-    copyverify.calibrate = keep
+    copyverify.calibrate_score = keep
     try:
         (groups, info), wall, cpu = timed(lambda: copyverify.find_copies(list(X), embeddings=E_th, seed=args.seed,
                                                                          progress=False))
     finally:
-        copyverify.calibrate = calibrate
+        copyverify.calibrate_score = calibrate
     if args.pairs_out and saved:
         chroma = copyverify.Prepared(list(X)).chroma
         np.savez_compressed(args.pairs_out, origin=origin, kind=kind, chroma=chroma, **saved)
