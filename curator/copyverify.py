@@ -64,10 +64,10 @@ VERIFY_BYTES_PER_SAMPLE = 400
 VERIFY_MAX_BYTES = 2 << 30
 VERIFY_MAX_SAMPLES = (VERIFY_MAX_BYTES - VERIFY_CACHE_BYTES - VERIFY_MEMORY_BYTES) // VERIFY_BYTES_PER_SAMPLE
 #: Largest pool ``curator dedup`` verifies when not asked (``--verify`` goes up to ``VERIFY_MAX_SAMPLES``):
-#: a time bound, not a memory one, set at one blur (~45 CPU s a thousand images: 20,000 in ~15 CPU minutes, the
-#: longest a default command should run unannounced); with three blurs (~60-75 CPU s a thousand) 20,000 take
-#: ~20-25 CPU minutes. Larger pools get cosine unless the user opts in.
-VERIFY_AUTO_SAMPLES = 20_000
+#: a time bound, not a memory one: with three blurs and the colour check ~60-75 CPU s a thousand images, so
+#: 12,000 take ~12-15 CPU minutes, the longest a default command should run unannounced. Larger pools get
+#: cosine unless the user opts in.
+VERIFY_AUTO_SAMPLES = 12_000
 #: Candidate neighbours per sample (the brief's cost bound: k <= 10).
 DEFAULT_K = 8
 #: Extra candidate queries rotated by +- this many degrees, ROTATED_K neighbours each.
