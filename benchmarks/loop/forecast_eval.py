@@ -87,7 +87,8 @@ def grouped_curves() -> dict[str, tuple[str, int, dict[int, float]]]:
     out = {}
     out.update(_label_efficiency([LE / "results.jsonl"], "mnist-first-recipe", 10_000))
     out.update(_label_efficiency(sorted(LE.glob("results_v2_*.jsonl")), "mnist-v2", 10_000))
-    out.update(_label_efficiency(sorted(LE.glob("results_digits*.jsonl")), "digits-v2", 500))
+    out.update(_label_efficiency(sorted(LE.glob("results_digits_v2*.jsonl")), "digits-v2", 500))
+    out.update(_label_efficiency(sorted(LE.glob("results_digits1000_v2*.jsonl")), "digits-1000-v2", 1_000))
     for path in sorted(HERE.glob("results*.jsonl")):
         for line in open(path):
             r = json.loads(line)
@@ -125,6 +126,58 @@ def _weighted_power(n, e, n_test) -> Curve:
     return Curve(float(np.exp(ym - slope * xm)), float(max(-slope, 0.0)), 0.0)
 
 
+def _wlines(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least-squares lines through the rows of ``(x, y)``, one weight per column."""
+    w = w / w.sum()
+    xm, ym = (x * w).sum(axis=1, keepdims=True), (y * w).sum(axis=1, keepdims=True)
+    var = (w * (x - xm) ** 2).sum(axis=1)
+    slope = np.where(var > 0, (w * (x - xm) * (y - ym)).sum(axis=1) / np.maximum(var, 1e-300), 0.0)
+    return ym[:, 0] - slope * xm[:, 0], slope
+
+
+def _weighted_shapes(n, e, n_test, shapes=("power", "floor", "shifted", "exp"), weighted=True) -> Curve:
+    """The current fit (shape by AICc in log space) with each log error weighted by its binomial
+    precision, 1 / var(log e) = n_test e / (1 - e) (session 20 candidate, added before the
+    digits-1000 curves were run): the low errors at the end of the fitted rounds, measured on few
+    test errors, pull the curve less. Weights normalised to mean 1, so AICc reads the weighted SSE."""
+    e = np.maximum(e, max(1e-4, 0.5 / n_test))
+    w = n_test * e / (1 - e) if weighted else np.ones_like(e)  # unweighted: the current fit
+    w = w / w.mean()
+    fits = []
+    for shape in shapes:
+        if shape == "exp":
+            grid, x, k = np.zeros(1), n[None, :], 2
+            y = np.log(e)[None, :]
+        else:
+            if shape == "power":
+                cs, sh, k = np.zeros(1), np.zeros(1), 2
+            elif shape == "floor":
+                cs = np.linspace(0.0, e.min(), 50, endpoint=False)[1:]
+                sh, k = np.zeros_like(cs), 3
+            else:
+                sh = np.geomspace(1.0, 50.0 * n.max(), 50)
+                cs, k = np.zeros_like(sh), 3
+            x = np.log(n[None, :] + sh[:, None])
+            y = np.log(e[None, :] - cs[:, None])
+        log_a, slope = _wlines(x, y, w)
+        ok = (slope < 0) & (log_a < 700)
+        if not ok.any():
+            continue
+        with np.errstate(over="ignore"):
+            fitted = np.exp(log_a[:, None] + slope[:, None] * x) + (0 if shape == "exp" else cs[:, None])
+        sse = (w * (np.log(fitted) - np.log(e)[None, :]) ** 2).sum(axis=1)
+        sse = np.where(ok & np.isfinite(sse), sse, np.inf)
+        i = int(np.argmin(sse))
+        if shape == "exp":
+            curve = Curve(float(np.exp(log_a[i])), -float(slope[i]), 0.0, kind="exp")
+        else:
+            curve = Curve(float(np.exp(log_a[i])), -float(slope[i]), float(cs[i]), float(sh[i]))
+        fits.append((_aicc(float(sse[i]), len(n), k), curve))
+    if not fits:
+        return fit_curve(n, e)  # errors that did not fall: the current fit's flat answer
+    return min(fits, key=lambda f: f[0])[1]
+
+
 def _aicc_average(n, e, target, shapes) -> float:
     """Labels to ``target`` averaged (geometric, Akaike weights) over the shapes' fits."""
     fits = [_candidates(n, np.maximum(e, 1e-4), s) for s in shapes]
@@ -148,6 +201,7 @@ CANDIDATES = {  # name -> f(n, e, n_test, target) = labels forecast
     "exponential only": lambda n, e, N, t: fit_curve(n, e, shapes=("exp",)).labels_for(t),
     "Akaike-weighted average of the four shapes": lambda n, e, N, t: _aicc_average(n, e, t, ("power", "floor", "shifted", "exp")),
     "linear least squares (session 17)": lambda n, e, N, t: linear_fit(n, e).labels_for(t),
+    "shape by AICc, binomial weights (session 20)": lambda n, e, N, t: _weighted_shapes(n, e, N).labels_for(t),
 }
 
 
