@@ -42,6 +42,10 @@ ROOT = HERE.parents[1]
 LE = ROOT / "benchmarks" / "label_efficiency"
 OLD = ("power", "floor")  # the session-18 fit
 TARGETS = (0.10, 0.05, 0.03, 0.02)
+#: Groups whose curves never come near the targets above get their own, fixed before their runs
+#: (session 20): the procedural RGB shapes (8 classes, chance error 87.5 %) stay above 50 % error with
+#: 320-640 random labels for the built-in CNN (label_efficiency/probes/procedural_pilot*.log).
+GROUP_TARGETS = {"procedural-v2": (0.60, 0.50, 0.40)}
 WITHIN = 0.15
 
 
@@ -89,6 +93,7 @@ def grouped_curves() -> dict[str, tuple[str, int, dict[int, float]]]:
     out.update(_label_efficiency(sorted(LE.glob("results_v2_*.jsonl")), "mnist-v2", 10_000))
     out.update(_label_efficiency(sorted(LE.glob("results_digits_v2*.jsonl")), "digits-v2", 500))
     out.update(_label_efficiency(sorted(LE.glob("results_digits1000_v2*.jsonl")), "digits-1000-v2", 1_000))
+    out.update(_label_efficiency(sorted(LE.glob("results_procedural_v2*.jsonl")), "procedural-v2", 10_000))
     for path in sorted(HERE.glob("results*.jsonl")):
         for line in open(path):
             r = json.loads(line)
@@ -213,7 +218,7 @@ def checkable(k: int = 6):
         e = np.array([d[x] for x in sorted(d)])
         if len(n) < k + 1:
             continue
-        for t in TARGETS:
+        for t in GROUP_TARGETS.get(group, TARGETS):
             hit = np.flatnonzero(e <= t)
             if len(hit) and hit[0] >= k:
                 out.append((name, group, n_test, t, n[:k], e[:k], float(n[hit[0]])))
