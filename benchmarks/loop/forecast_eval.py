@@ -293,6 +293,28 @@ def value_check() -> list[dict]:
     return table
 
 
+def _shape(curve: Curve) -> str:
+    return curve.kind if curve.kind == "exp" else "shifted" if curve.shift else "floor" if curve.c else "power"
+
+
+def crossing_table(group: str, k: int = 6) -> list[str]:
+    """Markdown rows: every checkable (curve, target) of ``group``, the real crossing, the current
+    fit's forecast (shape) and the session-18 fit's, each as forecast / real - 1."""
+    rows = collections.defaultdict(dict)
+    for name, g, n_test, t, n, e, real in checkable(k):
+        if g != group:
+            continue
+        cur, old = fit_curve(n, e), fit_curve(n, e, shapes=OLD)
+        cell = lambda c: f"{c.labels_for(t):,.0f} ({_shape(c)}) {c.labels_for(t) / real - 1:+.0%}"  # noqa: E731
+        rows[name][t] = f"{real:.0f} | {cell(cur)} | {cell(old)}"
+    targets = [t for t in GROUP_TARGETS.get(group, TARGETS) if any(t in cells for cells in rows.values())]
+    out = [f"| run | {' | '.join(f'{t:.0%}: real | forecast (shape) | session 18' for t in targets)} |",
+           "|---|" + "---|---|---|" * len(targets)]
+    for name, cells in rows.items():
+        out.append(f"| {name.removeprefix(group + ' ')} | " + " | ".join(cells.get(t, "- | - | -") for t in targets) + " |")
+    return out
+
+
 def main() -> None:
     table = value_check()
     print("| points fitted | fit | curves | mean abs. error | median abs. error |")
@@ -313,6 +335,9 @@ def main() -> None:
     for i, r in enumerate(crossing[6]):
         print(f"| {r['fit']} | " + " | ".join(f"{crossing[k][i]['score']:.2f} ({crossing[k][i]['median_abs_rel_error']:.0%})"
                                               for k in crossing) + " |")
+    for group in ("digits-1000-v2", "procedural-v2"):
+        print(f"\nCrossings of {group}, forecast from the first {6} rounds")
+        print("\n".join(crossing_table(group)))
     coverage = band_coverage()
     print("\n80 % band of the current fit: real crossings inside it, per group")
     for label, v in coverage.items():
