@@ -25,6 +25,13 @@ compared (session 19):
   near-ties (within one forecast per group) broken by the median |forecast / real - 1|
   over all checks; a candidate must keep MNIST ``curator@v2`` at 5 % within +-15 % on 3
   of 3 seeds.
+
+Session 20 added two groups with larger test splits, same rule: digits with 1,000 test images
+(797 pool; results_digits1000_v2_*.jsonl, 18 seeds) and the procedural RGB shapes (10,000 test
+images; results_procedural_v2*.jsonl) with their own targets (``GROUP_TARGETS``, fixed before
+their runs), and two candidates, each marked with what it had seen when it was written.
+``crossing_table`` prints their checks one by one; ``crossing_noise.py`` the ceiling that
+the noise of the observed crossing sets.
 """
 
 from __future__ import annotations
