@@ -79,8 +79,8 @@ def analyse(k: int = 6, seed: int = 0) -> dict:
             mu = np.clip(s(n), 1e-4, 1 - 1e-4)
             perfect = s.labels_for(t)
             sims = {"binomial": rng.binomial(n_test, mu, size=(DRAWS, len(n))) / n_test}
-            sd = ratio * np.sqrt(mu * (1 - mu) / n_test)  # the group's measured scatter, at each round's level
-            sims["measured"] = mu + rng.normal(0, 1, size=(DRAWS, len(n))) * sd
+            sim_sd = ratio * np.sqrt(mu * (1 - mu) / n_test)  # the group's measured scatter, at each round's level
+            sims["measured"] = mu + rng.normal(0, 1, size=(DRAWS, len(n))) * sim_sd
             for label, sim in sims.items():
                 cross = _first_crossing(sim, n, t)
                 ok = np.isfinite(cross) & (cross > n[k - 1])  # checkable: crossed after the fitted rounds
