@@ -265,6 +265,32 @@ def crossing_check(k: int = 6, candidates=CANDIDATES) -> list[dict]:
     return rows
 
 
+def shape_spread(k: int = 6) -> dict:
+    """Does the disagreement between the power-law and the exponential forecasts (|log ratio|)
+    tell which forecasts of the current fit miss? Spearman rank correlation with |forecast /
+    real - 1| per group, and the share within +-15 % below / above the median spread (session 20
+    diagnostic, not used by the fit)."""
+    rows = []
+    for name, group, n_test, t, n, e, real in checkable(k):
+        p = fit_curve(n, e, shapes=("power",)).labels_for(t)
+        x = fit_curve(n, e, shapes=("exp",)).labels_for(t)
+        if np.isfinite(p) and np.isfinite(x) and p > 0 and x > 0:
+            rows.append((group, abs(float(np.log(p / x))), abs(fit_curve(n, e).labels_for(t) / real - 1)))
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    out = {}
+    for group in ["all"] + sorted({r[0] for r in rows}):
+        sel = [r for r in rows if group in ("all", r[0])]
+        if len(sel) < 5:
+            continue
+        spread, miss = np.array([r[1] for r in sel]), np.array([r[2] for r in sel])
+        low = spread <= np.median(spread)
+        out[group] = {"checks": len(sel), "spearman": round(float(np.corrcoef(rank(spread), rank(miss))[0, 1]), 2),
+                      "median_spread_ratio": round(float(np.exp(np.median(spread))), 2),
+                      "within_below_median": f"{int((miss[low] <= WITHIN).sum())}/{int(low.sum())}",
+                      "within_above_median": f"{int((miss[~low] <= WITHIN).sum())}/{int((~low).sum())}"}
+    return out
+
+
 def band_coverage(k: int = 6, n_boot: int = 100) -> dict:
     """Share of real crossings inside the forecast's 80 % band, without and with ``n_test``."""
     out = {}
@@ -345,6 +371,10 @@ def main() -> None:
     for group in ("digits-1000-v2", "procedural-v2"):
         print(f"\nCrossings of {group}, forecast from the first {6} rounds")
         print("\n".join(crossing_table(group)))
+    spread = shape_spread()
+    print("\nPower-law vs exponential forecast spread against the current fit's miss (6 rounds)")
+    for g, v in spread.items():
+        print(f"- {g}: {v}")
     coverage = band_coverage()
     print("\n80 % band of the current fit: real crossings inside it, per group")
     for label, v in coverage.items():
@@ -353,7 +383,7 @@ def main() -> None:
         for r in rows:
             if k != 6 or not r["fit"].endswith(("(current)", "(session 18)")):
                 r.pop("checks")
-    out = {"value_check": table, "crossing_check": {str(k): v for k, v in crossing.items()}, "band_coverage": coverage}
+    out = {"value_check": table, "crossing_check": {str(k): v for k, v in crossing.items()}, "band_coverage": coverage, "shape_spread": spread}
     (HERE / "forecast_eval.json").write_text(json.dumps(out, indent=1) + "\n")
 
 
