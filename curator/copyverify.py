@@ -491,15 +491,53 @@ def chroma_distance(p: Prepared, i, j) -> np.ndarray:
 
 
 def score_pairs(p: Prepared, i, j, *, progress: bool = True, desc: str = "verifying candidate pairs",
-                floor: float = GRID_FLOOR) -> np.ndarray:
-    """``pair_score`` of each pair (i[k], j[k]), float64, with a progress bar."""
+                floor: float = GRID_FLOOR, workers: int = 1) -> np.ndarray:
+    """``pair_score`` of each pair (i[k], j[k]), float64, with a progress bar; ``workers`` > 1 splits
+    the pairs across forked processes (``_score_forked``): pairs are independent, the score is one thread."""
     from curator._progress import progress as bar
 
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    if workers > 1 and len(i) >= 2 * SCORE_BLOCK:
+        return _score_forked(p, i, j, progress=progress, desc=desc, floor=floor, workers=workers)
     out = np.empty(len(i), np.float64)
     ks = range(len(i))
     for k in (bar(ks, total=len(i), desc=desc) if progress else ks):
         out[k] = pair_score(p, int(i[k]), int(j[k]), floor)
+    return out
+
+
+#: Pairs a worker process scores per task (``_score_forked``): contiguous, so pairs sorted by their first
+#: row keep reading that row's record once.
+SCORE_BLOCK = 512
+_FORKED: dict = {}
+
+
+def _score_block(span) -> tuple[int, np.ndarray]:
+    p, i, j, floor = (_FORKED[k] for k in ("p", "i", "j", "floor"))
+    s, e = span
+    return s, np.array([pair_score(p, int(i[k]), int(j[k]), floor) for k in range(s, e)], np.float64)
+
+
+def _score_forked(p, i, j, *, progress: bool, desc: str, floor: float, workers: int) -> np.ndarray:
+    """``score_pairs`` in ``workers`` forked processes: each inherits ``p`` (held arrays, or the scratch
+    file of a ``StoredPrepared``, read with ``os.pread``: no shared offset) and scores blocks of
+    ``SCORE_BLOCK`` pairs; the same values as one process, in the same order."""
+    import multiprocessing as mp
+
+    from curator._progress import progress as bar
+
+    out = np.empty(len(i), np.float64)
+    spans = [(s, min(s + SCORE_BLOCK, len(i))) for s in range(0, len(i), SCORE_BLOCK)]
+    _FORKED.update(p=p, i=i, j=j, floor=floor)
+    try:
+        with mp.get_context("fork").Pool(int(workers)) as pool:
+            done = pool.imap_unordered(_score_block, spans)
+            for s, got in (bar(done, total=len(spans), desc=f"{desc} ({workers} processes)") if progress else done):
+                out[s:s + len(got)] = got
+            pool.close()
+            pool.join()  # reaped: their CPU time is counted in os.times()'s children
+    finally:
+        _FORKED.clear()
     return out
 
 
@@ -793,11 +831,19 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     }
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (the scoring processes)."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 # -- the whole pass ------------------------------------------------------------------------------
 
 def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=None, scores=None,
                 k: int = DEFAULT_K, embeddings=None, seed: int = 0, progress: bool = True,
-                chroma_tolerance: float | None = None):
+                chroma_tolerance: float | None = None, workers: int = 1):
     """Groups of copies among ``images`` (a sequence of uint8 arrays), representative first, as
     ``curator.dedup.find_duplicates`` returns them, and an info dict (method, threshold, calibration,
     pairs verified, pairs per second). ``threshold`` None: calibrated on the pool (``calibrate``)."""
@@ -826,9 +872,9 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
                               "add images, or pass --threshold")
     synthetic = synthetic_scores(images, p, seed=seed, progress=progress) if calibrating else None
     floor = synthetic["floor"] if synthetic else GRID_FLOOR
-    t0, c0 = time.time(), time.process_time()
-    s = score_pairs(p, i, j, progress=progress, floor=floor)
-    wall, cpu = time.time() - t0, time.process_time() - c0
+    t0, c0 = time.time(), _cpu_s()
+    s = score_pairs(p, i, j, progress=progress, floor=floor, workers=workers)
+    wall, cpu = time.time() - t0, _cpu_s() - c0
     calibration = None
     tol = chroma_tolerance
     if calibrating:

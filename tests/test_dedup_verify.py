@@ -146,3 +146,17 @@ def test_calibration_keeps_precision_when_half_the_pool_has_copies():
     assert cal["threshold"] > d_scores.max(), (cal["threshold"], np.sort(d_scores)[-5:])
     assert (scores[: len(real)] >= cal["threshold"]).mean() >= 0.95
     assert 0.4 <= cal["pool_copy_share"] <= 0.6  # 500 of 1,000 rows are in copy pairs
+
+
+def test_scores_split_across_processes_equal_one_process(tmp_path, monkeypatch):
+    """``score_pairs(workers=2)`` forks scoring processes over blocks of pairs: the same scores, in the
+    same order, as one process, for held images and for the scratch-file store of a large pool."""
+    rows, images = _procedural(tmp_path, n=40, copies=0.2)
+    monkeypatch.setattr(copyverify, "SCORE_BLOCK", 16)  # several blocks on a small pool
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, len(images), 70), rng.integers(0, len(images), 70)
+    for p in (copyverify.Prepared(images), copyverify.StoredPrepared(images, chunk=16, progress=False)):
+        one = copyverify.score_pairs(p, i, j, progress=False, floor=0.5)
+        two = copyverify.score_pairs(p, i, j, progress=False, floor=0.5, workers=2)
+        assert one.shape == (70,) and np.array_equal(one, two)
+        assert len(set(np.round(one, 6))) > 10  # distinct pairs, distinct scores: not a constant

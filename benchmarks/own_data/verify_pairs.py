@@ -1,0 +1,152 @@
+"""Verified dedup on a run.py workspace, step by step, keeping what ``find_copies`` throws away: the
+candidate pairs, their scores and chroma distances, the synthetic copies' scores and the calibration,
+saved to ``--out`` (npz + json) so the merged pairs can be looked at against the generator's truth
+(``--analyse``) without re-scoring.
+
+    nice -n 10 python benchmarks/own_data/verify_pairs.py --work /work/own10k --n 10000 --workers 2 \
+        --out /work/own10k/verify_pairs        # then: --analyse (reads the saved pairs only)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
+
+
+def cpu_s() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def rss_anon_mib() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("RssAnon:"):
+                return round(int(line.split()[1]) / 1024)
+    return 0
+
+
+def score(a) -> dict:
+    from curator import copyverify as cv
+    from curator.settings import Settings
+    from curator.steps import run_step
+    from curator.store import embeddings as store_emb
+    from curator.store import samples as store_samples
+    from curator.store.queries import dataset_id
+
+    settings = Settings(workspace=Path(a.work) / f"ws_{a.n}")
+
+    def read(s):
+        ds = dataset_id(s, "own")
+        rows = store_samples.hash_arrays(s, ds)
+        ids = rows.ids[: a.first]
+        return ds, ids
+
+    ds, ids = run_step(settings, read)
+    from curator import embeddings
+
+    cold = embeddings.compute_embeddings(settings, "own", embeddings.ColdStartEmbedder())  # complete: read
+    C = run_step(settings, lambda s: store_emb.load(s, settings.embeddings_dir, ds, cold.model_id)[1][: len(ids)])
+    uris = run_step(settings, lambda s: store_samples.uris(s, ids))
+    images = cv.ImageFiles(uris)
+    times, log = {}, []
+
+    def phase(name, fn):
+        t0, c0 = time.perf_counter(), cpu_s()
+        out = fn()
+        times[name] = {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(cpu_s() - c0, 1),
+                       "rss_anon_mib": rss_anon_mib(), "load": os.getloadavg()[0]}
+        print(json.dumps({"phase": name, **times[name]}), flush=True)
+        return out
+
+    i, j = phase("candidates", lambda: cv.candidates(images, embeddings=C))
+    p = phase("prepare", lambda: cv.prepare_pool(images, progress=False))
+    syn = phase("synthetic", lambda: cv.synthetic_scores(images, p, seed=a.seed, progress=False))
+    s = phase("score", lambda: cv.score_pairs(p, i, j, floor=syn["floor"], progress=False, workers=a.workers))
+    chroma = cv.chroma_distance(p, i, j)
+    cal = phase("calibrate", lambda: cv.calibrate(syn, len(ids), (i, j), s))
+    np.savez(a.out + ".npz", i=i, j=j, s=s, chroma=chroma, syn_scores=syn["scores"], syn_chroma=syn["chroma"],
+             syn_pos=syn["positions"], syn_kinds=np.array(syn["kinds"]), syn_grid=syn["grid"], uris=np.array(uris))
+    out = {"n": a.n, "first": a.first, "workers": a.workers, "seed": a.seed, "candidate_pairs": int(len(i)),
+           "times": times, "calibration": cal, "floor": syn["floor"]}
+    with open(a.out + ".json", "w") as fh:
+        json.dump(out, fh, indent=1, default=float)
+    return out
+
+
+def truth(uris, images: Path):
+    at = {u: k for k, u in enumerate(uris)}
+    n = len(uris)
+    meta = [None] * n
+    with open(images / "manifest.jsonl") as fh:
+        for line in fh:
+            r = json.loads(line)
+            k = at.get(str((images / r["file"]).resolve()))
+            if k is not None:
+                meta[k] = r
+    return meta
+
+
+def analyse(a) -> dict:
+    """The pairs a threshold merges, by what they are in the generator's truth."""
+    z = np.load(a.out + ".npz")
+    cal = json.load(open(a.out + ".json"))["calibration"]
+    t = a.threshold or cal["threshold"]
+    tol = cal["chroma_tolerance"]
+    meta = truth(z["uris"].tolist(), Path(a.work) / "images")
+    origin = np.array([m["of"] if m["role"] == "copy" else m["id"] for m in meta])
+    i, j, s, ch = z["i"], z["j"], z["s"], z["chroma"]
+    true = origin[i] == origin[j]
+    kept = (s >= t) & (ch <= tol)
+
+    def what(k):
+        mi, mj = meta[i[k]], meta[j[k]]
+        roles = "+".join(sorted([mi["role"] + (":" + mi["kind"] if mi["kind"] else ""),
+                                 mj["role"] + (":" + mj["kind"] if mj["kind"] else "")]))
+        related = ("twin" if (mi["of"] == mj["id"] or mj["of"] == mi["id"] or (mi["of"] is not None and mi["of"] == mj["of"]))
+                   else "same-class" if mi["class"] == mj["class"] else "other-class")
+        return roles, related, f"{mi['mode']}/{mj['mode']}"
+
+    false = np.flatnonzero(kept & ~true)
+    by = Counter(what(k)[:2] for k in false)
+    modes = Counter(what(k)[2] for k in false)
+    all_modes = Counter(m["mode"] for m in meta)
+    res = {"threshold": t, "chroma_tolerance": tol, "kept_pairs": int(kept.sum()), "true_kept": int((kept & true).sum()),
+           "true_candidates": int(true.sum()), "false_kept": int(len(false)),
+           "false_by_roles": {f"{r} [{rel}]": c for (r, rel), c in by.most_common(15)},
+           "false_by_modes": dict(modes.most_common()), "pool_modes": dict(all_modes),
+           "false_score_q": {q: float(np.quantile(s[false], q)) for q in (0.5, 0.9, 0.99)} if len(false) else None,
+           "true_score_q": {q: float(np.quantile(s[true], q)) for q in (0.01, 0.05, 0.5)},
+           "examples": [[meta[i[k]]["file"], meta[j[k]]["file"], round(float(s[k]), 4), round(float(ch[k]), 4)]
+                        for k in false[np.argsort(-s[false])][:12]]}
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--n", type=int, required=True)
+    ap.add_argument("--first", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", required=True, help="path stem of the saved pairs (.npz, .json)")
+    ap.add_argument("--analyse", action="store_true", help="only analyse the saved pairs")
+    ap.add_argument("--threshold", type=float, default=None, help="analyse at this threshold (default: calibrated)")
+    a = ap.parse_args(argv)
+    if not a.analyse:
+        score(a)
+    print(json.dumps(analyse(a), indent=1))
+
+
+if __name__ == "__main__":
+    main()
