@@ -753,6 +753,31 @@ def _tail_scale(y: np.ndarray, width: float) -> float:
     return (lo + hi) / 2
 
 
+#: Rounds of (tail fit, pool copy share) in ``calibrate``: the fit trims the pool's copies expected below the
+#: copies' 1 % quantile (pi x n x 1 %), the share is read above it less the fit's distinct rows there.
+PI_ROUNDS = 3
+
+
+def _fit_tail(below: np.ndarray, u: float, top: float, pi: float, n: int):
+    """(scale, distinct rows above ``u`` by the fit, the window) of the exponential tail fitted to the rows
+    of ``below`` (sorted z, all under ``top``) from ``u``, less the pool's copies expected at the window's
+    top (1 % of pi x n: the synthetic copies' share under ``top``)."""
+    window = below[below >= u][: max(0, int((below >= u).sum()) - int(np.ceil(0.01 * pi * n)))]
+    beta = _tail_scale(window - u, max(top - u, 1e-6))
+    in_tail = len(window) / max(-np.expm1(-(top - u) / beta), 1e-12)
+    return beta, in_tail, window
+
+
+def _pool_copy_share(zb: np.ndarray, top: float, distinct_above_top: float, n: int) -> float:
+    """Share of pool rows that have a copy in the pool: the rows whose best score is at or above ``top``
+    (the synthetic copies' 1 % quantile: 99 % of copies lie there, whatever their kind) less the distinct
+    rows the tail fit expects there, over 0.99. Read there and not above the copies' median: a pool's own
+    copies can be easier than the synthetic ones (exact re-saves, lossless resizes: own-data 10k pool, 80 %
+    of its copy rows above the synthetic median, so the median rule read 0.33 for 0.20 and made false rows
+    look cheap to the threshold)."""
+    return float(np.clip((float((zb >= top).sum()) - distinct_above_top) / (0.99 * n), 0.0, 1.0))
+
+
 def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     """The verification threshold and chroma tolerance of this pool, from its own images.
 
@@ -764,8 +789,9 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     So the distinct tail is **fitted where the copies are not and extrapolated**: in z = -log(1 - score),
     rows below the copies' 1 % quantile are almost all distinct; an exponential (the tail of a best-of-k
     score) is fitted to the top of them (from their ``TAIL_FROM`` quantile) and gives the expected count
-    of distinct rows N(t) above any t. The pool's share of copy rows pi is read above the copies' median
-    (where distinct rows do not reach): rows there / (pool x 0.5). The threshold minimises
+    of distinct rows N(t) above any t. The pool's share of copy rows pi is read above the copies' 1 %
+    quantile, less the fit's distinct rows there (``_pool_copy_share``; the fit and pi are solved in turn,
+    starting from the rows above the copies' median / (pool x 0.5)). The threshold minimises
     missed synthetic copies + ``PRECISION_WEIGHT`` x N(t) / (pi x pool) (false rows per true copy row),
     over the synthetic copies' scores.
     The chroma tolerance: ``CHROMA_MARGIN`` x the largest chroma distance of the synthetic edits (so a
@@ -786,17 +812,17 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
         raise ValidationError("copyverify.calibrate: a pair score is NaN or infinite; check the images")
     zc, zb = np.sort(_z(c)), np.sort(_z(best))
     median = float(np.median(zc))
-    pi = float(min(1.0, (zb >= median).mean() / max(float((zc >= median).mean()), 1e-9)))
     top = float(np.quantile(zc, 0.01))
     below = zb[zb < top]
     # the window: the top TAIL_FROM share of those rows, at least TAIL_MIN_ROWS, at most the upper half (a
     # best-of-k score decays only above its mode: a small pool's window must not reach into the body)
     size = min(max(TAIL_MIN_ROWS, int(np.ceil((1 - TAIL_FROM) * len(below)))), (len(below) + 1) // 2)
     u = float(below[-size]) if size else top
-    # the pool's copies below ``top`` (1 % of them, by the synthetic ones) sit at the window's top: out
-    window = below[below >= u][: max(0, int((below >= u).sum()) - int(np.ceil(0.01 * pi * n)))]
-    beta = _tail_scale(window - u, max(top - u, 1e-6))
-    in_tail = len(window) / max(-np.expm1(-(top - u) / beta), 1e-12)  # distinct rows above u, by the fit
+    pi = float(min(1.0, (zb >= median).mean() / max(float((zc >= median).mean()), 1e-9)))
+    for _ in range(PI_ROUNDS):
+        beta, in_tail, window = _fit_tail(below, u, top, pi, n)
+        pi = _pool_copy_share(zb, top, in_tail * np.exp(-(top - u) / beta), n)
+    beta, in_tail, window = _fit_tail(below, u, top, pi, n)
 
     def copy_share_below(z):  # the synthetic copies' share below z, read between its samples (linear)
         return np.interp(z, zc, np.arange(len(zc)) / len(zc))

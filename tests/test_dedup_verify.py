@@ -160,3 +160,24 @@ def test_scores_split_across_processes_equal_one_process(tmp_path, monkeypatch):
         two = copyverify.score_pairs(p, i, j, progress=False, floor=0.5, workers=2)
         assert one.shape == (70,) and np.array_equal(one, two)
         assert len(set(np.round(one, 6))) > 10  # distinct pairs, distinct scores: not a constant
+
+
+def test_pool_copy_share_is_read_where_all_copies_are_not_above_the_synthetic_median():
+    """A pool whose own copies are easier than the synthetic ones (exact re-saves, lossless resizes: all
+    above the synthetic copies' median) still has its copy share read right: 400 of 2,000 rows are in copy
+    pairs. The rule before (rows above that median / 0.5) read 0.4, twice the truth, and so priced each
+    false row at half its cost (own-data 10k pool: 0.33 for 0.20)."""
+    rng = np.random.default_rng(5)
+    s_of = lambda z: -np.expm1(-z)  # noqa: E731
+    n, m = 2000, 400
+    synthetic = {"scores": s_of(rng.normal(3.6, 0.45, m)), "positions": np.sort(rng.choice(n, m, replace=False)),
+                 "kinds": ("jpeg",) * m, "floor": 0.7, "chroma": np.zeros(m), "grid": np.ones(m)}
+    real = np.arange(400).reshape(-1, 2)  # rows 0..399: 200 originals with one near-exact copy each
+    distinct = np.stack([np.repeat(np.arange(n), 5), rng.integers(0, n, 5 * n)], 1)
+    distinct = distinct[(distinct[:, 0] != distinct[:, 1]) & (distinct.min(axis=1) >= 400)]
+    i = np.concatenate([real[:, 0], distinct[:, 0]])
+    j = np.concatenate([real[:, 1], distinct[:, 1]])
+    scores = np.concatenate([s_of(rng.uniform(6.0, 8.0, len(real))), s_of(rng.normal(0.6, 0.45, len(distinct)))])
+    cal = copyverify.calibrate(synthetic, n, (i, j), scores)
+    assert abs(cal["pool_copy_share"] - 0.2) <= 0.03, cal["pool_copy_share"]
+    assert (scores[: len(real)] >= cal["threshold"]).all() and cal["expected_false_rows"] < 5
