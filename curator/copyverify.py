@@ -791,7 +791,8 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     score) is fitted to the top of them (from their ``TAIL_FROM`` quantile) and gives the expected count
     of distinct rows N(t) above any t. The pool's share of copy rows pi is read above the copies' 1 %
     quantile, less the fit's distinct rows there (``_pool_copy_share``; the fit and pi are solved in turn,
-    starting from the rows above the copies' median / (pool x 0.5)). The threshold minimises
+    starting from the rows above the copies' median / (pool x 0.5)), and at least the share of rows above
+    the copies' median (those are copies: a heavy fitted tail must not explain them away). The threshold minimises
     missed synthetic copies + ``PRECISION_WEIGHT`` x N(t) / (pi x pool) (false rows per true copy row),
     over the synthetic copies' scores.
     The chroma tolerance: ``CHROMA_MARGIN`` x the largest chroma distance of the synthetic edits (so a
@@ -818,10 +819,11 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     # best-of-k score decays only above its mode: a small pool's window must not reach into the body)
     size = min(max(TAIL_MIN_ROWS, int(np.ceil((1 - TAIL_FROM) * len(below)))), (len(below) + 1) // 2)
     u = float(below[-size]) if size else top
-    pi = float(min(1.0, (zb >= median).mean() / max(float((zc >= median).mean()), 1e-9)))
+    above_median = float((zb >= median).mean())  # rows there are copies (distinct rows do not reach)
+    pi = float(min(1.0, above_median / max(float((zc >= median).mean()), 1e-9)))
     for _ in range(PI_ROUNDS):
         beta, in_tail, window = _fit_tail(below, u, top, pi, n)
-        pi = _pool_copy_share(zb, top, in_tail * np.exp(-(top - u) / beta), n)
+        pi = max(above_median, _pool_copy_share(zb, top, in_tail * np.exp(-(top - u) / beta), n))
     beta, in_tail, window = _fit_tail(below, u, top, pi, n)
 
     def copy_share_below(z):  # the synthetic copies' share below z, read between its samples (linear)
@@ -863,6 +865,36 @@ def _cpu_s() -> float:
 
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
+
+
+#: A row is grey when its mean chroma is below this (a quarter of a grey level in [0, 1]): decoded grey
+#: images, promoted to three equal channels, have exactly 0.
+GREY_CHROMA = 1e-3
+
+
+def grey_thresholds(p, i, j, s, synthetic: dict, threshold: float):
+    """Per-pair thresholds: ``threshold`` (the pool's), except for pairs of two grey rows, which get the
+    threshold calibrated on the grey rows alone (their pairs among the candidates; the copy side is the
+    pool's synthetic copies) where it is higher: never looser, as such a pair has less evidence. Why: the chroma check, which keeps colour look-alikes apart, says nothing
+    between two grey images, so their distinct tail is heavier than the pool's, and a threshold fitted on
+    a mostly colour pool let them through (own-data 10k pool: 5.7 % grey rows, 6 of 15 false pairs). Also
+    the pool's share of copies may differ between the two. A pool all grey or all colour, or with fewer
+    grey rows than a calibration needs, keeps one threshold. Returns (thresholds, the grey calibration's
+    summary or None)."""
+    from curator.dedup import MIN_CALIBRATION_SAMPLES
+
+    grey = np.linalg.norm(np.asarray(p.chroma), axis=-1) <= GREY_CHROMA
+    both = grey[i] & grey[j]
+    out = np.full(len(i), float(threshold))
+    rows = np.flatnonzero(grey)
+    if grey.all() or len(rows) < MIN_CALIBRATION_SAMPLES or not both.any():
+        return out, None
+    at = np.full(len(grey), -1, np.int64)
+    at[rows] = np.arange(len(rows))
+    cal = calibrate(synthetic, len(rows), (at[i[both]], at[j[both]]), s[both])
+    out[both] = max(float(threshold), cal["threshold"])
+    return out, {"applied": float(out[both][0]),
+                 **{k: cal[k] for k in ("threshold", "rows", "pool_copy_share", "expected_false_rows", "expected_missed")}}
 
 
 # -- the whole pass ------------------------------------------------------------------------------
@@ -908,7 +940,10 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
         calibration["seed"] = int(seed)
         threshold = calibration["threshold"] if threshold is None else threshold
         tol = calibration["chroma_tolerance"] if tol is None else tol
-    keep = (s >= threshold) & (chroma_distance(p, i, j) <= tol)
+    pair_t = np.full(len(i), float(threshold))
+    if calibrating and calibration["threshold"] == threshold:  # calibrated, not given
+        pair_t, calibration["grey"] = grey_thresholds(p, i, j, s, synthetic, threshold)
+    keep = (s >= pair_t) & (chroma_distance(p, i, j) <= tol)
     groups, info = find_duplicates(E, threshold, hashes=hashes, labeled=labeled, scores=scores, seed=seed,
                                    return_info=True, pairs=(i[keep], j[keep]))
     info.update(method=METHOD, calibration=calibration, chroma_tolerance=float(tol), candidate_pairs=int(len(i)),

@@ -181,3 +181,38 @@ def test_pool_copy_share_is_read_where_all_copies_are_not_above_the_synthetic_me
     cal = copyverify.calibrate(synthetic, n, (i, j), scores)
     assert abs(cal["pool_copy_share"] - 0.2) <= 0.03, cal["pool_copy_share"]
     assert (scores[: len(real)] >= cal["threshold"]).all() and cal["expected_false_rows"] < 5
+
+
+def test_pairs_of_grey_images_get_the_grey_rows_own_threshold_never_a_looser_one():
+    """A mostly colour pool with 10 % grey rows: the chroma check cannot tell two grey images apart, so
+    their distinct tail is heavier (here z = -log(1 - s) ~ N(1.6, 0.5) against N(0.6, 0.45)). The pool's
+    threshold, fitted on the mixture, lets some through; ``grey_thresholds`` gives grey-grey pairs the grey
+    rows' own calibration (no copies among them: nothing above their tail), colour pairs keep the pool's."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(2)
+    s_of = lambda z: -np.expm1(-z)  # noqa: E731
+    n, m, g0 = 2000, 400, 1800
+    synthetic = {"scores": s_of(rng.normal(3.6, 0.45, m)), "positions": np.sort(rng.choice(n, m, replace=False)),
+                 "kinds": ("jpeg",) * m, "floor": 0.7, "chroma": np.zeros(m), "grid": np.ones(m)}
+    chroma = np.where(np.arange(n)[:, None] < g0, [0.1, 0.0, -0.1], 0.0)
+    real = np.arange(400).reshape(-1, 2)  # colour rows 0..399 in copy pairs
+    colour = np.stack([np.repeat(np.arange(400, g0), 5), rng.integers(400, g0, 5 * (g0 - 400))], 1)
+    grey = np.stack([np.repeat(np.arange(g0, n), 5), rng.integers(g0, n, 5 * (n - g0))], 1)
+    grey_z = rng.normal(1.6, 0.5, len(grey))
+    pairs = np.concatenate([real, colour, grey])
+    keep = pairs[:, 0] != pairs[:, 1]
+    pairs = pairs[keep]
+    scores = np.concatenate([s_of(rng.normal(4.5, 0.5, len(real))), s_of(rng.normal(0.6, 0.45, len(colour))),
+                             s_of(grey_z)])[keep]
+    i, j = pairs[:, 0], pairs[:, 1]
+    cal = copyverify.calibrate(synthetic, n, (i, j), scores)
+    is_grey = i >= g0
+    assert (scores[is_grey] >= cal["threshold"]).sum() >= 2  # the pool's threshold merges grey look-alikes
+    t, info = copyverify.grey_thresholds(SimpleNamespace(chroma=chroma), i, j, scores, synthetic, cal["threshold"])
+    assert info["rows"] == n - g0 and info["applied"] == t[is_grey][0] > cal["threshold"]
+    assert not (scores[is_grey] >= t[is_grey]).any()
+    assert (t[~is_grey] == cal["threshold"]).all() and (scores[: len(real)] >= t[: len(real)]).mean() >= 0.95
+    # all colour (or all grey): one threshold
+    t1, info1 = copyverify.grey_thresholds(SimpleNamespace(chroma=np.zeros((n, 3))), i, j, scores, synthetic, 0.9)
+    assert info1 is None and (t1 == 0.9).all()
