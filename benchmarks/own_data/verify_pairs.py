@@ -76,12 +76,52 @@ def score(a) -> dict:
     chroma = cv.chroma_distance(p, i, j)
     cal = phase("calibrate", lambda: cv.calibrate(syn, len(ids), (i, j), s))
     np.savez(a.out + ".npz", i=i, j=j, s=s, chroma=chroma, syn_scores=syn["scores"], syn_chroma=syn["chroma"],
-             syn_pos=syn["positions"], syn_kinds=np.array(syn["kinds"]), syn_grid=syn["grid"], uris=np.array(uris))
+             syn_pos=syn["positions"], syn_kinds=np.array(syn["kinds"]), syn_grid=syn["grid"], uris=np.array(uris),
+             row_chroma=np.asarray(p.chroma))
     out = {"n": a.n, "first": a.first, "workers": a.workers, "seed": a.seed, "candidate_pairs": int(len(i)),
            "times": times, "calibration": cal, "floor": syn["floor"]}
     with open(a.out + ".json", "w") as fh:
         json.dump(out, fh, indent=1, default=float)
     return out
+
+
+def row_chroma(z, uris) -> np.ndarray:
+    """The rows' mean chroma (``Prepared.chroma``): saved with the pairs, or (pairs saved before it was)
+    read again from the image files, as ``find_copies`` prepares them."""
+    from curator import copyverify as cv
+
+    if "row_chroma" in z.files:
+        return z["row_chroma"]
+    return np.asarray(cv.prepare_pool(cv.ImageFiles(uris), progress=False).chroma)
+
+
+def groups_of(a) -> dict:
+    """What ``find_copies`` returns on the saved pairs (the same calibrate, grey_thresholds and grouping:
+    every step after the scoring is arrays), scored against the truth like run.py's dedup step."""
+    from types import SimpleNamespace
+
+    from curator import copyverify as cv
+    from curator.dedup import find_duplicates
+    from run import score_dedup
+
+    z = np.load(a.out + ".npz")
+    uris = z["uris"].tolist()
+    n = len(uris)
+    syn = {"scores": z["syn_scores"], "chroma": z["syn_chroma"], "positions": z["syn_pos"],
+           "kinds": tuple(z["syn_kinds"].tolist()), "grid": z["syn_grid"], "floor": 0.0}
+    i, j, s = z["i"], z["j"], z["s"]
+    cal = cv.calibrate(syn, n, (i, j), s)
+    t = cal["threshold"]
+    pair_t, grey = cv.grey_thresholds(SimpleNamespace(chroma=row_chroma(z, uris)), i, j, s, syn, t)
+    out = {}
+    for name, thr in (("pool threshold", np.full(len(i), t)), ("+ grey pairs' own", pair_t)):
+        keep = (s >= thr) & (z["chroma"] <= cal["chroma_tolerance"])
+        g = find_duplicates(np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32), t,
+                            pairs=(i[keep], j[keep]))
+        out[name] = score_dedup(g, uris, Path(a.work) / "images")
+    return {"n": a.n, "first": a.first, "threshold": t, "pool_copy_share": cal["pool_copy_share"],
+            "expected_false_rows": cal["expected_false_rows"], "expected_missed": cal["expected_missed"],
+            "tail": cal["tail"], "chroma_tolerance": cal["chroma_tolerance"], "grey": grey, "dedup": out}
 
 
 def truth(uris, images: Path):
@@ -101,7 +141,7 @@ def analyse(a) -> dict:
     """The pairs a threshold merges, by what they are in the generator's truth."""
     z = np.load(a.out + ".npz")
     cal = json.load(open(a.out + ".json"))["calibration"]
-    t = a.threshold or cal["threshold"]
+    t = a.threshold or cal["threshold"]  # default: the threshold of the code that scored the pairs
     tol = cal["chroma_tolerance"]
     meta = truth(z["uris"].tolist(), Path(a.work) / "images")
     origin = np.array([m["of"] if m["role"] == "copy" else m["id"] for m in meta])
@@ -141,10 +181,17 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", required=True, help="path stem of the saved pairs (.npz, .json)")
     ap.add_argument("--analyse", action="store_true", help="only analyse the saved pairs")
+    ap.add_argument("--results", default=None, help="append the groups' scores (one JSON line) to this file")
     ap.add_argument("--threshold", type=float, default=None, help="analyse at this threshold (default: calibrated)")
     a = ap.parse_args(argv)
     if not a.analyse:
         score(a)
+    res = groups_of(a)
+    print(json.dumps(res), flush=True)
+    if a.results:
+        with open(a.results, "a") as fh:
+            fh.write(json.dumps(res) + "\n")
+    a.threshold = a.threshold or res["threshold"]  # the pairs merged at the calibrated threshold of this code
     print(json.dumps(analyse(a), indent=1))
 
 
