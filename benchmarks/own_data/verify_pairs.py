@@ -23,6 +23,10 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
 
+#: Pairs scored between two progress lines.
+SCORE_LINE = 20_000
+
+
 def cpu_s() -> float:
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
@@ -72,7 +76,18 @@ def score(a) -> dict:
     i, j = phase("candidates", lambda: cv.candidates(images, embeddings=C))
     p = phase("prepare", lambda: cv.prepare_pool(images, progress=False))
     syn = phase("synthetic", lambda: cv.synthetic_scores(images, p, seed=a.seed, progress=False))
-    s = phase("score", lambda: cv.score_pairs(p, i, j, floor=syn["floor"], progress=False, workers=a.workers))
+    def scored():  # by blocks: a line each (rate, heap), the scores so far kept, so a stopped run tells its rate
+        out, t0, c0 = np.empty(len(i)), time.perf_counter(), cpu_s()
+        for b in range(0, len(i), SCORE_LINE):
+            e = min(b + SCORE_LINE, len(i))
+            out[b:e] = cv.score_pairs(p, i[b:e], j[b:e], floor=syn["floor"], progress=False, workers=a.workers)
+            np.save(a.out + ".partial_scores.npy", out[:e])
+            print(json.dumps({"pairs_scored": e, "of": int(len(i)), "wall_s": round(time.perf_counter() - t0, 1),
+                              "cpu_s": round(cpu_s() - c0, 1), "rss_anon_mib": rss_anon_mib(),
+                              "load": os.getloadavg()[0]}), flush=True)
+        return out
+
+    s = phase("score", scored)
     chroma = cv.chroma_distance(p, i, j)
     cal = phase("calibrate", lambda: cv.calibrate(syn, len(ids), (i, j), s))
     np.savez(a.out + ".npz", i=i, j=j, s=s, chroma=chroma, syn_scores=syn["scores"], syn_chroma=syn["chroma"],
