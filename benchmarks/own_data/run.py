@@ -127,8 +127,8 @@ def verified_dedup(settings, ids, sha, C, a, work: Path):
     """``curator.copyverify.find_copies`` on the samples' image files (read when needed: ``ImageFiles``),
     candidates from the stored cold-start vectors ``C``; ``--verify-workers`` processes score the pairs (the
     progress line then counts only the calibration's pairs: the others are scored in the children). A thread
-    appends a progress line every minute to ``--work/verify_progress.jsonl`` (pairs scored of the candidates, CPU s, heap), so a run stopped
-    before the end still gives the rate and the memory so far."""
+    appends a progress line every minute to ``--work/verify_progress.jsonl`` (pairs scored of the candidates,
+    CPU s, heap), so a run stopped before the end still gives the rate and the memory so far."""
     import threading
 
     from curator import copyverify
