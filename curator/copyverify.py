@@ -908,7 +908,8 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
     from curator import coldstart
     from curator.dedup import check_threshold, find_duplicates
 
-    if threshold is not None:
+    given = threshold is not None
+    if given:
         threshold = check_threshold(threshold, caller="find_copies")
     n = len(images)
     if n == 0:
@@ -941,7 +942,7 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
         threshold = calibration["threshold"] if threshold is None else threshold
         tol = calibration["chroma_tolerance"] if tol is None else tol
     pair_t = np.full(len(i), float(threshold))
-    if calibrating and calibration["threshold"] == threshold:  # calibrated, not given
+    if calibrating and not given:
         pair_t, calibration["grey"] = grey_thresholds(p, i, j, s, synthetic, threshold)
     keep = (s >= pair_t) & (chroma_distance(p, i, j) <= tol)
     groups, info = find_duplicates(E, threshold, hashes=hashes, labeled=labeled, scores=scores, seed=seed,

@@ -80,6 +80,8 @@ def test_procedural_copies_grouped_recolours_and_look_alikes_not(tmp_path):
     cal = info["calibration"]
     assert info["method"] == copyverify.METHOD and info["threshold"] == cal["threshold"]
     assert cal["neighbour_similarity"]["q50"] < cal["threshold"] <= cal["copy_similarity"]["q50"]
+    grey = sum(r["mode"] == "L" for r in rows)
+    assert "grey" in cal and (cal["grey"] is None) == (grey < 30)  # too few grey rows for their own threshold
 
 
 def test_red_and_blue_recolour_is_not_merged_but_a_mild_tint_is():
