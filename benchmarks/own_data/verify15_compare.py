@@ -3,6 +3,9 @@
 
     PYTHONPATH=$PWD python benchmarks/own_data/verify15_compare.py
 """
+
+from __future__ import annotations
+
 import json
 import sys
 from collections import Counter
@@ -12,28 +15,34 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks/dedup_quality")]
-from curator import copyverify as cv
-from curator.dedup import find_duplicates
 
-def own(stem, work):
-    z = np.load(stem + ".npz"); uris = z["uris"].tolist()
+from curator import copyverify as cv  # noqa: E402
+from curator.dedup import find_duplicates  # noqa: E402
+
+
+def own(stem, work) -> dict:
+    """Pairs saved by verify_pairs.py in copies19's layout, with the generator's truth (origin of each row)."""
+    z = np.load(stem + ".npz")
+    uris = z["uris"].tolist()
     man = {}
     for line in open(Path(work) / "images/manifest.jsonl"):
-        r = json.loads(line); man[str((Path(work) / "images" / r["file"]).resolve())] = r
+        r = json.loads(line)
+        man[str((Path(work) / "images" / r["file"]).resolve())] = r
     meta = [man[u] for u in uris]
-    origin = np.array([m["of"] if m["role"] == "copy" else m["id"] for m in meta])
-    d = {"origin": origin, "i": z["i"], "j": z["j"], "s": z["s"], "chroma_pair": z["chroma"],
+    d = {"origin": np.array([m["of"] if m["role"] == "copy" else m["id"] for m in meta]),
+         "i": z["i"], "j": z["j"], "s": z["s"], "chroma_pair": z["chroma"],
          "syn_scores": z["syn_scores"], "syn_chroma": z["syn_chroma"], "syn_positions": z["syn_pos"],
          "syn_kinds": z["syn_kinds"], "syn_grid": z["syn_grid"]}
     if "row_chroma" in z.files:
         d["row_chroma"] = z["row_chroma"]
     return d
 
-def load_all(extra=()):
+
+def load_all(extra=()) -> dict:
     out = {}
     for f in ("mnist", "procedural", "procedural_seed1"):
-        d = dict(np.load(f"{ROOT}/benchmarks/dedup_quality/copies19/{f}_pairs.npz", allow_pickle=True))
-        ch = d["chroma"]; d["chroma_pair"] = np.linalg.norm(ch[d["i"]] - ch[d["j"]], axis=-1)
+        d = dict(np.load(ROOT / f"benchmarks/dedup_quality/copies19/{f}_pairs.npz", allow_pickle=True))
+        d["chroma_pair"] = np.linalg.norm(d["chroma"][d["i"]] - d["chroma"][d["j"]], axis=-1)
         d["origin"] = np.asarray(d["origin"])
         out[f] = d
     for name, stem, work in extra:
@@ -41,10 +50,12 @@ def load_all(extra=()):
             out[name] = own(stem, work)
     return out
 
-def pr(d, t, tol):
-    n = len(d["origin"]); o = d["origin"]
+
+def pr(d, t, tol) -> tuple[float, float]:
+    """Pair precision and recall of the groups of the pairs scoring >= t within the chroma tolerance."""
+    n, o = len(d["origin"]), d["origin"]
     keep = (d["s"] >= t) & (d["chroma_pair"] <= tol)
-    E = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    E = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)  # not searched: pairs given
     groups = find_duplicates(E, min(max(t, 1e-6), 1.0), pairs=(d["i"][keep], d["j"][keep]))
     truth = sum(c * (c - 1) // 2 for c in Counter(o.tolist()).values())
     pred = hit = 0
@@ -52,26 +63,6 @@ def pr(d, t, tol):
         pred += len(g) * (len(g) - 1) // 2
         hit += sum(c * (c - 1) // 2 for c in Counter(o[g].tolist()).values())
     return (hit / pred if pred else 1.0), hit / truth
-
-def best_fixed(d, tol):
-    """Oracle: the threshold of highest recall with P >= 0.99 (grid)."""
-    best = None
-    for t in np.unique(np.round(np.quantile(d["s"][d["s"] > 0.8], np.linspace(0, 1, 60)), 4)):
-        p, r = pr(d, t, tol)
-        if p >= 0.99 and (best is None or r > best[2]):
-            best = (t, p, r)
-    return best
-
-def run(cal_fn, data, oracle=False):
-    for name, d in data.items():
-        syn = {k[4:]: v for k, v in d.items() if k.startswith("syn_")}; syn["floor"] = 0.0
-        cal = cal_fn(syn, len(d["origin"]), (d["i"], d["j"]), d["s"])
-        p, r = pr(d, cal["threshold"], cal["chroma_tolerance"])
-        line = f"{name:17s} t={cal['threshold']:.4f} P={p:.3f} R={r:.3f} pi={cal['pool_copy_share']:.3f} exp_false={cal['expected_false_rows']} beta={cal['tail']['scale']}"
-        if oracle:
-            b = best_fixed(d, cal["chroma_tolerance"]); line += f"  | oracle P>=.99: {b}"
-        print(line, flush=True)
-
 
 
 def old_copyverify(commit="1f2bda9"):

@@ -168,16 +168,16 @@ def analyse(a) -> dict:
         mi, mj = meta[i[k]], meta[j[k]]
         roles = "+".join(sorted([mi["role"] + (":" + mi["kind"] if mi["kind"] else ""),
                                  mj["role"] + (":" + mj["kind"] if mj["kind"] else "")]))
-        related = ("twin" if (mi["of"] == mj["id"] or mj["of"] == mi["id"] or (mi["of"] is not None and mi["of"] == mj["of"]))
-                   else "same-class" if mi["class"] == mj["class"] else "other-class")
+        twin = mi["of"] == mj["id"] or mj["of"] == mi["id"] or (mi["of"] is not None and mi["of"] == mj["of"])
+        related = "twin" if twin else "same-class" if mi["class"] == mj["class"] else "other-class"
         return roles, related, f"{mi['mode']}/{mj['mode']}"
 
     false = np.flatnonzero(kept & ~true)
     by = Counter(what(k)[:2] for k in false)
     modes = Counter(what(k)[2] for k in false)
     all_modes = Counter(m["mode"] for m in meta)
-    res = {"threshold": t, "chroma_tolerance": tol, "kept_pairs": int(kept.sum()), "true_kept": int((kept & true).sum()),
-           "true_candidates": int(true.sum()), "false_kept": int(len(false)),
+    res = {"threshold": t, "chroma_tolerance": tol, "kept_pairs": int(kept.sum()),
+           "true_kept": int((kept & true).sum()), "true_candidates": int(true.sum()), "false_kept": int(len(false)),
            "false_by_roles": {f"{r} [{rel}]": c for (r, rel), c in by.most_common(15)},
            "false_by_modes": dict(modes.most_common()), "pool_modes": dict(all_modes),
            "false_score_q": {q: float(np.quantile(s[false], q)) for q in (0.5, 0.9, 0.99)} if len(false) else None,
