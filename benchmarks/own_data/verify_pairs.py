@@ -152,6 +152,19 @@ def truth(uris, images: Path):
     return meta
 
 
+def show(uris, i, j, rows, path) -> None:
+    """The pairs ``rows`` side by side (each image upright at 128 x 128), four pairs a line, into ``path``."""
+    from PIL import Image
+
+    from curator import images as img
+
+    tiles = [np.concatenate([img.decode(uris[i[k]], "RGB", (128, 128)), np.full((128, 4, 3), 255, np.uint8),
+                             img.decode(uris[j[k]], "RGB", (128, 128)), np.full((128, 12, 3), 255, np.uint8)], 1)
+             for k in rows]
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % 4)
+    Image.fromarray(np.concatenate([np.concatenate(tiles[r:r + 4], 1) for r in range(0, len(tiles), 4)], 0)).save(path)
+
+
 def analyse(a) -> dict:
     """The pairs a threshold merges, by what they are in the generator's truth."""
     z = np.load(a.out + ".npz")
@@ -173,6 +186,8 @@ def analyse(a) -> dict:
         return roles, related, f"{mi['mode']}/{mj['mode']}"
 
     false = np.flatnonzero(kept & ~true)
+    if a.show:
+        show(z["uris"].tolist(), i, j, false[np.argsort(-s[false])][:16], a.show)
     by = Counter(what(k)[:2] for k in false)
     modes = Counter(what(k)[2] for k in false)
     all_modes = Counter(m["mode"] for m in meta)
@@ -197,6 +212,7 @@ def main(argv=None):
     ap.add_argument("--out", required=True, help="path stem of the saved pairs (.npz, .json)")
     ap.add_argument("--analyse", action="store_true", help="only analyse the saved pairs")
     ap.add_argument("--results", default=None, help="append the groups' scores (one JSON line) to this file")
+    ap.add_argument("--show", default=None, help="--analyse: the 16 highest-scoring false pairs into this PNG")
     ap.add_argument("--threshold", type=float, default=None, help="analyse at this threshold (default: calibrated)")
     a = ap.parse_args(argv)
     if not a.analyse:
