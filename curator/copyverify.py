@@ -549,16 +549,54 @@ def chroma_distance(p: Prepared, i, j) -> np.ndarray:
 
 
 def score_pairs(p: Prepared, i, j, *, progress: bool = True, desc: str = "verifying candidate pairs",
-                floor: float = GRID_FLOOR, sigmas=None) -> np.ndarray:
+                floor: float = GRID_FLOOR, sigmas=None, workers: int = 1) -> np.ndarray:
     """``pair_score`` of each pair (i[k], j[k]), float64, with a progress bar: (pairs,), or (pairs,
-    len(sigmas)) with ``sigmas``."""
+    len(sigmas)) with ``sigmas``; ``workers`` > 1 splits the pairs across forked processes
+    (``_score_forked``): pairs are independent, the score is one thread."""
     from curator._progress import progress as bar
 
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
+    if workers > 1 and len(i) >= 2 * SCORE_BLOCK:
+        return _score_forked(p, i, j, progress=progress, desc=desc, floor=floor, sigmas=sigmas, workers=workers)
     out = np.empty(len(i) if sigmas is None else (len(i), len(sigmas)), np.float64)
     ks = range(len(i))
     for k in (bar(ks, total=len(i), desc=desc) if progress else ks):
         out[k] = pair_score(p, int(i[k]), int(j[k]), floor, sigmas)
+    return out
+
+
+#: Pairs a worker process scores per task (``_score_forked``): contiguous, so pairs sorted by their first
+#: row keep reading that row's record once.
+SCORE_BLOCK = 512
+_FORKED: dict = {}
+
+
+def _score_block(span) -> tuple[int, np.ndarray]:
+    p, i, j, floor, sigmas = (_FORKED[k] for k in ("p", "i", "j", "floor", "sigmas"))
+    s, e = span
+    return s, np.array([pair_score(p, int(i[k]), int(j[k]), floor, sigmas) for k in range(s, e)], np.float64)
+
+
+def _score_forked(p, i, j, *, progress: bool, desc: str, floor: float, workers: int, sigmas=None) -> np.ndarray:
+    """``score_pairs`` in ``workers`` forked processes: each inherits ``p`` (held arrays, or the scratch
+    file of a ``StoredPrepared``, read with ``os.pread``: no shared offset) and scores blocks of
+    ``SCORE_BLOCK`` pairs; the same values as one process, in the same order."""
+    import multiprocessing as mp
+
+    from curator._progress import progress as bar
+
+    out = np.empty(len(i) if sigmas is None else (len(i), len(sigmas)), np.float64)
+    spans = [(s, min(s + SCORE_BLOCK, len(i))) for s in range(0, len(i), SCORE_BLOCK)]
+    _FORKED.update(p=p, i=i, j=j, floor=floor, sigmas=sigmas)
+    try:
+        with mp.get_context("fork").Pool(int(workers)) as pool:
+            done = pool.imap_unordered(_score_block, spans)
+            for s, got in (bar(done, total=len(spans), desc=f"{desc} ({workers} processes)") if progress else done):
+                out[s:s + len(got)] = got
+            pool.close()
+            pool.join()  # reaped: their CPU time is counted in os.times()'s children
+    finally:
+        _FORKED.clear()
     return out
 
 
@@ -777,6 +815,31 @@ def _tail_scale(y: np.ndarray, width: float) -> float:
     return (lo + hi) / 2
 
 
+#: Rounds of (tail fit, pool copy share) in ``calibrate``: the fit trims the pool's copies expected below the
+#: copies' 1 % quantile (pi x n x 1 %), the share is read above it less the fit's distinct rows there.
+PI_ROUNDS = 3
+
+
+def _fit_tail(below: np.ndarray, u: float, top: float, pi: float, n: int):
+    """(scale, distinct rows above ``u`` by the fit, the window) of the exponential tail fitted to the rows
+    of ``below`` (sorted z, all under ``top``) from ``u``, less the pool's copies expected at the window's
+    top (1 % of pi x n: the synthetic copies' share under ``top``)."""
+    window = below[below >= u][: max(0, int((below >= u).sum()) - int(np.ceil(0.01 * pi * n)))]
+    beta = _tail_scale(window - u, max(top - u, 1e-6))
+    in_tail = len(window) / max(-np.expm1(-(top - u) / beta), 1e-12)
+    return beta, in_tail, window
+
+
+def _pool_copy_share(zb: np.ndarray, top: float, distinct_above_top: float, n: int) -> float:
+    """Share of pool rows that have a copy in the pool: the rows whose best score is at or above ``top``
+    (the synthetic copies' 1 % quantile: 99 % of copies lie there, whatever their kind) less the distinct
+    rows the tail fit expects there, over 0.99. Read there and not above the copies' median: a pool's own
+    copies can be easier than the synthetic ones (exact re-saves, lossless resizes: own-data 10k pool, 80 %
+    of its copy rows above the synthetic median, so the median rule read 0.33 for 0.20 and made false rows
+    look cheap to the threshold)."""
+    return float(np.clip((float((zb >= top).sum()) - distinct_above_top) / (0.99 * n), 0.0, 1.0))
+
+
 def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     """The verification threshold and chroma tolerance of this pool, from its own images.
 
@@ -788,8 +851,10 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     So the distinct tail is **fitted where the copies are not and extrapolated**: in z = -log(1 - score),
     rows below the copies' 1 % quantile are almost all distinct; an exponential (the tail of a best-of-k
     score) is fitted to the top of them (from their ``TAIL_FROM`` quantile) and gives the expected count
-    of distinct rows N(t) above any t. The pool's share of copy rows pi is read above the copies' median
-    (where distinct rows do not reach): rows there / (pool x 0.5). The threshold minimises
+    of distinct rows N(t) above any t. The pool's share of copy rows pi is read above the copies' 1 %
+    quantile, less the fit's distinct rows there (``_pool_copy_share``; the fit and pi are solved in turn,
+    starting from the rows above the copies' median / (pool x 0.5)), and at least the share of rows above
+    the copies' median (those are copies: a heavy fitted tail must not explain them away). The threshold minimises
     missed synthetic copies + ``PRECISION_WEIGHT`` x N(t) / (pi x pool) (false rows per true copy row),
     over the synthetic copies' scores.
     The chroma tolerance: ``CHROMA_MARGIN`` x the largest chroma distance of the synthetic edits (so a
@@ -811,17 +876,18 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
         raise ValidationError("copyverify.calibrate: a pair score is NaN or infinite; check the images")
     zc, zb = np.sort(_z(c)), np.sort(_z(best))
     median = float(np.median(zc))
-    pi = float(min(1.0, (zb >= median).mean() / max(float((zc >= median).mean()), 1e-9)))
     top = float(np.quantile(zc, 0.01))
     below = zb[zb < top]
     # the window: the top TAIL_FROM share of those rows, at least TAIL_MIN_ROWS, at most the upper half (a
     # best-of-k score decays only above its mode: a small pool's window must not reach into the body)
     size = min(max(TAIL_MIN_ROWS, int(np.ceil((1 - TAIL_FROM) * len(below)))), (len(below) + 1) // 2)
     u = float(below[-size]) if size else top
-    # the pool's copies below ``top`` (1 % of them, by the synthetic ones) sit at the window's top: out
-    window = below[below >= u][: max(0, int((below >= u).sum()) - int(np.ceil(0.01 * pi * n)))]
-    beta = _tail_scale(window - u, max(top - u, 1e-6))
-    in_tail = len(window) / max(-np.expm1(-(top - u) / beta), 1e-12)  # distinct rows above u, by the fit
+    above_median = float((zb >= median).mean())  # rows there are copies (distinct rows do not reach)
+    pi = float(min(1.0, above_median / max(float((zc >= median).mean()), 1e-9)))
+    for _ in range(PI_ROUNDS):
+        beta, in_tail, window = _fit_tail(below, u, top, pi, n)
+        pi = max(above_median, _pool_copy_share(zb, top, in_tail * np.exp(-(top - u) / beta), n))
+    beta, in_tail, window = _fit_tail(below, u, top, pi, n)
 
     def copy_share_below(z):  # the synthetic copies' share below z, read between its samples (linear)
         return np.interp(z, zc, np.arange(len(zc)) / len(zc))
@@ -925,18 +991,71 @@ def calibrate_score(synthetic: dict, n: int, pairs, table) -> tuple[dict, np.nda
     return cal, s
 
 
+def chosen_synthetic(synthetic: dict, n: int, pairs, table, score: dict) -> dict:
+    """``synthetic`` with its ``scores`` on the score ``calibrate_score`` chose (``score``: blur and level
+    weight): what a further calibration on a part of the pool (``grey_thresholds``) must compare with."""
+    i, j = np.asarray(pairs[0], np.int64), np.asarray(pairs[1], np.int64)
+    table = np.asarray(table, np.float64).reshape(len(i), -1)
+    syn_table = np.asarray(synthetic["score_table"], np.float64)
+    sigmas = tuple(synthetic.get("sigmas", SCORE_SIGMAS))[: table.shape[1]]
+    k, w = sigmas.index(score["sigma"]), score["level_weight"]
+    if not w:
+        return {**synthetic, "scores": syn_table[:, k]}
+    level = row_levels(n, (i, j), table[:, k])
+    return {**synthetic, "scores": relative(syn_table[:, k], level[np.asarray(synthetic["positions"])], w)}
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (the scoring processes)."""
+    import os
+
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+#: A row is grey when its mean chroma is below this (a quarter of a grey level in [0, 1]): decoded grey
+#: images, promoted to three equal channels, have exactly 0.
+GREY_CHROMA = 1e-3
+
+
+def grey_thresholds(p, i, j, s, synthetic: dict, threshold: float):
+    """Per-pair thresholds: ``threshold`` (the pool's), except for pairs of two grey rows, which get the
+    threshold calibrated on the grey rows alone (their pairs among the candidates; the copy side is the
+    pool's synthetic copies) where it is higher: never looser, as such a pair has less evidence. Why: the chroma check, which keeps colour look-alikes apart, says nothing
+    between two grey images, so their distinct tail is heavier than the pool's, and a threshold fitted on
+    a mostly colour pool let them through (own-data 10k pool: 5.7 % grey rows, 6 of 15 false pairs). Also
+    the pool's share of copies may differ between the two. A pool all grey or all colour, or with fewer
+    grey rows than a calibration needs, keeps one threshold. Returns (thresholds, the grey calibration's
+    summary or None)."""
+    from curator.dedup import MIN_CALIBRATION_SAMPLES
+
+    grey = np.linalg.norm(np.asarray(p.chroma), axis=-1) <= GREY_CHROMA
+    both = grey[i] & grey[j]
+    out = np.full(len(i), float(threshold))
+    rows = np.flatnonzero(grey)
+    if grey.all() or len(rows) < MIN_CALIBRATION_SAMPLES or not both.any():
+        return out, None
+    at = np.full(len(grey), -1, np.int64)
+    at[rows] = np.arange(len(rows))
+    cal = calibrate(synthetic, len(rows), (at[i[both]], at[j[both]]), s[both])
+    out[both] = max(float(threshold), cal["threshold"])
+    return out, {"applied": float(out[both][0]),
+                 **{k: cal[k] for k in ("threshold", "rows", "pool_copy_share", "expected_false_rows", "expected_missed")}}
+
+
 # -- the whole pass ------------------------------------------------------------------------------
 
 def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=None, scores=None,
                 k: int = DEFAULT_K, embeddings=None, seed: int = 0, progress: bool = True,
-                chroma_tolerance: float | None = None):
+                chroma_tolerance: float | None = None, workers: int = 1):
     """Groups of copies among ``images`` (a sequence of uint8 arrays), representative first, as
     ``curator.dedup.find_duplicates`` returns them, and an info dict (method, threshold, calibration,
     pairs verified, pairs per second). ``threshold`` None: calibrated on the pool (``calibrate``)."""
     from curator import coldstart
     from curator.dedup import check_threshold, find_duplicates
 
-    if threshold is not None:
+    given = threshold is not None
+    if given:
         threshold = check_threshold(threshold, caller="find_copies")
     n = len(images)
     if n == 0:
@@ -959,9 +1078,10 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
     synthetic = synthetic_scores(images, p, seed=seed, progress=progress) if calibrating else None
     floor = synthetic["floor"] if synthetic else GRID_FLOOR
     choosing = threshold is None  # a given threshold is one of the plain score (SCORE_SIGMA, no level)
-    t0, c0 = time.time(), time.process_time()
-    s = score_pairs(p, i, j, progress=progress, floor=floor, sigmas=SCORE_SIGMAS if choosing else None)
-    wall, cpu = time.time() - t0, time.process_time() - c0
+    t0, c0 = time.time(), _cpu_s()
+    s = score_pairs(p, i, j, progress=progress, floor=floor, sigmas=SCORE_SIGMAS if choosing else None,
+                    workers=workers)
+    wall, cpu = time.time() - t0, _cpu_s() - c0
     calibration = None
     tol = chroma_tolerance
     colour = np.zeros(len(i))
@@ -983,7 +1103,11 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
         calibration["seed"] = int(seed)
         threshold = calibration["threshold"] if threshold is None else threshold
         tol = calibration["chroma_tolerance"] if tol is None else tol
-    keep = (s >= threshold) & (chroma_distance(p, i, j) <= tol)
+    pair_t = np.full(len(i), float(threshold))
+    if calibrating and not given:
+        pair_t, calibration["grey"] = grey_thresholds(
+            p, i, j, s, chosen_synthetic(synthetic, n, (i, j), table, calibration["score"]), threshold)
+    keep = (s >= pair_t) & (chroma_distance(p, i, j) <= tol)
     if calibration is not None:
         keep &= colour <= calibration["colour_tolerance"]
     groups, info = find_duplicates(E, threshold, hashes=hashes, labeled=labeled, scores=scores, seed=seed,

@@ -235,6 +235,12 @@ def test_cli_dedup_on_ingested_folder(tmp_path):
     assert ["c_jpeg.png", "d003.png"] in names
     assert ["c_bright.png", "c_shift.png", "d007.png"] in names
     assert ["d010.png", "exact.png"] in names
+    # --workers: the same groups and threshold (a pool this small is scored in one process: fewer pairs
+    # than two blocks; the forked path itself: test_dedup_verify.py)
+    two = run_cli("dedup", "--dataset", "digits", "--workers", "2", "--json", cwd=tmp_path)
+    assert two.returncode == 0, two.stderr
+    assert {k: json.loads(two.stdout)[k] for k in ("groups", "threshold")} == {k: verified[k] for k in ("groups", "threshold")}
+    assert run_cli("dedup", "--dataset", "digits", "--workers", "0", cwd=tmp_path).returncode != 0
 
     r = run_cli("dedup", "--dataset", "digits", "--no-verify", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

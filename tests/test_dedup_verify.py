@@ -80,6 +80,8 @@ def test_procedural_copies_grouped_recolours_and_look_alikes_not(tmp_path):
     cal = info["calibration"]
     assert info["method"] == copyverify.METHOD and info["threshold"] == cal["threshold"]
     assert cal["neighbour_similarity"]["q50"] < cal["threshold"] <= cal["copy_similarity"]["q50"]
+    grey = sum(r["mode"] == "L" for r in rows)
+    assert "grey" in cal and (cal["grey"] is None) == (grey < 30)  # too few grey rows for their own threshold
 
 
 def test_red_and_blue_recolour_is_not_merged_but_a_mild_tint_is():
@@ -227,3 +229,73 @@ def test_a_small_recoloured_object_changes_colour_locally_a_copy_does_not():
     of_copies = copyverify.colour_changes(p, [0] * len(copies), range(2, 2 + len(copies)))
     assert twin > 3 * of_copies.max(), (twin, of_copies)
     assert copyverify.chroma_distance(p, 0, 1) < copyverify.DEFAULT_CHROMA_TOLERANCE
+
+
+def test_scores_split_across_processes_equal_one_process(tmp_path, monkeypatch):
+    """``score_pairs(workers=2)`` forks scoring processes over blocks of pairs: the same scores, in the
+    same order, as one process, for held images and for the scratch-file store of a large pool."""
+    rows, images = _procedural(tmp_path, n=40, copies=0.2)
+    monkeypatch.setattr(copyverify, "SCORE_BLOCK", 16)  # several blocks on a small pool
+    rng = np.random.default_rng(0)
+    i, j = rng.integers(0, len(images), 70), rng.integers(0, len(images), 70)
+    for p in (copyverify.Prepared(images), copyverify.StoredPrepared(images, chunk=16, progress=False)):
+        one = copyverify.score_pairs(p, i, j, progress=False, floor=0.5)
+        two = copyverify.score_pairs(p, i, j, progress=False, floor=0.5, workers=2)
+        assert one.shape == (70,) and np.array_equal(one, two)
+        assert len(set(np.round(one, 6))) > 10  # distinct pairs, distinct scores: not a constant
+
+
+def test_pool_copy_share_is_read_where_all_copies_are_not_above_the_synthetic_median():
+    """A pool whose own copies are easier than the synthetic ones (exact re-saves, lossless resizes: all
+    above the synthetic copies' median) still has its copy share read right: 400 of 2,000 rows are in copy
+    pairs. The rule before (rows above that median / 0.5) read 0.4, twice the truth, and so priced each
+    false row at half its cost (own-data 10k pool: 0.33 for 0.20)."""
+    rng = np.random.default_rng(5)
+    s_of = lambda z: -np.expm1(-z)  # noqa: E731
+    n, m = 2000, 400
+    synthetic = {"scores": s_of(rng.normal(3.6, 0.45, m)), "positions": np.sort(rng.choice(n, m, replace=False)),
+                 "kinds": ("jpeg",) * m, "floor": 0.7, "chroma": np.zeros(m), "grid": np.ones(m)}
+    real = np.arange(400).reshape(-1, 2)  # rows 0..399: 200 originals with one near-exact copy each
+    distinct = np.stack([np.repeat(np.arange(n), 5), rng.integers(0, n, 5 * n)], 1)
+    distinct = distinct[(distinct[:, 0] != distinct[:, 1]) & (distinct.min(axis=1) >= 400)]
+    i = np.concatenate([real[:, 0], distinct[:, 0]])
+    j = np.concatenate([real[:, 1], distinct[:, 1]])
+    scores = np.concatenate([s_of(rng.uniform(6.0, 8.0, len(real))), s_of(rng.normal(0.6, 0.45, len(distinct)))])
+    cal = copyverify.calibrate(synthetic, n, (i, j), scores)
+    assert abs(cal["pool_copy_share"] - 0.2) <= 0.03, cal["pool_copy_share"]
+    assert (scores[: len(real)] >= cal["threshold"]).all() and cal["expected_false_rows"] < 5
+
+
+def test_pairs_of_grey_images_get_the_grey_rows_own_threshold_never_a_looser_one():
+    """A mostly colour pool with 10 % grey rows: the chroma check cannot tell two grey images apart, so
+    their distinct tail is heavier (here z = -log(1 - s) ~ N(1.6, 0.5) against N(0.6, 0.45)). The pool's
+    threshold, fitted on the mixture, lets some through; ``grey_thresholds`` gives grey-grey pairs the grey
+    rows' own calibration (no copies among them: nothing above their tail), colour pairs keep the pool's."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(2)
+    s_of = lambda z: -np.expm1(-z)  # noqa: E731
+    n, m, g0 = 2000, 400, 1800
+    synthetic = {"scores": s_of(rng.normal(3.6, 0.45, m)), "positions": np.sort(rng.choice(n, m, replace=False)),
+                 "kinds": ("jpeg",) * m, "floor": 0.7, "chroma": np.zeros(m), "grid": np.ones(m)}
+    chroma = np.where(np.arange(n)[:, None] < g0, [0.1, 0.0, -0.1], 0.0)
+    real = np.arange(400).reshape(-1, 2)  # colour rows 0..399 in copy pairs
+    colour = np.stack([np.repeat(np.arange(400, g0), 5), rng.integers(400, g0, 5 * (g0 - 400))], 1)
+    grey = np.stack([np.repeat(np.arange(g0, n), 5), rng.integers(g0, n, 5 * (n - g0))], 1)
+    grey_z = rng.normal(1.6, 0.5, len(grey))
+    pairs = np.concatenate([real, colour, grey])
+    keep = pairs[:, 0] != pairs[:, 1]
+    pairs = pairs[keep]
+    scores = np.concatenate([s_of(rng.normal(4.5, 0.5, len(real))), s_of(rng.normal(0.6, 0.45, len(colour))),
+                             s_of(grey_z)])[keep]
+    i, j = pairs[:, 0], pairs[:, 1]
+    cal = copyverify.calibrate(synthetic, n, (i, j), scores)
+    is_grey = i >= g0
+    assert (scores[is_grey] >= cal["threshold"]).sum() >= 2  # the pool's threshold merges grey look-alikes
+    t, info = copyverify.grey_thresholds(SimpleNamespace(chroma=chroma), i, j, scores, synthetic, cal["threshold"])
+    assert info["rows"] == n - g0 and info["applied"] == t[is_grey][0] > cal["threshold"]
+    assert not (scores[is_grey] >= t[is_grey]).any()
+    assert (t[~is_grey] == cal["threshold"]).all() and (scores[: len(real)] >= t[: len(real)]).mean() >= 0.95
+    # all colour (or all grey): one threshold
+    t1, info1 = copyverify.grey_thresholds(SimpleNamespace(chroma=np.zeros((n, 3))), i, j, scores, synthetic, 0.9)
+    assert info1 is None and (t1 == 0.9).all()

@@ -125,9 +125,10 @@ def score_dedup(groups, uris, images: Path) -> dict:
 
 def verified_dedup(settings, ids, sha, C, a, work: Path):
     """``curator.copyverify.find_copies`` on the samples' image files (read when needed: ``ImageFiles``),
-    candidates from the stored cold-start vectors ``C``. A thread appends a progress line every minute
-    to ``--work/verify_progress.jsonl`` (pairs scored of the candidates, CPU s, heap), so a run stopped
-    before the end still gives the rate and the memory so far."""
+    candidates from the stored cold-start vectors ``C``; ``--verify-workers`` processes score the pairs (the
+    progress line then counts only the calibration's pairs: the others are scored in the children). A thread
+    appends a progress line every minute to ``--work/verify_progress.jsonl`` (pairs scored of the candidates,
+    CPU s, heap), so a run stopped before the end still gives the rate and the memory so far."""
     import threading
 
     from curator import copyverify
@@ -164,7 +165,7 @@ def verified_dedup(settings, ids, sha, C, a, work: Path):
     thread.start()
     try:
         groups, info = copyverify.find_copies(copyverify.ImageFiles(uris), hashes=sha, embeddings=C, seed=a.seed,
-                                              progress=True)
+                                              progress=True, workers=a.verify_workers)
     finally:
         stop.set()
         copyverify.pair_score, copyverify.candidates = score, cands
@@ -196,6 +197,8 @@ def main(argv=None):
     ap.add_argument("--verify", action="store_true",
                     help="dedup by verified copy detection (curator.copyverify.find_copies on the image files, "
                          "threshold calibrated on the pool) instead of cosine at 0.99")
+    ap.add_argument("--verify-workers", type=int, default=1,
+                    help="processes that score the verified candidate pairs (copyverify.score_pairs(workers=))")
     a = ap.parse_args(argv)
 
     from curator import coldstart, embeddings, ingest_folder, policies

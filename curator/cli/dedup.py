@@ -108,10 +108,12 @@ def _uris(settings, sample_ids) -> list[str]:
                    "(embedding cosine only). --verify goes up to millions (the images are read from their files).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the calibration's samples and synthetic copies (--self-supervised, --verify).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Processes that verify the candidate pairs (--verify; the pairs are independent).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @executor_options
 @click.pass_context
-def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, verify, threshold, seed, as_json):
+def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, verify, threshold, seed, workers, as_json):
     """Find exact and near-duplicate groups of a dataset; representative first.
 
     Exact copies are found by content hash, near copies by verifying the
@@ -160,7 +162,7 @@ def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, verify, 
     if verify:
         images = copyverify.load_images(_uris(settings, ids))  # held, or read when needed (ImageFiles)
         groups, info = copyverify.find_copies(images, threshold, hashes=hashes, labeled=labeled, embeddings=E,
-                                              seed=seed)
+                                              seed=seed, workers=workers)
         calibration, t, method = info["calibration"], info["threshold"], info["method"]
     else:
         groups, info = find_duplicates(E, t, hashes=hashes, labeled=labeled, return_info=True,
