@@ -243,6 +243,10 @@ def test_scores_split_across_processes_equal_one_process(tmp_path, monkeypatch):
         two = copyverify.score_pairs(p, i, j, progress=False, floor=0.5, workers=2)
         assert one.shape == (70,) and np.array_equal(one, two)
         assert len(set(np.round(one, 6))) > 10  # distinct pairs, distinct scores: not a constant
+        table = copyverify.score_pairs(p, i, j, progress=False, floor=0.5, sigmas=copyverify.SCORE_SIGMAS, workers=2)
+        assert table.shape == (70, len(copyverify.SCORE_SIGMAS))  # every blur comes back from the processes
+        assert np.array_equal(table, copyverify.score_pairs(p, i, j, progress=False, floor=0.5,
+                                                            sigmas=copyverify.SCORE_SIGMAS))
 
 
 def test_pool_copy_share_is_read_where_all_copies_are_not_above_the_synthetic_median():
