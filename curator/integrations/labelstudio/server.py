@@ -72,6 +72,12 @@ def workers() -> int:
         if n < 1:
             raise ValidationError(f"{WORKERS_ENV}={raw!r}: give a whole number of worker processes, 1 or more")
         return n
+    return per_core()
+
+
+def per_core() -> int:
+    """One per usable core of this machine, at least 2, at most 8: the server's processes, and
+    the requests curator sends at once to a server started here (``labelstudio_parallel`` 0)."""
     return max(2, min(8, len(os.sched_getaffinity(0))))
 
 
