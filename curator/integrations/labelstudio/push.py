@@ -665,7 +665,8 @@ def _server_state(client: Client, pid: int, links: dict[int, int], *, fresh: boo
     if fresh:
         return {}, set()
     # no links yet (a push that died before its first commit): the full listing at once
-    listed = client.tasks(pid, "id,total_predictions" if links else "id,data,total_predictions")
+    listed = client.tasks(pid, "id,total_predictions" if links else "id,data,total_predictions",
+                          expected=len(links) or None)  # the linked tasks' pages at once
     predicted = {int(t["id"]) for t in listed if int(t.get("total_predictions") or 0) > 0}
     if links and {int(t["id"]) for t in listed} == set(links.values()) and len(listed) == len(links):
         return {sid: [tid] for sid, tid in links.items()}, predicted
