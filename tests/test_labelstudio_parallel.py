@@ -207,3 +207,49 @@ def test_pull_with_parallel_pages_and_push_with_parallel_predictions(ls_round, m
         assert s.scalar(select(func.count()).select_from(Annotation)) == 9
     assert pull(settings, project).new == 0
 
+
+
+LEAN_CHECK = """
+import json, os, sys
+import label_studio
+sys.path.insert(0, os.path.dirname(label_studio.__file__))
+sys.path.insert(0, sys.argv[1])
+import curator_ls_wsgi
+from core.current_request import CurrentContext
+from data_manager.api import TaskListAPI
+from django.test import RequestFactory
+from tasks.models import Task
+out = {"applied": curator_ls_wsgi.LEAN_PREFETCH}
+for name, params in json.loads(sys.argv[2]).items():
+    CurrentContext.set_request(RequestFactory().get("/api/tasks/", params))
+    out[name] = sorted(TaskListAPI.prefetch(Task.objects.none())._prefetch_related_lookups)
+print(json.dumps(out))
+"""
+
+
+def test_lean_prefetch_only_where_nothing_reads_what_it_leaves_out(ls_server):
+    """The workers' one change to Label Studio (``curator_ls_wsgi``): a listing naming its fields,
+    without ``data`` and with ``resolve_uri=false`` (a pull), skips the storage links, file upload
+    and predictions; the UI's listing (no ``include``) and one with ``data`` (whose media URLs
+    are resolved through the storage links) keep all ten."""
+    import json
+    import subprocess
+
+    _own_server(ls_server)
+    cases = {
+        "pull": {"include": "id,updated_at,annotations,annotations.result", "resolve_uri": "false"},
+        "ui": {"fields": "all"},
+        "with data": {"include": "id,data,total_predictions"},
+        "predictions named": {"include": "id,predictions", "resolve_uri": "false"},
+    }
+    lsserver = Path(server.LAUNCHER).parent
+    env = server.server_env(ls_server, server.data_dir(ls_server), server.DEFAULT_USER, ls_server.labelstudio_token)
+    env["DJANGO_SETTINGS_MODULE"] = "core.settings.label_studio"
+    done = subprocess.run([str(server.executable().parent / "python"), "-c", LEAN_CHECK, str(lsserver), json.dumps(cases)],
+                          env=env, cwd=server.data_dir(ls_server), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["applied"] is True
+    assert got["pull"] == ["annotations", "annotations__completed_by", "project"]
+    assert len(got["ui"]) == len(got["with data"]) == 10
+    assert got["predictions named"] == ["annotations", "annotations__completed_by", "predictions", "project"]
