@@ -217,11 +217,14 @@ sys.path.insert(0, sys.argv[1])
 import curator_ls_wsgi
 from core.current_request import CurrentContext
 from data_manager.api import TaskListAPI
+from django.contrib.auth.models import AnonymousUser
 from django.test import RequestFactory
 from tasks.models import Task
 out = {"applied": curator_ls_wsgi.LEAN_PREFETCH}
 for name, params in json.loads(sys.argv[2]).items():
-    CurrentContext.set_request(RequestFactory().get("/api/tasks/", params))
+    request = RequestFactory().get("/api/tasks/", params)
+    request.user = AnonymousUser()
+    CurrentContext.set_request(request)
     out[name] = sorted(TaskListAPI.prefetch(Task.objects.none())._prefetch_related_lookups)
 print(json.dumps(out))
 """
