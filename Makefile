@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 # Label Studio pins clash with other packages: it lives in its own virtual environment.
 $(LS_VENV)/.installed:
 	$(PYTHON) -m venv $(LS_VENV)
-	$(LS_VENV)/bin/pip install -q '$(LABEL_STUDIO)'
+	$(LS_VENV)/bin/pip install -q '$(LABEL_STUDIO)' gunicorn
 	touch $@
 
 setup: $(VENV)/.installed

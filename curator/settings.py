@@ -24,6 +24,7 @@ ENV = {
     "CURATOR_LABELSTUDIO_TIMEOUT": "labelstudio_timeout",
     "CURATOR_LABELSTUDIO_CONNECT_TIMEOUT": "labelstudio_connect_timeout",
     "CURATOR_LABELSTUDIO_RETRIES": "labelstudio_retries",
+    "CURATOR_LABELSTUDIO_PARALLEL": "labelstudio_parallel",
     "CURATOR_LABELSTUDIO_WEBHOOK_SECRET": "labelstudio_webhook_secret",
     "CURATOR_LABELSTUDIO_MEDIA": "labelstudio_media",
     "CURATOR_LABELSTUDIO_MEDIA_URL": "labelstudio_media_url",
@@ -57,6 +58,9 @@ class Settings:
     labelstudio_connect_timeout: float = 10.0
     #: Retries after a failed request (connection error, 5xx, 429), with exponential backoff.
     labelstudio_retries: int = 2
+    #: Requests curator sends Label Studio at once when reading pages or importing predictions: one
+    #: per server process (``curator labelstudio up`` starts one per core); 0: that rule on this machine.
+    labelstudio_parallel: int = 0
     #: Shared secret Label Studio sends (header X-Curator-Secret) with each webhook; curator's receiver checks it.
     labelstudio_webhook_secret: str | None = dataclasses.field(default=None, repr=False)
     #: How images reach Label Studio (curator.integrations.labelstudio.media): local-files, upload,
@@ -88,6 +92,7 @@ class Settings:
         object.__setattr__(self, "workspace", Path(self.workspace).expanduser())
         for name, kind, low in (("labelstudio_timeout", float, 0.0), ("labelstudio_connect_timeout", float, 0.0),
                                 ("labelstudio_retries", int, -1), ("ray_batch_size", int, 0),
+                                ("labelstudio_parallel", int, -1),
                                 ("labelstudio_media_ttl", float, 0.0),
                                 ("ray_concurrency", int, 0), ("ray_num_cpus", float, 0.0),
                                 ("ray_num_gpus", float, -1.0), ("ssl_refresh_share", float, 0.0)):

@@ -278,7 +278,8 @@ class Health(http.server.BaseHTTPRequestHandler):
         self.end_headers()
     def log_message(self, *args):
         pass
-port = int(sys.argv[sys.argv.index("--port") + 1])
+# `label-studio start ... --port P`, or Label Studio's python running curator's launcher: launch.py HOST P ...
+port = int(sys.argv[sys.argv.index("--port") + 1] if "--port" in sys.argv else sys.argv[3])
 http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
 """
 
@@ -291,8 +292,9 @@ def test_label_studio_data_folder_is_private(tmp_path, monkeypatch):
     venv = tmp_path / "venv"
     exe = venv / "bin" / "label-studio"
     exe.parent.mkdir(parents=True)
-    exe.write_text(FAKE_LABEL_STUDIO.format(python=sys.executable))
-    exe.chmod(0o755)
+    for name in ("label-studio", "python"):
+        (exe.parent / name).write_text(FAKE_LABEL_STUDIO.format(python=sys.executable))
+        (exe.parent / name).chmod(0o755)
     monkeypatch.setenv("CURATOR_LABELSTUDIO_VENV", str(venv))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -45,14 +45,25 @@ def _cpu() -> float:
 
 
 def _server_cpu() -> float | None:
-    """CPU seconds of the server process and its threads (Linux /proc), or None when unknown."""
+    """CPU seconds of the server: every process of its process group (gunicorn's master and its
+    workers, or runserver's one process with its threads), plus workers already ended (Linux /proc),
+    or None when unknown."""
     if SERVER_PID is None:
         return None
-    try:
-        fields = Path(f"/proc/{SERVER_PID}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    found = False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) != SERVER_PID:  # the process group: the server runs in its own session
+            continue
+        found = True
+        total += int(fields[11]) + int(fields[12])
+        if int(stat.parent.name) == SERVER_PID:  # its children that ended (a restarted worker)
+            total += int(fields[13]) + int(fields[14])
+    return total / os.sysconf("SC_CLK_TCK") if found else None
 
 
 def mark() -> None:
@@ -82,6 +93,8 @@ def main() -> None:
     ap.add_argument("--workspace", type=Path)
     ap.add_argument("--out", type=Path, default=HERE / "results.jsonl")
     ap.add_argument("--server-pid", type=int, help="pid of the running server, to report its CPU seconds")
+    ap.add_argument("--mnist", type=Path, default=MNIST, help="folder of the MNIST IDX files (default: %(default)s)")
+    ap.add_argument("--port", type=int, default=8191, help="port of the server the bench starts")
     ap.add_argument("--push-only", action="store_true", help="stop after the push steps (repeat runs for a median)")
     args = ap.parse_args()
     global SERVER_PID
@@ -106,7 +119,7 @@ def main() -> None:
     if not (base.labelstudio_token and server.health(base.labelstudio_url)):
         import dataclasses
 
-        base = dataclasses.replace(base, labelstudio_url="http://127.0.0.1:8191",
+        base = dataclasses.replace(base, labelstudio_url=f"http://127.0.0.1:{args.port}",
                                    labelstudio_token=secrets.token_hex(16))
         mark()
         t0 = time.perf_counter()
@@ -115,11 +128,14 @@ def main() -> None:
         SERVER_PID = server.status(base)["pid"]
         log({"step": "server start", "seconds": round(time.perf_counter() - t0, 2)}, args.out)
     settings = base
-    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "n": args.n}
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "n": args.n,
+               # requests sent at once, and the server's processes when the bench started it
+               "parallel": settings.labelstudio_parallel or server.per_core(),
+               "server_workers": server.workers() if started else None}
     try:
         mark()
         t0 = time.perf_counter()
-        ingest_idx(MNIST / "t10k-images-idx3-ubyte.gz", MNIST / "t10k-labels-idx1-ubyte.gz",
+        ingest_idx(args.mnist / "t10k-images-idx3-ubyte.gz", args.mnist / "t10k-labels-idx1-ubyte.gz",
                    dataset="mnist-t10k", split="test", settings=settings)
         log({"step": "ingest", "seconds": round(time.perf_counter() - t0, 2), **machine}, args.out)
         rng = np.random.default_rng(0)

@@ -90,11 +90,12 @@ FULL_PAGE = 5000
 
 
 def _everything(client: Client, project_id: int, filters: list[dict] | None = None,
-                conjunction: str = "and") -> list[dict]:
+                conjunction: str = "and", expected: int | None = None) -> list[dict]:
     """Every task (or those ``filters`` select) with its annotations, page by page (the export's
-    content, without its single, unbounded request and at a fifth of its cost)."""
+    content, without its single, unbounded request and at a fifth of its cost); with ``expected``
+    (about how many), the pages at once, one per server process."""
     return client.tasks(project_id, FULL_FIELDS, page_size=FULL_PAGE, filters=filters, conjunction=conjunction,
-                        annotations=True)
+                        annotations=True, expected=expected)
 
 
 def _details(client: Client, project_id: int, task_ids: list[int], batch: int = 500) -> list[dict]:
@@ -143,12 +144,15 @@ def _changed_since(client: Client, project_id: int, cursor, links: dict, live_by
     answers = int(proj.get("total_annotations_number") or 0) + int(proj.get("skipped_annotations_number") or 0)
     if not links or int(proj.get("task_number") or 0) != len(links):
         return None
+    # how many tasks the selection holds, about: at most one per new answer (edits add none: a
+    # listing larger than that is read at once from its second round of pages)
+    expected = min(len(links), max(0, answers - sum(len(v) for v in live_by_task.values())))
     if cursor is None:  # never pulled: an untouched task is one without answers (the same sum proves it)
-        since = _everything(client, project_id, ANSWERED, conjunction="or")
+        since = _everything(client, project_id, ANSWERED, conjunction="or", expected=expected)
     else:
         since = _everything(client, project_id, [{
             "filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime",
-            "value": cursor.strftime(DM_TIME)}])
+            "value": cursor.strftime(DM_TIME)}], expected=expected)
     gained = 0
     for task in since:
         tid = int(task["id"])
@@ -213,7 +217,7 @@ def _pull(settings, project: str, client: Client | None) -> PullReport:
         if quick is not None:
             listing = quick
         else:  # cheap: ids, update times and annotation counts of every task
-            listing = client.tasks(pid, LIST_FIELDS)
+            listing = client.tasks(pid, LIST_FIELDS, expected=len(links))
     except NotOnServer:
         raise LabelStudioError(
             f"project {project!r} (id {pid}) no longer exists on {client.url} (deleted on the server); "

@@ -13,6 +13,11 @@ secret key, so it is private to its user: created 0700 (an existing one is
 tightened), and the server and everything curator writes there run under
 umask 077 (files 0600, folders 0700); the server runs as the same user.
 
+It serves with gunicorn, ``workers()`` processes (Label Studio's request handling
+is Python under one GIL per process, so one process is one core), after Label Studio's
+own start-up steps (``lsserver/launch.py``); without gunicorn in ``.venv-ls`` it falls
+back to Label Studio's ``runserver`` (one process) and says so.
+
 The process runs in its own session (process group); ``stop`` ends that group
 and nothing else. A pid file in the data folder lets ``status``/``stop`` find
 it from another shell.
@@ -44,6 +49,38 @@ PASSWORD_ENV = "CURATOR_LABELSTUDIO_PASSWORD"
 _SHADOWING = ("HOST", "PORT", "USERNAME", "PASSWORD", "DJANGO_DB", "DATABASE_URL")
 
 
+#: Run by Label Studio's interpreter: ``label-studio start``'s setup, then gunicorn (lsserver/).
+LAUNCHER = Path(__file__).resolve().parent / "lsserver" / "launch.py"
+WORKERS_ENV = "CURATOR_LABELSTUDIO_WORKERS"
+#: Threads per worker process: enough that requests waiting on I/O (a webhook posted inside an
+#: annotation request, an ML backend's predict) do not hold a worker; CPU work is one per process.
+THREADS = 4
+
+
+def workers() -> int:
+    """Worker processes: one per usable core (the server's work is CPU in Python, one GIL each).
+
+    At least 2 (so that a slow request never blocks the UI), at most 8 (each worker holds
+    ~270 MB of Label Studio); ``CURATOR_LABELSTUDIO_WORKERS`` overrides.
+    """
+    raw = os.environ.get(WORKERS_ENV)
+    if raw:
+        try:
+            n = int(raw)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValidationError(f"{WORKERS_ENV}={raw!r}: give a whole number of worker processes, 1 or more")
+        return n
+    return per_core()
+
+
+def per_core() -> int:
+    """One per usable core of this machine, at least 2, at most 8: the server's processes, and
+    the requests curator sends at once to a server started here (``labelstudio_parallel`` 0)."""
+    return max(2, min(8, len(os.sched_getaffinity(0))))
+
+
 def venv_dir() -> Path:
     return Path(os.environ.get("CURATOR_LABELSTUDIO_VENV", DEFAULT_VENV))
 
@@ -62,13 +99,13 @@ def ensure_installed(venv: Path | None = None, echo=print) -> Path:
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run(
-            [str(venv / "bin" / "pip"), "install", "-q", f"label-studio=={LS_VERSION}"], check=True
+            [str(venv / "bin" / "pip"), "install", "-q", f"label-studio=={LS_VERSION}", "gunicorn"], check=True
         )
     except subprocess.CalledProcessError as exc:
         raise LabelStudioError(
             f"installing label-studio into {venv} failed ({exc}); check access to the package "
             f"registry, or install it by hand: python3 -m venv {venv} && "
-            f"{venv}/bin/pip install label-studio=={LS_VERSION}"
+            f"{venv}/bin/pip install label-studio=={LS_VERSION} gunicorn"
         ) from None
     return exe
 
@@ -225,6 +262,9 @@ def start(settings, *, timeout: float = 240.0, echo=print, install: bool = True)
     exe = ensure_installed(echo=echo) if install else executable()
     if not exe.exists():
         raise LabelStudioError(f"{exe} is missing; run: curator labelstudio up (it installs it)")
+    if not (exe.parent / "gunicorn").exists():
+        echo(f"gunicorn is not installed in {exe.parent.parent}: Label Studio runs as ONE process "
+             f"(Django runserver); for several: {exe.parent / 'pip'} install gunicorn")
     from curator.settings import PRIVATE_UMASK, private_umask
 
     data = private_data_dir(settings)
@@ -236,7 +276,7 @@ def start(settings, *, timeout: float = 240.0, echo=print, install: bool = True)
             _set_credentials(exe, server_env(settings, data, user, password), data, log)
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [str(exe), "start", "--no-browser", "--internal-host", host, "--port", str(port)],
+                [str(exe.parent / "python"), str(LAUNCHER), host, str(port), str(workers()), str(THREADS)],
                 env=server_env(settings, data, user, password),
                 stdout=out,
                 stderr=subprocess.STDOUT,
