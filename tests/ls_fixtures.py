@@ -155,3 +155,23 @@ def screenshot_task(settings: Settings, project_id: int, view_id: int, task_id: 
         finally:
             browser.close()
     return out
+
+
+#: A stand-in for Label Studio's executables (`label-studio`, its `python`): answers /health on the
+#: port it is given and writes a database file as Label Studio does; format with ``python=sys.executable``.
+FAKE_LABEL_STUDIO = """#!{python}
+import http.server, os, sys
+data = os.environ["LABEL_STUDIO_BASE_DATA_DIR"]
+with open(os.path.join(data, "label_studio.sqlite3"), "w") as fh:
+    fh.write("token " + os.environ["LABEL_STUDIO_USER_TOKEN"])
+os.makedirs(os.path.join(data, "media", "upload"), exist_ok=True)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+# `label-studio start ... --port P`, or Label Studio's python running curator's launcher: launch.py HOST P ...
+port = int(sys.argv[sys.argv.index("--port") + 1] if "--port" in sys.argv else sys.argv[3])
+http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
+"""

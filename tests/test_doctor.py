@@ -28,6 +28,7 @@ from curator.store.session import transaction
 
 from badinput import run
 from conftest import ROOT, SAMPLE
+from ls_fixtures import FAKE_LABEL_STUDIO
 
 SMALL = SAMPLE / "test-images-idx3-ubyte.gz"  # 2,007 images
 
@@ -264,24 +265,6 @@ def test_workspace_is_private_to_its_user(tmp_path):
     old.workspace.chmod(0o755)
     assert curator(old, "datasets", umask=0o022).returncode == 0
     assert stat.S_IMODE(old.workspace.stat().st_mode) == 0o700
-
-
-FAKE_LABEL_STUDIO = """#!{python}
-import http.server, os, sys
-data = os.environ["LABEL_STUDIO_BASE_DATA_DIR"]
-with open(os.path.join(data, "label_studio.sqlite3"), "w") as fh:
-    fh.write("token " + os.environ["LABEL_STUDIO_USER_TOKEN"])
-os.makedirs(os.path.join(data, "media", "upload"), exist_ok=True)
-class Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-# `label-studio start ... --port P`, or Label Studio's python running curator's launcher: launch.py HOST P ...
-port = int(sys.argv[sys.argv.index("--port") + 1] if "--port" in sys.argv else sys.argv[3])
-http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
-"""
 
 
 def test_label_studio_data_folder_is_private(tmp_path, monkeypatch):

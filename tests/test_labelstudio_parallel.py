@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import unavailable
 
 from curator.integrations.labelstudio import client as client_mod
 from curator.integrations.labelstudio import push as push_mod
@@ -40,7 +41,8 @@ def _group(pgid: int) -> dict[int, tuple[int, float]]:
 def _own_server(ls_server) -> int:
     pid = server.status(ls_server)["pid"]
     if pid is None:
-        pytest.skip("the session's server was not started by curator (CURATOR_TEST_LS_URL)")
+        unavailable("the session's server was not started by curator (CURATOR_TEST_LS_URL is set): "
+                    "unset it to test the server curator starts")
     return pid
 
 
@@ -68,28 +70,15 @@ def test_up_serves_with_one_process_per_core_and_spreads_requests(annotated_proj
     assert len(busy) >= 2, f"only {busy} of {sorted(workers)} used CPU for 48 requests sent 16 at a time"
 
 
-FAKE = """#!{python}
-import http.server, os, sys
-class Health(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200)
-        self.end_headers()
-    def log_message(self, *args):
-        pass
-port = int(sys.argv[sys.argv.index("--port") + 1] if "--port" in sys.argv else sys.argv[3])
-http.server.HTTPServer(("127.0.0.1", port), Health).serve_forever()
-"""
-
-
 def test_up_without_gunicorn_says_the_server_is_one_process(tmp_path, monkeypatch):
     """A `.venv-ls` from before (no gunicorn): `up` still starts, and says why it is one process."""
     from curator.settings import Settings
-    from ls_fixtures import _free_port
+    from ls_fixtures import FAKE_LABEL_STUDIO, _free_port
 
     bin_dir = tmp_path / "venv" / "bin"
     bin_dir.mkdir(parents=True)
     for name in ("label-studio", "python"):
-        (bin_dir / name).write_text(FAKE.format(python=sys.executable))
+        (bin_dir / name).write_text(FAKE_LABEL_STUDIO.format(python=sys.executable))
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("CURATOR_LABELSTUDIO_VENV", str(tmp_path / "venv"))
     settings = Settings(workspace=tmp_path / "ws", labelstudio_url=f"http://127.0.0.1:{_free_port()}",
