@@ -1047,10 +1047,13 @@ def grey_thresholds(p, i, j, s, synthetic: dict, threshold: float):
 
 def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=None, scores=None,
                 k: int = DEFAULT_K, embeddings=None, seed: int = 0, progress: bool = True,
-                chroma_tolerance: float | None = None, workers: int = 1):
+                chroma_tolerance: float | None = None, workers: int = 1, record: dict | None = None):
     """Groups of copies among ``images`` (a sequence of uint8 arrays), representative first, as
     ``curator.dedup.find_duplicates`` returns them, and an info dict (method, threshold, calibration,
-    pairs verified, pairs per second). ``threshold`` None: calibrated on the pool (``calibrate``)."""
+    pairs verified, pairs per second). ``threshold`` None: calibrated on the pool (``calibrate``).
+    ``record``: a dict filled with what the groups were made from (candidate pairs ``i``/``j``, the raw
+    score ``table``, the chosen score ``s``, ``colour``, ``keep``, the rows' ``row_chroma``, the
+    ``synthetic`` copies), so a benchmark can re-group offline without scoring again."""
     from curator import coldstart
     from curator.dedup import check_threshold, find_duplicates
 
@@ -1110,6 +1113,9 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
     keep = (s >= pair_t) & (chroma_distance(p, i, j) <= tol)
     if calibration is not None:
         keep &= colour <= calibration["colour_tolerance"]
+    if record is not None:
+        record.update(i=i, j=j, table=table if calibrating else s, s=s, colour=colour, keep=keep, pair_t=pair_t,
+                      row_chroma=np.asarray(p.chroma), synthetic=synthetic)
     groups, info = find_duplicates(E, threshold, hashes=hashes, labeled=labeled, scores=scores, seed=seed,
                                    return_info=True, pairs=(i[keep], j[keep]))
     info.update(method=METHOD, calibration=calibration, chroma_tolerance=float(tol), candidate_pairs=int(len(i)),

@@ -123,6 +123,18 @@ def score_dedup(groups, uris, images: Path) -> dict:
     return out
 
 
+def save_record(rec: dict, uris, info: dict, stem: Path) -> None:
+    """What the verified groups were made from (``find_copies(record=)``), as ``stem``.npz + .json, for
+    ``regroup_record.py``: every step after the scoring is array work, re-run offline without scoring."""
+    syn = rec.pop("synthetic") or {}
+    np.savez(str(stem) + ".npz", uris=np.array(uris), **{k: np.asarray(v) for k, v in rec.items()},
+             **{f"syn_{k}": np.asarray(v) for k, v in syn.items() if k != "floor"})
+    with open(str(stem) + ".json", "w") as fh:
+        json.dump({"calibration": info.get("calibration"), "threshold": info.get("threshold"),
+                   "floor": syn.get("floor"), "chroma_tolerance": info.get("chroma_tolerance")}, fh, indent=1,
+                  default=float)
+
+
 def verified_dedup(settings, ids, sha, C, a, work: Path):
     """``curator.copyverify.find_copies`` on the samples' image files (read when needed: ``ImageFiles``),
     candidates from the stored cold-start vectors ``C``; ``--verify-workers`` processes score the pairs (the
@@ -163,12 +175,14 @@ def verified_dedup(settings, ids, sha, C, a, work: Path):
     copyverify.pair_score, copyverify.candidates = counted, candidates
     thread = threading.Thread(target=beat, daemon=True)
     thread.start()
+    rec = {}
     try:
         groups, info = copyverify.find_copies(copyverify.ImageFiles(uris), hashes=sha, embeddings=C, seed=a.seed,
-                                              progress=True, workers=a.verify_workers)
+                                              progress=True, workers=a.verify_workers, record=rec)
     finally:
         stop.set()
         copyverify.pair_score, copyverify.candidates = score, cands
+    save_record(rec, uris, info, work / f"verify_record_{a.first or a.n}")
     cal = info.get("calibration") or {}
     keep = ("threshold", "candidate_pairs", "verified_pairs", "verify_wall_s", "verify_cpu_s", "pairs_per_cpu_s",
             "chroma_tolerance", "grid_floor", "groups", "duplicates")
