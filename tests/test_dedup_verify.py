@@ -66,7 +66,14 @@ def test_procedural_copies_grouped_recolours_and_look_alikes_not(tmp_path):
     original; look-alikes and recoloured twins (a red and a blue car) do not; the calibrated threshold
     is recorded and lies between the synthetic copies and the distinct neighbours."""
     rows, images = _procedural(tmp_path, n=48, copies=0.15, lookalikes=0.15, recolours=0.15)
-    groups, info = copyverify.find_copies(images, progress=False)
+    rec = {}
+    groups, info = copyverify.find_copies(images, progress=False, record=rec)
+    # the record is what the groups were made from: the choice of score re-run on it gives the same pairs
+    again, s = copyverify.calibrate_score(rec["synthetic"], len(images), (rec["i"], rec["j"]),
+                                          np.where((rec["colour"] > info["calibration"]["colour_tolerance"])[:, None],
+                                                   -1.0, rec["table"]))
+    assert again["score"] == info["calibration"]["score"] and np.allclose(s, rec["s"])
+    assert rec["keep"].sum() == info["verified_pairs"] and np.all(rec["s"][rec["keep"]] >= rec["pair_t"][rec["keep"]])
     gid = np.full(len(rows), -1)
     for g, grp in enumerate(groups):
         gid[grp] = g
