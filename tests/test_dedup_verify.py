@@ -310,3 +310,32 @@ def test_pairs_of_grey_images_get_the_grey_rows_own_threshold_never_a_looser_one
     # all colour (or all grey): one threshold
     t1, info1 = copyverify.grey_thresholds(SimpleNamespace(chroma=np.zeros((n, 3))), i, j, scores, synthetic, 0.9)
     assert info1 is None and (t1 == 0.9).all()
+
+
+def test_coarse_grid_and_correlation_agree_with_their_plain_forms():
+    """The fast forms (grid search as one matrix product, NCC from sums) give what OpenCV's
+    matchTemplate and the explicit residual images give: the same map, scores within float error."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    imgs = [np.clip(rng.normal(0.5, 0.2, (40, 40, 3)), 0, 1).astype(np.float32) for _ in range(6)]
+    imgs += [cv2.GaussianBlur(imgs[0], (0, 0), 1.5)]
+    p = copyverify.Prepared(imgs)
+    g, m = copyverify.GRID_SIDE, copyverify.GRID_MARGIN
+    for a, b in [(0, 6), (1, 2), (3, 3)]:
+        best, W0 = copyverify.grid_best(p, a, b)
+        want = -2.0
+        for M in copyverify._grid_maps():
+            warped = cv2.warpAffine(p.grid[a], M, (g, g), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            want = max(want, cv2.minMaxLoc(cv2.matchTemplate(p.grid[b], warped[m:g - m, m:g - m],
+                                                             cv2.TM_CCOEFF_NORMED))[1])
+        assert abs(best - want) < 1e-3
+        x, y = p.full[a], p.full[b]
+        mask = np.zeros(x.shape[:2], bool)
+        mask[3:30, 5:38] = True
+        D = copyverify._plane_basis(*x.shape[:2])
+        assert abs(copyverify._ncc(x, y) - copyverify._ncc_explicit(x.reshape(-1, 3), y.reshape(-1, 3), D)) < 1e-6
+        yy, xx = np.nonzero(mask)
+        Dm = np.stack([np.ones(len(yy)), (xx - 20) / 40, (yy - 20) / 40], 1)
+        assert abs(copyverify._ncc(x, y, mask) - copyverify._ncc_explicit(x[mask], y[mask], Dm)) < 1e-6
+    assert copyverify.grid_best(p, 3, 3)[0] > 0.98  # itself, at the nearest grid scale (1.03)
