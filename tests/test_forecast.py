@@ -117,3 +117,22 @@ def test_test_set_noise_widens_the_band_and_bad_options_are_refused():
         fit_curve(n, err, shapes=("cubic",))
     with pytest.raises(ValidationError, match="shape"):
         fit_curve(n, err, shapes=())
+
+
+def test_bounded_fit_recovers_a_sigmoid_crossing_from_near_chance_points():
+    """Six rounds near chance (8 classes): the sigmoid in log n that starts at chance finds the crossing."""
+    chance, n0, b = 1 - 1 / 8, 600.0, 1.5
+    n = np.array([16, 56, 96, 136, 176, 216], dtype=float)
+    truth = ((chance / 0.5) - 1) ** (1 / b) * n0  # labels to 50 % error
+    for seed in range(3):
+        e = chance / (1 + (n / n0) ** b) * (1 + np.random.default_rng(seed).normal(0, 0.003, len(n)))
+        curve = fit_curve(n, e, shapes=("sigmoid", "sigmoid_floor"), chance=chance)
+        assert curve.kind == "sigmoid" and abs(curve.labels_for(0.5) / truth - 1) < 0.1
+        assert curve(curve.labels_for(0.5)) == pytest.approx(0.5, rel=1e-6)
+        assert curve(1.0) <= chance and truth < curve.payoff_limit() < float("inf")
+        assert "/ (1 + (n /" in curve.formula()
+
+
+def test_bounded_fit_needs_the_chance_error():
+    with pytest.raises(ValidationError, match="chance"):
+        fit_curve([16, 56, 96, 136], [0.86, 0.84, 0.83, 0.81], shapes=("sigmoid",))
