@@ -43,7 +43,7 @@ def groups_of(n: int, i, j) -> list[np.ndarray]:
 
 
 def regroup(d: dict, calibration: dict, s: np.ndarray, *, threshold: float | None = None) -> tuple[dict, np.ndarray]:
-    """(truth scores of the groups, keep mask) at ``calibration``'s threshold (or ``threshold``), with the grey
+    """The keep mask of the pairs at ``calibration``'s threshold (or ``threshold``), with the grey
     rows' own threshold, the chroma and the local colour checks as ``find_copies`` applies them."""
     from types import SimpleNamespace
 
@@ -77,7 +77,6 @@ def main():
     d = load(args.record)
     n, uris = len(d["uris"]), [str(u) for u in d["uris"]]
     cal, s = cv.calibrate_score(d["synthetic"], n, (d["i"], d["j"]), d["table"])
-    cal["colour_tolerance"] = cal.get("colour_tolerance", 0.0)
     runs = [("calibrated", None)] + [(f"fixed {t}", t) for t in args.fixed]
     for name, t in runs:
         keep = regroup(d, cal, s, threshold=t)
