@@ -489,10 +489,69 @@ def grid_best(p: Prepared, i: int, j: int):
     return float(r[s, t]), W0
 
 
+#: The pattern search (``_refine``): first steps (degrees, log of each axis' scale, pixels at ECC_SIDE), and
+#: the most correlations it computes; it stops when the angle step falls below ``REFINE_MIN_ANGLE``.
+REFINE_STEPS = (2.0, 0.03, 0.03, 1.0, 1.0)
+REFINE_EVALS = 60
+REFINE_MIN_ANGLE = 0.1
+
+
+def _masked_corr(a, b, W, side: int) -> float:
+    """Correlation of ``a`` warped by ``W`` and ``b`` over the pixels the warp covers (-1 below half)."""
+    w = _cv2().warpAffine(a, W, (side, side), flags=_cv2().INTER_LINEAR, borderValue=np.nan)
+    m = np.isfinite(w)
+    if m.sum() < 0.5 * side * side:
+        return -1.0
+    x, y = w[m].astype(np.float64), b[m].astype(np.float64)
+    x -= x.mean()
+    y -= y.mean()
+    den = np.sqrt((x * x).sum() * (y * y).sum())
+    return float((x * y).sum() / den) if den > 1e-12 else -1.0
+
+
+def _map(q, side: int) -> np.ndarray:
+    """The affine map of (angle in degrees, log x scale, log y scale, x shift, y shift) about the centre."""
+    c, s = np.cos(np.radians(q[0])), np.sin(np.radians(q[0]))
+    A = np.array([[c, -s], [s, c]]) @ np.diag(np.exp(q[1:3]))
+    centre = np.array([side / 2, side / 2])
+    return np.hstack([A, (centre - A @ centre + q[3:5])[:, None]]).astype(np.float32)
+
+
+def _refine(a, b, W0, side: int) -> np.ndarray:
+    """``W0`` refined by a pattern (compass) search over rotation, the two axes' scales and the shift,
+    maximising the correlation of ``a`` warped onto ``b``: each parameter stepped both ways in turn, a
+    better value kept, all steps halved when none is. Why not ECC alone: on smooth images (shapes on
+    gradients) its Gauss-Newton steps diverge or stop (own-data 10k: 14 of 16 rotated copies below 0.97
+    had no ECC map in range, while the exact rotation scores 0.999); the search only ever climbs."""
+    A = W0[:, :2].astype(np.float64)
+    centre = np.array([side / 2, side / 2])
+    scale = np.log(np.sqrt(abs(np.linalg.det(A))) or 1.0)
+    q = np.array([np.degrees(np.arctan2(A[1, 0], A[0, 0])), scale, scale, *(W0[:, 2] - (centre - A @ centre))])
+    step = np.array(REFINE_STEPS, np.float64)
+    f, evals = _masked_corr(a, b, _map(q, side), side), 1
+    while evals < REFINE_EVALS and step[0] >= REFINE_MIN_ANGLE:
+        for k in range(len(q)):
+            r = q.copy()
+            for sign in (1.0, -1.0):
+                r[k] = q[k] + sign * step[k]
+                g = _masked_corr(a, b, _map(r, side), side)
+                evals += 1
+                if g > f:
+                    q, f = r, g
+                    break
+            else:
+                continue
+            break
+        else:
+            step /= 2
+    return _map(q, side)
+
+
 def _align(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR) -> list:
     """Affine maps W (a's pixel -> b's pixel, b(W x) ~ a(x)) worth scoring: the best of a coarse grid
     (rotation x scale, each with the best shift by template matching at ``GRID_SIDE``), and its
-    refinement by ECC (``cv2.findTransformECC``, affine) when that converges inside the copy ranges."""
+    refinements, by ECC (``cv2.findTransformECC``, affine) and by a pattern search (``_refine``), each
+    kept when inside the copy ranges."""
     cv2 = _cv2()
     g = GRID_SIDE
     best, W0 = grid_best(p, i, j)
@@ -505,13 +564,15 @@ def _align(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR) -> list:
     W0[:, 2] *= p.side / g
     out = [W0]
     crit = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 1e-4)
+    refined = [_refine(lv[i], lv[j], We, esz)]
     try:
-        _, W = cv2.findTransformECC(lv[i], lv[j], We, cv2.MOTION_AFFINE, crit, None, 1)
+        refined.append(cv2.findTransformECC(lv[i], lv[j], We, cv2.MOTION_AFFINE, crit, None, 1)[1])
+    except cv2.error:
+        pass
+    for W in refined:
         W[:, 2] *= p.side / esz
         if _in_ranges(W, p.side):
             out.append(W)
-    except cv2.error:
-        pass
     return out
 
 
