@@ -489,36 +489,39 @@ def grid_best(p: Prepared, i: int, j: int):
     return float(r[s, t]), W0
 
 
-#: The pattern search (``_refine``): first steps (degrees, log of each axis' scale, pixels at ECC_SIDE), and
+#: The pattern search (``_refine``): first steps (degrees, log of each axis' scale, shear, pixels at ECC_SIDE), and
 #: the most correlations it computes; it stops when the angle step falls below ``REFINE_MIN_ANGLE``.
-REFINE_STEPS = (2.0, 0.03, 0.03, 1.0, 1.0)
+REFINE_STEPS = (2.0, 0.03, 0.03, 0.03, 1.0, 1.0)
 REFINE_EVALS = 60
 REFINE_MIN_ANGLE = 0.1
 
 
-def _masked_corr(a, b, W, side: int) -> float:
+def _masked_corr(a, b, W, side: int, cv2=None) -> float:
     """Correlation of ``a`` warped by ``W`` and ``b`` over the pixels the warp covers (-1 below half)."""
-    w = _cv2().warpAffine(a, W, (side, side), flags=_cv2().INTER_LINEAR, borderValue=np.nan)
+    cv2 = cv2 or _cv2()
+    w = cv2.warpAffine(a, W, (side, side), flags=cv2.INTER_LINEAR, borderValue=np.nan)
     m = np.isfinite(w)
-    if m.sum() < 0.5 * side * side:
+    n = int(m.sum())
+    if n < 0.5 * side * side:
         return -1.0
     x, y = w[m].astype(np.float64), b[m].astype(np.float64)
-    x -= x.mean()
-    y -= y.mean()
-    den = np.sqrt((x * x).sum() * (y * y).sum())
-    return float((x * y).sum() / den) if den > 1e-12 else -1.0
+    sx, sy = x.sum(), y.sum()
+    den = np.sqrt(max(x @ x - sx * sx / n, 0.0) * max(y @ y - sy * sy / n, 0.0))
+    return float((x @ y - sx * sy / n) / den) if den > 1e-12 else -1.0
 
 
 def _map(q, side: int) -> np.ndarray:
-    """The affine map of (angle in degrees, log x scale, log y scale, x shift, y shift) about the centre."""
+    """The affine map of (angle in degrees, log x scale, log y scale, shear, x shift, y shift) about the
+    centre: rotation times an upper-triangular matrix, every map of positive determinant (a rotation of a
+    squashed non-square image is a shear in the working square)."""
     c, s = np.cos(np.radians(q[0])), np.sin(np.radians(q[0]))
-    A = np.array([[c, -s], [s, c]]) @ np.diag(np.exp(q[1:3]))
+    A = np.array([[c, -s], [s, c]]) @ np.array([[np.exp(q[1]), q[3]], [0.0, np.exp(q[2])]])
     centre = np.array([side / 2, side / 2])
-    return np.hstack([A, (centre - A @ centre + q[3:5])[:, None]]).astype(np.float32)
+    return np.hstack([A, (centre - A @ centre + q[4:6])[:, None]]).astype(np.float32)
 
 
 def _refine(a, b, W0, side: int) -> np.ndarray:
-    """``W0`` refined by a pattern (compass) search over rotation, the two axes' scales and the shift,
+    """``W0`` refined by a pattern (compass) search over rotation, the two axes' scales, shear and shift,
     maximising the correlation of ``a`` warped onto ``b``: each parameter stepped both ways in turn, a
     better value kept, all steps halved when none is. Why not ECC alone: on smooth images (shapes on
     gradients) its Gauss-Newton steps diverge or stop (own-data 10k: 14 of 16 rotated copies below 0.97
@@ -526,23 +529,27 @@ def _refine(a, b, W0, side: int) -> np.ndarray:
     A = W0[:, :2].astype(np.float64)
     centre = np.array([side / 2, side / 2])
     scale = np.log(np.sqrt(abs(np.linalg.det(A))) or 1.0)
-    q = np.array([np.degrees(np.arctan2(A[1, 0], A[0, 0])), scale, scale, *(W0[:, 2] - (centre - A @ centre))])
+    q = np.array([np.degrees(np.arctan2(A[1, 0], A[0, 0])), scale, scale, 0.0, *(W0[:, 2] - (centre - A @ centre))])
     step = np.array(REFINE_STEPS, np.float64)
-    f, evals = _masked_corr(a, b, _map(q, side), side), 1
+    cv2 = _cv2()
+    f, evals = _masked_corr(a, b, _map(q, side), side, cv2), 1
     while evals < REFINE_EVALS and step[0] >= REFINE_MIN_ANGLE:
+        moved = False
         for k in range(len(q)):
-            r = q.copy()
             for sign in (1.0, -1.0):
-                r[k] = q[k] + sign * step[k]
-                g = _masked_corr(a, b, _map(r, side), side)
+                r = q.copy()
+                r[k] += sign * step[k]
+                g = _masked_corr(a, b, _map(r, side), side, cv2)
                 evals += 1
-                if g > f:
-                    q, f = r, g
+                while g > f:  # better: keep going that way
+                    q, f, moved = r, g, True
+                    r = q.copy()
+                    r[k] += sign * step[k]
+                    g = _masked_corr(a, b, _map(r, side), side, cv2)
+                    evals += 1
+                if moved:
                     break
-            else:
-                continue
-            break
-        else:
+        if not moved:
             step /= 2
     return _map(q, side)
 
