@@ -10,8 +10,9 @@ look-alikes (two plain "1"s) as close as a rotated copy (benchmarks/dedup_qualit
    fell outside their original's 10 nearest).
 2. **Verification** of each candidate pair (``pair_score``): the two images at a working size
    (native up to ``MAX_SIDE``), aligned on blurred luma by a coarse rotation x scale grid (shift by
-   template matching) refined by an affine ECC (``cv2.findTransformECC``) kept only inside the copy
-   ranges (rotation, scale, aspect, shift); pairs below the pool's coarse floor are not refined.
+   template matching) refined by an affine ECC (``cv2.findTransformECC``) and by a pattern search
+   (``_refine``: ECC diverges on smooth images), each kept only inside the copy ranges (rotation,
+   scale, aspect, shift); pairs below the pool's coarse floor are not refined.
    The score is the best normalised cross-correlation (channels stacked, each minus its
    own mean: invariant to brightness and contrast, not to a change of hue) of the identity and of
    each image **re-sampled into the other's frame**: a rotated or zoomed copy was itself re-sampled
