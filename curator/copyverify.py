@@ -60,16 +60,16 @@ PREPARE_CHUNK = 1024
 VERIFY_BYTES_PER_SAMPLE = 400
 #: Largest pool ``curator dedup --verify`` verifies: what fits ``VERIFY_MAX_BYTES`` at
 #: ``VERIFY_BYTES_PER_SAMPLE`` beside the cache and the held-pool budget (~3.7M samples). Memory no
-#: longer bounds it (the images are streamed); time does: ~2-3 ms of CPU a candidate pair (three blurs,
-#: colour), ~8 pairs a sample, plus reading each file three times: ~25-30 CPU s a thousand samples (100k:
-#: ~50 CPU min). Beyond it, cosine on the embedding.
+#: longer bounds it (the images are streamed); time does: ~5 ms of CPU a candidate pair (three blurs,
+#: colour, two refinements), ~8 pairs a sample, plus reading each file three times: ~50 CPU s a thousand
+#: samples (100k: ~80 CPU min). Beyond it, cosine on the embedding.
 VERIFY_MAX_BYTES = 2 << 30
 VERIFY_MAX_SAMPLES = (VERIFY_MAX_BYTES - VERIFY_CACHE_BYTES - VERIFY_MEMORY_BYTES) // VERIFY_BYTES_PER_SAMPLE
 #: Largest pool ``curator dedup`` verifies when not asked (``--verify`` goes up to ``VERIFY_MAX_SAMPLES``):
-#: a time bound, not a memory one: with three blurs and the colour check ~25-30 CPU s a thousand images
-#: (own-data 10k: 287 CPU s for the whole step), so 30,000 take ~12-15 CPU minutes, the longest a default
+#: a time bound, not a memory one: with three blurs, the colour check and two refinements ~50 CPU s a thousand
+#: images (own-data 10k: 501 CPU s for the whole step), so 20,000 take ~15-17 CPU minutes, the longest a default
 #: command should run unannounced. Larger pools get cosine unless the user opts in.
-VERIFY_AUTO_SAMPLES = 30_000
+VERIFY_AUTO_SAMPLES = 20_000
 #: Candidate neighbours per sample (the brief's cost bound: k <= 10).
 DEFAULT_K = 8
 #: Extra candidate queries rotated by +- this many degrees, ROTATED_K neighbours each.

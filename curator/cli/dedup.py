@@ -104,7 +104,7 @@ def _uris(settings, sample_ids) -> list[str]:
 @click.option("--verify/--no-verify", "verify", default=None,
               help="Verify each candidate pair on the images (alignment + correlation, curator.copyverify) with a "
                    "threshold calibrated on the pool. Default: on with the cold-start embedding for pools of 30 to "
-                   "30,000 images (copyverify.VERIFY_AUTO_SAMPLES; ~25-30 CPU s a thousand images), off otherwise "
+                   "20,000 images (copyverify.VERIFY_AUTO_SAMPLES; ~50 CPU s a thousand images), off otherwise "
                    "(embedding cosine only). --verify goes up to millions (the images are read from their files).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the calibration's samples and synthetic copies (--self-supervised, --verify).")
