@@ -734,11 +734,49 @@ def _rotated(images, angle: float):
     return out
 
 
-def _embed(images, angles=(0.0,), *, spill: bool | None = None) -> list[np.ndarray]:
+class _SpilledRows:
+    """(n, d) float32 rows appended once to an unlinked scratch file and read back by slices (``os.pread``):
+    not memory-mapped, so neither writing them nor reading a chunk leaves their pages in the process's
+    RSS (a memory map's stay there as long as it is mapped: 147 MiB a set of rotated thumbnails at 100k)."""
+
+    def __init__(self, n: int, d: int):
+        import tempfile
+
+        self._file = tempfile.TemporaryFile(prefix="curator-verify-")
+        self.shape, self.dtype = (int(n), int(d)), np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def append(self, rows) -> None:
+        self._file.write(np.ascontiguousarray(rows, np.float32).tobytes())
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        import os
+
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise IndexError("_SpilledRows reads contiguous slices")
+        self._file.flush()
+        row = self.shape[1] * 4
+        buf = os.pread(self._file.fileno(), max(0, stop - start) * row, start * row)
+        return np.frombuffer(bytearray(buf), np.float32).reshape(-1, self.shape[1])
+
+    def __array__(self, dtype=None, copy=None):
+        a = self[0:len(self)]
+        return a if dtype is None else a.astype(dtype)
+
+
+#: Rows of a spilled query set searched at once (``candidates``): 16,384 x 384 float32 is 24 MiB.
+QUERY_CHUNK = 16_384
+
+
+def _embed(images, angles=(0.0,), *, spill: bool | None = None, mapped: bool = True) -> list:
     """Cold-start thumbnails of ``images`` rotated by each of ``angles`` (0: upright), one pass over the
     images a chunk at a time: the rotated copies of a whole pool are never held, and files are read once.
     ``spill`` (default: for ``ImageFiles``, or beyond a quarter of ``VERIFY_MEMORY_BYTES``): written into
-    memory maps of unlinked scratch files (n x 384 float32 is 147 MiB at 100k) and searched from there."""
+    memory maps of unlinked scratch files (n x 384 float32 is 147 MiB at 100k) and searched from there;
+    with ``mapped`` False into ``_SpilledRows`` instead, for sets only read by chunks (the queries)."""
     import tempfile
 
     from curator import coldstart
@@ -746,18 +784,26 @@ def _embed(images, angles=(0.0,), *, spill: bool | None = None) -> list[np.ndarr
     n, d = len(images), coldstart.dim(coldstart.THUMB_SIDE)
     if spill is None:
         spill = isinstance(images, ImageFiles) or n * d * 4 * len(angles) > VERIFY_MEMORY_BYTES // 4
-    out = [np.memmap(tempfile.TemporaryFile(prefix="curator-verify-"), np.float32, "w+", shape=(n, d))
-           if spill and n else np.empty((n, d), np.float32) for _ in angles]
+    if spill and n and not mapped:
+        out = [_SpilledRows(n, d) for _ in angles]
+    else:
+        out = [np.memmap(tempfile.TemporaryFile(prefix="curator-verify-"), np.float32, "w+", shape=(n, d))
+               if spill and n else np.empty((n, d), np.float32) for _ in angles]
     for s, imgs in _chunks(images):
         for o, angle in zip(out, angles):
-            o[s:s + len(imgs)] = coldstart.embed_images(_rotated(imgs, angle) if angle else imgs)
+            rows = coldstart.embed_images(_rotated(imgs, angle) if angle else imgs)
+            if isinstance(o, _SpilledRows):
+                o.append(rows)
+            else:
+                o[s:s + len(imgs)] = rows
     return out
 
 
 def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: float = QUERY_ANGLE):
     """Unique candidate pairs (i < j): each row's ``k`` nearest thumbnail rows, queried upright and
-    rotated by +-``query_angle``. ``embeddings``: the pool's thumbnails when already computed."""
-    from curator import coldstart, index
+    rotated by +-``query_angle``. ``embeddings``: the pool's thumbnails when already computed. The index is
+    built once; spilled query sets are searched ``QUERY_CHUNK`` rows at a time."""
+    from curator import index
 
     E = _embed(images)[0] if embeddings is None else np.asarray(embeddings, np.float32)
     n = len(E)
@@ -765,9 +811,14 @@ def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: floa
     if k < 1:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     pairs = []
-    queries = [E] + (_embed(images, (-query_angle, query_angle)) if query_angle else [])
+    queries = [E] + (_embed(images, (-query_angle, query_angle), mapped=False) if query_angle else [])
+    search = index.searcher(E)
     for q, Q in enumerate(queries):
-        _, nb = index.search(E, Q, (k if q == 0 else min(k, ROTATED_K)) + 1)
+        kq = (k if q == 0 else min(k, ROTATED_K)) + 1
+        if isinstance(Q, _SpilledRows):
+            nb = np.concatenate([search(Q[s:s + QUERY_CHUNK], kq)[1] for s in range(0, n, QUERY_CHUNK)])
+        else:
+            nb = search(Q, kq)[1]
         rows = np.repeat(np.arange(n), nb.shape[1])
         pairs.append(np.stack([rows, nb.ravel()], 1))
     pr = np.concatenate(pairs)

@@ -176,6 +176,21 @@ def search(
     return index.search(as_float32(queries), k)
 
 
+def searcher(base: np.ndarray, *, exact: bool | None = None):
+    """``search`` against one ``base`` for several query sets or chunks of one: a function ``(queries, k)
+    -> (similarities, positions)`` giving what ``search(base, queries, k)`` gives, the index built once.
+    Why: queries read a chunk at a time (``curator.copyverify``'s rotated thumbnails, spilled to a file)
+    would otherwise rebuild, and an IVF re-train, the index per chunk."""
+    if is_streamed(len(base)) and not exact:
+        return lambda queries, k: search(base, queries, k, exact=exact)
+    index = build_index(base, exact=exact)
+
+    def run(queries, k: int):
+        return index.search(as_float32(queries), min(int(k), len(base)))
+
+    return run
+
+
 def _flat_knn_chunks(base, queries, k: int):
     """Exact kNN of a streamed query set (read by chunks, normalised as read) in a small base:
     one matrix product per block of queries into a reused buffer, then the ``k`` largest of each

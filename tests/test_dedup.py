@@ -318,3 +318,25 @@ def test_stored_prepared_reads_back_what_prepared_holds(tmp_path, monkeypatch):
     # thumbnails (upright and rotated) spilled to scratch memory maps: the same rows as held
     spilled, held_e = (copyverify._embed(lazy, (0.0, 7.0), spill=v) for v in (True, False))
     assert isinstance(spilled[1], np.memmap) and all(np.array_equal(a, b) for a, b in zip(spilled, held_e))
+
+
+def test_candidates_from_spilled_queries_read_by_chunks_are_the_held_ones(monkeypatch):
+    """Rotated query thumbnails spilled to a scratch file (``_SpilledRows``: not mapped, so the pool's
+    queries never sit in RSS) and searched a few rows at a time give the candidate pairs the held queries
+    give; the rows read back are the ones written."""
+    from curator import copyverify
+    from test_dedup_verify import _digits
+
+    X, _ = _digits(60)
+    images = list(X) + [np.rot90(X[3]).copy(), X[5][2:, :].copy()]
+    held = copyverify.candidates(images, 4)
+    rows = copyverify._embed(images, (7.0,), spill=True, mapped=False)[0]
+    assert isinstance(rows, copyverify._SpilledRows) and not isinstance(rows, np.ndarray)
+    np.testing.assert_array_equal(np.asarray(rows), copyverify._embed(images, (7.0,), spill=False)[0])
+    np.testing.assert_array_equal(rows[5:9], np.asarray(rows)[5:9])
+    monkeypatch.setattr(copyverify, "VERIFY_MEMORY_BYTES", 0)  # spill every set
+    monkeypatch.setattr(copyverify, "QUERY_CHUNK", 7)  # 62 rows: 9 chunks, the last short
+    chunked = copyverify.candidates(images, 4)
+    assert len(held[0]) > len(images)
+    np.testing.assert_array_equal(chunked[0], held[0])
+    np.testing.assert_array_equal(chunked[1], held[1])
