@@ -524,7 +524,7 @@ def _map(q, side: int) -> np.ndarray:
 def _refine(a, b, W0, side: int) -> np.ndarray:
     """``W0`` refined by a pattern (compass) search over rotation, the two axes' scales, shear and shift,
     maximising the correlation of ``a`` warped onto ``b``: each parameter stepped both ways in turn, a
-    better value kept, all steps halved when none is. Why not ECC alone: on smooth images (shapes on
+    better value kept and followed while it improves, all steps halved when none does. Why not ECC alone: on smooth images (shapes on
     gradients) its Gauss-Newton steps diverge or stop (own-data 10k: 14 of 16 rotated copies below 0.97
     had no ECC map in range, while the exact rotation scores 0.999); the search only ever climbs."""
     A = W0[:, :2].astype(np.float64)
