@@ -7,7 +7,8 @@ look-alikes (two plain "1"s) as close as a rotated copy (benchmarks/dedup_qualit
 1. **Candidates**: the ``k`` nearest rows of the cold-start thumbnail (``curator.coldstart``) by
    FAISS (``curator.index.search``), queried also with each image rotated by +-``QUERY_ANGLE``
    (the thumbnail is least tolerant of rotation: without it 9 % of 10-degree rotations of digits
-   fell outside their original's 10 nearest).
+   fell outside their original's 10 nearest) and cut to its centre (``QUERY_CROP``: crops of
+   textured pictures).
 2. **Verification** of each candidate pair (``pair_score``): the two images at a working size
    (native up to ``MAX_SIDE``), aligned on blurred luma by a coarse rotation x scale grid (shift by
    template matching) refined by an affine ECC (``cv2.findTransformECC``) and by a pattern search
@@ -75,6 +76,12 @@ DEFAULT_K = 8
 #: Extra candidate queries rotated by +- this many degrees, ROTATED_K neighbours each.
 QUERY_ANGLE = 7.0
 ROTATED_K = 3
+#: One more query set: each image's centre cut to this share of each side, ROTATED_K neighbours. Why: the
+#: thumbnail of a crop is a zoom of its original's, and on textured pictures (stripes, waves) a 5-15 %
+#: zoom moves every stripe, so a crop can fall far outside its original's nearest rows (own-data 10k: 11
+#: of 125 crop + colour + JPEG copies were no candidate, their thumbnail cosine 0.1-0.5); querying with
+#: the cut centre brings 4 of them in for 5 % more pairs (benchmarks/own_data README, run28).
+QUERY_CROP = 0.9
 #: Alignments a copy may need (beyond them the pair is scored without alignment): the copy
 #: ranges of issue 16 (rotation <= 10 deg, zoom 0.9-1.1, crops of 85 % a side) with a margin.
 MAX_ANGLE = 15.0
@@ -771,8 +778,27 @@ class _SpilledRows:
 QUERY_CHUNK = 16_384
 
 
+def _cropped(images, share: float):
+    out = []
+    for a in images:
+        a = np.asarray(a)
+        h, w = a.shape[:2]
+        ch, cw = max(1, round(h * share)), max(1, round(w * share))
+        y0, x0 = (h - ch) // 2, (w - cw) // 2
+        out.append(a[y0:y0 + ch, x0:x0 + cw])
+    return out
+
+
+def _view(images, view):
+    """``images`` seen as a query ``view``: an angle in degrees (0: upright), or ("crop", share of each side)."""
+    if isinstance(view, tuple):
+        return _cropped(images, view[1])
+    return _rotated(images, view) if view else images
+
+
 def _embed(images, angles=(0.0,), *, spill: bool | None = None, mapped: bool = True) -> list:
-    """Cold-start thumbnails of ``images`` rotated by each of ``angles`` (0: upright), one pass over the
+    """Cold-start thumbnails of ``images`` in each of the views ``angles`` (an angle, 0 upright, or a centre
+    crop: ``_view``), one pass over the
     images a chunk at a time: the rotated copies of a whole pool are never held, and files are read once.
     ``spill`` (default: for ``ImageFiles``, or beyond a quarter of ``VERIFY_MEMORY_BYTES``): written into
     memory maps of unlinked scratch files (n x 384 float32 is 147 MiB at 100k) and searched from there;
@@ -791,7 +817,7 @@ def _embed(images, angles=(0.0,), *, spill: bool | None = None, mapped: bool = T
                if spill and n else np.empty((n, d), np.float32) for _ in angles]
     for s, imgs in _chunks(images):
         for o, angle in zip(out, angles):
-            rows = coldstart.embed_images(_rotated(imgs, angle) if angle else imgs)
+            rows = coldstart.embed_images(_view(imgs, angle))
             if isinstance(o, _SpilledRows):
                 o.append(rows)
             else:
@@ -799,9 +825,10 @@ def _embed(images, angles=(0.0,), *, spill: bool | None = None, mapped: bool = T
     return out
 
 
-def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: float = QUERY_ANGLE):
-    """Unique candidate pairs (i < j): each row's ``k`` nearest thumbnail rows, queried upright and
-    rotated by +-``query_angle``. ``embeddings``: the pool's thumbnails when already computed. The index is
+def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: float = QUERY_ANGLE,
+               query_crop: float | None = QUERY_CROP):
+    """Unique candidate pairs (i < j): each row's ``k`` nearest thumbnail rows, queried upright,
+    rotated by +-``query_angle`` and cut to its centre ``query_crop``. ``embeddings``: the pool's thumbnails when already computed. The index is
     built once; spilled query sets are searched ``QUERY_CHUNK`` rows at a time."""
     from curator import index
 
@@ -811,7 +838,8 @@ def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: floa
     if k < 1:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     pairs = []
-    queries = [E] + (_embed(images, (-query_angle, query_angle), mapped=False) if query_angle else [])
+    views = ((-query_angle, query_angle) if query_angle else ()) + ((("crop", query_crop),) if query_crop else ())
+    queries = [E] + (_embed(images, views, mapped=False) if views else [])
     search = index.searcher(E)
     for q, Q in enumerate(queries):
         kq = (k if q == 0 else min(k, ROTATED_K)) + 1

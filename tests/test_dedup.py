@@ -340,3 +340,32 @@ def test_candidates_from_spilled_queries_read_by_chunks_are_the_held_ones(monkey
     assert len(held[0]) > len(images)
     np.testing.assert_array_equal(chunked[0], held[0])
     np.testing.assert_array_equal(chunked[1], held[1])
+
+
+def _stripes(freq: float, phase: float = 0.0, angle: float = 30.0, side: int = 96) -> np.ndarray:
+    y, x = np.mgrid[0:side, 0:side] / side
+    a = np.radians(angle)
+    t = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (x * np.cos(a) + y * np.sin(a)) + phase)
+    return np.repeat((40 + 180 * t)[..., None], 3, axis=2).astype(np.uint8)
+
+
+def test_a_crop_of_a_textured_picture_is_a_candidate_through_the_centre_query():
+    """A centre crop of fine stripes moves every stripe: its thumbnail is far from its original's (cosine
+    ~0), and each has a nearer look-alike (the same stripes a little shifted), so neither upright query
+    finds the other; the query cut to the centre (``QUERY_CROP``) is the copy's own thumbnail."""
+    from curator import coldstart, copyverify
+
+    share = copyverify.QUERY_CROP
+    rng = np.random.default_rng(0)
+    original = _stripes(11.0)
+    copy = copyverify._cropped([original], share)[0]
+    assert copy.shape[:2] == (round(96 * share), round(96 * share))
+    lookalikes = [copyverify._cropped([_stripes(11.0, 0.15)], share)[0], _stripes(11.0, -0.15)]
+    pool = [original, copy, *lookalikes] + [_stripes(rng.uniform(2, 9), rng.uniform(0, 6), rng.uniform(0, 180))
+                                            for _ in range(30)]
+    E = coldstart.embed_images(pool)
+    assert E[0] @ E[1] < 0.5 < E[0] @ E[3] and E[1] @ E[2] > 0.5
+    found = {q: set(zip(*(v.tolist() for v in copyverify.candidates(pool, 1, query_crop=q)))) for q in (None, share)}
+    assert (0, 1) not in found[None]
+    assert (0, 1) in found[share] and found[None] <= found[share]
+    assert set(zip(*(v.tolist() for v in copyverify.candidates(pool, 1)))) == found[share]  # on by default
