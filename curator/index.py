@@ -182,7 +182,8 @@ def searcher(base: np.ndarray, *, exact: bool | None = None):
     Why: queries read a chunk at a time (``curator.copyverify``'s rotated thumbnails, spilled to a file)
     would otherwise rebuild, and an IVF re-train, the index per chunk."""
     if is_streamed(len(base)) and not exact:
-        return lambda queries, k: search(base, queries, k, exact=exact)
+        built = _compressed_index(base)
+        return lambda queries, k: _compressed_query(built, base, queries, min(int(k), len(base)))
     index = build_index(base, exact=exact)
 
     def run(queries, k: int):
@@ -812,10 +813,9 @@ def _pair_cosines(a, i, a_norms, b, j, b_norms, *, block: int = 1 << 16) -> np.n
     return out / np.where(den > 0, den, 1.0)
 
 
-def _compressed_search(base, queries, k: int):
-    """kNN over a streamed base: IVF (HNSW coarse quantizer) with PQ codes, the only copy of the
-    base held in memory (PQ_M bytes a row), then the ``PQ_RERANK * k`` candidates of each query
-    re-ranked with exact inner products read from ``base``. Rows are normalised as read."""
+def _compressed_index(base):
+    """(IVF-PQ index over the streamed ``base``, its rows' norms): IVF (HNSW coarse quantizer) with PQ
+    codes, the only copy of the base held in memory (PQ_M bytes a row). Rows are normalised as read."""
     faiss = _faiss()
     n, d = len(base), base.shape[1]
     nlist = max(1, min(n // 39, int(IVF_LISTS_PER_SQRT_N * math.sqrt(n))))
@@ -836,6 +836,15 @@ def _compressed_search(base, queries, k: int):
         norms[s:s + len(raw)] = np.linalg.norm(raw.astype(np.float64), axis=1)
         index.add(normalize(raw))
     index.nprobe = min(IVF_NPROBE, nlist)
+    return index, norms
+
+
+def _compressed_query(built, base, queries, k: int):
+    """The ``k`` nearest rows of ``base`` for each query through ``built`` (``_compressed_index``): the
+    ``PQ_RERANK * k`` candidates of each query re-ranked with exact inner products read from ``base``."""
+    index, norms = built
+    n = len(base)
+    step = chunk_rows(base.shape[1])
     kk = min(n, k * PQ_RERANK)
     sims_out = np.full((len(queries), k), -np.inf, np.float32)
     pos_out = np.full((len(queries), k), -1, np.int64)
@@ -854,6 +863,11 @@ def _compressed_search(base, queries, k: int):
         pos_out[s:s + len(raw)] = np.where(np.isfinite(sims_out[s:s + len(raw)]),
                                            np.take_along_axis(cand, best, 1), -1)
     return sims_out, pos_out
+
+
+def _compressed_search(base, queries, k: int):
+    """kNN over a streamed base: ``_compressed_index`` then ``_compressed_query``."""
+    return _compressed_query(_compressed_index(base), base, queries, k)
 
 
 def pair_sims(x, i, j, *, block: int = 1 << 20) -> np.ndarray:

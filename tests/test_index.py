@@ -188,6 +188,25 @@ def test_streamed_knn_compressed_index_reranked(streamed, tmp_path):
     assert top.mean() >= 0.9 and np.allclose(sims[top, 0], esims[top, 0], atol=1e-5)
 
 
+def test_searcher_on_a_streamed_base_builds_the_compressed_index_once(streamed, tmp_path, monkeypatch):
+    """``searcher`` over a streamed base trains the IVF-PQ index once for every query set (it was trained per
+    call: four times for the verified dedup's four query sets), and answers what ``search`` answers."""
+    base = _memmap(tmp_path, clustered(6000, d=32, seed=14, copies=0.0))
+    sets = [clustered(200, d=32, seed=s, copies=0.0) for s in (15, 16)]
+    built = []
+    real = index._compressed_index
+    monkeypatch.setattr(index, "_compressed_index", lambda b: built.append(1) or real(b))
+    run = index.searcher(base)
+    got = [run(q, 4) for q in sets]
+    assert len(built) == 1
+    for q, (sims, pos) in zip(sets, got):
+        want_sims, want_pos = index.search(base, q, 4)
+        assert pos.shape == (200, 4)
+        assert np.mean(pos == want_pos) >= 0.99 and np.allclose(sims[pos == want_pos], want_sims[pos == want_pos])
+        assert np.allclose(sims, np.einsum("qd,qkd->qk", index.normalize(q), np.asarray(base)[pos]), atol=1e-5)
+    assert len(built) == 3  # search() itself builds one per call
+
+
 def test_streamed_dedup_and_novelty_use_the_tier(streamed, tmp_path, monkeypatch):
     from curator.dedup import find_duplicates
     from curator.novelty import novelty
