@@ -828,8 +828,9 @@ def _embed(images, angles=(0.0,), *, spill: bool | None = None, mapped: bool = T
 def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: float = QUERY_ANGLE,
                query_crop: float | None = QUERY_CROP):
     """Unique candidate pairs (i < j): each row's ``k`` nearest thumbnail rows, queried upright,
-    rotated by +-``query_angle`` and cut to its centre ``query_crop``. ``embeddings``: the pool's thumbnails when already computed. The index is
-    built once; spilled query sets are searched ``QUERY_CHUNK`` rows at a time."""
+    rotated by +-``query_angle`` and cut to its centre ``query_crop``. ``embeddings``: the pool's thumbnails
+    when already computed. The index is built once; every query set is searched ``QUERY_CHUNK`` rows at a
+    time."""
     from curator import index
 
     E = _embed(images)[0] if embeddings is None else np.asarray(embeddings, np.float32)
@@ -843,10 +844,8 @@ def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: floa
     search = index.searcher(E)
     for q, Q in enumerate(queries):
         kq = (k if q == 0 else min(k, ROTATED_K)) + 1
-        if isinstance(Q, _SpilledRows):
-            nb = np.concatenate([search(Q[s:s + QUERY_CHUNK], kq)[1] for s in range(0, n, QUERY_CHUNK)])
-        else:
-            nb = search(Q, kq)[1]
+        # by chunks, the upright set too: a whole memory-mapped set would be copied (float32, n x 384)
+        nb = np.concatenate([search(Q[s:s + QUERY_CHUNK], kq)[1] for s in range(0, n, QUERY_CHUNK)])
         rows = np.repeat(np.arange(n), nb.shape[1])
         pairs.append(np.stack([rows, nb.ravel()], 1))
     pr = np.concatenate(pairs)
