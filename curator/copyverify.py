@@ -796,10 +796,10 @@ def _view(images, view):
     return _rotated(images, view) if view else images
 
 
-def _embed(images, angles=(0.0,), *, spill: bool | None = None, mapped: bool = True) -> list:
-    """Cold-start thumbnails of ``images`` in each of the views ``angles`` (an angle, 0 upright, or a centre
-    crop: ``_view``), one pass over the
-    images a chunk at a time: the rotated copies of a whole pool are never held, and files are read once.
+def _embed(images, views=(0.0,), *, spill: bool | None = None, mapped: bool = True) -> list:
+    """Cold-start thumbnails of ``images`` in each of ``views`` (an angle, 0 upright, or a centre crop:
+    ``_view``), one pass over the images a chunk at a time: the rotated or cut copies of a whole pool are
+    never held, and files are read once.
     ``spill`` (default: for ``ImageFiles``, or beyond a quarter of ``VERIFY_MEMORY_BYTES``): written into
     memory maps of unlinked scratch files (n x 384 float32 is 147 MiB at 100k) and searched from there;
     with ``mapped`` False into ``_SpilledRows`` instead, for sets only read by chunks (the queries)."""
@@ -809,15 +809,15 @@ def _embed(images, angles=(0.0,), *, spill: bool | None = None, mapped: bool = T
 
     n, d = len(images), coldstart.dim(coldstart.THUMB_SIDE)
     if spill is None:
-        spill = isinstance(images, ImageFiles) or n * d * 4 * len(angles) > VERIFY_MEMORY_BYTES // 4
+        spill = isinstance(images, ImageFiles) or n * d * 4 * len(views) > VERIFY_MEMORY_BYTES // 4
     if spill and n and not mapped:
-        out = [_SpilledRows(n, d) for _ in angles]
+        out = [_SpilledRows(n, d) for _ in views]
     else:
         out = [np.memmap(tempfile.TemporaryFile(prefix="curator-verify-"), np.float32, "w+", shape=(n, d))
-               if spill and n else np.empty((n, d), np.float32) for _ in angles]
+               if spill and n else np.empty((n, d), np.float32) for _ in views]
     for s, imgs in _chunks(images):
-        for o, angle in zip(out, angles):
-            rows = coldstart.embed_images(_view(imgs, angle))
+        for o, view in zip(out, views):
+            rows = coldstart.embed_images(_view(imgs, view))
             if isinstance(o, _SpilledRows):
                 o.append(rows)
             else:
@@ -833,6 +833,9 @@ def candidates(images, k: int = DEFAULT_K, *, embeddings=None, query_angle: floa
     time."""
     from curator import index
 
+    if query_crop is not None and not 0.0 < float(query_crop) < 1.0:
+        raise ValidationError(f"candidates: query_crop={query_crop!r} is the share of each side kept at the "
+                              "centre: give a number between 0 and 1 (e.g. 0.9), or None for no crop query")
     E = _embed(images)[0] if embeddings is None else np.asarray(embeddings, np.float32)
     n = len(E)
     k = int(min(k, n - 1))

@@ -369,3 +369,12 @@ def test_a_crop_of_a_textured_picture_is_a_candidate_through_the_centre_query():
     assert (0, 1) not in found[None]
     assert (0, 1) in found[share] and found[None] <= found[share]
     assert set(zip(*(v.tolist() for v in copyverify.candidates(pool, 1)))) == found[share]  # on by default
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0, 1.5, -0.2])
+def test_a_crop_query_share_outside_zero_one_is_refused_by_name(share):
+    from curator import copyverify
+
+    pool = [_stripes(f) for f in (3.0, 4.0, 5.0)]
+    with pytest.raises(ValidationError, match="query_crop"):
+        copyverify.candidates(pool, 1, query_crop=share)

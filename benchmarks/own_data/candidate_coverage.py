@@ -51,8 +51,8 @@ def main(argv=None):
     pos = {r["id"]: k for k, r in enumerate(rows)}
     copies = [(k, pos[r["of"]], r["kind"]) for k, r in enumerate(rows) if r["role"] == "copy" and r["of"] in pos]
     # the query sets as candidates() asks for them, from the cache
-    cv._embed = lambda images, angles=(0.0,), **kw: [v["E"]] if tuple(angles) == (0.0,) else \
-        [v["Z"] if isinstance(x, tuple) else (v["Rm"] if x < 0 else v["Rp"]) for x in angles]
+    cv._embed = lambda images, views=(0.0,), **kw: [v["E"]] if tuple(views) == (0.0,) else \
+        [v["Z"] if isinstance(x, tuple) else (v["Rm"] if x < 0 else v["Rp"]) for x in views]
     for search, crop, k in SETTINGS:
         index.STREAM_MIN_N, index.EXACT_SEARCH_MAX_N = (0, 10_000) if search == "compressed" else (10**12, 10**12)
         t = time.perf_counter()
