@@ -982,9 +982,14 @@ def synthetic_scores(images, p: Prepared, *, seed: int = 0, samples: int = CALIB
             "chroma": chroma_distance(q, a, b), "colour": colour_changes(q, a, b, -2.0)}
 
 
-#: The calibration's trade: a missed copy against a false pair, in shares of the pool's copies. The
+#: The calibration's trade: a missed copy against a false pair, in shares of the pool's copy pairs. The
 #: issue's error budget (recall >= 0.95, precision >= 0.99) allows five times more of the first.
 PRECISION_WEIGHT = 5.0
+#: Copy rows per copy pair, to put the expected false rows in pairs: 2 where each original has one copy (the
+#: most rows a pair can take), and every false row makes at least one false pair. Why: precision is counted
+#: in pairs; the rule counted false rows per copy *row* and so allowed twice the false pairs it meant
+#: (own-data 100k pool: expected 211 false rows for 20,220 copy rows, "1 %", measured pair precision 0.978).
+ROWS_PER_COPY_PAIR = 2.0
 #: The distinct side's tail is fitted on the rows between this quantile of those below the copies and
 #: the copies' 1 % quantile (where the pool's own copies start to count), and on at least TAIL_MIN_ROWS
 #: rows (at most the upper half): the nearest rows to where it is extrapolated (a tail fitted from the upper
@@ -1053,7 +1058,8 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     quantile, less the fit's distinct rows there (``_pool_copy_share``; the fit and pi are solved in turn,
     starting from the rows above the copies' median / (pool x 0.5)), and at least the share of rows above
     the copies' median (those are copies: a heavy fitted tail must not explain them away). The threshold minimises
-    missed synthetic copies + ``PRECISION_WEIGHT`` x N(t) / (pi x pool) (false rows per true copy row),
+    missed synthetic copies + ``PRECISION_WEIGHT`` x N(t) / (pi x pool / ``ROWS_PER_COPY_PAIR``) (false rows
+    per copy pair: precision is counted in pairs),
     over the synthetic copies' scores.
     The chroma tolerance: ``CHROMA_MARGIN`` x the largest chroma distance of the synthetic edits (so a
     tint within the copy ranges passes, a recolour does not); the colour tolerance the same on their
@@ -1100,13 +1106,14 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     cand = np.unique(np.concatenate([zc, np.nextafter(zb[(zb >= zc[0]) & (zb < zc[-1])], np.inf)]))
     missed = copy_share_below(cand)
     false_rows = distinct_above(cand)
-    cost = missed + PRECISION_WEIGHT * false_rows / max(pi * n, 1.0)
+    copy_pairs = pi * n / ROWS_PER_COPY_PAIR
+    cost = missed + PRECISION_WEIGHT * false_rows / max(copy_pairs, 1.0)
     k = int(np.argmin(cost))
     t = float(-np.expm1(-cand[k]))
     q = (0.0, 0.01, 0.05, 0.5)
     return {
         "threshold": round(t, 6), "method": METHOD,
-        "rule": (f"min(missed synthetic copies + {PRECISION_WEIGHT:g} x distinct rows above t / copy rows), "
+        "rule": (f"min(missed synthetic copies + {PRECISION_WEIGHT:g} x distinct rows above t / copy pairs), "
                  "distinct tail fitted below the copies in -log(1 - score) and extrapolated"),
         "samples": int(len(c)), "rows": int(n), "pool_copy_share": round(pi, 4),
         "tail": {"from": round(float(-np.expm1(-u)), 6), "to": round(float(-np.expm1(-top)), 6),
@@ -1165,7 +1172,7 @@ def calibrate_score(synthetic: dict, n: int, pairs, table) -> tuple[dict, np.nda
     """Choose the score as well as its threshold: for each blur of ``SCORE_SIGMAS`` (``table``'s columns,
     ``synthetic['score_table']``'s) and each weight of ``LEVEL_WEIGHTS`` on the local level, ``calibrate``
     and its expected cost (missed synthetic copies + ``PRECISION_WEIGHT`` x expected false rows per copy
-    row, both read from this pool); the cheapest wins (ties: the plainer score). Returns the calibration
+    pair, both read from this pool); the cheapest wins (ties: the plainer score). Returns the calibration
     (with ``score``: the blur and weight chosen, and ``scores_tried``) and the chosen pair scores."""
     i, j = np.asarray(pairs[0], np.int64), np.asarray(pairs[1], np.int64)
     table = np.asarray(table, np.float64).reshape(len(i), -1)
