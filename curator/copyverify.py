@@ -1315,14 +1315,18 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
     if calibrating and not given:
         pair_t, calibration["grey"] = grey_thresholds(
             p, i, j, s, chosen_synthetic(synthetic, n, (i, j), table, calibration["score"]), threshold)
-    keep = (s >= pair_t) & (chroma_distance(p, i, j) <= tol)
+    colour_ok = chroma_distance(p, i, j) <= tol
     if calibration is not None:
-        keep &= colour <= calibration["colour_tolerance"]
+        colour_ok &= colour <= calibration["colour_tolerance"]
+    keep = (s >= pair_t) & colour_ok
     if record is not None:
         record.update(i=i, j=j, table=table if calibrating else s, s=s, colour=colour, keep=keep, pair_t=pair_t,
                       row_chroma=np.asarray(p.chroma), synthetic=synthetic)
+    # every candidate pair's verdict as a margin over its threshold (-inf: another colour), so a
+    # look-alike that passes against one copy but not the original does not chain into the group
+    margin = np.where(colour_ok & ~np.isnan(s), s - pair_t, -np.inf)
     groups, info = find_duplicates(E, threshold, hashes=hashes, labeled=labeled, scores=scores, seed=seed,
-                                   return_info=True, pairs=(i[keep], j[keep]))
+                                   return_info=True, pairs=(i[keep], j[keep]), compared=(i, j, margin))
     info.update(method=METHOD, calibration=calibration, chroma_tolerance=float(tol), candidate_pairs=int(len(i)),
                 verified_pairs=int(keep.sum()), verify_wall_s=round(wall, 3), verify_cpu_s=round(cpu, 3),
                 pairs_per_cpu_s=round(len(i) / cpu, 1) if cpu > 0 else None, k=int(k), grid_floor=round(floor, 4))

@@ -197,13 +197,20 @@ def _verify_chunked(words: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def centre_groups(
-    n: int, i: np.ndarray, j: np.ndarray, order_key: tuple[np.ndarray, ...]
+    n: int, i: np.ndarray, j: np.ndarray, order_key: tuple[np.ndarray, ...], compared=None
 ) -> np.ndarray:
     """Greedy centre grouping of an undirected graph: group id per node (-1: alone).
 
     ``order_key``: arrays passed to ``np.lexsort`` (last key primary) giving
     the centre order. A centre takes every unassigned neighbour; a node with
     no unassigned neighbour left stays alone.
+
+    ``compared``: ``(ci, cj, margin)``, every pair that was judged (verified copies: each candidate
+    pair's score minus its threshold, negative where it was found distinct; the edges among them).
+    A centre's neighbour then joins only if its *mean* margin over the members it was compared with
+    is >= 0 (average linkage over the judged pairs, neighbours in centre order): a look-alike that
+    matches a copy just above the threshold but scored well below it against the copy's original
+    does not chain into their group, as it did when any edge to the centre sufficed.
     """
     group = np.full(n, -1, np.int64)
     if len(i) == 0:
@@ -215,6 +222,10 @@ def centre_groups(
     starts = np.searchsorted(src, np.arange(n + 1))
     has_edges = np.flatnonzero(np.diff(starts) > 0)
     rank = np.lexsort(tuple(k[has_edges] for k in order_key))
+    judged = None if compared is None else _judged_pairs(n, np.diff(starts) > 0, *compared)
+    if judged is not None:
+        place = np.empty(n, np.int64)
+        place[has_edges[rank]] = np.arange(len(has_edges))
     next_id = 0
     for node in has_edges[rank].tolist():
         if group[node] >= 0:
@@ -223,10 +234,48 @@ def centre_groups(
         free = nbrs[group[nbrs] < 0]
         if len(free) == 0:
             continue
+        if judged is not None:
+            free = _average_linkage(node, free[np.argsort(place[free], kind="stable")], n, *judged)
+            if len(free) == 0:
+                continue
         group[node] = next_id
         group[free] = next_id
         next_id += 1
     return group
+
+
+def _judged_pairs(n: int, in_graph: np.ndarray, ci, cj, margin):
+    """The judged pairs between nodes of the graph as sorted keys ``min * n + max`` and their
+    margins (a pair judged twice keeps its higher margin): searched, not a dict (a 100k pool has
+    ~1M candidate pairs)."""
+    ci, cj = np.asarray(ci, np.int64).ravel(), np.asarray(cj, np.int64).ravel()
+    margin = np.asarray(margin, np.float64).ravel()
+    if not (len(ci) == len(cj) == len(margin)):
+        raise ValidationError(f"compared pairs: {len(ci)}, {len(cj)} positions and {len(margin)} margins; "
+                              "give one margin per pair")
+    if np.isnan(margin).any():
+        raise ValidationError("compared pairs: a margin is NaN; give each judged pair a number (-inf: distinct)")
+    sel = (ci != cj) & in_graph[ci] & in_graph[cj]
+    keys = np.minimum(ci[sel], cj[sel]) * n + np.maximum(ci[sel], cj[sel])
+    order = np.lexsort((margin[sel], keys))
+    keys, margin = keys[order], margin[sel][order]
+    last = np.append(keys[1:] != keys[:-1], True)  # the highest margin of each key
+    return keys[last], margin[last]
+
+
+def _average_linkage(centre: int, candidates: np.ndarray, n: int, keys: np.ndarray,
+                     margins: np.ndarray) -> np.ndarray:
+    """The centre's neighbours, in order, that join: each one's mean margin over the members taken
+    so far (the centre first) that it was compared with is >= 0."""
+    members = [centre]
+    for f in candidates.tolist():
+        m = np.asarray(members, np.int64)
+        k = np.minimum(f, m) * n + np.maximum(f, m)
+        at = np.minimum(np.searchsorted(keys, k), len(keys) - 1)
+        found = keys[at] == k
+        if not found.any() or margins[at[found]].mean() >= 0:
+            members.append(f)
+    return np.asarray(members[1:], np.int64)
 
 
 def find_duplicates(
@@ -241,6 +290,7 @@ def find_duplicates(
     return_info: bool = False,
     search=None,
     pairs=None,
+    compared=None,
 ):
     """Groups of exact and near duplicates, as int64 position arrays, representative first
     (then the other members in the same order: labeled, score, position).
@@ -265,6 +315,10 @@ def find_duplicates(
         similarity, so search paths whose float32 noise differs give the same groups.
     pairs : ``(i, j)`` row positions of pairs already known to be copies (``curator.copyverify``:
         verified candidates); they replace the search, and ``threshold`` is only recorded.
+    compared : with ``pairs``, ``(ci, cj, margin)``: every pair that was judged, with its score minus
+        its threshold (negative: judged distinct); a row then joins a group only where its mean
+        margin over the members it was compared with is >= 0 (``centre_groups``), so a look-alike
+        does not chain into a group through one of its copies.
 
     Only groups of two or more are returned, ordered by representative position.
     """
@@ -304,7 +358,12 @@ def find_duplicates(
     # 3. centre grouping of units
     degree = np.bincount(np.concatenate([ui, uj]), minlength=n_units) + unit_size - 1
     key = (unit_rows, -score_key[unit_rows], -degree, ~unit_labeled)
-    g = centre_groups(n_units, ui, uj, key)
+    judged = None
+    if compared is not None:
+        if pairs is None:
+            raise ValidationError("find_duplicates: compared= needs pairs= (the judged pairs' verdicts)")
+        judged = _unit_compared(compared, ex, n)
+    g = centre_groups(n_units, ui, uj, key, compared=judged)
     multi = (g < 0) & (unit_size > 1)  # exact groups with no near duplicate
     g[multi] = g.max(initial=-1) + 1 + np.arange(int(multi.sum()))
     row_group = g[ex]
@@ -344,6 +403,18 @@ def _unit_pairs(pairs, ex: np.ndarray, n: int):
     u, v = ex[i], ex[j]
     pr = np.unique(np.sort(np.stack([u, v], 1)[u != v], axis=1), axis=0).reshape(-1, 2)
     return pr[:, 0], pr[:, 1]
+
+
+def _unit_compared(compared, ex: np.ndarray, n: int):
+    """Judged row pairs ``(ci, cj, margin)`` -> pairs of exact-duplicate units, margins kept."""
+    try:
+        ci, cj, margin = compared
+    except (TypeError, ValueError):
+        raise ValidationError("find_duplicates: compared must be (i, j, margin) arrays") from None
+    ci, cj = (np.asarray(a, dtype=np.int64).ravel() for a in (ci, cj))
+    if ci.size and (min(ci.min(), cj.min()) < 0 or max(ci.max(), cj.max()) >= n):
+        raise ValidationError(f"find_duplicates: compared pair positions must be in [0, {n})")
+    return ex[ci], ex[cj], margin
 
 
 def _exact_cosines(x, i, j) -> np.ndarray:

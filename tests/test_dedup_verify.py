@@ -128,6 +128,30 @@ def test_calibration_needs_enough_samples_and_given_pairs_are_checked():
     assert [g.tolist() for g in groups] == [[0, 1, 2]]  # given pairs are grouped around a centre
 
 
+def test_a_look_alike_does_not_chain_into_a_group_through_one_copy():
+    """Verified pairs are grouped by average linkage over every judged pair: row 2 passes against the
+    copy 1 just above its threshold but was judged distinct from the original 0, so it stays out
+    (MNIST copies28: a distinct digit joined a crop's group so, crop precision 0.989). Two copies of one
+    original that scored a little under the threshold with each other stay together (mean margin >= 0)."""
+    E = np.eye(5, dtype=np.float32)
+    kept = ([0, 1], [1, 2])  # 1 has two edges: it is the centre
+    chained = find_duplicates(E, 0.9, pairs=kept)
+    assert [g.tolist() for g in chained] == [[0, 1, 2]]
+    judged = ([0, 1, 0], [1, 2, 2], [0.02, 0.001, -0.01])
+    groups = find_duplicates(E, 0.9, pairs=kept, compared=judged)
+    assert [g.tolist() for g in groups] == [[0, 1]]
+    # a colour verdict (-inf) keeps a row out whatever its other margins
+    groups = find_duplicates(E, 0.9, pairs=kept, compared=([0, 1, 0], [1, 2, 2], [0.02, 0.05, -np.inf]))
+    assert [g.tolist() for g in groups] == [[0, 1]]
+    # two copies of one original, a little under the threshold with each other: one group
+    both = find_duplicates(E, 0.9, pairs=([0, 0], [1, 2]), compared=([0, 0, 1], [1, 2, 2], [0.02, 0.02, -0.005]))
+    assert [g.tolist() for g in both] == [[0, 1, 2]]
+    with pytest.raises(ValidationError, match="NaN"):
+        find_duplicates(E, 0.9, pairs=kept, compared=([0, 1], [1, 2], [0.02, np.nan]))
+    with pytest.raises(ValidationError, match="needs pairs"):
+        find_duplicates(E, 0.9, compared=([0], [1], [0.1]))
+
+
 def test_calibration_keeps_precision_when_half_the_pool_has_copies():
     """A copy-rich pool of alike-but-distinct samples (issue 16 item 4): half the rows have a real copy,
     and the other rows' nearest look-alikes reach just below the copies. The calibrated threshold must

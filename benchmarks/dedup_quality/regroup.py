@@ -15,6 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 KINDS = ("rotate", "zoom", "crop", "colour", "jpeg", "noise", "combo")
+SINGLE_LINKAGE = False  # --single-linkage: group as find_copies did before run31 (any kept edge to the centre)
 
 
 def fence_rule(d) -> float:
@@ -47,8 +48,11 @@ def regroup(d, t: float, tol: float) -> dict:
     E = np.random.default_rng(0).normal(size=(n, 16)).astype(np.float32)
     E /= np.linalg.norm(E, axis=1, keepdims=True)
     ch = d["chroma"]
-    keep = (d["s"] >= t) & (np.linalg.norm(ch[d["i"]] - ch[d["j"]], axis=-1) <= tol)
-    groups = find_duplicates(E, min(max(t, 0.0), 1.0), pairs=(d["i"][keep], d["j"][keep]))
+    colour_ok = np.linalg.norm(ch[d["i"]] - ch[d["j"]], axis=-1) <= tol
+    keep = (d["s"] >= t) & colour_ok
+    # every judged pair's margin, as find_copies passes it (average linkage; --single-linkage: before run31)
+    compared = None if SINGLE_LINKAGE else (d["i"], d["j"], np.where(colour_ok, d["s"] - t, -np.inf))
+    groups = find_duplicates(E, min(max(t, 0.0), 1.0), pairs=(d["i"][keep], d["j"][keep]), compared=compared)
     return scores(groups, d["origin"], d["kind"])
 
 
@@ -93,9 +97,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("npz")
     ap.add_argument("--fixed", type=float, nargs="*", default=[])
+    ap.add_argument("--single-linkage", action="store_true",
+                    help="group as before run31: a row joins a centre it has a kept edge to, whatever its other verdicts")
     ap.add_argument("--features", help="features.py's output for these pairs: choose the score as well "
                     "(copyverify.calibrate_score; pairs it did not re-score keep their saved score at every blur)")
     args = ap.parse_args()
+    global SINGLE_LINKAGE
+    SINGLE_LINKAGE = args.single_linkage
     d = dict(np.load(args.npz, allow_pickle=True))
     if args.features or "table" in d:
         choose(d, np.load(args.features) if args.features else None)

@@ -31,20 +31,20 @@ def load(path: str) -> dict:
     return d
 
 
-def groups_of(n: int, i, j) -> list[np.ndarray]:
-    """Connected components of the kept pairs, as lists of rows (singletons left out)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+def groups_of(n: int, i, j, compared=None) -> list[np.ndarray]:
+    """The groups ``find_copies`` makes of the kept pairs (``find_duplicates``' centre rule; with
+    ``compared`` = (i, j, margin) of every judged pair, average linkage as find_copies since run31)."""
+    from curator.dedup import find_duplicates
 
-    _, lab = connected_components(coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n)), directed=False)
-    order = np.argsort(lab, kind="stable")
-    cuts = np.flatnonzero(np.diff(lab[order])) + 1
-    return [g for g in np.split(order, cuts) if len(g) > 1]
+    E = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)  # unused with pairs=, but checked
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    return find_duplicates(E, 1.0, pairs=(i, j), compared=compared)
 
 
-def regroup(d: dict, calibration: dict, s: np.ndarray, *, threshold: float | None = None) -> tuple[dict, np.ndarray]:
+def regroup(d: dict, calibration: dict, s: np.ndarray, *, threshold: float | None = None):
     """The keep mask of the pairs at ``calibration``'s threshold (or ``threshold``), with the grey
-    rows' own threshold, the chroma and the local colour checks as ``find_copies`` applies them."""
+    rows' own threshold, the chroma and the local colour checks as ``find_copies`` applies them, and
+    every pair's margin over its threshold (``compared``, -inf where a colour check failed)."""
     from types import SimpleNamespace
 
     from curator import copyverify as cv
@@ -57,9 +57,10 @@ def regroup(d: dict, calibration: dict, s: np.ndarray, *, threshold: float | Non
     if threshold is None:
         syn = cv.chosen_synthetic(d["synthetic"], n, (i, j), d["table"], calibration["score"])
         pair_t, _ = cv.grey_thresholds(p, i, j, s, syn, t)
-    keep = (s >= pair_t) & (cv.chroma_distance(p, i, j) <= calibration["chroma_tolerance"]) \
+    ok = (cv.chroma_distance(p, i, j) <= calibration["chroma_tolerance"]) \
         & (d["colour"] <= calibration["colour_tolerance"])
-    return keep
+    keep = (s >= pair_t) & ok
+    return keep, (i, j, np.where(ok, s - pair_t, -np.inf))
 
 
 def main():
@@ -70,6 +71,8 @@ def main():
     ap.add_argument("record")
     ap.add_argument("--images", required=True, help="the generator's folder (manifest.jsonl)")
     ap.add_argument("--fixed", type=float, nargs="*", default=[], help="also these thresholds on the chosen score")
+    ap.add_argument("--single-linkage", action="store_true",
+                    help="group as find_copies did before run31: a row joins a centre it has a kept edge to")
     ap.add_argument("--every-score", action="store_true",
                     help="also every score tried (blur x level weight) at its own calibrated threshold, and the "
                          "best recall any threshold on it gives with precision >= 0.99 (an oracle: a diagnosis)")
@@ -79,17 +82,18 @@ def main():
     cal, s = cv.calibrate_score(d["synthetic"], n, (d["i"], d["j"]), d["table"])
     runs = [("calibrated", None)] + [(f"fixed {t}", t) for t in args.fixed]
     for name, t in runs:
-        keep = regroup(d, cal, s, threshold=t)
-        out = score_dedup(groups_of(n, d["i"][keep], d["j"][keep]), uris, Path(args.images))
-        print(json.dumps({"rule": name, "score": cal["score"], "threshold": t if t is not None else cal["threshold"],
+        keep, compared = regroup(d, cal, s, threshold=t)
+        out = score_dedup(groups_of(n, d["i"][keep], d["j"][keep], None if args.single_linkage else compared),
+                          uris, Path(args.images))
+        print(json.dumps({"rule": name, "linkage": "single" if args.single_linkage else "average", "score": cal["score"], "threshold": t if t is not None else cal["threshold"],
                           "expected_false_rows": cal["expected_false_rows"], "kept_pairs": int(keep.sum()),
                           "same_as_run": bool(np.array_equal(keep, d["keep"])) if t is None else None, **out}))
 
     if args.every_score:
-        every_score(d, uris, Path(args.images))
+        every_score(d, uris, Path(args.images), single=args.single_linkage)
 
 
-def every_score(d: dict, uris, images: Path) -> None:
+def every_score(d: dict, uris, images: Path, *, single: bool = False) -> None:
     from curator import copyverify as cv
     from run import score_dedup
 
@@ -104,8 +108,8 @@ def every_score(d: dict, uris, images: Path) -> None:
             cal["score"] = {"sigma": sigma, "level_weight": w}
             rows = []
             for t in [None] + list(np.round(np.arange(0.85, 0.996, 0.005), 3)):
-                keep = regroup(d, cal, s, threshold=t)
-                r = score_dedup(groups_of(n, i[keep], j[keep]), uris, images)
+                keep, compared = regroup(d, cal, s, threshold=t)
+                r = score_dedup(groups_of(n, i[keep], j[keep], None if single else compared), uris, images)
                 rows.append((t, r["precision"], r["recall"]))
             ok = [r for r in rows[1:] if r[1] >= 0.99]
             top = max(ok, key=lambda r: r[2]) if ok else (None, None, None)
