@@ -259,14 +259,16 @@ def _judged_pairs(n: int, in_graph: np.ndarray, ci, cj, margin):
     keys = np.minimum(ci[sel], cj[sel]) * n + np.maximum(ci[sel], cj[sel])
     order = np.lexsort((margin[sel], keys))
     keys, margin = keys[order], margin[sel][order]
-    last = np.append(keys[1:] != keys[:-1], True)  # the highest margin of each key
+    last = np.append(keys[1:] != keys[:-1], len(keys) > 0)[:len(keys)]  # the highest margin of each key
     return keys[last], margin[last]
 
 
 def _average_linkage(centre: int, candidates: np.ndarray, n: int, keys: np.ndarray,
                      margins: np.ndarray) -> np.ndarray:
     """The centre's neighbours, in order, that join: each one's mean margin over the members taken
-    so far (the centre first) that it was compared with is >= 0."""
+    so far (the centre first) that it was compared with is >= 0 (none compared: it joins, as before)."""
+    if len(keys) == 0:
+        return candidates
     members = [centre]
     for f in candidates.tolist():
         m = np.asarray(members, np.int64)

@@ -146,6 +146,8 @@ def test_a_look_alike_does_not_chain_into_a_group_through_one_copy():
     # two copies of one original, a little under the threshold with each other: one group
     both = find_duplicates(E, 0.9, pairs=([0, 0], [1, 2]), compared=([0, 0, 1], [1, 2, 2], [0.02, 0.02, -0.005]))
     assert [g.tolist() for g in both] == [[0, 1, 2]]
+    # verdicts on other pairs only: nothing to average over, the centre rule as before
+    assert [g.tolist() for g in find_duplicates(E, 0.9, pairs=kept, compared=([3], [4], [-1.0]))] == [[0, 1, 2]]
     with pytest.raises(ValidationError, match="NaN"):
         find_duplicates(E, 0.9, pairs=kept, compared=([0, 1], [1, 2], [0.02, np.nan]))
     with pytest.raises(ValidationError, match="needs pairs"):
