@@ -411,9 +411,10 @@ def _unit_compared(compared, ex: np.ndarray, n: int):
     """Judged row pairs ``(ci, cj, margin)`` -> pairs of exact-duplicate units, margins kept."""
     try:
         ci, cj, margin = compared
+        ci, cj = (np.asarray(a, dtype=np.int64).ravel() for a in (ci, cj))
     except (TypeError, ValueError):
-        raise ValidationError("find_duplicates: compared must be (i, j, margin) arrays") from None
-    ci, cj = (np.asarray(a, dtype=np.int64).ravel() for a in (ci, cj))
+        raise ValidationError("find_duplicates: compared must be (i, j, margin): two integer arrays of "
+                              "positions and one of margins") from None
     if ci.size and (min(ci.min(), cj.min()) < 0 or max(ci.max(), cj.max()) >= n):
         raise ValidationError(f"find_duplicates: compared pair positions must be in [0, {n})")
     return ex[ci], ex[cj], margin

@@ -150,6 +150,8 @@ def test_a_look_alike_does_not_chain_into_a_group_through_one_copy():
     assert [g.tolist() for g in find_duplicates(E, 0.9, pairs=kept, compared=([3], [4], [-1.0]))] == [[0, 1, 2]]
     with pytest.raises(ValidationError, match="NaN"):
         find_duplicates(E, 0.9, pairs=kept, compared=([0, 1], [1, 2], [0.02, np.nan]))
+    with pytest.raises(ValidationError, match="two integer arrays"):
+        find_duplicates(E, 0.9, pairs=kept, compared="abc")
     with pytest.raises(ValidationError, match="needs pairs"):
         find_duplicates(E, 0.9, compared=([0], [1], [0.1]))
 
