@@ -60,13 +60,16 @@ def check_threshold(threshold, *, caller: str = "find_duplicates") -> float:
 
 
 def check_unit_embeddings(embeddings, *, name: str = "embeddings", caller: str = "find_duplicates",
-                          allow_empty: bool = False) -> np.ndarray:
-    """(n, d) finite float32 rows with non-zero norm, returned normalised (a new array)."""
+                          allow_empty: bool = False, copy: bool = True) -> np.ndarray:
+    """(n, d) finite float32 rows with non-zero norm, returned normalised (a new array).
+    ``copy`` False, for a caller that reads the rows only to find exact copies: a float32 array is
+    checked by chunks and returned as given (a memory-mapped set is not copied: 147 MiB at 100k x 384)."""
     if embeddings is None:
         raise ValidationError(f"{caller}: {name} is missing; pass an (n, d) array")
     from curator import index
 
-    if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2 and index.is_streamed(len(embeddings)):
+    if isinstance(embeddings, np.ndarray) and embeddings.ndim == 2 and len(embeddings) and (
+            index.is_streamed(len(embeddings)) or (not copy and embeddings.dtype == np.float32)):
         return _check_by_chunks(embeddings, name=name, caller=caller)
     try:
         x = np.array(embeddings, dtype=np.float32, copy=True)
@@ -101,9 +104,10 @@ def _check_by_chunks(x: np.ndarray, *, name: str, caller: str) -> np.ndarray:
 
     if x.shape[1] == 0:
         raise ValidationError(f"{caller}: {name} has shape {x.shape}: no columns")
-    step = index.chunk_rows(x.shape[1])
+    step = min(index.chunk_rows(x.shape[1]), max(1, (16 << 20) // (4 * x.shape[1])))
     for s in range(0, len(x), step):
         c = np.asarray(x[s:s + step], dtype=np.float32)
+        index.release(x)  # a memory map's pages read so far leave the process's RSS
         finite = np.isfinite(c).all(axis=1)
         if not finite.all():
             rows = (np.flatnonzero(~finite)[:5] + s).tolist()
@@ -169,6 +173,8 @@ def exact_groups(x: np.ndarray, hashes: Sequence | None = None) -> np.ndarray:
 
 def _unique_rows(x: np.ndarray):
     """np.unique over rows, by a 64-bit multiplicative hash checked byte for byte."""
+    from curator import index
+
     n = len(x)
     words = np.ascontiguousarray(x).view(np.uint32).reshape(n, -1)
     mult = np.random.default_rng(0x5EED).integers(1, 2**63, size=words.shape[1], dtype=np.uint64) | np.uint64(1)
@@ -176,6 +182,7 @@ def _unique_rows(x: np.ndarray):
     step = max(1, (1 << 22) // max(1, words.shape[1]))
     for s in range(0, n, step):
         h[s:s + step] = (words[s:s + step].astype(np.uint64) * mult).sum(axis=1)
+        index.release(words)  # a memory map's pages read so far leave the process's RSS
     keys, first, inverse = np.unique(h, return_index=True, return_inverse=True)
     inverse = inverse.ravel()
     # a hash collision between different rows would merge them: verify each group, by chunks (a
@@ -189,10 +196,13 @@ def _unique_rows(x: np.ndarray):
 
 def _verify_chunked(words: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Whether each row equals its reference row, compared a block of rows at a time (<= 16 MiB)."""
+    from curator import index
+
     out = np.empty(len(words), bool)
     step = max(1, min(65536, (16 << 20) // (4 * max(1, words.shape[1]))))
     for s in range(0, len(words), step):
         out[s:s + step] = (words[s:s + step] == words[ref[s:s + step]]).all(axis=1)
+        index.release(words)
     return out
 
 
@@ -327,7 +337,8 @@ def find_duplicates(
     from curator import index
 
     t = check_threshold(threshold)
-    x = check_unit_embeddings(embeddings)
+    # with pairs given, the rows only tell exact copies apart: not copied and normalised
+    x = check_unit_embeddings(embeddings, copy=pairs is None)
     n = len(x)
     is_labeled = _check_labeled(labeled, n)
     s = _check_scores(scores, n)

@@ -342,6 +342,81 @@ def test_candidates_from_spilled_queries_read_by_chunks_are_the_held_ones(monkey
     np.testing.assert_array_equal(chunked[1], held[1])
 
 
+def _mapped_rss_kib(path) -> int:
+    """Resident KiB of the mappings of ``path`` in this process (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5:  # a mapping's first line: range perms offset dev inode [path]
+            inside = line.rstrip().endswith(str(path))
+        elif inside and head and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
+def test_candidates_on_a_memory_mapped_set_are_the_held_ones_and_its_file_pages_are_let_go(tmp_path):
+    """Pairs come as unique int64 keys per chunk (8 bytes a pair, not 16 in several copies): the same
+    sorted (i < j) pairs from a memory-mapped embedding set as from the held one, each row's nearest
+    neighbours among them; after the search the map's file pages are no longer resident in the process
+    (they counted in its RSS: 147 MiB at 100k), and the set reads back unchanged."""
+    from curator import coldstart, copyverify, index
+    from test_dedup_verify import _digits
+
+    X, _ = _digits(300)
+    images = list(X) + [np.rot90(X[3]).copy(), X[5][2:, :].copy(), X[7].copy()]
+    E = coldstart.embed_images(images)
+    path = tmp_path / "cold.npy"
+    np.save(path, E)
+    mapped = np.load(path, mmap_mode="r")
+    held = copyverify.candidates(images, 4, embeddings=E)
+    i, j = copyverify.candidates(images, 4, embeddings=mapped)
+    np.testing.assert_array_equal(i, held[0])
+    np.testing.assert_array_equal(j, held[1])
+    assert i.dtype == j.dtype == np.int64 and (i < j).all()
+    key = i * len(E) + j
+    assert (np.diff(key) > 0).all()  # sorted by (i, j), no pair twice
+    nb = index.search(E, E, 3, exact=True)[1]
+    nearest = [next(b for b in row if b != a) for a, row in enumerate(nb.tolist())]  # ties: a copy may be first
+    assert {(min(a, b), max(a, b)) for a, b in enumerate(nearest)} <= set(zip(i.tolist(), j.tolist()))
+    assert (7, len(images) - 1) in set(zip(i.tolist(), j.tolist()))  # the exact copy of row 7
+    float(np.asarray(mapped).sum())  # every page read in again
+    assert _mapped_rss_kib(path) > 0
+    index.release(np.asarray(mapped)[10:])  # a plain view of the map: its memmap base is found
+    assert _mapped_rss_kib(path) == 0
+    np.testing.assert_array_equal(mapped, E)
+    index.release(E)  # not mapped: nothing to do
+    cow = np.load(path, mmap_mode="c")
+    cow[0] = 7.0
+    index.release(cow)  # copy-on-write: changed pages exist only here, so they are kept
+    assert (cow[0] == 7.0).all()
+
+
+def test_given_pairs_group_a_memory_mapped_set_without_copying_it(tmp_path):
+    """With pairs given (``find_copies``), the rows only tell exact copies apart: a memory-mapped set is
+    checked by chunks and not copied (147 MiB at 100k), its pages let go; the groups are those of the
+    held set, exact copies included, and a NaN row in the map is still refused by row."""
+    from curator.dedup import find_duplicates
+
+    rng = np.random.default_rng(3)
+    E = rng.normal(size=(500, 16)).astype(np.float32)
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    E[400] = E[10]  # an exact copy, found by comparing rows (no hashes)
+    path = tmp_path / "e.npy"
+    np.save(path, E)
+    mapped = np.load(path, mmap_mode="r")
+    pairs = (np.array([1, 2, 30]), np.array([2, 3, 31]))
+    margin = np.array([0.1, 0.2, 0.05])
+    held = find_duplicates(E, 0.9, pairs=pairs, compared=(*pairs, margin))
+    got = find_duplicates(mapped, 0.9, pairs=pairs, compared=(*pairs, margin))
+    assert [g.tolist() for g in got] == [g.tolist() for g in held] == [[1, 2, 3], [10, 400], [30, 31]]
+    assert _mapped_rss_kib(path) == 0
+    bad = E.copy()
+    bad[7, 3] = np.nan
+    np.save(path, bad)
+    with pytest.raises(ValidationError, match=r"NaN.*rows \[7\]"):
+        find_duplicates(np.load(path, mmap_mode="r"), 0.9, pairs=pairs)
+
+
 def _stripes(freq: float, phase: float = 0.0, angle: float = 30.0, side: int = 96) -> np.ndarray:
     y, x = np.mgrid[0:side, 0:side] / side
     a = np.radians(angle)
