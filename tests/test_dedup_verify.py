@@ -436,4 +436,5 @@ def test_refinement_recovers_a_rotation_of_a_smooth_non_square_image(angle, monk
     refined = copyverify.pair_score(p, 0, 1, sigmas=copyverify.SCORE_SIGMAS).max()
     monkeypatch.setattr(copyverify, "REFINE_EVALS", 0)  # the grid's map and ECC's only
     unrefined = copyverify.pair_score(p, 0, 1, sigmas=copyverify.SCORE_SIGMAS).max()
-    assert refined > 0.995 and refined > unrefined + 0.005, (refined, unrefined)
+    # ECC at the full working side (ECC_SIDE 64) now gets near it too (0.9975); the search adds, never loses
+    assert refined > 0.995 and refined >= unrefined, (refined, unrefined)
