@@ -94,12 +94,10 @@ def procedural(n: int, seed: int, workdir: Path):
     return E, origin, kind, source
 
 
-def photos(seed: int = 0):
-    """The shipped colour photos, each with one copy of every kind; different photos are distinct."""
+def shipped_photos() -> list:
+    """The distinct colour photos that ship with scikit-image and scikit-learn (PIL images, RGB)."""
     from PIL import Image
 
-    gen = generator()
-    rng = np.random.default_rng(seed)
     pics = []
     try:
         import skimage.data as sd
@@ -120,6 +118,14 @@ def photos(seed: int = 0):
         pics += [Image.fromarray(a) for a in load_sample_images().images]
     except ImportError:
         pass
+    return pics
+
+
+def photos(seed: int = 0):
+    """The shipped colour photos, each with one copy of every kind; different photos are distinct."""
+    gen = generator()
+    rng = np.random.default_rng(seed)
+    pics = shipped_photos()
     images, origin, kind, source = [], [], [], []
     for i, pic in enumerate(pics):
         pic.thumbnail((320, 320))
