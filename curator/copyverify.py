@@ -447,9 +447,9 @@ GRID_FLOOR_MARGIN = 0.05
 GRID_FLOOR_MAX = 0.9
 #: The alignment (pattern search, then ECC) refines at most at this side (its cost grows with the pixels),
 #: then scales the shift up. At the full working side (64), not 32: at 32 px the search stopped short of
-#: the map that makes a crop its original (own-data, 25 crops: 0.88 of them >= 0.983 at the map found,
-#: every one >= 0.9995 at the true map replayed from the generator; at 64 px 1.0; crop + colour + JPEG
-#: 0.76 -> 0.84, true map 1.0), for ~1.3x the scoring time of a pool's candidate pairs.
+#: the map that makes a crop its original (own-data 10k, 100 crops: 0.90 of them >= 0.983 at the map found,
+#: every one >= 0.9995 at the true map replayed from the generator; at 64 px 0.97; crop + colour + JPEG
+#: 0.83 -> 0.91, true map 1.0; benchmarks/own_data/crop_alignment.py), for ~1.4x the scoring time.
 ECC_SIDE = 64
 
 
@@ -603,20 +603,26 @@ def _blur(cv2, x, sigma: float = SCORE_SIGMA):
 def _tries(p: Prepared, i: int, j: int, floor: float):
     """(one image, the other, valid mask or None) for the identity and each alignment of ``_align``, each
     image re-sampled into the other's frame (what ``pair_score`` compares)."""
+    yield p.full[i], p.full[j], None
+    for W in _align(p, i, j, floor):
+        yield from _both_ways(p, i, j, W)
+
+
+def _both_ways(p: Prepared, i: int, j: int, W):
+    """Row i re-sampled by the map ``W`` into j's frame, and j by its inverse into i's: (the re-sampled
+    image, the other, the pixels it covers), each where it covers at least half the square."""
     cv2 = _cv2()
     S = p.side
     a, b = p.full[i], p.full[j]
-    yield a, b, None
-    for W in _align(p, i, j, floor):
-        for warped, other in ((cv2.warpAffine(a, W, (S, S), flags=cv2.INTER_LINEAR, borderValue=np.nan), b),
-                              (cv2.warpAffine(b, W, (S, S), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
-                                              borderValue=np.nan), a)):
-            warped = warped.reshape(S, S, -1)
-            valid = np.isfinite(warped).all(axis=2)
-            valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-            if valid.mean() < 0.5:
-                continue
-            yield np.where(np.isfinite(warped), warped, other).astype(np.float32), other, valid
+    for warped, other in ((cv2.warpAffine(a, W, (S, S), flags=cv2.INTER_LINEAR, borderValue=np.nan), b),
+                          (cv2.warpAffine(b, W, (S, S), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
+                                          borderValue=np.nan), a)):
+        warped = warped.reshape(S, S, -1)
+        valid = np.isfinite(warped).all(axis=2)
+        valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        if valid.mean() < 0.5:
+            continue
+        yield np.where(np.isfinite(warped), warped, other).astype(np.float32), other, valid
 
 
 def pair_score(p: Prepared, i: int, j: int, floor: float = GRID_FLOOR, sigmas=None):
@@ -1070,7 +1076,7 @@ def _heaviness(window: np.ndarray, u: float, top: float, beta: float, in_tail: f
     window's rows in the upper half of its range over the fit's count there. Why: the fit is extrapolated
     above ``top``, and a pool of alike-but-distinct pictures (smooth shapes on gradients under a wide blur)
     has a bump there that one exponential over the whole window misses (own-data 10k, alignment at 64 px:
-    4.5 distinct rows expected above the chosen 0.955, 36 there, precision 0.984)."""
+    2.9 distinct rows expected above the chosen 0.9495, 47 there, precision 0.981)."""
     mid = (u + top) / 2
     fit = in_tail * (np.exp(-(mid - u) / beta) - np.exp(-(top - u) / beta))
     return max(1.0, float((window >= mid).sum()) / max(float(fit), 1e-9))

@@ -41,20 +41,12 @@ def true_map(size, box, side: int = SIDE) -> np.ndarray:
 
 
 def score_at(p, a: int, b: int, M, sigma: float) -> float:
-    """``pair_score``'s NCC of rows a and b at the one map ``M`` (both directions, as ``_tries``)."""
+    """``pair_score``'s NCC of rows a and b at the one map ``M`` (both directions, as it compares them)."""
     from curator import copyverify as cv
 
-    cv2, S = cv._cv2(), p.side
-    best = -1.0
-    for warped, other in ((cv2.warpAffine(p.full[a], M, (S, S), flags=cv2.INTER_LINEAR, borderValue=np.nan), p.full[b]),
-                          (cv2.warpAffine(p.full[b], M, (S, S), flags=cv2.INTER_LINEAR + cv2.WARP_INVERSE_MAP,
-                                          borderValue=np.nan), p.full[a])):
-        warped = warped.reshape(S, S, -1)
-        valid = np.isfinite(warped).all(axis=2)
-        valid = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-        x = np.where(np.isfinite(warped), warped, other).astype(np.float32)
-        best = max(best, cv._ncc(cv._blur(cv2, x, sigma), cv._blur(cv2, other, sigma), valid))
-    return best
+    cv2 = cv._cv2()
+    return max((cv._ncc(cv._blur(cv2, x, sigma), cv._blur(cv2, y, sigma), valid)
+                for x, y, valid in cv._both_ways(p, a, b, M)), default=-1.0)
 
 
 def procedural(work: Path, n: int, seed: int, per: int):
