@@ -31,6 +31,25 @@ def load(path: str) -> dict:
     return d
 
 
+def replay_verifiable(d: dict, seed: int) -> np.ndarray:
+    """``copyverify.verifiable`` of a record written before it was kept (run33 and older): the synthetic
+    copies re-drawn as ``synthetic_scores`` drew them (same seed, same sampled rows), their originals'
+    detail against the noise edits'."""
+    from curator import copyverify as cv, seeds
+
+    uris, syn = [str(u) for u in d["uris"]], d["synthetic"]
+    rng = np.random.default_rng(seeds.derive(seed, stage="ssl-calibrate", shard=7))
+    pos = np.sort(rng.choice(len(uris), size=min(len(syn["positions"]), len(uris)), replace=False))
+    if not np.array_equal(pos, syn["positions"]):
+        raise SystemExit("replay_verifiable: the record's sampled rows are not this seed's; pass --seed")
+    src = [np.asarray(cv._load_one(uris[r])) for r in pos]
+    copies, kinds = zip(*(cv.synthetic_copy(a, rng) for a in src))
+    q = cv.Prepared(src + list(copies), side=cv.working_side(src))
+    m = len(pos)
+    detail = [cv._detail(q.full[x]) for x in range(m)]
+    return cv.verifiable(detail, [cv._detail(q.full[x + m] - q.full[x]) for x in range(m)], kinds)
+
+
 def groups_of(n: int, i, j, compared=None) -> list[np.ndarray]:
     """The groups ``find_copies`` makes of the kept pairs (``find_duplicates``' centre rule; with
     ``compared`` = (i, j, margin) of every judged pair, average linkage as find_copies since run31)."""
@@ -76,9 +95,15 @@ def main():
     ap.add_argument("--every-score", action="store_true",
                     help="also every score tried (blur x level weight) at its own calibrated threshold, and the "
                          "best recall any threshold on it gives with precision >= 0.99 (an oracle: a diagnosis)")
+    ap.add_argument("--seed", type=int, default=None, help="the run's seed (default: the record's)")
     args = ap.parse_args()
     d = load(args.record)
     n, uris = len(d["uris"]), [str(u) for u in d["uris"]]
+    if "verifiable" not in d["synthetic"]:  # a record from before run34: re-draw the synthetic copies
+        side = Path(args.record).with_suffix(".json")
+        seed = args.seed if args.seed is not None else \
+            ((json.loads(side.read_text()).get("calibration") or {}).get("seed", 0) if side.exists() else 0)
+        d["synthetic"]["verifiable"] = replay_verifiable(d, seed)
     cal, s = cv.calibrate_score(d["synthetic"], n, (d["i"], d["j"]), d["table"])
     runs = [("calibrated", None)] + [(f"fixed {t}", t) for t in args.fixed]
     for name, t in runs:
