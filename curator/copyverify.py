@@ -1247,28 +1247,35 @@ def relative(scores, level, weight: float) -> np.ndarray:
     return -np.expm1(-(_z(scores) - weight * np.asarray(level, np.float64)))
 
 
-def calibrate_score(synthetic: dict, n: int, pairs, table) -> tuple[dict, np.ndarray]:
-    """Choose the score as well as its threshold: for each blur of ``SCORE_SIGMAS`` (``table``'s columns,
-    ``synthetic['score_table']``'s) and each weight of ``LEVEL_WEIGHTS`` on the local level, ``calibrate``
-    and its expected cost (missed synthetic copies + ``PRECISION_WEIGHT`` x expected false rows per copy
-    pair, both read from this pool); the cheapest wins (ties: the plainer score). Returns the calibration
-    (with ``score``: the blur and weight chosen, and ``scores_tried``) and the chosen pair scores."""
+def scores_tried(synthetic: dict, n: int, pairs, table):
+    """Each score ``calibrate_score`` chooses among, in its order: (blur, level weight, the pair scores, the
+    synthetic copies' scores), for each blur of ``SCORE_SIGMAS`` (``table``'s columns, ``synthetic
+    ['score_table']``'s) and each weight of ``LEVEL_WEIGHTS`` on the local level."""
     i, j = np.asarray(pairs[0], np.int64), np.asarray(pairs[1], np.int64)
     table = np.asarray(table, np.float64).reshape(len(i), -1)
     syn_table = np.asarray(synthetic["score_table"], np.float64)
     sigmas = tuple(synthetic.get("sigmas", SCORE_SIGMAS))[: table.shape[1]]
-    best, tried = None, []
     for k, sigma in enumerate(sigmas):
         level = row_levels(n, (i, j), table[:, k])
         pair_level, syn_level = (level[i] + level[j]) / 2, level[np.asarray(synthetic["positions"])]
         for w in LEVEL_WEIGHTS:
-            s = relative(table[:, k], pair_level, w) if w else table[:, k]
-            c = relative(syn_table[:, k], syn_level, w) if w else syn_table[:, k]
-            cal = calibrate({**synthetic, "scores": c}, n, (i, j), s)
-            tried.append({"sigma": sigma, "level_weight": w, "threshold": cal["threshold"],
-                          "expected_cost": round(cal["expected_cost"], 5)})
-            if best is None or cal["expected_cost"] < best[0]["expected_cost"]:
-                best = (cal, s, sigma, w)
+            yield (sigma, w, relative(table[:, k], pair_level, w) if w else table[:, k],
+                   relative(syn_table[:, k], syn_level, w) if w else syn_table[:, k])
+
+
+def calibrate_score(synthetic: dict, n: int, pairs, table) -> tuple[dict, np.ndarray]:
+    """Choose the score as well as its threshold: for each score of ``scores_tried`` (three blurs, each
+    with five weights on the local level), ``calibrate`` and its expected cost (missed synthetic copies +
+    ``PRECISION_WEIGHT`` x expected false rows per copy pair, both read from this pool); the cheapest wins
+    (ties: the plainer score). Returns the calibration (with ``score``: the blur and weight chosen, and
+    ``scores_tried``) and the chosen pair scores."""
+    best, tried = None, []
+    for sigma, w, s, c in scores_tried(synthetic, n, pairs, table):
+        cal = calibrate({**synthetic, "scores": c}, n, pairs, s)
+        tried.append({"sigma": sigma, "level_weight": w, "threshold": cal["threshold"],
+                      "expected_cost": round(cal["expected_cost"], 5)})
+        if best is None or cal["expected_cost"] < best[0]["expected_cost"]:
+            best = (cal, s, sigma, w)
     cal, s, sigma, w = best
     cal["score"] = {"sigma": float(sigma), "level_weight": float(w), "level_quantile": LEVEL_QUANTILE}
     cal["scores_tried"] = tried

@@ -124,25 +124,21 @@ def every_score(d: dict, uris, images: Path, *, single: bool = False) -> None:
 
     i, j, n = d["i"], d["j"], len(uris)
     syn = d["synthetic"]
-    for k, sigma in enumerate(syn["sigmas"]):
-        level = cv.row_levels(n, (i, j), d["table"][:, k])
-        for w in cv.LEVEL_WEIGHTS:
-            s = cv.relative(d["table"][:, k], (level[i] + level[j]) / 2, w)
-            c = cv.relative(syn["score_table"][:, k], level[syn["positions"]], w)
-            cal = cv.calibrate({**syn, "scores": c}, n, (i, j), s)
-            cal["score"] = {"sigma": sigma, "level_weight": w}
-            rows = []
-            for t in [None] + list(np.round(np.arange(0.85, 0.996, 0.005), 3)):
-                keep, compared = regroup(d, cal, s, threshold=t)
-                r = score_dedup(groups_of(n, i[keep], j[keep], None if single else compared), uris, images)
-                rows.append((t, r["precision"], r["recall"]))
-            ok = [r for r in rows[1:] if r[1] >= 0.99]
-            top = max(ok, key=lambda r: r[2]) if ok else (None, None, None)
-            print(json.dumps({"sigma": sigma, "level_weight": w, "threshold": cal["threshold"],
-                              "expected_cost": round(cal["expected_cost"], 5),
-                              "expected_false_rows": cal["expected_false_rows"],
-                              "precision": round(rows[0][1], 4), "recall": round(rows[0][2], 4),
-                              "best_fixed_with_p99": {"threshold": top[0], "precision": top[1], "recall": top[2]}}))
+    for sigma, w, s, c in cv.scores_tried(syn, n, (i, j), d["table"]):
+        cal = cv.calibrate({**syn, "scores": c}, n, (i, j), s)
+        cal["score"] = {"sigma": sigma, "level_weight": w}
+        rows = []
+        for t in [None] + list(np.round(np.arange(0.85, 0.996, 0.005), 3)):
+            keep, compared = regroup(d, cal, s, threshold=t)
+            r = score_dedup(groups_of(n, i[keep], j[keep], None if single else compared), uris, images)
+            rows.append((t, r["precision"], r["recall"]))
+        ok = [r for r in rows[1:] if r[1] >= 0.99]
+        top = max(ok, key=lambda r: r[2]) if ok else (None, None, None)
+        print(json.dumps({"sigma": sigma, "level_weight": w, "threshold": cal["threshold"],
+                          "expected_cost": round(cal["expected_cost"], 5),
+                          "expected_false_rows": cal["expected_false_rows"],
+                          "precision": round(rows[0][1], 4), "recall": round(rows[0][2], 4),
+                          "best_fixed_with_p99": {"threshold": top[0], "precision": top[1], "recall": top[2]}}))
 
 
 if __name__ == "__main__":

@@ -61,21 +61,17 @@ def main():
         syn["verifiable"] = replay_verifiable(d, args.seed)
     origin = origins(uris, Path(args.images))
     same = origin[i] == origin[j]
-    for k, sigma in enumerate(syn["sigmas"]):
-        level = cv.row_levels(n, (i, j), d["table"][:, k])
-        for w in cv.LEVEL_WEIGHTS:
-            s = cv.relative(d["table"][:, k], (level[i] + level[j]) / 2, w)
-            c = cv.relative(syn["score_table"][:, k], level[syn["positions"]], w)
-            cal = cv.calibrate({**syn, "scores": c}, n, (i, j), s)
-            t = cal["threshold"]
-            best, is_copy = best_rows(n, i, j, s, same)
-            kept = s >= t
-            print(json.dumps({"sigma": float(sigma), "level_weight": w, "threshold": t, "window_top": cal["tail"]["to"],
-                              "expected_cost": round(cal["expected_cost"], 4),
-                              "expected_false_rows": cal["expected_false_rows"],
-                              "distinct_rows_above": int(((best >= t) & ~is_copy).sum()),
-                              "false_pairs_kept": int((kept & ~same).sum()), "copy_pairs_kept": int((kept & same).sum()),
-                              "pool_copies_below_share": cal["pool_copies_below_share"]}), flush=True)
+    for sigma, w, s, c in cv.scores_tried(syn, n, (i, j), d["table"]):
+        cal = cv.calibrate({**syn, "scores": c}, n, (i, j), s)
+        t = cal["threshold"]
+        best, is_copy = best_rows(n, i, j, s, same)
+        kept = s >= t
+        print(json.dumps({"sigma": float(sigma), "level_weight": w, "threshold": t, "window_top": cal["tail"]["to"],
+                          "expected_cost": round(cal["expected_cost"], 4),
+                          "expected_false_rows": cal["expected_false_rows"],
+                          "distinct_rows_above": int(((best >= t) & ~is_copy).sum()),
+                          "false_pairs_kept": int((kept & ~same).sum()), "copy_pairs_kept": int((kept & same).sum()),
+                          "pool_copies_below_share": cal["pool_copies_below_share"]}), flush=True)
     if args.histogram is not None:
         k = args.histogram
         best, is_copy = best_rows(n, i, j, d["table"][:, k], same)
