@@ -211,16 +211,18 @@ def test_calibration_counts_false_rows_against_copy_pairs_not_copy_rows():
     kept = scores >= cal["threshold"]
     assert (kept & ~truth).sum() > 0  # the look-alikes do reach the copies: the trade is live
     assert (kept & ~truth).sum() <= 0.01 * (kept & truth).sum(), ((kept & ~truth).sum(), (kept & truth).sum())
-    assert kept[truth].mean() >= 0.93  # recall of the copy pairs still near the 0.95 budget
+    # recall near the 0.95 budget: at the threshold chosen 6 distinct rows lie above (3.6 expected); at the
+    # 0.939 the window's fit alone chose, 30 (15.4 expected), which the cost prices above the misses it saves
+    assert kept[truth].mean() >= 0.9
 
 
 def test_copies_the_score_cannot_verify_do_not_place_the_tail_window():
     """A few synthetic copies are edits of near-flat pictures (noise on a plain background: the edit is
     most of what the score sees) and score 0.65-0.85 at any alignment. Counted in the copies' 1 %
     quantile they put the distinct tail's window in the bulk (own-data 30k: precision 0.849). Flagged
-    (``verifiable``) they still count as missed copies but do not place the window: recall of the pool's
-    copies >= 0.95 with false pairs under 1 % of the copy pairs found; unflagged, the same pool loses
-    recall."""
+    (``verifiable``) they still count as missed copies but do not place the window: false pairs under 1 % of
+    the copy pairs found, and more of the pool's copies found than unflagged (a window in the bulk fits a
+    heavier tail there, and the threshold goes up)."""
     rng = np.random.default_rng(3)
     s_of = lambda z: -np.expm1(-z)  # noqa: E731
     n, m = 20000, 400
@@ -244,8 +246,50 @@ def test_copies_the_score_cannot_verify_do_not_place_the_tail_window():
     assert cal["tail"]["to"] > 0.9 > plain["tail"]["to"]  # the window's top left the bulk
     assert cal["expected_missed"] >= 4 / m  # the flat copies are still missed
     kept = scores >= cal["threshold"]
-    assert kept[truth].mean() >= 0.95 > (scores[truth] >= plain["threshold"]).mean()
+    assert kept[truth].mean() > (scores[truth] >= plain["threshold"]).mean() + 0.02
     assert (kept & ~truth).sum() <= 0.01 * (kept & truth).sum()
+
+
+def test_the_second_best_scores_show_a_look_alike_tail_the_window_fit_misses():
+    """The distinct side falls steeply in its bulk, and a thin flat tail of look-alikes reaches in among the
+    copies (own-data 30k). The window under the copies holds mostly the bulk, so its exponential expects a
+    few distinct rows above the threshold where dozens are; each row's second-best score samples that tail
+    (``_second_best``), and the calibration's expected false rows come within a factor 6 of the true count
+    (the window's fit alone: 2.5 for 183, a factor 70)."""
+    rng = np.random.default_rng(7)
+    s_of = lambda z: -np.expm1(-z)  # noqa: E731
+    n, m, k = 20000, 400, 6
+    copy_z = lambda size: rng.normal(5.0, 0.6, size)  # noqa: E731
+    synthetic = {"scores": s_of(copy_z(m)), "positions": np.sort(rng.choice(n, m, replace=False)),
+                 "kinds": ("rotate",) * m, "floor": 0.7, "chroma": np.zeros(m), "grid": np.ones(m)}
+    real = np.arange(4000).reshape(-1, 2)
+    d = np.stack([np.repeat(np.arange(n), k), rng.integers(0, n, k * n)], 1)
+    d = d[(d[:, 0] != d[:, 1]) & ~((d[:, 0] < 4000) & (d[:, 1] < 4000) & (d[:, 0] // 2 == d[:, 1] // 2))]
+    tail = rng.random(len(d)) < 0.0015
+    dz = np.where(tail, rng.uniform(2.0, 5.0, len(d)), rng.normal(1.0, 0.35, len(d)))
+    i, j = np.concatenate([real[:, 0], d[:, 0]]), np.concatenate([real[:, 1], d[:, 1]])
+    scores = s_of(np.concatenate([copy_z(len(real)), dz]))
+    truth = np.arange(len(i)) < len(real)
+    cal = copyverify.calibrate(synthetic, n, (i, j), scores)
+    best = np.full(n, -1.0)
+    np.maximum.at(best, i[~truth], scores[~truth])
+    np.maximum.at(best, j[~truth], scores[~truth])
+    distinct_above = int((best >= cal["threshold"]).sum())
+    assert cal["second_best_ratio"] > 0 and distinct_above >= 20
+    assert cal["expected_false_rows"] >= distinct_above / 6, (cal["expected_false_rows"], distinct_above)
+
+
+def test_second_best_leaves_out_a_triangle_of_copy_like_pairs():
+    """An original with two copies (rows 0, 1, 2, every pair copy-like): each row's second-best partner is
+    the other copy, not a distinct sample, so it is left out; row 3's second-best (a look-alike of 0 and 4
+    that are not copy-like with each other) stays."""
+    i = np.array([0, 0, 1, 3, 3, 0])
+    j = np.array([1, 2, 2, 0, 4, 4])
+    s = np.array([0.999, 0.998, 0.997, 0.95, 0.9, 0.5])
+    second = copyverify._second_best(5, i, j, s, top=0.99)
+    assert second[:3].tolist() == [-1.0, -1.0, -1.0]
+    assert second[3] == pytest.approx(0.9)
+    assert copyverify._second_best(5, i[:0], j[:0], s[:0], top=0.99).tolist() == [-1.0] * 5
 
 
 def test_verifiable_flags_edits_of_near_flat_pictures():
