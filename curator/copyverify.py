@@ -999,26 +999,37 @@ def verifiable(detail, edit, kinds) -> np.ndarray:
     return detail >= float(np.median(ref)) if len(ref) else np.ones(len(detail), bool)
 
 
+def synthetic_draw(images, side: int, *, seed: int = 0, samples: int = CALIBRATION_SAMPLES):
+    """The calibration's sampled rows (sorted), ``Prepared`` of those rows followed by one synthetic copy
+    of each (``synthetic_copy``), and the copies' kinds: the same for the same pool and seed."""
+    from curator import seeds
+
+    rng = np.random.default_rng(seeds.derive(seed, stage="ssl-calibrate", shard=7))
+    pos = np.sort(rng.choice(len(images), size=min(samples, len(images)), replace=False))
+    copies, kinds = zip(*(synthetic_copy(np.asarray(images[r]), rng) for r in pos))
+    return pos, Prepared([images[r] for r in pos] + list(copies), side=side), kinds
+
+
+def copies_verifiable(q: Prepared, kinds) -> tuple[np.ndarray, np.ndarray]:
+    """(each original's ``_detail``, ``verifiable``) of ``synthetic_draw``'s originals and copies."""
+    m = len(kinds)
+    detail = np.array([_detail(q.full[x]) for x in range(m)])
+    return detail, verifiable(detail, [_detail(q.full[x + m] - q.full[x]) for x in range(m)], kinds)
+
+
 def synthetic_scores(images, p: Prepared, *, seed: int = 0, samples: int = CALIBRATION_SAMPLES,
                      progress: bool = True) -> dict:
     """Scores of sampled pool images against one synthetic copy each (``synthetic_copy``): the
     positives of the calibration (``scores`` at ``SCORE_SIGMA``, ``score_table`` at each of
     ``SCORE_SIGMAS``), their chroma distances and coarse-grid correlations (the floor)."""
-    from curator import seeds
-
-    n = len(images)
-    rng = np.random.default_rng(seeds.derive(seed, stage="ssl-calibrate", shard=7))
-    pos = np.sort(rng.choice(n, size=min(samples, n), replace=False))
-    copies, kinds = zip(*(synthetic_copy(np.asarray(images[r]), rng) for r in pos))
-    q = Prepared([images[r] for r in pos] + list(copies), side=p.side)
+    pos, q, kinds = synthetic_draw(images, p.side, seed=seed, samples=samples)
     m = len(pos)
     a, b = np.arange(m), np.arange(m) + m
     grid = np.array([grid_best(q, x, y)[0] for x, y in zip(a, b)])
     table = score_pairs(q, a, b, progress=progress, desc="calibrating on synthetic copies", floor=-2.0,
                         sigmas=SCORE_SIGMAS)
-    detail = np.array([_detail(q.full[x]) for x in a])
-    return {"positions": pos, "kinds": kinds, "grid": grid, "detail": detail,
-            "verifiable": verifiable(detail, [_detail(q.full[y] - q.full[x]) for x, y in zip(a, b)], kinds),
+    detail, flags = copies_verifiable(q, kinds)
+    return {"positions": pos, "kinds": kinds, "grid": grid, "detail": detail, "verifiable": flags,
             "floor": float(min(GRID_FLOOR_MAX, np.quantile(grid, 0.01) - GRID_FLOOR_MARGIN)),
             "score_table": table, "scores": table[:, 0], "sigmas": SCORE_SIGMAS,
             "chroma": chroma_distance(q, a, b), "colour": colour_changes(q, a, b, -2.0)}
@@ -1177,10 +1188,9 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
     # the window's top: the copies' 1 % quantile without those the score could not verify (``verifiable``)
     # and did not (below that quantile of the others); they still count as missed copies
     ver = np.asarray(synthetic.get("verifiable", np.ones(len(c), bool)), bool)
-    if ver.sum() >= MIN_CALIBRATION_SAMPLES:
-        ver |= _z(c) >= np.quantile(_z(c[ver]), 0.01)
-    top = float(np.quantile(_z(c[ver]) if ver.sum() >= MIN_CALIBRATION_SAMPLES else zc, 0.01))
-    ignored = int((~ver).sum()) if ver.sum() >= MIN_CALIBRATION_SAMPLES else 0
+    ver = ver | (_z(c) >= np.quantile(_z(c[ver]), 0.01)) if ver.sum() >= MIN_CALIBRATION_SAMPLES \
+        else np.ones(len(c), bool)
+    top = float(np.quantile(_z(c[ver]), 0.01))
     below = zb[zb < top]
     # the window: the top TAIL_FROM share of those rows, at least TAIL_MIN_ROWS, at most the upper half (a
     # best-of-k score decays only above its mode: a small pool's window must not reach into the body)
@@ -1234,7 +1244,7 @@ def calibrate(synthetic: dict, n: int, pairs, scores) -> dict:
         "copy_similarity": {f"q{int(p * 100):02d}": float(np.quantile(c, p)) for p in q},
         "neighbour_similarity": {f"q{int(p * 100):02d}": float(np.quantile(best, p)) for p in (0.5, 0.95, 0.99, 1.0)},
         "pool_copies_below_share": round(low, 4), "tail_heaviness": round(heavy, 3), "second_best_ratio": round(rho, 3),
-        "unverified_copies_ignored": ignored,
+        "unverified_copies_ignored": int((~ver).sum()),
         "expected_missed": float(missed[k]), "expected_false_rows": round(float(false_rows[k]), 3),
         "expected_cost": float(cost[k]),
         "grid_floor": round(synthetic["floor"], 4),

@@ -33,21 +33,15 @@ def load(path: str) -> dict:
 
 def replay_verifiable(d: dict, seed: int) -> np.ndarray:
     """``copyverify.verifiable`` of a record written before it was kept (run33 and older): the synthetic
-    copies re-drawn as ``synthetic_scores`` drew them (same seed, same sampled rows), their originals'
-    detail against the noise edits'."""
-    from curator import copyverify as cv, seeds
+    copies re-drawn as ``synthetic_scores`` drew them (``synthetic_draw``: same seed, same sampled rows)."""
+    from curator import copyverify as cv
 
-    uris, syn = [str(u) for u in d["uris"]], d["synthetic"]
-    rng = np.random.default_rng(seeds.derive(seed, stage="ssl-calibrate", shard=7))
-    pos = np.sort(rng.choice(len(uris), size=min(len(syn["positions"]), len(uris)), replace=False))
+    syn = d["synthetic"]
+    images = cv.ImageFiles([str(u) for u in d["uris"]])  # read when drawn: the sampled rows only
+    pos, q, kinds = cv.synthetic_draw(images, cv.working_side(images), seed=seed, samples=len(syn["positions"]))
     if not np.array_equal(pos, syn["positions"]):
         raise SystemExit("replay_verifiable: the record's sampled rows are not this seed's; pass --seed")
-    src = [np.asarray(cv._load_one(uris[r])) for r in pos]
-    copies, kinds = zip(*(cv.synthetic_copy(a, rng) for a in src))
-    q = cv.Prepared(src + list(copies), side=cv.working_side(src))
-    m = len(pos)
-    detail = [cv._detail(q.full[x]) for x in range(m)]
-    return cv.verifiable(detail, [cv._detail(q.full[x + m] - q.full[x]) for x in range(m)], kinds)
+    return cv.copies_verifiable(q, kinds)[1]
 
 
 def groups_of(n: int, i, j, compared=None) -> list[np.ndarray]:
