@@ -242,6 +242,11 @@ def test_copies_the_score_cannot_verify_do_not_place_the_tail_window():
     truth = np.arange(len(i)) < len(real)
     plain = copyverify.calibrate(synthetic, n, (i, j), scores)
     cal = copyverify.calibrate({**synthetic, "verifiable": ver}, n, (i, j), scores)
+    also = ver.copy()
+    also[np.argmax(cz)] = False  # a flagged copy that did verify: not left out, and the flags not changed
+    given = also.copy()
+    assert copyverify.calibrate({**synthetic, "verifiable": also}, n, (i, j), scores)["unverified_copies_ignored"] == 4
+    assert np.array_equal(also, given)  # read, not written: calibrate_score passes the same flags 15 times
     assert plain["unverified_copies_ignored"] == 0 and cal["unverified_copies_ignored"] == 4
     assert cal["tail"]["to"] > 0.9 > plain["tail"]["to"]  # the window's top left the bulk
     assert cal["expected_missed"] >= 4 / m  # the flat copies are still missed
