@@ -683,55 +683,100 @@ def chroma_distance(p: Prepared, i, j) -> np.ndarray:
 
 
 def score_pairs(p: Prepared, i, j, *, progress: bool = True, desc: str = "verifying candidate pairs",
-                floor: float = GRID_FLOOR, sigmas=None, workers: int = 1) -> np.ndarray:
+                floor: float = GRID_FLOOR, sigmas=None, workers: int = 1, checkpoint=None) -> np.ndarray:
     """``pair_score`` of each pair (i[k], j[k]), float64, with a progress bar: (pairs,), or (pairs,
     len(sigmas)) with ``sigmas``; ``workers`` > 1 splits the pairs across forked processes
-    (``_score_forked``): pairs are independent, the score is one thread."""
+    (``_score_forked``): pairs are independent, the score is one thread. ``checkpoint`` (a
+    ``curator.checkpoint.Checkpoint``): each block of ``SCORE_BLOCK`` pairs is kept as it is scored, and
+    a run stopped part way scores only the blocks it had not finished."""
     from curator._progress import progress as bar
 
     i, j = np.asarray(i, np.int64), np.asarray(j, np.int64)
-    if workers > 1 and len(i) >= 2 * SCORE_BLOCK:
-        return _score_forked(p, i, j, progress=progress, desc=desc, floor=floor, sigmas=sigmas, workers=workers)
-    out = np.empty(len(i) if sigmas is None else (len(i), len(sigmas)), np.float64)
-    ks = range(len(i))
-    for k in (bar(ks, total=len(i), desc=desc) if progress else ks):
-        out[k] = pair_score(p, int(i[k]), int(j[k]), floor, sigmas)
+    shape = (len(i),) if sigmas is None else (len(i), len(sigmas))
+    if checkpoint is None:
+        out, spans = np.empty(shape, np.float64), [(s, min(s + SCORE_BLOCK, len(i)))
+                                                   for s in range(0, len(i), SCORE_BLOCK)]
+        put, rows = lambda s, got: out.__setitem__(slice(s, s + len(got)), got), None
+    else:
+        rows = checkpoint.rows("scores", shape, np.float64, SCORE_BLOCK,
+                               meta={"floor": float(floor), "sigmas": sigmas, "pairs": _digest(i, j)})
+        out, spans, put = rows.out, rows.todo(), rows.put
+        if rows.resumed_rows:
+            desc = f"{desc} (resumed: {rows.resumed_rows:,} of {len(i):,} already scored)"
+    left = sum(e - s for s, e in spans)
+    try:
+        if workers > 1 and left >= 2 * SCORE_BLOCK:
+            done = _score_forked(p, i, j, spans, floor=floor, sigmas=sigmas, workers=workers)
+            desc = f"{desc} ({workers} processes)"
+        else:
+            done = (_score_span(p, i, j, floor, sigmas, span) for span in spans)
+        for s, got in (bar(done, total=left, desc=desc, weight=lambda r: len(r[1])) if progress else done):
+            put(s, got)
+    finally:
+        if rows is not None:
+            rows.close()
     return out
 
 
-#: Pairs a worker process scores per task (``_score_forked``): contiguous, so pairs sorted by their first
-#: row keep reading that row's record once.
+def _pool_digest(images, hashes=None) -> str:
+    """What a checkpoint of ``images`` is valid for: their content hashes where the caller has them (the
+    store's), else each file's path, size and modification time (``ImageFiles``), else the pixels."""
+    import hashlib
+    import os
+
+    h = hashlib.blake2b(digest_size=16)
+    if hashes is not None:
+        h.update("\n".join(map(str, hashes)).encode())
+    elif isinstance(images, ImageFiles):
+        for u in images.uris:
+            st = os.stat(u)
+            h.update(f"{u}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    else:
+        for a in images:
+            h.update(_digest(np.asarray(a)).encode())
+    return h.hexdigest()
+
+
+def _digest(*arrays) -> str:
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a.reshape(-1)).cast("B"))
+    return h.hexdigest()
+
+
+#: Pairs a worker process scores per task (``_score_forked``), and the unit a checkpoint keeps:
+#: contiguous, so pairs sorted by their first row keep reading that row's record once.
 SCORE_BLOCK = 512
 _FORKED: dict = {}
 
 
-def _score_block(span) -> tuple[int, np.ndarray]:
-    p, i, j, floor, sigmas = (_FORKED[k] for k in ("p", "i", "j", "floor", "sigmas"))
+def _score_span(p, i, j, floor, sigmas, span) -> tuple[int, np.ndarray]:
     s, e = span
     return s, np.array([pair_score(p, int(i[k]), int(j[k]), floor, sigmas) for k in range(s, e)], np.float64)
 
 
-def _score_forked(p, i, j, *, progress: bool, desc: str, floor: float, workers: int, sigmas=None) -> np.ndarray:
-    """``score_pairs`` in ``workers`` forked processes: each inherits ``p`` (held arrays, or the scratch
-    file of a ``StoredPrepared``, read with ``os.pread``: no shared offset) and scores blocks of
-    ``SCORE_BLOCK`` pairs; the same values as one process, in the same order."""
+def _score_block(span) -> tuple[int, np.ndarray]:
+    return _score_span(*(_FORKED[k] for k in ("p", "i", "j", "floor", "sigmas")), span)
+
+
+def _score_forked(p, i, j, spans, *, floor: float, workers: int, sigmas=None):
+    """(start, scores) of each span of pairs, scored in ``workers`` forked processes as they finish:
+    each inherits ``p`` (held arrays, or the scratch file of a ``StoredPrepared``, read with
+    ``os.pread``: no shared offset); the same values as one process."""
     import multiprocessing as mp
 
-    from curator._progress import progress as bar
-
-    out = np.empty(len(i) if sigmas is None else (len(i), len(sigmas)), np.float64)
-    spans = [(s, min(s + SCORE_BLOCK, len(i))) for s in range(0, len(i), SCORE_BLOCK)]
     _FORKED.update(p=p, i=i, j=j, floor=floor, sigmas=sigmas)
     try:
         with mp.get_context("fork").Pool(int(workers)) as pool:
-            done = pool.imap_unordered(_score_block, spans)
-            for s, got in (bar(done, total=len(spans), desc=f"{desc} ({workers} processes)") if progress else done):
-                out[s:s + len(got)] = got
+            yield from pool.imap_unordered(_score_block, spans)
             pool.close()
             pool.join()  # reaped: their CPU time is counted in os.times()'s children
     finally:
         _FORKED.clear()
-    return out
 
 
 # -- candidates ----------------------------------------------------------------------------------
@@ -1384,13 +1429,17 @@ def grey_thresholds(p, i, j, s, synthetic: dict, threshold: float):
 
 def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=None, scores=None,
                 k: int = DEFAULT_K, embeddings=None, seed: int = 0, progress: bool = True,
-                chroma_tolerance: float | None = None, workers: int = 1, record: dict | None = None):
+                chroma_tolerance: float | None = None, workers: int = 1, record: dict | None = None,
+                checkpoint=None):
     """Groups of copies among ``images`` (a sequence of uint8 arrays), representative first, as
     ``curator.dedup.find_duplicates`` returns them, and an info dict (method, threshold, calibration,
     pairs verified, pairs per second). ``threshold`` None: calibrated on the pool (``calibrate``).
     ``record``: a dict filled with what the groups were made from (candidate pairs ``i``/``j``, the raw
     score ``table``, the chosen score ``s``, ``colour``, ``keep``, the rows' ``row_chroma``, the
-    ``synthetic`` copies), so a benchmark can re-group offline without scoring again."""
+    ``synthetic`` copies), so a benchmark can re-group offline without scoring again. ``checkpoint``: a
+    folder that keeps the candidate pairs and each block of scored pairs as they come, so a stopped run
+    started again with the same pool and settings scores only what was left (``curator.checkpoint``); it
+    is removed when the groups are made."""
     from curator import coldstart
     from curator.dedup import check_threshold, find_duplicates
 
@@ -1403,7 +1452,15 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
 
         raise EmptyPoolError("find_copies: no images; nothing to de-duplicate")
     E = _embed(images)[0] if embeddings is None else embeddings
-    i, j = candidates(images, k, embeddings=E)
+    ck = None
+    if checkpoint is not None:
+        from curator.checkpoint import Checkpoint
+
+        ck = Checkpoint(checkpoint, {"method": METHOD, "n": n, "k": int(k), "seed": int(seed),
+                                     "pool": _pool_digest(images, hashes), "embeddings": _digest(E),
+                                     "threshold": threshold, "chroma_tolerance": chroma_tolerance})
+    i, j = candidates(images, k, embeddings=E) if ck is None else \
+        ck.arrays("candidates", lambda: candidates(images, k, embeddings=E))
     p = prepare_pool(images, progress=progress)  # held, or by chunks into a scratch file (StoredPrepared)
     from curator.dedup import MIN_CALIBRATION_SAMPLES
 
@@ -1420,7 +1477,7 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
     choosing = threshold is None  # a given threshold is one of the plain score (SCORE_SIGMA, no level)
     t0, c0 = time.time(), _cpu_s()
     s = score_pairs(p, i, j, progress=progress, floor=floor, sigmas=SCORE_SIGMAS if choosing else None,
-                    workers=workers)
+                    workers=workers, checkpoint=ck)
     wall, cpu = time.time() - t0, _cpu_s() - c0
     calibration = None
     tol = chroma_tolerance
@@ -1459,6 +1516,8 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
     margin = np.where(colour_ok & ~np.isnan(s), s - pair_t, -np.inf)
     groups, info = find_duplicates(E, threshold, hashes=hashes, labeled=labeled, scores=scores, seed=seed,
                                    return_info=True, pairs=(i[keep], j[keep]), compared=(i, j, margin))
+    if ck is not None:
+        ck.clear()
     info.update(method=METHOD, calibration=calibration, chroma_tolerance=float(tol), candidate_pairs=int(len(i)),
                 verified_pairs=int(keep.sum()), verify_wall_s=round(wall, 3), verify_cpu_s=round(cpu, 3),
                 pairs_per_cpu_s=round(len(i) / cpu, 1) if cpu > 0 else None, k=int(k), grid_floor=round(floor, 4))

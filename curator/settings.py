@@ -124,6 +124,11 @@ class Settings:
     def embeddings_dir(self) -> Path:
         return self.workspace / "embeddings"
 
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Partial results of long steps (``curator.checkpoint``), removed when the step finishes."""
+        return self.workspace / "checkpoints"
+
     def masked(self) -> dict[str, str]:
         """Effective values for display, with secrets and URL passwords masked."""
         out = {}

@@ -226,8 +226,15 @@ def test_cli_dedup_on_ingested_folder(tmp_path):
     r = run_cli("ingest", str(folder), "--dataset", "digits", "--no-class-folders", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     # default: candidates verified on the images, threshold calibrated on the pool and recorded
+    # a stale checkpoint of other work in the run's folder (curator.checkpoint): not trusted, and the
+    # folder is removed once the groups are made (a stopped run would find its scored pairs there)
+    stale = tmp_path / ".curator" / "checkpoints" / "dedup-digits"
+    stale.mkdir(parents=True)
+    (stale / "key.json").write_text('{"pool": "another"}')
+    (stale / "scores.bin").write_bytes(b"junk")
     r = run_cli("dedup", "--dataset", "digits", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+    assert not stale.exists()
     verified = json.loads(r.stdout)
     assert verified["method"] == "verified-ecc" and verified["threshold_source"] == "calibrated"
     assert verified["threshold"] == verified["calibration"]["threshold"] < 1.0

@@ -105,7 +105,9 @@ def _uris(settings, sample_ids) -> list[str]:
               help="Verify each candidate pair on the images (alignment + correlation, curator.copyverify) with a "
                    "threshold calibrated on the pool. Default: on with the cold-start embedding for pools of 30 to "
                    "20,000 images (copyverify.VERIFY_AUTO_SAMPLES; ~50 CPU s a thousand images), off otherwise "
-                   "(embedding cosine only). --verify goes up to millions (the images are read from their files).")
+                   "(embedding cosine only). --verify goes up to millions (the images are read from their files); a "
+                   "stopped verification resumes when the same command is run again (its scored pairs are kept "
+                   "in the workspace's checkpoints/ folder until it finishes).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
               help="Seed of the calibration's samples and synthetic copies (--self-supervised, --verify).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1),
@@ -161,8 +163,12 @@ def dedup(ctx, dataset, model, weights, embedding_set, self_supervised, verify, 
     method = "cosine"
     if verify:
         images = copyverify.load_images(_uris(settings, ids))  # held, or read when needed (ImageFiles)
+        from curator.names import dataset_name
+
+        # a stopped verification (hours at 100k images) resumes when the same command is run again
+        checkpoint = settings.checkpoints_dir / f"dedup-{dataset_name(dataset)}"
         groups, info = copyverify.find_copies(images, threshold, hashes=hashes, labeled=labeled, embeddings=E,
-                                              seed=seed, workers=workers)
+                                              seed=seed, workers=workers, checkpoint=checkpoint)
         calibration, t, method = info["calibration"], info["threshold"], info["method"]
     else:
         groups, info = find_duplicates(E, t, hashes=hashes, labeled=labeled, return_info=True,
