@@ -7,7 +7,9 @@ The cold-start vectors are computed once into ``--work/cold.npy`` (the same ``co
 store's embedding set holds, in manifest order) and passed as a read-only memory map, as ``run.py`` passes
 the store's. One JSON line: pairs, wall / CPU seconds, the step's peak RSS (VmHWM reset at its start) and
 heap, and the pair precision / recall by copy kind (``run.score_dedup``); the record for
-``regroup_record.py`` is saved as ``--work/verify_record_<n>.npz``.
+``regroup_record.py`` is saved as ``--work/verify_record_<n>.npz``. A stopped run started again with the
+same arguments resumes: the images (the generator skips files it has), the cold-start vectors (a finished
+file) and the scored candidate pairs (``--work/checkpoint``, ``curator.checkpoint``) are kept.
 
     nice python benchmarks/own_data/verify_folder.py --n 100000 --work /work/own100k --workers 2 >> F.jsonl
 """
@@ -62,7 +64,7 @@ def main(argv=None):
     mem, t0, c0 = StepMemory(), time.perf_counter(), copyverify._cpu_s()
     rec = {}
     groups, info = copyverify.find_copies(copyverify.ImageFiles(uris), embeddings=C, seed=a.seed, progress=True,
-                                          workers=a.workers, record=rec)
+                                          workers=a.workers, record=rec, checkpoint=work / "checkpoint")
     step = {"s": round(time.perf_counter() - t0, 1), "cpu_s": round(copyverify._cpu_s() - c0, 1), **mem.end(),
             "load": os.getloadavg()[0]}
     save_record(rec, uris, info, work / f"verify_record_{a.n}")
