@@ -718,6 +718,18 @@ def score_pairs(p: Prepared, i, j, *, progress: bool = True, desc: str = "verify
     return out
 
 
+def _code_digest() -> str:
+    """This module's source: scores kept by another version of it (an upgrade, an edit) are not reused."""
+    from pathlib import Path
+
+    try:
+        return _digest(np.frombuffer(Path(__file__).read_bytes(), np.uint8))
+    except OSError:  # no source file (a frozen install): the package version
+        from curator import __version__
+
+        return str(__version__)
+
+
 def _pool_digest(images, hashes=None) -> str:
     """What a checkpoint of ``images`` is valid for: their content hashes where the caller has them (the
     store's), else each file's path, size and modification time (``ImageFiles``), else the pixels."""
@@ -1456,7 +1468,7 @@ def find_copies(images, threshold: float | None = None, *, hashes=None, labeled=
     if checkpoint is not None:
         from curator.checkpoint import Checkpoint
 
-        ck = Checkpoint(checkpoint, {"method": METHOD, "n": n, "k": int(k), "seed": int(seed),
+        ck = Checkpoint(checkpoint, {"method": METHOD, "code": _code_digest(), "n": n, "k": int(k), "seed": int(seed),
                                      "pool": _pool_digest(images, hashes), "embeddings": _digest(E),
                                      "threshold": threshold, "chroma_tolerance": chroma_tolerance})
     i, j = candidates(images, k, embeddings=E) if ck is None else \

@@ -3,6 +3,8 @@ started again scores only the rest and gives the same result; a folder of other 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -101,6 +103,9 @@ def test_find_copies_stopped_in_its_scoring_resumes_to_the_same_groups(tmp_path,
     with pytest.raises(KeyboardInterrupt):
         copyverify.find_copies(images, progress=False, checkpoint=folder)
     assert (folder / "candidates.npz").is_file() and (folder / "scores.done.npy").is_file()
+    # kept for this pool and this version of the score's code (an edit or upgrade starts over)
+    key = json.loads((folder / "key.json").read_text())
+    assert key["code"] == copyverify._code_digest() and key["n"] == len(images)
     searched = []
     real_candidates = copyverify.candidates
     monkeypatch.setattr(copyverify, "candidates", lambda *a, **k: searched.append(1) or real_candidates(*a, **k))
